@@ -1,0 +1,55 @@
+// The CPU backend's device handle and its fork-join parallel loop.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "lcsm/core/tensor.hpp"
+
+namespace lcsm::cpu {
+
+// Where and how wide CPU work runs. threads <= 0 means std::thread::hardware_concurrency().
+struct Device {
+  int threads = 1;
+
+  int thread_count() const {
+    if (threads > 0) return threads;
+    return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  }
+};
+
+// Runs body(item, worker) for item in [0, items) on up to `threads` workers (the caller's thread is
+// worker 0). Items are handed out one at a time, so uneven items balance. Rethrows the first
+// exception a worker threw.
+template <class Body>
+void parallel_for(int threads, index_t items, Body&& body) {
+  const int workers = static_cast<int>(std::min<index_t>(std::max(threads, 1), items));
+  if (workers <= 1) {
+    for (index_t i = 0; i < items; ++i) body(i, 0);
+    return;
+  }
+  std::atomic<index_t> next{0};
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  auto run = [&](int worker) {
+    try {
+      for (index_t i = next++; i < items; i = next++) body(i, worker);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mutex);
+      if (!error) error = std::current_exception();
+      next = items;
+    }
+  };
+  std::vector<std::thread> pool;
+  pool.reserve(workers - 1);
+  for (int w = 1; w < workers; ++w) pool.emplace_back(run, w);
+  run(0);
+  for (auto& t : pool) t.join();
+  if (error) std::rethrow_exception(error);
+}
+
+}  // namespace lcsm::cpu

@@ -1,0 +1,130 @@
+// Lightning attention backward on the backend under test, against the float64 reference backward
+// (which is itself checked against finite differences in the reference tests).
+#include <catch2/catch.hpp>
+
+#include "suite/lightning_problem.hpp"
+#include "suite/seeds.hpp"
+
+using namespace lcsm;
+using namespace lcsm::test;
+
+namespace {
+
+void check_backward(const LightningCase& c, Dtype dtype) {
+  const std::uint64_t seed = fresh_seed();
+  INFO(backend().name() << " " << name(dtype) << " " << c.str() << " seed=" << seed);
+  const LightningProblemData p(c, dtype, seed);
+  std::mt19937_64 rng(seed ^ 0xD1B54A32D192ED03ull);
+  Tensor d_o = p.output();
+  const std::vector<double> dod = normal_values(rng, d_o.numel(), dtype);
+  d_o.assign(dod);
+  Tensor dsT = p.state_output();
+  std::vector<double> dsTd;
+  if (c.with_state) {
+    dsTd = normal_values(rng, dsT.numel(), state_dtype(dtype));
+    dsT.assign(dsTd);
+  }
+  // Reference.
+  const index_t N = c.sequences();
+  auto mut = [&](std::vector<double>& x, index_t D) { return lcsm::view(x.data(), {c.B, c.T, c.H, D}); };
+  std::vector<double> rdq(p.qd.size()), rdk(p.kd.size()), rdv(p.vd.size()), rds0(N * c.H * c.K * c.V);
+  const auto ref = reference::lightning_backward(
+      p.op, p.dview(p.qd, c.K), p.dview(p.kd, c.K), p.dview(p.vd, c.V), p.dview(dod, c.V), mut(rdq, c.K),
+      mut(rdk, c.K), mut(rdv, c.V),
+      c.with_state ? lcsm::view(p.s0d.data(), {N, c.H, c.K, c.V}) : View<const double, 4>{},
+      c.with_state ? lcsm::view(dsTd.data(), {N, c.H, c.K, c.V}) : View<const double, 4>{},
+      lcsm::view(rds0.data(), {N, c.H, c.K, c.V}), c.varlen.empty() ? CuSeqlens{} : p.cu.view());
+  // Backend.
+  Tensor dq = p.output(), dk = p.output(), dv = p.output(), ds0 = p.state_output();
+  if (c.K != c.V) {
+    dq = Tensor(dtype, p.q.shape(), p.q.strides());
+    dk = Tensor(dtype, p.k.shape(), p.k.strides());
+    dq.poison();
+    dk.poison();
+  }
+  std::vector<double> dg;
+  backend().lightning_backward(p.op, p.q, p.k, p.v, d_o, p.initial(), c.with_state ? &dsT : nullptr,
+                               {&dq, &dk, &dv, &ds0, &dg}, p.offsets());
+  const struct {
+    const char* what;
+    std::vector<double> got;
+    const std::vector<double>& want;
+    Dtype dt;
+  } checks[] = {{"dq", dq.to_double(), rdq, dtype},
+                {"dk", dk.to_double(), rdk, dtype},
+                {"dv", dv.to_double(), rdv, dtype},
+                {"d_initial_state", ds0.to_double(), rds0, state_dtype(dtype)}};
+  for (const auto& ch : checks) {
+    const Verdict v = judge(ch.got, ch.want, tolerance(ch.dt, ch.want, 2.0));
+    INFO(ch.what << ": " << v.str());
+    CHECK(v.ok);
+  }
+  // dg_h = sum_t t (q_t . dq_t - k_t . dk_t) + T <dS_T, S_T> sums terms of both signs: its error
+  // is judged against the magnitude of those terms, not against the (possibly cancelled) sum.
+  std::vector<double> magnitude(c.H, 0.0);
+  const Sequences seqs(c.B, c.T, c.varlen.empty() ? CuSeqlens{} : p.cu.view());
+  for (index_t n = 0; n < seqs.size(); ++n)
+    for (index_t t = 0; t < seqs[n].length; ++t)
+      for (index_t h = 0; h < c.H; ++h) {
+        double qq = 0, kk = 0;
+        for (index_t d = 0; d < c.K; ++d) {
+          const index_t i = ((seqs[n].batch * c.T + seqs[n].start + t) * c.H + h) * c.K + d;
+          qq += p.qd[i] * rdq[i];
+          kk += p.kd[i] * rdk[i];
+        }
+        magnitude[h] += (t + 1) * (std::fabs(qq) + std::fabs(kk));
+      }
+  const double unit = dtype == Dtype::f64 ? 1e-13 : 1e-6;
+  for (index_t h = 0; h < c.H; ++h) {
+    INFO("d_log_decay[" << h << "] = " << dg[h] << ", reference " << ref.d_log_decay[h] << ", term magnitude "
+                        << magnitude[h]);
+    CHECK(std::fabs(dg[h] - ref.d_log_decay[h]) <= unit * (magnitude[h] + std::fabs(ref.d_log_decay[h])) + 1e-30);
+  }
+}
+
+LightningCase make(index_t B, index_t T, index_t H, index_t K, index_t V, DecayKind d, bool state) {
+  LightningCase c;
+  c.B = B;
+  c.T = T;
+  c.H = H;
+  c.K = K;
+  c.V = V;
+  c.decay = d;
+  c.with_state = state;
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("lightning backward: shapes, decays and states", "[lightning][backward]") {
+  if (!backend().has_backward()) return;
+  for (Dtype dt : backend().dtypes()) {
+    for (index_t T : {1, 63, 64, 65, 200})
+      for (bool state : {false, true}) check_backward(make(2, T, 2, 32, 32, DecayKind::mixed, state), dt);
+    for (DecayKind d : {DecayKind::none, DecayKind::weak, DecayKind::strong, DecayKind::retnet})
+      check_backward(make(1, 150, 3, 48, 40, d, true), dt);
+    check_backward(make(1, 1000, 1, 64, 64, DecayKind::weak, true), dt);  // one head: cut into segments
+    check_backward(make(1, 130, 2, 100, 60, DecayKind::mixed, true), dt);
+  }
+}
+
+TEST_CASE("lightning backward: varlen and strided memory", "[lightning][backward][varlen]") {
+  if (!backend().has_backward()) return;
+  for (Dtype dt : backend().dtypes()) {
+    check_backward(varlen_case({1, 63, 300, 64}, 2, 32, 32, DecayKind::mixed, true), dt);
+    check_backward(varlen_case({50, 0, 80}, 1, 16, 24, DecayKind::weak, false, true), dt);
+    LightningCase c = make(2, 90, 2, 32, 32, DecayKind::mixed, true);
+    c.strided = true;
+    check_backward(c, dt);
+  }
+}
+
+TEST_CASE("lightning backward: independent of the chunk size", "[lightning][backward][invariant]") {
+  if (!backend().has_backward() || !backend().honours_chunk()) return;
+  for (Dtype dt : backend().dtypes())
+    for (index_t chunk : {1, 16, 64, 100}) {
+      LightningCase c = make(1, 257, 2, 32, 32, DecayKind::mixed, true);
+      c.chunk = chunk;
+      check_backward(c, dt);
+    }
+}
