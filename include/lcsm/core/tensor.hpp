@@ -17,11 +17,6 @@
 
 #include "lcsm/core/error.hpp"
 
-#if defined(__CUDACC__)
-#define LCSM_HOST_DEVICE __host__ __device__
-#else
-#define LCSM_HOST_DEVICE
-#endif
 
 namespace lcsm {
 
@@ -47,11 +42,11 @@ class View {
   View(const View<U, Rank>& other)  // NOLINT(google-explicit-constructor): like T* -> const T*
       : data_(other.data()), shape_(other.shape()), strides_(other.strides()) {}
 
-  LCSM_HOST_DEVICE T* data() const { return data_; }
+T* data() const { return data_; }
   const Shape<Rank>& shape() const { return shape_; }
   const Shape<Rank>& strides() const { return strides_; }
-  LCSM_HOST_DEVICE index_t size(int dim) const { return shape_[dim]; }
-  LCSM_HOST_DEVICE index_t stride(int dim) const { return strides_[dim]; }
+index_t size(int dim) const { return shape_[dim]; }
+index_t stride(int dim) const { return strides_[dim]; }
 
   index_t numel() const {
     index_t n = 1;
@@ -63,7 +58,7 @@ class View {
   bool present() const { return !absent(); }
 
   template <class... Index>
-  LCSM_HOST_DEVICE index_t offset(Index... index) const {
+index_t offset(Index... index) const {
     static_assert(sizeof...(Index) == Rank, "one index per dimension");
     const index_t idx[] = {static_cast<index_t>(index)...};
     index_t off = 0;
@@ -71,7 +66,7 @@ class View {
     return off;
   }
   template <class... Index>
-  LCSM_HOST_DEVICE T& operator()(Index... index) const {
+T& operator()(Index... index) const {
     return data_[offset(index...)];
   }
 
