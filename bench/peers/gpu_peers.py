@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""lcsm vs flash-linear-attention (Triton) vs PyTorch SDPA on the same GPU, inputs and shapes.
+
+Runs lcsm's CUDA lightning attention through its C ABI (liblcsm_capi.so, ctypes) next to fla's
+chunk_simple_gla(q, k, v, g_gamma=g, scale=scale) and fused_recurrent_simple_gla (decode) and
+PyTorch's causal scaled_dot_product_attention, in one process. Checks that lcsm matches fla on the
+same inputs (relative RMS < 1e-2 in bf16) and prints: shape, ours, fla, SDPA, ratios. Timings are
+medians of CUDA-event timings with the L2 cache flushed before every call.
+
+    python3 bench/peers/gpu_peers.py --lib build/bench/peers/liblcsm_capi.so --json out.json
+"""
+import argparse
+import ctypes
+import json
+import math
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+
+
+class Lcsm:
+    def __init__(self, path):
+        self.lib = ctypes.CDLL(path)
+        L = ctypes.c_longlong
+        P = ctypes.c_void_p
+        self.lib.lcsm_lightning_workspace.restype = L
+        self.lib.lcsm_lightning_workspace.argtypes = [ctypes.c_int, L, L, L, L, L]
+        self.lib.lcsm_lightning_forward.restype = ctypes.c_int
+        self.lib.lcsm_lightning_forward.argtypes = [ctypes.c_int, P, P, P, P, L, L, L, L, L, P, ctypes.c_double, P, P,
+                                                    P, L, P, ctypes.c_char_p, ctypes.c_int]
+        self.lib.lcsm_lightning_step.restype = ctypes.c_int
+        self.lib.lcsm_lightning_step.argtypes = [ctypes.c_int, P, P, P, P, L, L, L, L, L, P, ctypes.c_double, P, P,
+                                                 ctypes.c_char_p, ctypes.c_int]
+        self.err = ctypes.create_string_buffer(1024)
+
+    def forward(self, q, k, v, g, scale, final_state=None):
+        B, T, H, K = q.shape
+        V = v.shape[-1]
+        dt = DTYPES[q.dtype]
+        o = torch.empty_like(v)
+        ws = self.lib.lcsm_lightning_workspace(dt, B, T, H, K, V)
+        work = torch.empty(max(ws, 1), dtype=torch.uint8, device=q.device)
+        gd = (ctypes.c_double * H)(*[float(x) for x in g.tolist()])
+        fs = final_state.data_ptr() if final_state is not None else None
+        stream = torch.cuda.current_stream().cuda_stream
+
+        def run():
+            rc = self.lib.lcsm_lightning_forward(dt, q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), B, T, H, K,
+                                                 V, gd, scale, None, fs, work.data_ptr(), ws, stream, self.err, 1024)
+            if rc:
+                raise RuntimeError(self.err.value.decode())
+        return o, run
+
+    def step(self, q, k, v, g, scale, state):
+        B, n, H, K = q.shape
+        V = v.shape[-1]
+        o = torch.empty_like(v)
+        gd = (ctypes.c_double * H)(*[float(x) for x in g.tolist()])
+        stream = torch.cuda.current_stream().cuda_stream
+
+        def run():
+            rc = self.lib.lcsm_lightning_step(DTYPES[q.dtype], q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), B,
+                                              n, H, K, V, gd, scale, state.data_ptr(), stream, self.err, 1024)
+            if rc:
+                raise RuntimeError(self.err.value.decode())
+        return o, run
+
+
+_flush = None
+
+
+def flush_l2():
+    global _flush
+    if _flush is None:
+        _flush = torch.empty(256 * 1024 * 1024, dtype=torch.uint8, device="cuda")
+    _flush.zero_()
+
+
+def time_ms(fn, reps=10, warmup=2, flush=True):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        if flush:
+            flush_l2()
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    times.sort()
+    return times[len(times) // 2]
+
+
+def minimax_decay(H, layer=0, layers=80):
+    slopes = [2.0 ** (-8.0 * (h + 1) / H) for h in range(H)]
+    f = 1 - layer / (layers - 1) + 1e-5
+    return torch.tensor([-s * f for s in slopes], dtype=torch.float32)
+
+
+def rel_rms(a, b):
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm()).item()
+
+
+def reference_fp64(q, k, v, g, scale):
+    """o and final state in float64 of the (rounded) inputs: quadratic form with the decay mask."""
+    q, k, v = q.double(), k.double(), v.double()
+    B, T, H, K = q.shape
+    t = torch.arange(T, device=q.device, dtype=torch.float64)
+    o = torch.empty_like(v)
+    state = torch.empty(B, H, K, v.shape[-1], dtype=torch.float64, device=q.device)
+    for h in range(H):
+        gh = float(g[h])
+        diff = t[:, None] - t[None, :]
+        mask = torch.where(diff >= 0, torch.exp(gh * diff.clamp(min=0)), torch.zeros((), dtype=torch.float64, device=q.device))
+        a = torch.einsum("btk,bsk->bts", q[:, :, h], k[:, :, h]) * mask
+        o[:, :, h] = scale * torch.einsum("bts,bsv->btv", a, v[:, :, h])
+        w = torch.exp(gh * (T - 1 - t))
+        state[:, h] = torch.einsum("bs,bsk,bsv->bkv", w.expand(B, T), k[:, :, h], v[:, :, h])
+    return o, state
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lib", required=True)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--max-t", type=int, default=1 << 20)
+    ap.add_argument("--sdpa-max-t", type=int, default=1 << 20)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    dev = torch.device("cuda")
+    lc = Lcsm(args.lib)
+    from fla.ops.simple_gla import chunk_simple_gla, fused_recurrent_simple_gla
+    import fla
+    results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+               "fla": getattr(fla, "__version__", "?"), "date": time.strftime("%Y-%m-%d"), "rows": []}
+    # Card ceilings, same session.
+    x = torch.empty(2 * 1024 ** 3, dtype=torch.uint8, device=dev)
+    y = torch.empty_like(x)
+    copy_ms = time_ms(lambda: y.copy_(x), reps=10, flush=False)
+    copy_bw = 2 * x.numel() / copy_ms / 1e9  # TB/s (read + write)
+    del x, y
+    a = torch.randn(8192, 8192, dtype=torch.bfloat16, device=dev)
+    mm_ms = time_ms(lambda: a @ a, reps=10, flush=False)
+    mm_tflops = 2 * 8192 ** 3 / mm_ms / 1e9
+    del a
+    results["copy_tb_s"], results["bf16_mm_tflop_s"] = copy_bw, mm_tflops
+    print(f"# {results['device']}  torch {torch.__version__}  fla {results['fla']}  copy {copy_bw:.2f} TB/s  "
+          f"bf16 matmul {mm_tflops:.0f} TFLOP/s", flush=True)
+
+    H, D = 16, 128
+    scale = 1.0 / math.sqrt(D)
+    g = minimax_decay(H).to(dev)
+    shapes = [(1, T) for T in (4096, 16384, 65536, 262144, 1 << 20) if T <= args.max_t] + [(8, 8192)]
+    print(f"{'shape':>18} {'lcsm ms':>9} {'fla ms':>9} {'sdpa ms':>10} {'fla/lcsm':>9} {'sdpa/lcsm':>10} "
+          f"{'%copy':>6} {'lcsm-vs-fla':>12}", flush=True)
+    for B, T in shapes:
+        q, k, v = (torch.randn(B, T, H, D, device=dev, dtype=torch.bfloat16) for _ in range(3))
+        o, run = lc.forward(q, k, v, g, scale)
+        ours = time_ms(run)
+        fo, _ = chunk_simple_gla(q, k, v, g_gamma=g, scale=scale)
+        theirs = time_ms(lambda: chunk_simple_gla(q, k, v, g_gamma=g, scale=scale))
+        run()
+        torch.cuda.synchronize()
+        diff = rel_rms(o, fo)
+        sdpa = None
+        if T <= args.sdpa_max_t:
+            qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
+            reps = 10 if T <= 65536 else (3 if T <= 262144 else 1)
+            sdpa = time_ms(lambda: F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, scale=scale), reps=reps,
+                           warmup=1)
+        floor_bytes = 4 * B * T * H * D * 2
+        frac = floor_bytes / (ours * 1e-3) / 1e12 / copy_bw
+        row = dict(op="forward", B=B, T=T, H=H, D=D, lcsm_ms=ours, fla_ms=theirs, sdpa_ms=sdpa, lcsm_vs_fla=diff,
+                   frac_copy_bw=frac)
+        results["rows"].append(row)
+        sdpa_ms = f"{sdpa:10.3f}" if sdpa else f"{'-':>10}"
+        sdpa_ratio = f"{sdpa / ours:10.0f}" if sdpa else f"{'-':>10}"
+        print(f"{f'B={B} T={T}':>18} {ours:9.3f} {theirs:9.3f} {sdpa_ms} {theirs / ours:9.2f} {sdpa_ratio} "
+              f"{100 * frac:6.1f} {diff:12.2e}", flush=True)
+        if diff > 1e-2:
+            print(f"  MISMATCH: lcsm vs fla relative RMS {diff:.3e} > 1e-2", flush=True)
+            results["mismatch"] = True
+        del q, k, v, o, fo
+
+    # Decode: one token for each of B sequences, fp32 state.
+    for B in (64, 1):
+        q, k, v = (torch.randn(B, 1, H, D, device=dev, dtype=torch.bfloat16) for _ in range(3))
+        s0 = torch.randn(B, H, D, D, device=dev, dtype=torch.float32)
+        s_ours = s0.clone()
+        o, run = lc.step(q, k, v, g, scale, s_ours)
+        ours = time_ms(run, reps=50)
+        s_ours.copy_(s0)
+        run()
+        fo, fs = fused_recurrent_simple_gla(q, k, v, g_gamma=g, scale=scale, initial_state=s0, output_final_state=True)
+        theirs = time_ms(lambda: fused_recurrent_simple_gla(q, k, v, g_gamma=g, scale=scale, initial_state=s0,
+                                                            output_final_state=True), reps=50)
+        torch.cuda.synchronize()
+        diff, sdiff = rel_rms(o, fo), rel_rms(s_ours, fs)
+        state_bytes = 2 * B * H * D * D * 4
+        frac = state_bytes / (ours * 1e-3) / 1e12 / copy_bw
+        results["rows"].append(dict(op="decode", B=B, T=1, H=H, D=D, lcsm_ms=ours, fla_ms=theirs, lcsm_vs_fla=diff,
+                                    state_vs_fla=sdiff, frac_copy_bw=frac))
+        print(f"{f'decode B={B}':>18} {ours:9.4f} {theirs:9.4f} {'-':>10} {theirs / ours:9.2f} {'-':>10} "
+              f"{100 * frac:6.1f} {max(diff, sdiff):12.2e}", flush=True)
+
+    # Fidelity against float64 of the same rounded inputs (H = 4, T = 4K), like PERF.md's table.
+    print(f"\n{'fidelity (rel RMS vs fp64)':>28} {'lcsm out':>9} {'fla out':>9} {'yardstick':>10} {'lcsm state':>11} "
+          f"{'fla state':>10}")
+    Hf, T = 4, 4096
+    gf = g[:Hf].contiguous()
+    for dt in (torch.bfloat16, torch.float16, torch.float32):
+        q, k, v = (torch.randn(1, T, Hf, D, device=dev).to(dt) for _ in range(3))
+        ro, rs = reference_fp64(q, k, v, gf.double().cpu(), scale)
+        st = torch.empty(1, Hf, D, D, device=dev, dtype=torch.float32)
+        o, run = lc.forward(q, k, v, gf, scale, final_state=st)
+        run()
+        fo, fs = chunk_simple_gla(q, k, v, g_gamma=gf, scale=scale, output_final_state=True)
+        torch.cuda.synchronize()
+        yard = rel_rms(ro.to(dt), ro)
+        row = dict(op="fidelity", dtype=str(dt), lcsm_out=rel_rms(o, ro), fla_out=rel_rms(fo, ro), yardstick=yard,
+                   lcsm_state=rel_rms(st, rs), fla_state=rel_rms(fs, rs))
+        results["rows"].append(row)
+        print(f"{str(dt):>28} {row['lcsm_out']:9.2e} {row['fla_out']:9.2e} {yard:10.2e} {row['lcsm_state']:11.2e} "
+              f"{row['fla_state']:10.2e}", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 1 if results.get("mismatch") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

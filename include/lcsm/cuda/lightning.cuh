@@ -1,0 +1,257 @@
+// Lightning attention on CUDA: forward (prefill) and decode step. Include from a .cu file.
+//
+//   lcsm::cuda::Device dev{stream, {workspace_ptr, workspace_bytes}};
+//   lcsm::forward<__nv_bfloat16>(dev, op, q, k, v, o, {initial_state, final_state}, cu_seqlens);
+//   lcsm::step<__nv_bfloat16>(dev, op, q1, k1, v1, o1, state);
+//
+// Views point to device memory. Everything is enqueued on dev.stream: no call synchronises, none
+// allocates. Long sequences with few heads need scratch memory: lcsm::cuda::forward_workspace_bytes
+// says how much (0 when none), and forward throws lcsm::Error when dev.workspace is smaller.
+// cu_seqlens lives in device memory; its count is checked, its contents are not (that would need a
+// synchronisation): offsets are clamped to [0, T], so bad ones give wrong results, never bad accesses.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+#include "lcsm/cuda/device.cuh"
+#include "lcsm/cuda/dtype.cuh"
+#include "lcsm/cuda/error.cuh"
+#include "lcsm/cuda/lightning_kernels.cuh"
+#include "lcsm/ops/lightning.hpp"
+#include "lcsm/ops/problem.hpp"
+
+namespace lcsm {
+namespace cuda {
+namespace detail {
+
+template <class T>
+constexpr bool is_cuda_input_v =
+    std::is_same_v<T, float> || std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>;
+
+inline int multiprocessor_count() {
+  int device = 0, count = 0;
+  LCSM_CUDA_CHECK(cudaGetDevice(&device));
+  LCSM_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+  return count;
+}
+
+// How a forward call is cut into work: segment length along time and the scratch it needs.
+struct LightningPlan {
+  std::int64_t chunk, segment_len, segments_per_seq, max_items, value_blocks;
+  bool split;
+  std::size_t states_bytes, offsets_bytes;
+  std::size_t workspace_bytes() const { return states_bytes + offsets_bytes; }
+};
+
+// One segment per sequence while (sequences x heads x value blocks) fills the card twice over;
+// otherwise sequences are cut into segments of at least 4 chunks so that about 4 CTAs per SM exist.
+inline LightningPlan plan_lightning(std::int64_t time, std::int64_t heads, std::int64_t key_dim,
+                                    std::int64_t value_dim, std::int64_t sequences, bool varlen, int sms) {
+  LightningPlan p{};
+  p.chunk = key_dim > 128 ? 32 : 64;
+  p.value_blocks = (value_dim + 63) / 64;
+  const std::int64_t base = std::max<std::int64_t>(1, sequences * heads * p.value_blocks);
+  const std::int64_t mean_len = sequences > 0 ? (time + sequences - 1) / sequences : 0;
+  const std::int64_t wanted = (4LL * sms + base - 1) / base;
+  p.split = base < 2LL * sms && mean_len > 8 * p.chunk && wanted > 1;
+  if (!p.split) {
+    p.segment_len = std::max<std::int64_t>(time, 1);
+    p.segments_per_seq = 1;
+    p.max_items = sequences;
+    return p;
+  }
+  const std::int64_t per = (mean_len + wanted - 1) / wanted;
+  p.segment_len = std::max<std::int64_t>(4 * p.chunk, (per + p.chunk - 1) / p.chunk * p.chunk);
+  p.segments_per_seq = varlen ? 0 : std::max<std::int64_t>(1, (time + p.segment_len - 1) / p.segment_len);
+  p.max_items = varlen ? sequences + (time + p.segment_len - 1) / p.segment_len : sequences * p.segments_per_seq;
+  p.states_bytes = static_cast<std::size_t>(p.max_items * heads * key_dim * value_dim) * sizeof(float);
+  p.states_bytes = (p.states_bytes + 255) / 256 * 256;
+  p.offsets_bytes = varlen ? static_cast<std::size_t>(sequences + 1) * sizeof(std::int64_t) : 0;
+  return p;
+}
+
+template <class V>
+Strides4 strides_of(const V& v) {
+  return {v.stride(0), v.stride(1), v.stride(2), v.stride(3)};
+}
+
+// Unit inner stride, other strides and the base address multiples of 16 bytes.
+template <class T, class V>
+bool rows_are_16_byte_aligned(const V& v) {
+  if (v.numel() == 0) return true;
+  constexpr std::int64_t per = 16 / sizeof(T);
+  const bool inner = v.size(3) <= 1 || v.stride(3) == 1;
+  return inner && reinterpret_cast<std::uintptr_t>(v.data()) % 16 == 0 && v.stride(0) % per == 0 &&
+         v.stride(1) % per == 0 && v.stride(2) % per == 0;
+}
+
+template <class T, int KT, bool kDeltaOnly>
+void launch_chunks(const LightningParams& p, std::int64_t items, cudaStream_t stream) {
+  using Tr = LightningTraits<T, KT>;
+  auto kernel = lightning_chunks_kernel<T, KT, kDeltaOnly>;
+  static const bool configured = [&] {
+    LCSM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
+    return true;
+  }();
+  (void)configured;
+  const std::int64_t blocks = items * p.heads * p.value_blocks;
+  if (blocks == 0) return;
+  if (blocks > 0x7FFFFFFF) throw Error("lcsm::forward(cuda, LightningAttention): too many work items for one grid");
+  kernel<<<static_cast<unsigned>(blocks), Tr::kThreads, Tr::kSmemBytes, stream>>>(p);
+  LCSM_CUDA_CHECK(cudaGetLastError());
+}
+
+template <class T, int KT>
+void run_lightning(const LightningParams& p, const LightningPlan& plan, cudaStream_t stream) {
+  if (plan.split) {
+    if (p.cu_seqlens) {
+      lightning_segment_offsets_kernel<><<<1, 1024, 0, stream>>>(p, const_cast<std::int64_t*>(p.segment_offsets));
+      LCSM_CUDA_CHECK(cudaGetLastError());
+    }
+    launch_chunks<T, KT, true>(p, plan.max_items, stream);
+    const std::int64_t kv = static_cast<std::int64_t>(p.key_dim) * p.value_dim;
+    const dim3 grid(static_cast<unsigned>((kv + 255) / 256), static_cast<unsigned>(p.heads),
+                    static_cast<unsigned>(p.sequences));
+    lightning_segment_scan_kernel<><<<grid, 256, 0, stream>>>(p);
+    LCSM_CUDA_CHECK(cudaGetLastError());
+  }
+  launch_chunks<T, KT, false>(p, plan.max_items, stream);
+}
+
+}  // namespace detail
+
+// Scratch bytes a forward call with these shapes needs on the current device (0: none).
+template <class T>
+std::size_t forward_workspace_bytes(const LightningAttention& /*op*/, View<const T, 4> q, View<const T, 4> v,
+                                    const CuSeqlens& cu_seqlens = {}) {
+  const std::int64_t sequences = cu_seqlens.present() ? cu_seqlens.num_sequences() : q.size(0);
+  return detail::plan_lightning(q.size(1), q.size(2), q.size(3), v.size(3), sequences, cu_seqlens.present(),
+                                detail::multiprocessor_count())
+      .workspace_bytes();
+}
+
+}  // namespace cuda
+
+// Forward on the GPU: o = lightning(q, k, v). T is float, __half or __nv_bfloat16; states are fp32.
+template <class T>
+void forward(const cuda::Device& device, const LightningAttention& op, detail::identity_t<View<const T, 4>> q,
+             detail::identity_t<View<const T, 4>> k, detail::identity_t<View<const T, 4>> v, View<T, 4> o,
+             const StateIO<float>& state = {}, const CuSeqlens& cu_seqlens = {}) {
+  static_assert(cuda::detail::is_cuda_input_v<T>, "CUDA lightning attention takes float, __half or __nv_bfloat16");
+  const char* where = "lcsm::forward(cuda, LightningAttention)";
+  // Shapes and memory as on every backend; cu_seqlens' contents stay on the device, unread.
+  auto p = detail::check_forward(where, q, k, v, o, state, CuSeqlens{});
+  if (cu_seqlens.present()) {
+    detail::check_argument(cu_seqlens.count() >= 2 && cu_seqlens.data() != nullptr, where, "cu_seqlens",
+                           "at least 2 offsets (N + 1 for N sequences) in device memory",
+                           detail::concat(cu_seqlens.count(), " offsets at ", cu_seqlens.data()));
+    detail::check_argument(cu_seqlens.stride() == 1, where, "cu_seqlens", "contiguous offsets",
+                           detail::concat("stride ", cu_seqlens.stride()));
+    detail::check_argument(p.batch == 1, where, "cu_seqlens", "a packed batch with B = 1",
+                           detail::concat("B = ", p.batch));
+    p.sequences = cu_seqlens.num_sequences();
+    detail::check_state_in(where, "initial_state", state.initial, p);
+    detail::check_state_out(where, "final_state", state.final, p);
+  }
+  op.check(where, p.heads);
+  detail::check_argument(p.heads <= cuda::detail::kMaxHeads, where, "q", detail::concat("H <= ", cuda::detail::kMaxHeads),
+                         detail::concat("H = ", p.heads));
+  detail::check_argument(p.key_dim <= 256, where, "q", "K <= 256", detail::concat("K = ", p.key_dim));
+  if (p.batch == 0 || p.sequences == 0) return;
+
+  const auto plan = cuda::detail::plan_lightning(p.time, p.heads, p.key_dim, p.value_dim, p.sequences,
+                                                 cu_seqlens.present(), cuda::detail::multiprocessor_count());
+  const std::size_t need = plan.workspace_bytes();
+  if (need > 0 && (device.workspace.bytes < need || device.workspace.data == nullptr))
+    detail::throw_argument(where, "device.workspace",
+                           detail::concat("at least ", need, " bytes (lcsm::cuda::forward_workspace_bytes)"),
+                           detail::concat(device.workspace.bytes, " bytes at ", device.workspace.data));
+
+  cuda::detail::LightningParams prm{};
+  prm.q = q.data();
+  prm.k = k.data();
+  prm.v = v.data();
+  prm.o = o.data();
+  prm.sq = cuda::detail::strides_of(q);
+  prm.sk = cuda::detail::strides_of(k);
+  prm.sv = cuda::detail::strides_of(v);
+  prm.so = cuda::detail::strides_of(o);
+  prm.vectorized = cuda::detail::rows_are_16_byte_aligned<T>(q) && cuda::detail::rows_are_16_byte_aligned<T>(k) &&
+                   cuda::detail::rows_are_16_byte_aligned<T>(v) && cuda::detail::rows_are_16_byte_aligned<T>(o);
+  prm.batch = p.batch;
+  prm.time = p.time;
+  prm.heads = static_cast<int>(p.heads);
+  prm.key_dim = static_cast<int>(p.key_dim);
+  prm.value_dim = static_cast<int>(p.value_dim);
+  prm.value_blocks = static_cast<int>(plan.value_blocks);
+  prm.scale = static_cast<float>(op.scale_for(p.key_dim));
+  for (index_t h = 0; h < p.heads; ++h) prm.log_decay[h] = op.log_decay[h];
+  prm.cu_seqlens = cu_seqlens.present() ? cu_seqlens.data() : nullptr;
+  prm.cu_seqlens_int64 = cu_seqlens.is_int64();
+  prm.sequences = p.sequences;
+  prm.segment_len = plan.segment_len;
+  prm.segments_per_seq = plan.segments_per_seq;
+  prm.max_items = plan.max_items;
+  prm.initial_state = state.initial.present() ? state.initial.data() : nullptr;
+  prm.s_initial = cuda::detail::strides_of(state.initial);
+  prm.final_state = state.final.present() ? state.final.data() : nullptr;
+  prm.s_final = cuda::detail::strides_of(state.final);
+  if (plan.split) {
+    prm.segment_states = static_cast<float*>(device.workspace.data);
+    if (cu_seqlens.present())
+      prm.segment_offsets = reinterpret_cast<const std::int64_t*>(static_cast<char*>(device.workspace.data) + plan.states_bytes);
+  }
+  // In-place states (final == initial) are safe: segment 0 reads the initial state before the
+  // last segment of the same sequence writes, and both are the same CTA when unsplit; when split,
+  // the scan reads every initial state before the output launch writes any final state.
+  if (p.key_dim <= 64) cuda::detail::run_lightning<T, 64>(prm, plan, device.stream);
+  else if (p.key_dim <= 128) cuda::detail::run_lightning<T, 128>(prm, plan, device.stream);
+  else cuda::detail::run_lightning<T, 256>(prm, plan, device.stream);
+}
+
+// Decode on the GPU: advances state [B, H, K, V] (fp32, in place) by the n tokens of q, k [B, n, H, K],
+// v [B, n, H, V], writing o [B, n, H, V].
+template <class T>
+void step(const cuda::Device& device, const LightningAttention& op, detail::identity_t<View<const T, 4>> q,
+          detail::identity_t<View<const T, 4>> k, detail::identity_t<View<const T, 4>> v, View<T, 4> o,
+          View<float, 4> state) {
+  static_assert(cuda::detail::is_cuda_input_v<T>, "CUDA lightning attention takes float, __half or __nv_bfloat16");
+  const char* where = "lcsm::step(cuda, LightningAttention)";
+  const auto p = detail::check_step(where, q, k, v, o, state);
+  op.check(where, p.heads);
+  detail::check_argument(p.heads <= cuda::detail::kMaxHeads, where, "q", detail::concat("H <= ", cuda::detail::kMaxHeads),
+                         detail::concat("H = ", p.heads));
+  detail::check_argument(p.value_dim <= 1024, where, "v", "V <= 1024", detail::concat("V = ", p.value_dim));
+  if (p.batch == 0 || p.time == 0) return;
+  cuda::detail::StepParams prm{};
+  prm.q = q.data();
+  prm.k = k.data();
+  prm.v = v.data();
+  prm.o = o.data();
+  prm.sq = cuda::detail::strides_of(q);
+  prm.sk = cuda::detail::strides_of(k);
+  prm.sv = cuda::detail::strides_of(v);
+  prm.so = cuda::detail::strides_of(o);
+  prm.state = state.data();
+  prm.ss = cuda::detail::strides_of(state);
+  prm.state_vectorized = state.stride(3) == 1 && reinterpret_cast<std::uintptr_t>(state.data()) % 16 == 0 &&
+                         state.stride(0) % 4 == 0 && state.stride(1) % 4 == 0 && state.stride(2) % 4 == 0;
+  prm.batch = p.batch;
+  prm.tokens = p.time;
+  prm.heads = static_cast<int>(p.heads);
+  prm.key_dim = static_cast<int>(p.key_dim);
+  prm.value_dim = static_cast<int>(p.value_dim);
+  prm.scale = static_cast<float>(op.scale_for(p.key_dim));
+  for (index_t h = 0; h < p.heads; ++h) prm.decay[h] = static_cast<float>(std::exp(op.log_decay[h]));
+  const std::int64_t blocks = p.batch * p.heads;
+  if (blocks > 0x7FFFFFFF) throw Error("lcsm::step(cuda, LightningAttention): too many (sequence, head) pairs");
+  cuda::detail::lightning_step_kernel<T><<<static_cast<unsigned>(blocks), 256, 0, device.stream>>>(prm);
+  LCSM_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace lcsm

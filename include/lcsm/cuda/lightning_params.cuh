@@ -1,0 +1,66 @@
+// The arguments of the lightning-attention kernels, passed by value (FlashAttention-2 style).
+#pragma once
+
+#include <cstdint>
+
+namespace lcsm::cuda::detail {
+
+constexpr int kMaxHeads = 256;  // per-head log-decays travel inside the parameter block
+
+// Element strides of a rank-4 view.
+struct Strides4 {
+  std::int64_t s0, s1, s2, s3;
+};
+
+struct LightningParams {
+  // q, k [B, T, H, K]; v, o [B, T, H, V] (element type fixed by the kernel's template).
+  const void* q;
+  const void* k;
+  const void* v;
+  void* o;
+  Strides4 sq, sk, sv, so;
+  bool vectorized;  // every row of q, k, v, o is unit-stride and 16-byte aligned
+
+  std::int64_t batch, time;
+  int heads, key_dim, value_dim, value_blocks;
+  float scale;
+  double log_decay[kMaxHeads];
+
+  // Sequences: B rows of T tokens, or cu_seqlens over row 0 (device memory, int32 or int64).
+  const void* cu_seqlens;
+  bool cu_seqlens_int64;
+  std::int64_t sequences;
+
+  // Sequence segments (the unit of parallel work along time): segment_len tokens each, a multiple
+  // of the chunk. Without varlen every sequence has segments_per_seq of them; with varlen,
+  // segment_offsets[n] (device, N + 1 entries) is the first segment of sequence n.
+  std::int64_t segment_len;
+  std::int64_t segments_per_seq;
+  const std::int64_t* segment_offsets;
+  std::int64_t max_items;  // grid bound on segments (an upper bound with varlen)
+
+  // States [N, H, K, V] in fp32; absent when null.
+  const float* initial_state;
+  Strides4 s_initial;
+  float* final_state;
+  Strides4 s_final;
+  // Workspace [max_items, H, K, V] fp32: segment contributions, then segment start states.
+  float* segment_states;
+};
+
+struct StepParams {
+  const void* q;
+  const void* k;
+  const void* v;
+  void* o;
+  Strides4 sq, sk, sv, so;
+  float* state;  // [B, H, K, V], advanced in place
+  Strides4 ss;
+  bool state_vectorized;  // unit-stride, 16-byte aligned rows: float4 access
+  std::int64_t batch, tokens;
+  int heads, key_dim, value_dim;
+  float scale;
+  float decay[kMaxHeads];  // lambda_h = exp(g_h)
+};
+
+}  // namespace lcsm::cuda::detail

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine from the repo root, with .device and .whl carried (see gpu_prepare.sh):
+# the CUDA test suite, the 1M-token check, compute-sanitizer (memcheck, racecheck) on a reduced
+# set, the Google Benchmark CUDA suite and the peers comparison. Full logs and JSON go to $OUT;
+# the short tables come last on stdout.
+#   usage: scripts/gpu_run.sh [all|tests|sanitize|bench|peers]...
+set -uo pipefail
+out=${OUT:-/tmp/lcsm-out}
+mkdir -p "$out"
+stages=${*:-all}
+has() { [[ " $stages " == *" all "* || " $stages " == *" $1 "* ]]; }
+export LD_LIBRARY_PATH="$PWD/.device/lib:${LD_LIBRARY_PATH:-}"
+status=0
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader | tee "$out/gpu.txt"
+if ! .device/lcsm_tests_cuda --list-tests >/dev/null 2>&1; then
+  echo "carried binaries do not start here; adding the fallback libstdc++"
+  cp .device/lib/libstdc++.so.6.fallback .device/lib/libstdc++.so.6
+fi
+if has tests; then
+  echo "== tests"
+  .device/lcsm_tests_cuda --rng-seed time -r compact "~[long]" >"$out/tests.txt" 2>&1 || status=1
+  tail -n 3 "$out/tests.txt"
+  LCSM_LONG_T=${LCSM_LONG_T:-1048576} .device/lcsm_tests_cuda --rng-seed time -s "[long]" >"$out/long.txt" 2>&1 || status=1
+  grep -E "1M-token check|passed|failed" "$out/long.txt" | tail -n 3
+fi
+if has sanitize; then
+  echo "== compute-sanitizer"
+  subset='lightning forward: head dimensions,lightning forward: varlen with per-sequence states,lightning decode: many sequences*,lightning forward: sequence lengths around the tile'
+  for tool in memcheck racecheck; do
+    LCSM_SANITIZE=1 timeout 300 compute-sanitizer --tool "$tool" --error-exitcode 9 .device/lcsm_tests_cuda \
+      --rng-seed 1 "$subset" >"$out/sanitize_$tool.txt" 2>&1
+    rc=$?
+    echo "$tool: exit $rc; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitize_$tool.txt" | tail -n 1)"
+    [ $rc -eq 0 ] || status=1
+  done
+fi
+if has bench; then
+  echo "== benchmarks"
+  .device/lcsm_bench_cuda --benchmark_out="$out/bench.json" --benchmark_out_format=json \
+    --benchmark_min_time=0.2s >"$out/bench.txt" 2>&1 || status=1
+  grep -E "^BM_" "$out/bench.txt" | sed -E 's/ +/ /g' | cut -c1-200
+fi
+if has peers; then
+  echo "== peers"
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl &&
+    export PYTHONPATH=/tmp/site
+  PYTHONUNBUFFERED=1 python3 .device/gpu_peers.py --lib .device/liblcsm_capi.so --json "$out/peers.json" \
+    >"$out/peers.txt" 2>&1 || status=1
+  cat "$out/peers.txt" | tail -n 20
+fi
+exit $status

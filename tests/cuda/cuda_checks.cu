@@ -1,0 +1,173 @@
+#include <cuda_bf16.h>
+
+#include <chrono>
+#include <cmath>
+#include <thread>
+
+#include "cuda/cuda_checks.hpp"
+#include "cuda/device_buffer.cuh"
+#include "lcsm/cuda.cuh"
+#include "lcsm/reference/eos.hpp"
+
+namespace lcsm::test {
+namespace {
+
+__device__ __forceinline__ std::uint64_t splitmix(std::uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+// N(0, 1) values, rounded to bf16, from a counter-based hash (reproducible, no state).
+__global__ void fill_normal_bf16(__nv_bfloat16* out, std::int64_t n, std::uint64_t seed) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::uint64_t r = splitmix(seed ^ splitmix(static_cast<std::uint64_t>(i)));
+    const float u1 = (static_cast<float>(r >> 40) + 1.0f) * (1.0f / 16777217.0f);
+    const float u2 = static_cast<float>((r >> 16) & 0xFFFFFF) * (1.0f / 16777216.0f);
+    out[i] = __float2bfloat16_rn(sqrtf(-2.0f * logf(u1)) * cospif(2.0f * u2));
+  }
+}
+
+float bf16_to_float(std::uint16_t b) {
+  std::uint32_t u = static_cast<std::uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+}  // namespace
+
+LongRunResult run_long_sequence(std::int64_t T, int H, int check_heads, std::uint64_t seed) {
+  constexpr int D = 128;
+  const auto start = std::chrono::steady_clock::now();
+  const std::int64_t n = T * H * D;
+  DeviceBuffer q(n * 2), k(n * 2), v(n * 2), o(n * 2), sT(static_cast<std::size_t>(H) * D * D * 4);
+  fill_normal_bf16<<<4096, 256>>>(static_cast<__nv_bfloat16*>(q.get()), n, seed);
+  fill_normal_bf16<<<4096, 256>>>(static_cast<__nv_bfloat16*>(k.get()), n, seed + 1);
+  fill_normal_bf16<<<4096, 256>>>(static_cast<__nv_bfloat16*>(v.get()), n, seed + 2);
+  LCSM_CUDA_CHECK(cudaGetLastError());
+  LightningAttention op;
+  op.log_decay = decay::minimax(H, 0, 80);
+  auto view = [&](const DeviceBuffer& b) { return lcsm::view(static_cast<__nv_bfloat16*>(b.get()), {1, T, H, D}); };
+  const auto qv = view(q), kv = view(k), vv = view(v), ov = view(o);
+  const DeviceBuffer workspace(cuda::forward_workspace_bytes<__nv_bfloat16>(op, qv, vv));
+  cuda::Device dev{nullptr, {workspace.get(), workspace.bytes()}};
+  lcsm::forward<__nv_bfloat16>(dev, op, qv, kv, vv, ov,
+                               {View<const float, 4>{}, lcsm::view(static_cast<float*>(sT.get()), {1, H, D, D})});
+  LCSM_CUDA_CHECK(cudaDeviceSynchronize());
+
+  // Sampled rows: every head in check_heads, 64 positions spread over the sequence plus the last.
+  std::vector<std::int64_t> positions;
+  for (int i = 0; i < 64; ++i) positions.push_back((T - 1) * i / 63);
+  LongRunResult result{};
+  std::vector<double> got, want, state_got, state_want;
+  std::vector<float> state_host(static_cast<std::size_t>(H) * D * D);
+  LCSM_CUDA_CHECK(cudaMemcpy(state_host.data(), sT.get(), sT.bytes(), cudaMemcpyDeviceToHost));
+  for (int hi = 0; hi < check_heads; ++hi) {
+    const int h = (hi * (H - 1)) / std::max(1, check_heads - 1);
+    // One head's q, k, v, o rows, brought back with a strided copy.
+    std::vector<std::uint16_t> hq(T * D), hk(T * D), hv(T * D), ho(T * D);
+    auto fetch = [&](std::vector<std::uint16_t>& dst, const DeviceBuffer& src) {
+      LCSM_CUDA_CHECK(cudaMemcpy2D(dst.data(), D * 2, static_cast<char*>(src.get()) + static_cast<std::size_t>(h) * D * 2,
+                                   static_cast<std::size_t>(H) * D * 2, D * 2, T, cudaMemcpyDeviceToHost));
+    };
+    fetch(hq, q);
+    fetch(hk, k);
+    fetch(hv, v);
+    fetch(ho, o);
+    // float64 recurrence, value columns split over threads.
+    const double lambda = std::exp(op.log_decay[h]), scale = 1.0 / std::sqrt(static_cast<double>(D));
+    const int threads = std::max(1u, std::min(16u, std::thread::hardware_concurrency()));
+    std::vector<double> out(positions.size() * D), final_state(D * D);
+    std::vector<std::thread> pool;
+    for (int w = 0; w < threads; ++w)
+      pool.emplace_back([&, w] {
+        const int c0 = D * w / threads, c1 = D * (w + 1) / threads, width = c1 - c0;
+        std::vector<double> S(static_cast<std::size_t>(D) * width, 0.0), kr(D), qr(D);
+        std::size_t next = 0;
+        for (std::int64_t t = 0; t < T; ++t) {
+          for (int d = 0; d < D; ++d) kr[d] = bf16_to_float(hk[t * D + d]);
+          for (int d = 0; d < D; ++d)
+            for (int c = 0; c < width; ++c)
+              S[d * width + c] = lambda * S[d * width + c] + kr[d] * bf16_to_float(hv[t * D + c0 + c]);
+          if (next < positions.size() && positions[next] == t) {
+            for (int d = 0; d < D; ++d) qr[d] = bf16_to_float(hq[t * D + d]);
+            for (int c = 0; c < width; ++c) {
+              double acc = 0;
+              for (int d = 0; d < D; ++d) acc += S[d * width + c] * qr[d];
+              out[next * D + c0 + c] = scale * acc;
+            }
+            ++next;
+          }
+        }
+        for (int d = 0; d < D; ++d)
+          for (int c = 0; c < width; ++c) final_state[d * D + c0 + c] = S[d * width + c];
+      });
+    for (auto& th : pool) th.join();
+    for (std::size_t i = 0; i < positions.size(); ++i)
+      for (int c = 0; c < D; ++c) {
+        got.push_back(bf16_to_float(ho[positions[i] * D + c]));
+        want.push_back(out[i * D + c]);
+      }
+    for (int i = 0; i < D * D; ++i) {
+      state_got.push_back(state_host[static_cast<std::size_t>(h) * D * D + i]);
+      state_want.push_back(final_state[i]);
+    }
+  }
+  auto rel_rms = [](const std::vector<double>& a, const std::vector<double>& b) {
+    double num = 0, den = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      if (std::isnan(a[i])) return std::numeric_limits<double>::quiet_NaN();
+      num += (a[i] - b[i]) * (a[i] - b[i]);
+      den += b[i] * b[i];
+    }
+    return std::sqrt(num / den);
+  };
+  std::vector<double> rounded(want.size());
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    const float f = static_cast<float>(want[i]);
+    rounded[i] = static_cast<double>(__bfloat162float(__float2bfloat16_rn(f)));
+  }
+  result.output_rel_rms = rel_rms(got, want);
+  result.output_yardstick = rel_rms(rounded, want);
+  result.state_rel_rms = rel_rms(state_got, state_want);
+  result.sampled_rows = static_cast<std::int64_t>(positions.size()) * check_heads;
+  result.sampled_output = got;
+  result.sampled_reference = want;
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return result;
+}
+
+std::string forward_without_workspace_message() {
+  const std::int64_t T = 1 << 16, H = 2, D = 64;
+  DeviceBuffer q(T * H * D * 2), o(T * H * D * 2);
+  LightningAttention op;
+  op.log_decay = decay::alibi(H);
+  const auto qv = lcsm::view(static_cast<__nv_bfloat16*>(q.get()), {1, T, H, D});
+  const auto ov = lcsm::view(static_cast<__nv_bfloat16*>(o.get()), {1, T, H, D});
+  try {
+    lcsm::forward<__nv_bfloat16>(cuda::Device{}, op, qv, qv, qv, ov);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::string forward_with_large_key_dim_message() {
+  const std::int64_t T = 4, H = 1, K = 320, V = 64;
+  DeviceBuffer q(T * H * K * 2), v(T * H * V * 2), o(T * H * V * 2);
+  LightningAttention op;
+  op.log_decay = decay::alibi(H);
+  const auto qv = lcsm::view(static_cast<__nv_bfloat16*>(q.get()), {1, T, H, K});
+  try {
+    lcsm::forward<__nv_bfloat16>(cuda::Device{}, op, qv, qv, lcsm::view(static_cast<__nv_bfloat16*>(v.get()), {1, T, H, V}),
+                                 lcsm::view(static_cast<__nv_bfloat16*>(o.get()), {1, T, H, V}));
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace lcsm::test

@@ -1,0 +1,27 @@
+// GPU-only checks whose device code lives in cuda_checks.cu (the Catch2 cases are plain C++).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "lcsm/core/tensor.hpp"
+
+namespace lcsm::test {
+
+struct LongRunResult {
+  double output_rel_rms, output_yardstick, state_rel_rms, seconds;
+  std::int64_t sampled_rows;
+  std::vector<double> sampled_output, sampled_reference;  // for the tolerance
+};
+
+// Lightning forward, bf16, B = 1, H heads, K = V = 128, T tokens (T H D >= 2^31 exercises 64-bit
+// indexing): inputs generated on the GPU, outputs of `check_heads` sampled heads at sampled
+// positions and their final states compared with a float64 recurrence on the host.
+LongRunResult run_long_sequence(std::int64_t T, int H, int check_heads, std::uint64_t seed);
+
+// Calls that must throw; returns the exception message ("" when nothing was thrown).
+std::string forward_without_workspace_message();
+std::string forward_with_large_key_dim_message();
+
+}  // namespace lcsm::test

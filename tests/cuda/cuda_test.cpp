@@ -1,0 +1,30 @@
+// GPU-only cases: a 1M-token run against float64 on sampled rows, and CUDA-specific errors.
+#include <catch2/catch.hpp>
+#include <cstdlib>
+
+#include "cuda/cuda_checks.hpp"
+#include "suite/seeds.hpp"
+#include "support/compare.hpp"
+
+using namespace lcsm::test;
+using Catch::Contains;
+
+TEST_CASE("cuda lightning: 1M tokens, 16 heads, D = 128 against float64 on sampled rows", "[cuda][long]") {
+  const char* env = std::getenv("LCSM_LONG_T");
+  const std::int64_t T = env ? std::atoll(env) : (1 << 20);
+  const LongRunResult r = run_long_sequence(T, 16, 2, fresh_seed());
+  INFO("T=" << T << " output rel_rms=" << r.output_rel_rms << " (bf16 yardstick " << r.output_yardstick
+            << ") final state rel_rms=" << r.state_rel_rms << " rows=" << r.sampled_rows << " in " << r.seconds << " s");
+  const Verdict v = judge(r.sampled_output, r.sampled_reference, tolerance(Dtype::bf16, r.sampled_reference));
+  INFO(v.str());
+  CHECK(v.ok);
+  CHECK(r.state_rel_rms <= 1e-5);
+  WARN("1M-token check: output rel_rms " << r.output_rel_rms << " (yardstick " << r.output_yardstick
+                                         << "), final state rel_rms " << r.state_rel_rms);
+}
+
+TEST_CASE("cuda lightning: errors", "[cuda][validation]") {
+  CHECK_THAT(forward_without_workspace_message(),
+             Contains("argument 'device.workspace'") && Contains("forward_workspace_bytes") && Contains("got 0 bytes"));
+  CHECK_THAT(forward_with_large_key_dim_message(), Contains("K <= 256") && Contains("K = 320"));
+}
