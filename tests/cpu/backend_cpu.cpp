@@ -48,11 +48,10 @@ class CpuBackend final : public Backend {
     dispatch(q.dtype(), [&](auto tag) {
       using T = decltype(tag);
       std::vector<T> dg(q.size(2));
-      lcsm::backward<T>(device_, op, q.view<T>(), k.view<T>(), v.view<T>(), d_o.view<T>(), out.dq->view<T>(),
-                        out.dk->view<T>(), out.dv->view<T>(),
-                        {state_in<T>(s0), state_in<T>(dsT), state_out<T>(out.d_initial_state)},
-                        out.d_log_decay ? lcsm::view(dg.data(), {q.size(2)}) : View<T, 1>{},
-                        cu ? cu->view() : CuSeqlens{});
+      lcsm::backward<T>(
+          device_, op, q.view<T>(), k.view<T>(), v.view<T>(), d_o.view<T>(), out.dq->view<T>(), out.dk->view<T>(),
+          out.dv->view<T>(), {state_in<T>(s0), state_in<T>(dsT), state_out<T>(out.d_initial_state)},
+          out.d_log_decay ? lcsm::view(dg.data(), {q.size(2)}) : View<T, 1>{}, cu ? cu->view() : CuSeqlens{});
       if (out.d_log_decay) out.d_log_decay->assign(dg.begin(), dg.end());
     });
   }

@@ -67,7 +67,10 @@ struct EosData {
 
 const Oscillation kinds[] = {Oscillation::none, Oscillation::head, Oscillation::token, Oscillation::token_key};
 const char* kind_name(Oscillation k) {
-  return k == Oscillation::none ? "none" : k == Oscillation::head ? "head" : k == Oscillation::token ? "token" : "token_key";
+  return k == Oscillation::none    ? "none"
+         : k == Oscillation::head  ? "head"
+         : k == Oscillation::token ? "token"
+                                   : "token_key";
 }
 
 }  // namespace
@@ -78,11 +81,13 @@ TEST_CASE("reference: recurrent and parallel orders agree", "[reference]") {
       for (bool varlen : {false, true}) {
         const std::uint64_t seed = fresh_seed();
         INFO(kind_name(kind) << " state=" << state << " varlen=" << varlen << " seed=" << seed);
-        const EosData d(2, 37, 2, 5, 3, kind, state, varlen ? std::vector<index_t>{1, 20, 0, 16} : std::vector<index_t>{},
-                        seed);
+        const EosData d(2, 37, 2, 5, 3, kind, state,
+                        varlen ? std::vector<index_t>{1, 20, 0, 16} : std::vector<index_t>{}, seed);
         std::vector<double> y1(d.B * d.T * d.H * d.V, NAN), y2 = y1, s1(d.N * d.H * d.K * d.V, NAN), s2 = s1;
-        reference::recurrent(d.eos(), lcsm::view(y1.data(), {d.B, d.T, d.H, d.V}), lcsm::view(s1.data(), {d.N, d.H, d.K, d.V}));
-        reference::parallel(d.eos(), lcsm::view(y2.data(), {d.B, d.T, d.H, d.V}), lcsm::view(s2.data(), {d.N, d.H, d.K, d.V}));
+        reference::recurrent(d.eos(), lcsm::view(y1.data(), {d.B, d.T, d.H, d.V}),
+                             lcsm::view(s1.data(), {d.N, d.H, d.K, d.V}));
+        reference::parallel(d.eos(), lcsm::view(y2.data(), {d.B, d.T, d.H, d.V}),
+                            lcsm::view(s2.data(), {d.N, d.H, d.K, d.V}));
         const Verdict vy = judge(y1, y2, {1e-13, 1e-12});
         const Verdict vs = judge(s1, s2, {1e-13, 1e-12});
         INFO("y: " << vy.str() << " | state: " << vs.str());
@@ -107,9 +112,10 @@ TEST_CASE("reference: backward agrees with finite differences", "[reference][bac
       grads.d_input = lcsm::view(di.data(), {d.B, d.T, d.H, d.V});
       grads.d_log_decay = lcsm::view(dg.data(), {d.B, d.T, d.H, d.K});
       grads.d_initial_state = lcsm::view(dm0.data(), {d.N, d.H, d.K, d.V});
-      reference::backward(d.eos(), lcsm::view(wy.data(), {d.B, d.T, d.H, d.V}), lcsm::view(ws.data(), {d.N, d.H, d.K, d.V}),
-                          grads);
-      const auto dg_reduced = reference::reduce_log_decay_grad(lcsm::view(static_cast<const double*>(dg.data()), {d.B, d.T, d.H, d.K}), kind);
+      reference::backward(d.eos(), lcsm::view(wy.data(), {d.B, d.T, d.H, d.V}),
+                          lcsm::view(ws.data(), {d.N, d.H, d.K, d.V}), grads);
+      const auto dg_reduced = reference::reduce_log_decay_grad(
+          lcsm::view(static_cast<const double*>(dg.data()), {d.B, d.T, d.H, d.K}), kind);
       // Central differences, step 1e-5: error O(h^2) ~ 1e-10 relative.
       auto numeric = [&](std::vector<double>& x) {
         std::vector<double> out(x.size());
@@ -128,8 +134,11 @@ TEST_CASE("reference: backward agrees with finite differences", "[reference][bac
         const char* what;
         std::vector<double>* x;
         const std::vector<double>* analytic;
-      } checks[] = {{"d_shrink", &d.s, &ds}, {"d_expand", &d.e, &de}, {"d_input", &d.i, &di},
-                    {"d_initial_state", &d.m0, &dm0}, {"d_log_decay", &d.g, &dg_reduced}};
+      } checks[] = {{"d_shrink", &d.s, &ds},
+                    {"d_expand", &d.e, &de},
+                    {"d_input", &d.i, &di},
+                    {"d_initial_state", &d.m0, &dm0},
+                    {"d_log_decay", &d.g, &dg_reduced}};
       for (const auto& c : checks) {
         if (c.x->empty()) continue;
         const Verdict v = judge(*c.analytic, numeric(*c.x), {1e-7, 1e-6});
@@ -163,7 +172,8 @@ TEST_CASE("reference: lightning's EOS mapping equals its quadratic formula", "[r
           for (index_t j = 0; j <= t; ++j) {
             double qk = 0;
             for (index_t d = 0; d < K; ++d) qk += q[((b * T + t) * H + h) * K + d] * k[((b * T + j) * H + h) * K + d];
-            acc += std::pow(std::exp(op.log_decay[h]), static_cast<double>(t - j)) * qk * v[((b * T + j) * H + h) * V + c];
+            acc +=
+                std::pow(std::exp(op.log_decay[h]), static_cast<double>(t - j)) * qk * v[((b * T + j) * H + h) * V + c];
           }
           for (index_t d = 0; d < K; ++d)
             acc += std::pow(std::exp(op.log_decay[h]), static_cast<double>(t + 1)) * q[((b * T + t) * H + h) * K + d] *
@@ -180,8 +190,8 @@ TEST_CASE("decay helpers build the published decays", "[decay]") {
   for (int h = 0; h < 8; ++h) CHECK(a8[h] == Approx(-std::exp2(-(h + 1.0))));
   // Non-power of two (ALiBi's rule): the 4-head slopes, then every other 8-head slope.
   const auto s6 = decay::alibi_slopes(6);
-  const std::vector<double> want6{std::exp2(-2.0), std::exp2(-4.0), std::exp2(-6.0), std::exp2(-8.0),
-                                  std::exp2(-1.0), std::exp2(-3.0)};
+  const std::vector<double> want6{std::exp2(-2.0), std::exp2(-4.0), std::exp2(-6.0),
+                                  std::exp2(-8.0), std::exp2(-1.0), std::exp2(-3.0)};
   for (int h = 0; h < 6; ++h) CHECK(s6[h] == Approx(want6[h]));
   const auto m = decay::minimax(8, 3, 4);  // factor 1 - 3/3 + 1e-5
   for (int h = 0; h < 8; ++h) CHECK(m[h] == Approx(-std::exp2(-(h + 1.0)) * 1e-5));

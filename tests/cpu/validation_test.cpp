@@ -40,21 +40,23 @@ TEST_CASE("validation: a well-formed call runs", "[validation]") {
 TEST_CASE("validation: shapes", "[validation]") {
   Buffers b;
   std::vector<float> big(4096, 1.0f);
-  CHECK_THROWS_WITH(forward<float>(b.dev, b.op, b.qv(), lcsm::view(big.data(), {2, 8, 2, 5}), b.vv(), b.ov()),
-                    Contains("argument 'k'") && Contains("expected shape [2, 8, 2, 4]") && Contains("got [2, 8, 2, 5]"));
+  CHECK_THROWS_WITH(
+      forward<float>(b.dev, b.op, b.qv(), lcsm::view(big.data(), {2, 8, 2, 5}), b.vv(), b.ov()),
+      Contains("argument 'k'") && Contains("expected shape [2, 8, 2, 4]") && Contains("got [2, 8, 2, 5]"));
   CHECK_THROWS_WITH(forward<float>(b.dev, b.op, b.qv(), b.kv(), lcsm::view(big.data(), {2, 7, 2, 3}), b.ov()),
                     Contains("argument 'v'") && Contains("[2, 8, 2, 3]") && Contains("got [2, 7, 2, 3]"));
   CHECK_THROWS_WITH(forward<float>(b.dev, b.op, b.qv(), b.kv(), b.vv(), lcsm::view(big.data(), {2, 8, 2, 4})),
                     Contains("argument 'o'") && Contains("got [2, 8, 2, 4]"));
-  CHECK_THROWS_WITH(forward<float>(b.dev, b.op, lcsm::view(big.data(), {2, 8, 2, 0}), lcsm::view(big.data() + 1, {2, 8, 2, 0}),
-                                   b.vv(), b.ov()),
+  CHECK_THROWS_WITH(forward<float>(b.dev, b.op, lcsm::view(big.data(), {2, 8, 2, 0}),
+                                   lcsm::view(big.data() + 1, {2, 8, 2, 0}), b.vv(), b.ov()),
                     Contains("argument 'q'") && Contains("K >= 1") && Contains("got [2, 8, 2, 0]"));
   CHECK_THROWS_WITH(forward<float>(b.dev, b.op, b.qv(), b.kv(), lcsm::view(big.data(), {2, 8, 2, 0}),
                                    lcsm::view(b.o.data(), {2, 8, 2, 0})),
                     Contains("argument 'v'") && Contains("V >= 1"));
-  CHECK_THROWS_WITH(forward<float>(b.dev, b.op, lcsm::view(b.q.data(), {2, 8, 0, 4}), lcsm::view(b.k.data(), {2, 8, 0, 4}),
-                                   lcsm::view(b.v.data(), {2, 8, 0, 3}), lcsm::view(b.o.data(), {2, 8, 0, 3})),
-                    Contains("H >= 1"));
+  CHECK_THROWS_WITH(
+      forward<float>(b.dev, b.op, lcsm::view(b.q.data(), {2, 8, 0, 4}), lcsm::view(b.k.data(), {2, 8, 0, 4}),
+                     lcsm::view(b.v.data(), {2, 8, 0, 3}), lcsm::view(b.o.data(), {2, 8, 0, 3})),
+      Contains("H >= 1"));
   // Wrong rank from a run-time-ranked tensor.
   CHECK_THROWS_WITH(view_as<4>(b.q.data(), {2, 8, 8}, {}, "q"),
                     Contains("argument 'q'") && Contains("expected rank 4") && Contains("got rank 3"));
@@ -67,31 +69,37 @@ TEST_CASE("validation: T = 0 is a no-op that carries the state", "[validation]")
                  {b.s0v(), b.s1v()});
   CHECK(b.s1 == b.s0);
   // Null data is fine when there is nothing to read.
-  CHECK_NOTHROW(forward<float>(b.dev, b.op, empty(nullptr, 4), empty(nullptr, 4), empty(nullptr, 3), empty(nullptr, 3)));
+  CHECK_NOTHROW(
+      forward<float>(b.dev, b.op, empty(nullptr, 4), empty(nullptr, 4), empty(nullptr, 3), empty(nullptr, 3)));
 }
 
 TEST_CASE("validation: memory", "[validation]") {
   Buffers b;
-  CHECK_THROWS_WITH(forward<float>(b.dev, b.op, lcsm::view<float>(nullptr, {2, 8, 2, 4}), b.kv(), b.vv(), b.ov()),
-                    Contains("argument 'q'") && Contains("non-null data") && Contains("null data with shape [2, 8, 2, 4]"));
+  CHECK_THROWS_WITH(
+      forward<float>(b.dev, b.op, lcsm::view<float>(nullptr, {2, 8, 2, 4}), b.kv(), b.vv(), b.ov()),
+      Contains("argument 'q'") && Contains("non-null data") && Contains("null data with shape [2, 8, 2, 4]"));
   // Output whose strides make two indices share an element.
-  CHECK_THROWS_WITH(forward<float>(b.dev, b.op, b.qv(), b.kv(), b.vv(), lcsm::view(b.o.data(), {2, 8, 2, 3}, {48, 6, 1, 1})),
-                    Contains("argument 'o'") && Contains("no two elements share memory") && Contains("strides [48, 6, 1, 1]"));
-  CHECK_THROWS_WITH(forward<float>(b.dev, b.op, b.qv(), b.kv(), b.vv(), lcsm::view(b.o.data(), {2, 8, 2, 3}, {0, 6, 3, 1})),
-                    Contains("argument 'o'") && Contains("no two elements share memory"));
+  CHECK_THROWS_WITH(
+      forward<float>(b.dev, b.op, b.qv(), b.kv(), b.vv(), lcsm::view(b.o.data(), {2, 8, 2, 3}, {48, 6, 1, 1})),
+      Contains("argument 'o'") && Contains("no two elements share memory") && Contains("strides [48, 6, 1, 1]"));
+  CHECK_THROWS_WITH(
+      forward<float>(b.dev, b.op, b.qv(), b.kv(), b.vv(), lcsm::view(b.o.data(), {2, 8, 2, 3}, {0, 6, 3, 1})),
+      Contains("argument 'o'") && Contains("no two elements share memory"));
   // Output overlapping an input.
   std::vector<float> shared(b.q.size() + b.o.size());
   CHECK_THROWS_WITH(forward<float>(b.dev, b.op, lcsm::view(shared.data(), {2, 8, 2, 4}), b.kv(), b.vv(),
                                    lcsm::view(shared.data() + 40, {2, 8, 2, 3})),
                     Contains("argument 'o'") && Contains("disjoint from 'q'"));
-  CHECK_THROWS_WITH(forward<float>(b.dev, b.op, b.qv(), b.kv(), b.vv(), lcsm::view(b.o.data(), {2, 8, 2, 3}, {48, 6, 3, -1})),
-                    Contains("argument 'o'") && Contains("non-negative strides"));
+  CHECK_THROWS_WITH(
+      forward<float>(b.dev, b.op, b.qv(), b.kv(), b.vv(), lcsm::view(b.o.data(), {2, 8, 2, 3}, {48, 6, 3, -1})),
+      Contains("argument 'o'") && Contains("non-negative strides"));
   // The final state may overwrite the initial state exactly, but not overlap it partly.
   CHECK_NOTHROW(forward<float>(b.dev, b.op, b.qv(), b.kv(), b.vv(), b.ov(), {b.s0v(), b.s0v()}));
   std::vector<float> states(2 * b.s0.size());
-  CHECK_THROWS_WITH(forward<float>(b.dev, b.op, b.qv(), b.kv(), b.vv(), b.ov(),
-                                   {lcsm::view(states.data(), {2, 2, 4, 3}), lcsm::view(states.data() + 5, {2, 2, 4, 3})}),
-                    Contains("argument 'final_state'") && Contains("disjoint from 'initial_state'"));
+  CHECK_THROWS_WITH(
+      forward<float>(b.dev, b.op, b.qv(), b.kv(), b.vv(), b.ov(),
+                     {lcsm::view(states.data(), {2, 2, 4, 3}), lcsm::view(states.data() + 5, {2, 2, 4, 3})}),
+      Contains("argument 'final_state'") && Contains("disjoint from 'initial_state'"));
 }
 
 TEST_CASE("validation: decay, scale and chunk", "[validation]") {
@@ -122,24 +130,27 @@ TEST_CASE("validation: cu_seqlens", "[validation][varlen]") {
   };
   std::vector<std::int32_t> ok{0, 5, 16}, bad_start{1, 5, 16}, decreasing{0, 9, 5, 16}, bad_end{0, 5, 15}, one{0};
   CHECK_NOTHROW(packed(ok)());
-  CHECK_THROWS_WITH(packed(bad_start)(), Contains("argument 'cu_seqlens'") && Contains("offsets[0] = 0") && Contains("got offsets[0] = 1"));
+  CHECK_THROWS_WITH(packed(bad_start)(),
+                    Contains("argument 'cu_seqlens'") && Contains("offsets[0] = 0") && Contains("got offsets[0] = 1"));
   CHECK_THROWS_WITH(packed(decreasing)(), Contains("non-decreasing") && Contains("offsets[2] = 5 < offsets[1] = 9"));
   CHECK_THROWS_WITH(packed(bad_end)(), Contains("packed length T = 16") && Contains("got offsets[N] = 15"));
   CHECK_THROWS_WITH(packed(one)(), Contains("at least 2 offsets"));
   CHECK_THROWS_WITH(packed(ok, 2)(), Contains("B = 1") && Contains("got B = 2"));
   // States are per sequence: N = 2 here, so a [2, H, K, V] state fits and B's does not matter.
   std::vector<std::int64_t> cu64{0, 5, 16};
-  CHECK_NOTHROW(forward<float>(b.dev, b.op, lcsm::view(b.q.data(), {1, 16, 2, 4}), lcsm::view(b.k.data(), {1, 16, 2, 4}),
-                               lcsm::view(b.v.data(), {1, 16, 2, 3}), lcsm::view(b.o.data(), {1, 16, 2, 3}),
-                               {b.s0v(), b.s1v()}, CuSeqlens(cu64.data(), 3)));
+  CHECK_NOTHROW(forward<float>(b.dev, b.op, lcsm::view(b.q.data(), {1, 16, 2, 4}),
+                               lcsm::view(b.k.data(), {1, 16, 2, 4}), lcsm::view(b.v.data(), {1, 16, 2, 3}),
+                               lcsm::view(b.o.data(), {1, 16, 2, 3}), {b.s0v(), b.s1v()}, CuSeqlens(cu64.data(), 3)));
 }
 
 TEST_CASE("validation: states", "[validation]") {
   Buffers b;
-  CHECK_THROWS_WITH(forward<float>(b.dev, b.op, b.qv(), b.kv(), b.vv(), b.ov(), {lcsm::view(b.s0.data(), {2, 2, 3, 4}), {}}),
-                    Contains("argument 'initial_state'") && Contains("[2, 2, 4, 3]") && Contains("got [2, 2, 3, 4]"));
-  CHECK_THROWS_WITH(forward<float>(b.dev, b.op, b.qv(), b.kv(), b.vv(), b.ov(), {{}, lcsm::view(b.s1.data(), {1, 2, 4, 3})}),
-                    Contains("argument 'final_state'") && Contains("got [1, 2, 4, 3]"));
+  CHECK_THROWS_WITH(
+      forward<float>(b.dev, b.op, b.qv(), b.kv(), b.vv(), b.ov(), {lcsm::view(b.s0.data(), {2, 2, 3, 4}), {}}),
+      Contains("argument 'initial_state'") && Contains("[2, 2, 4, 3]") && Contains("got [2, 2, 3, 4]"));
+  CHECK_THROWS_WITH(
+      forward<float>(b.dev, b.op, b.qv(), b.kv(), b.vv(), b.ov(), {{}, lcsm::view(b.s1.data(), {1, 2, 4, 3})}),
+      Contains("argument 'final_state'") && Contains("got [1, 2, 4, 3]"));
 }
 
 TEST_CASE("validation: decode and backward", "[validation][step][backward]") {

@@ -29,9 +29,8 @@ void check_backward(const LightningCase& c, Dtype dtype) {
   auto mut = [&](std::vector<double>& x, index_t D) { return lcsm::view(x.data(), {c.B, c.T, c.H, D}); };
   std::vector<double> rdq(p.qd.size()), rdk(p.kd.size()), rdv(p.vd.size()), rds0(N * c.H * c.K * c.V);
   const auto ref = reference::lightning_backward(
-      p.op, p.dview(p.qd, c.K), p.dview(p.kd, c.K), p.dview(p.vd, c.V), p.dview(dod, c.V), mut(rdq, c.K),
-      mut(rdk, c.K), mut(rdv, c.V),
-      c.with_state ? lcsm::view(p.s0d.data(), {N, c.H, c.K, c.V}) : View<const double, 4>{},
+      p.op, p.dview(p.qd, c.K), p.dview(p.kd, c.K), p.dview(p.vd, c.V), p.dview(dod, c.V), mut(rdq, c.K), mut(rdk, c.K),
+      mut(rdv, c.V), c.with_state ? lcsm::view(p.s0d.data(), {N, c.H, c.K, c.V}) : View<const double, 4>{},
       c.with_state ? lcsm::view(dsTd.data(), {N, c.H, c.K, c.V}) : View<const double, 4>{},
       lcsm::view(rds0.data(), {N, c.H, c.K, c.V}), c.varlen.empty() ? CuSeqlens{} : p.cu.view());
   // Backend.

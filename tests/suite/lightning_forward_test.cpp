@@ -48,7 +48,7 @@ TEST_CASE("lightning forward: sequence lengths around the tile", "[lightning][fo
 }
 
 TEST_CASE("lightning forward: head dimensions", "[lightning][forward]") {
-  const std::pair<index_t, index_t> dims[] = {{16, 16}, {60, 100}, {100, 60}, {64, 64},  {128, 128},
+  const std::pair<index_t, index_t> dims[] = {{16, 16},  {60, 100}, {100, 60},  {64, 64},  {128, 128},
                                               {256, 64}, {64, 256}, {256, 256}, {16, 128}, {128, 16}};
   for (Dtype dt : backend().dtypes())
     for (auto [K, V] : dims) check_forward(make(1, 131, 2, K, V, DecayKind::weak, true), dt);
@@ -184,7 +184,8 @@ TEST_CASE("lightning decode: prefill then steps equals one call", "[lightning][s
           qs.set(b, i, h, d, p.q.get(b, t + i, h, d));
           ks.set(b, i, h, d, p.k.get(b, t + i, h, d));
         });
-        vs.for_each_index([&](index_t b, index_t i, index_t h, index_t d) { vs.set(b, i, h, d, p.v.get(b, t + i, h, d)); });
+        vs.for_each_index(
+            [&](index_t b, index_t i, index_t h, index_t d) { vs.set(b, i, h, d, p.v.get(b, t + i, h, d)); });
         os.poison();
         backend().lightning_step(p.op, qs, ks, vs, os, state);
         os.for_each_index([&](index_t b, index_t i, index_t h, index_t d) {

@@ -133,12 +133,10 @@ struct LightningProblemData {
   void reference(std::vector<double>& o, std::vector<double>& sT) const {
     o.assign(c.B * c.T * c.H * c.V, 0.0);
     sT.assign(c.sequences() * c.H * c.K * c.V, 0.0);
-    reference::lightning_forward(op, dview(qd, c.K), dview(kd, c.K), dview(vd, c.V),
-                                 lcsm::view(o.data(), {c.B, c.T, c.H, c.V}),
-                                 c.with_state ? lcsm::view(s0d.data(), {c.sequences(), c.H, c.K, c.V})
-                                              : View<const double, 4>{},
-                                 lcsm::view(sT.data(), {c.sequences(), c.H, c.K, c.V}),
-                                 c.varlen.empty() ? CuSeqlens{} : cu.view());
+    reference::lightning_forward(
+        op, dview(qd, c.K), dview(kd, c.K), dview(vd, c.V), lcsm::view(o.data(), {c.B, c.T, c.H, c.V}),
+        c.with_state ? lcsm::view(s0d.data(), {c.sequences(), c.H, c.K, c.V}) : View<const double, 4>{},
+        lcsm::view(sT.data(), {c.sequences(), c.H, c.K, c.V}), c.varlen.empty() ? CuSeqlens{} : cu.view());
   }
 };
 

@@ -39,7 +39,7 @@ struct LightningBackwardOut {
   Tensor* dq;
   Tensor* dk;
   Tensor* dv;
-  Tensor* d_initial_state;         // may be null
+  Tensor* d_initial_state;           // may be null
   std::vector<double>* d_log_decay;  // may be null; [H]
 };
 

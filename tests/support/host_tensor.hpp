@@ -93,7 +93,8 @@ class Tensor {
  public:
   Tensor() = default;
   Tensor(Dtype dtype, const Shape<4>& shape) : Tensor(dtype, shape, contiguous_strides<4>(shape)) {}
-  Tensor(Dtype dtype, const Shape<4>& shape, const Shape<4>& strides) : dtype_(dtype), shape_(shape), strides_(strides) {
+  Tensor(Dtype dtype, const Shape<4>& shape, const Shape<4>& strides)
+      : dtype_(dtype), shape_(shape), strides_(strides) {
     index_t span = 1;
     for (int d = 0; d < 4; ++d) span += (shape[d] - 1) * strides[d];
     for (int d = 0; d < 4; ++d)
@@ -146,7 +147,9 @@ class Tensor {
       case Dtype::f64: reinterpret_cast<double*>(storage_.data())[o] = x; break;
       case Dtype::f32: reinterpret_cast<float*>(storage_.data())[o] = static_cast<float>(x); break;
       case Dtype::f16: reinterpret_cast<std::uint16_t*>(storage_.data())[o] = to_f16_bits(static_cast<float>(x)); break;
-      case Dtype::bf16: reinterpret_cast<std::uint16_t*>(storage_.data())[o] = to_bf16_bits(static_cast<float>(x)); break;
+      case Dtype::bf16:
+        reinterpret_cast<std::uint16_t*>(storage_.data())[o] = to_bf16_bits(static_cast<float>(x));
+        break;
     }
   }
   template <class F>
@@ -160,7 +163,9 @@ class Tensor {
   void poison() {
     for (index_t i = 0; i < elements_; ++i) {
       switch (dtype_) {
-        case Dtype::f64: reinterpret_cast<double*>(storage_.data())[i] = std::numeric_limits<double>::quiet_NaN(); break;
+        case Dtype::f64:
+          reinterpret_cast<double*>(storage_.data())[i] = std::numeric_limits<double>::quiet_NaN();
+          break;
         case Dtype::f32: reinterpret_cast<float*>(storage_.data())[i] = std::numeric_limits<float>::quiet_NaN(); break;
         case Dtype::f16: reinterpret_cast<std::uint16_t*>(storage_.data())[i] = 0x7E00; break;
         case Dtype::bf16: reinterpret_cast<std::uint16_t*>(storage_.data())[i] = 0x7FC0; break;

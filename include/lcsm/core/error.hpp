@@ -28,14 +28,12 @@ std::string concat(const Parts&... parts) {
 
 // Throws "<where>: argument '<arg>': expected <expected>, got <actual>".
 template <class Expected, class Actual>
-[[noreturn]] void throw_argument(const char* where, const char* arg, const Expected& expected,
-                                 const Actual& actual) {
+[[noreturn]] void throw_argument(const char* where, const char* arg, const Expected& expected, const Actual& actual) {
   throw Error(concat(where, ": argument '", arg, "': expected ", expected, ", got ", actual));
 }
 
 template <class Expected, class Actual>
-void check_argument(bool ok, const char* where, const char* arg, const Expected& expected,
-                    const Actual& actual) {
+void check_argument(bool ok, const char* where, const char* arg, const Expected& expected, const Actual& actual) {
   if (!ok) throw_argument(where, arg, expected, actual);
 }
 

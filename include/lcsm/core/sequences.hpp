@@ -75,8 +75,8 @@ inline void check_cu_seqlens(const char* where, const CuSeqlens& cu, index_t bat
       throw_argument(where, "cu_seqlens", "non-decreasing offsets",
                      concat("offsets[", n, "] = ", cu[n], " < offsets[", n - 1, "] = ", cu[n - 1]));
   const index_t last = cu[cu.count() - 1];
-  check_argument(last == time, where, "cu_seqlens",
-                 concat("offsets[N] = packed length T = ", time), concat("offsets[N] = ", last));
+  check_argument(last == time, where, "cu_seqlens", concat("offsets[N] = packed length T = ", time),
+                 concat("offsets[N] = ", last));
 }
 
 }  // namespace detail

@@ -17,7 +17,6 @@
 
 #include "lcsm/core/error.hpp"
 
-
 namespace lcsm {
 
 using index_t = std::int64_t;
@@ -34,19 +33,18 @@ class View {
   static constexpr int rank = Rank;
 
   View() = default;
-  View(T* data, const Shape<Rank>& shape, const Shape<Rank>& strides)
-      : data_(data), shape_(shape), strides_(strides) {}
+  View(T* data, const Shape<Rank>& shape, const Shape<Rank>& strides) : data_(data), shape_(shape), strides_(strides) {}
 
   // Every view converts to its read-only counterpart.
   template <class U, class = std::enable_if_t<std::is_same_v<const U, T> && !std::is_const_v<U>>>
   View(const View<U, Rank>& other)  // NOLINT(google-explicit-constructor): like T* -> const T*
       : data_(other.data()), shape_(other.shape()), strides_(other.strides()) {}
 
-T* data() const { return data_; }
+  T* data() const { return data_; }
   const Shape<Rank>& shape() const { return shape_; }
   const Shape<Rank>& strides() const { return strides_; }
-index_t size(int dim) const { return shape_[dim]; }
-index_t stride(int dim) const { return strides_[dim]; }
+  index_t size(int dim) const { return shape_[dim]; }
+  index_t stride(int dim) const { return strides_[dim]; }
 
   index_t numel() const {
     index_t n = 1;
@@ -58,7 +56,7 @@ index_t stride(int dim) const { return strides_[dim]; }
   bool present() const { return !absent(); }
 
   template <class... Index>
-index_t offset(Index... index) const {
+  index_t offset(Index... index) const {
     static_assert(sizeof...(Index) == Rank, "one index per dimension");
     const index_t idx[] = {static_cast<index_t>(index)...};
     index_t off = 0;
@@ -66,7 +64,7 @@ index_t offset(Index... index) const {
     return off;
   }
   template <class... Index>
-T& operator()(Index... index) const {
+  T& operator()(Index... index) const {
     return data_[offset(index...)];
   }
 
@@ -109,8 +107,7 @@ View<T, static_cast<int>(Rank)> view(T* data, const index_t (&shape)[Rank]) {
 
 // lcsm::view(ptr, {B, T, H, D}, {strides...}): an arbitrary strided view (strides in elements).
 template <class T, std::size_t Rank>
-View<T, static_cast<int>(Rank)> view(T* data, const index_t (&shape)[Rank],
-                                     const index_t (&strides)[Rank]) {
+View<T, static_cast<int>(Rank)> view(T* data, const index_t (&shape)[Rank], const index_t (&strides)[Rank]) {
   Shape<static_cast<int>(Rank)> s{}, st{};
   for (std::size_t d = 0; d < Rank; ++d) {
     s[d] = shape[d];
@@ -142,18 +139,17 @@ namespace lcsm {
 // A typed view over a tensor whose rank is only known at run time (a framework tensor, a DLPack
 // handle): throws lcsm::Error naming `name` when the rank differs. Empty strides mean row-major.
 template <int Rank, class T>
-View<T, Rank> view_as(T* data, const std::vector<index_t>& shape,
-                      const std::vector<index_t>& strides = {}, const char* name = "tensor") {
+View<T, Rank> view_as(T* data, const std::vector<index_t>& shape, const std::vector<index_t>& strides = {},
+                      const char* name = "tensor") {
   if (static_cast<int>(shape.size()) != Rank) {
     std::string got = "[";
     for (std::size_t d = 0; d < shape.size(); ++d) got += (d ? ", " : "") + std::to_string(shape[d]);
-    throw Error("lcsm::view_as: argument '" + std::string(name) + "': expected rank " +
-                std::to_string(Rank) + ", got rank " + std::to_string(shape.size()) + " with shape " +
-                got + "]");
+    throw Error("lcsm::view_as: argument '" + std::string(name) + "': expected rank " + std::to_string(Rank) +
+                ", got rank " + std::to_string(shape.size()) + " with shape " + got + "]");
   }
   if (!strides.empty() && strides.size() != shape.size())
-    throw Error("lcsm::view_as: argument '" + std::string(name) + "': expected " +
-                std::to_string(Rank) + " strides, got " + std::to_string(strides.size()));
+    throw Error("lcsm::view_as: argument '" + std::string(name) + "': expected " + std::to_string(Rank) +
+                " strides, got " + std::to_string(strides.size()));
   Shape<Rank> s{}, st{};
   for (int d = 0; d < Rank; ++d) s[d] = shape[d];
   st = strides.empty() ? contiguous_strides<Rank>(s) : st;

@@ -40,8 +40,7 @@ void check_memory(const char* where, const char* arg, const View<T, Rank>& v) {
                    concat("null data with shape ", dims_string<Rank>(v.shape())));
   for (int d = 0; d < Rank; ++d)
     if (v.stride(d) < 0)
-      throw_argument(where, arg, "non-negative strides",
-                     concat("stride ", v.stride(d), " in dimension ", d));
+      throw_argument(where, arg, "non-negative strides", concat("stride ", v.stride(d), " in dimension ", d));
 }
 
 // Keeps `expected` out of template deduction, so a braced list converts to Shape<Rank>.
@@ -71,18 +70,16 @@ void check_no_self_overlap(const char* where, const char* arg, const View<T, Ran
     if (v.size(d) <= 1) continue;
     if (v.stride(d) <= span)
       throw_argument(where, arg, "strides under which no two elements share memory",
-                     concat("strides ", dims_string<Rank>(v.strides()), " for shape ",
-                            dims_string<Rank>(v.shape())));
+                     concat("strides ", dims_string<Rank>(v.strides()), " for shape ", dims_string<Rank>(v.shape())));
     span += (v.size(d) - 1) * v.stride(d);
   }
 }
 
 template <class A, int RA, class B, int RB>
-void check_disjoint(const char* where, const char* out_name, const View<A, RA>& out,
-                    const char* in_name, const View<B, RB>& in) {
+void check_disjoint(const char* where, const char* out_name, const View<A, RA>& out, const char* in_name,
+                    const View<B, RB>& in) {
   if (byte_range(out).overlaps(byte_range(in)))
-    throw_argument(where, out_name, concat("memory disjoint from '", in_name, "'"),
-                   "overlapping memory");
+    throw_argument(where, out_name, concat("memory disjoint from '", in_name, "'"), "overlapping memory");
 }
 
 // An output view: present, valid memory, no self-overlap.

@@ -14,8 +14,7 @@ using Vector = Eigen::Matrix<S, Eigen::Dynamic, 1>;
 
 // dst.topRows(rows) = scale * x[b, t0 : t0 + rows, h, :], converted to S.
 template <class S, class T>
-void load_rows(const View<const T, 4>& x, index_t b, index_t t0, index_t rows, index_t h, S scale,
-               Matrix<S>& dst) {
+void load_rows(const View<const T, 4>& x, index_t b, index_t t0, index_t rows, index_t h, S scale, Matrix<S>& dst) {
   const index_t D = x.size(3), sd = x.stride(3);
   for (index_t i = 0; i < rows; ++i) {
     const T* src = &x(b, t0 + i, h, 0);
@@ -29,8 +28,7 @@ void load_rows(const View<const T, 4>& x, index_t b, index_t t0, index_t rows, i
 
 // x[b, t0 : t0 + rows, h, :] = scale * src.topRows(rows), converted to T.
 template <class T, class S>
-void store_rows(const Matrix<S>& src, index_t rows, S scale, const View<T, 4>& x, index_t b, index_t t0,
-                index_t h) {
+void store_rows(const Matrix<S>& src, index_t rows, S scale, const View<T, 4>& x, index_t b, index_t t0, index_t h) {
   const index_t D = x.size(3), sd = x.stride(3);
   for (index_t i = 0; i < rows; ++i) {
     T* dst = &x(b, t0 + i, h, 0);

@@ -65,8 +65,8 @@ void state_delta(LightningWorkspace<S>& ws, const LightningProblem<T>& pb, const
 // state_is_zero), leaving the state after `end` there when want_state.
 template <class T, class S>
 void forward_range(LightningWorkspace<S>& ws, const LightningProblem<T>& pb, const Vector<S>& pw, bool decayed,
-                   const Sequence& sq, index_t h, index_t begin, index_t end, bool state_is_zero,
-                   const View<T, 4>& o, bool want_state) {
+                   const Sequence& sq, index_t h, index_t begin, index_t end, bool state_is_zero, const View<T, 4>& o,
+                   bool want_state) {
   for (index_t t = begin; t < end; t += pb.C) {
     const index_t c = std::min(pb.C, end - t);
     load_rows(pb.q, sq.batch, sq.start + t, c, h, static_cast<S>(pb.scale), ws.q);
@@ -104,9 +104,9 @@ void forward_range(LightningWorkspace<S>& ws, const LightningProblem<T>& pb, con
 // grads, also dk and dv of those tokens and dg_acc -= sum_t t k_t . dk_t.
 template <class T, class S>
 void backward_keys_range(LightningWorkspace<S>& ws, const LightningProblem<T>& pb, const View<const T, 4>& d_o,
-                         const Vector<S>& pw, bool decayed, const Sequence& sq, index_t h, index_t begin,
-                         index_t end, bool dstate_is_zero, const View<T, 4>* dk, const View<T, 4>* dv,
-                         double& dg_acc, bool want_dstate) {
+                         const Vector<S>& pw, bool decayed, const Sequence& sq, index_t h, index_t begin, index_t end,
+                         bool dstate_is_zero, const View<T, 4>* dk, const View<T, 4>* dv, double& dg_acc,
+                         bool want_dstate) {
   const index_t blocks = (end - begin + pb.C - 1) / pb.C;
   for (index_t m = blocks - 1; m >= 0; --m) {
     const index_t t = begin + m * pb.C, c = std::min(pb.C, end - t);
@@ -165,8 +165,7 @@ void backward_keys_range(LightningWorkspace<S>& ws, const LightningProblem<T>& p
 template <class T, class S>
 void backward_queries_range(LightningWorkspace<S>& ws, const LightningProblem<T>& pb, const View<const T, 4>& d_o,
                             const Vector<S>& pw, bool decayed, const Sequence& sq, index_t h, index_t begin,
-                            index_t end, bool state_is_zero, const View<T, 4>& dq, double& dg_acc,
-                            bool want_state) {
+                            index_t end, bool state_is_zero, const View<T, 4>& dq, double& dg_acc, bool want_state) {
   for (index_t t = begin; t < end; t += pb.C) {
     const index_t c = std::min(pb.C, end - t);
     load_rows(pb.q, sq.batch, sq.start + t, c, h, static_cast<S>(pb.scale), ws.q);
@@ -226,8 +225,7 @@ class WorkspacePool {
 // Indexed [n * H + h][s]; empty for uncut sequences.
 template <class T, class S>
 std::vector<std::vector<Matrix<S>>> segment_start_states(WorkspacePool<S>& pool, const LightningProblem<T>& pb,
-                                                         const Sequences& seqs,
-                                                         const std::vector<Boundaries>& plan,
+                                                         const Sequences& seqs, const std::vector<Boundaries>& plan,
                                                          const View<const S, 4>& initial, int threads) {
   const index_t H = static_cast<index_t>(pb.log_decay->size());
   std::vector<std::vector<Matrix<S>>> starts(seqs.size() * H);
@@ -242,8 +240,8 @@ std::vector<std::vector<Matrix<S>>> segment_start_states(WorkspacePool<S>& pool,
     const WorkItem it = todo[i];
     const double g = (*pb.log_decay)[it.head];
     Matrix<S> delta(pb.K, pb.V);
-    state_delta(pool[worker], pb, decay_powers<S>(g, pb.C), g != 0.0, seqs[it.seq], it.head,
-                plan[it.seq][it.segment], plan[it.seq][it.segment + 1], delta);
+    state_delta(pool[worker], pb, decay_powers<S>(g, pb.C), g != 0.0, seqs[it.seq], it.head, plan[it.seq][it.segment],
+                plan[it.seq][it.segment + 1], delta);
     starts[it.seq * H + it.head][it.segment + 1] = std::move(delta);
   });
   for (index_t n = 0; n < seqs.size(); ++n)
@@ -284,8 +282,8 @@ std::vector<std::vector<Matrix<S>>> segment_end_dstates(WorkspacePool<S>& pool, 
     LightningWorkspace<S>& ws = pool[worker];
     double unused = 0;
     backward_keys_range<T, S>(ws, pb, d_o, decay_powers<S>(g, pb.C), g != 0.0, seqs[it.seq], it.head,
-                              plan[it.seq][it.segment], plan[it.seq][it.segment + 1], true, nullptr, nullptr,
-                              unused, true);
+                              plan[it.seq][it.segment], plan[it.seq][it.segment + 1], true, nullptr, nullptr, unused,
+                              true);
     d_ends[it.seq * H + it.head][it.segment - 1] = ws.dstate;
   });
   for (index_t n = 0; n < seqs.size(); ++n)
@@ -427,8 +425,8 @@ void step(const cpu::Device& device, const LightningAttention& op, detail::ident
   const index_t K = p.key_dim, V = p.value_dim;
   const S scale = static_cast<S>(op.scale_for(K));
   // Small decodes are not worth a thread: split only above ~1M state elements.
-  const int threads = static_cast<int>(std::min<index_t>(device.thread_count(),
-                                                         std::max<index_t>(1, p.batch * p.heads * K * V >> 20)));
+  const int threads =
+      static_cast<int>(std::min<index_t>(device.thread_count(), std::max<index_t>(1, p.batch * p.heads * K * V >> 20)));
   cpu::parallel_for(threads, p.batch * p.heads, [&](index_t item, int) {
     const index_t b = item / p.heads, h = item % p.heads;
     const S lambda = static_cast<S>(std::exp(op.log_decay[h]));

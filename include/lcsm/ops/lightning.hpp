@@ -25,9 +25,7 @@ struct LightningAttention {
   // Tokens per block of the chunked algorithm (CPU backend; the CUDA kernels pick their own tile).
   index_t chunk = 64;
 
-  double scale_for(index_t key_dim) const {
-    return scale ? *scale : 1.0 / std::sqrt(static_cast<double>(key_dim));
-  }
+  double scale_for(index_t key_dim) const { return scale ? *scale : 1.0 / std::sqrt(static_cast<double>(key_dim)); }
 
   // Throws lcsm::Error for a descriptor that does not fit H heads.
   void check(const char* where, index_t heads) const {
@@ -38,8 +36,7 @@ struct LightningAttention {
       if (!(std::isfinite(log_decay[h]) && log_decay[h] <= 0))
         detail::throw_argument(where, "op.log_decay", "finite g <= 0 (lambda = exp(g) in (0, 1])",
                                detail::concat("g[", h, "] = ", log_decay[h]));
-    if (scale && !std::isfinite(*scale))
-      detail::throw_argument(where, "op.scale", "a finite scale", *scale);
+    if (scale && !std::isfinite(*scale)) detail::throw_argument(where, "op.scale", "a finite scale", *scale);
     detail::check_argument(chunk >= 1 && chunk <= 1024, where, "op.chunk", "1 <= chunk <= 1024", chunk);
   }
 };

@@ -24,9 +24,9 @@ struct StateIO {
 // Gradients of the states for backward: d_final in (absent: zero), d_initial out (absent: skipped).
 template <class S>
 struct StateGrads {
-  View<const S, 4> initial;   // the initial state the forward used (absent: zero)
-  View<const S, 4> d_final;   // dL/d final_state (absent: zero)
-  View<S, 4> d_initial;       // dL/d initial_state, written when present
+  View<const S, 4> initial;  // the initial state the forward used (absent: zero)
+  View<const S, 4> d_final;  // dL/d final_state (absent: zero)
+  View<S, 4> d_initial;      // dL/d initial_state, written when present
 };
 
 namespace detail {
@@ -79,8 +79,8 @@ void check_state_out(const char* where, const char* arg, const View<S, 4>& s, co
 
 // In-place (same memory, same strides) is fine; any other overlap is not.
 template <class S>
-void check_state_alias(const char* where, const char* out_name, const View<S, 4>& out,
-                       const char* in_name, const View<const S, 4>& in) {
+void check_state_alias(const char* where, const char* out_name, const View<S, 4>& out, const char* in_name,
+                       const View<const S, 4>& in) {
   if (out.absent() || in.absent()) return;
   if (out.data() == in.data() && out.strides() == in.strides()) return;
   check_disjoint(where, out_name, out, in_name, in);
@@ -121,9 +121,9 @@ ProblemShape check_step(const char* where, const View<const T, 4>& q, const View
 
 template <class T, class S>
 ProblemShape check_backward(const char* where, const View<const T, 4>& q, const View<const T, 4>& k,
-                            const View<const T, 4>& v, const View<const T, 4>& d_o,
-                            const View<T, 4>& dq, const View<T, 4>& dk, const View<T, 4>& dv,
-                            const StateGrads<S>& states, const CuSeqlens& cu) {
+                            const View<const T, 4>& v, const View<const T, 4>& d_o, const View<T, 4>& dq,
+                            const View<T, 4>& dk, const View<T, 4>& dv, const StateGrads<S>& states,
+                            const CuSeqlens& cu) {
   const ProblemShape p = check_qkv(where, q, k, v, cu);
   check_memory(where, "do", d_o);
   check_shape(where, "do", d_o, v.shape(), "[B, T, H, V], the shape of v");

@@ -194,7 +194,8 @@ inline void backward(const Eos& eos, View<const double, 4> dy, View<const double
           double* next = &states[(t - s0 + 1) * KV];
           for (index_t k = 0; k < K; ++k) {
             const double a = detail::decay_at(eos, b, sq.start + t, h, k), e = eos.expand(b, sq.start + t, h, k);
-            for (index_t c = 0; c < V; ++c) next[k * V + c] = a * prev[k * V + c] + e * eos.input(b, sq.start + t, h, c);
+            for (index_t c = 0; c < V; ++c)
+              next[k * V + c] = a * prev[k * V + c] + e * eos.input(b, sq.start + t, h, c);
           }
         }
         for (index_t t = s1 - 1; t >= s0; --t) {
@@ -245,8 +246,7 @@ inline std::vector<double> reduce_log_decay_grad(View<const double, 4> dg, Oscil
   const index_t B = dg.size(0), T = dg.size(1), H = dg.size(2), K = dg.size(3);
   std::vector<double> out;
   switch (kind) {
-    case Oscillation::none:
-      return out;
+    case Oscillation::none: return out;
     case Oscillation::head:
       out.assign(H, 0.0);
       for (index_t b = 0; b < B; ++b)

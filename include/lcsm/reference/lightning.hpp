@@ -12,8 +12,8 @@ namespace lcsm::reference {
 // Owns the scaled queries and the per-head log-decays the EOS views point into.
 class LightningEos {
  public:
-  LightningEos(const LightningAttention& op, View<const double, 4> q, View<const double, 4> k,
-               View<const double, 4> v, View<const double, 4> initial_state = {}, CuSeqlens cu = {})
+  LightningEos(const LightningAttention& op, View<const double, 4> q, View<const double, 4> k, View<const double, 4> v,
+               View<const double, 4> initial_state = {}, CuSeqlens cu = {})
       : scale_(op.scale_for(q.size(3))), g_(op.log_decay) {
     op.check("lcsm::reference::LightningEos", q.size(2));
     const index_t B = q.size(0), T = q.size(1), H = q.size(2), K = q.size(3);
@@ -44,7 +44,7 @@ class LightningEos {
 
 struct LightningGrads {
   View<double, 4> dq, dk, dv, d_initial_state;  // each absent view is skipped
-  std::vector<double> d_log_decay;               // [H], filled by lightning_backward
+  std::vector<double> d_log_decay;              // [H], filled by lightning_backward
 };
 
 inline void lightning_forward(const LightningAttention& op, View<const double, 4> q, View<const double, 4> k,
@@ -54,12 +54,12 @@ inline void lightning_forward(const LightningAttention& op, View<const double, 4
   recurrent(mapped.eos(), o, final_state);
 }
 
-inline LightningGrads lightning_backward(const LightningAttention& op, View<const double, 4> q,
-                                         View<const double, 4> k, View<const double, 4> v,
-                                         View<const double, 4> d_o, View<double, 4> dq, View<double, 4> dk,
-                                         View<double, 4> dv, View<const double, 4> initial_state = {},
-                                         View<const double, 4> d_final_state = {},
-                                         View<double, 4> d_initial_state = {}, CuSeqlens cu = {}) {
+inline LightningGrads lightning_backward(const LightningAttention& op, View<const double, 4> q, View<const double, 4> k,
+                                         View<const double, 4> v, View<const double, 4> d_o, View<double, 4> dq,
+                                         View<double, 4> dk, View<double, 4> dv,
+                                         View<const double, 4> initial_state = {},
+                                         View<const double, 4> d_final_state = {}, View<double, 4> d_initial_state = {},
+                                         CuSeqlens cu = {}) {
   const LightningEos mapped(op, q, k, v, initial_state, cu);
   const index_t B = q.size(0), T = q.size(1), H = q.size(2), K = q.size(3);
   std::vector<double> dg(B * T * H * K);
@@ -76,8 +76,8 @@ inline LightningGrads lightning_backward(const LightningAttention& op, View<cons
         for (index_t h = 0; h < H; ++h)
           for (index_t d = 0; d < K; ++d) dq(b, t, h, d) *= mapped.scale();
   LightningGrads out{dq, dk, dv, d_initial_state, {}};
-  out.d_log_decay = reduce_log_decay_grad(lcsm::view(static_cast<const double*>(dg.data()), {B, T, H, K}),
-                                          Oscillation::head);
+  out.d_log_decay =
+      reduce_log_decay_grad(lcsm::view(static_cast<const double*>(dg.data()), {B, T, H, K}), Oscillation::head);
   return out;
 }
 
