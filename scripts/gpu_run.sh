@@ -26,8 +26,8 @@ fi
 if has sanitize; then
   echo "== compute-sanitizer"
   subset='lightning forward: head dimensions,lightning forward: varlen with per-sequence states,lightning decode: many sequences*,lightning forward: sequence lengths around the tile'
-  for tool in memcheck racecheck; do
-    LCSM_SANITIZE=1 timeout 300 compute-sanitizer --tool "$tool" --error-exitcode 9 .device/lcsm_tests_cuda \
+  for tool in ${LCSM_SANITIZE_TOOLS:-memcheck racecheck}; do
+    timeout ${LCSM_SANITIZE_TIMEOUT:-300} compute-sanitizer --tool "$tool" --error-exitcode 9 .device/lcsm_tests_cuda \
       --rng-seed 1 "$subset" >"$out/sanitize_$tool.txt" 2>&1
     rc=$?
     echo "$tool: exit $rc; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitize_$tool.txt" | tail -n 1)"
@@ -37,7 +37,7 @@ fi
 if has bench; then
   echo "== benchmarks"
   .device/lcsm_bench_cuda --benchmark_out="$out/bench.json" --benchmark_out_format=json \
-    --benchmark_min_time=0.2s >"$out/bench.txt" 2>&1 || status=1
+    --benchmark_min_time=0.2 >"$out/bench.txt" 2>&1 || status=1
   grep -E "^BM_" "$out/bench.txt" | sed -E 's/ +/ /g' | cut -c1-200
 fi
 if has peers; then

@@ -105,7 +105,7 @@ void BM_copy_bandwidth(benchmark::State& state) {
                                                           benchmark::Counter::OneK::kIs1000);
 }
 
-template <class E>
+template <class E, bool kExact = true>
 void BM_forward(benchmark::State& state) {
   const std::int64_t B = state.range(0), T = state.range(1), H = state.range(2), D = 128;
   const std::int64_t n = B * T * H * D;
@@ -122,6 +122,7 @@ void BM_forward(benchmark::State& state) {
   LCSM_CUDA_CHECK(cudaDeviceSynchronize());
   lcsm::LightningAttention op;
   op.log_decay = lcsm::decay::minimax(static_cast<int>(H), 0, 80);
+  op.precision = kExact ? lcsm::LightningAttention::Precision::exact : lcsm::LightningAttention::Precision::fast;
   auto view = [&](void* p) { return lcsm::view(static_cast<E*>(p), {B, T, H, D}); };
   const auto qv = view(q.p), kv = view(k.p), vv = view(v.p), ov = view(o.p);
   Buffer ws(lcsm::cuda::forward_workspace_bytes<E>(op, qv, vv));
@@ -163,6 +164,14 @@ BENCHMARK_TEMPLATE(BM_forward, __nv_bfloat16)
     ->Args({1, 16384, 16})
     ->Args({1, 65536, 16})
     ->Args({1, 262144, 16})
+    ->Args({1, 1 << 20, 16})
+    ->Args({8, 8192, 16})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_forward, __nv_bfloat16, false)
+    ->Name("BM_forward_fast<__nv_bfloat16>")
+    ->ArgNames({"B", "T", "H"})
+    ->Args({1, 65536, 16})
     ->Args({1, 1 << 20, 16})
     ->Args({8, 8192, 16})
     ->UseManualTime()

@@ -32,10 +32,11 @@ void dispatch(int dtype, F&& f) {
   else throw lcsm::Error("lcsm_capi: dtype must be 0 (float32), 1 (float16) or 2 (bfloat16)");
 }
 
-lcsm::LightningAttention make_op(const double* log_decay, long long H, double scale) {
+lcsm::LightningAttention make_op(const double* log_decay, long long H, double scale, int exact = 1) {
   lcsm::LightningAttention op;
   op.log_decay.assign(log_decay, log_decay + H);
   op.scale = scale;
+  op.precision = exact ? lcsm::LightningAttention::Precision::exact : lcsm::LightningAttention::Precision::fast;
   return op;
 }
 
@@ -59,11 +60,11 @@ long long lcsm_lightning_workspace(int dtype, long long B, long long T, long lon
 int lcsm_lightning_forward(int dtype, const void* q, const void* k, const void* v, void* o, long long B, long long T,
                            long long H, long long K, long long V, const double* log_decay, double scale,
                            const float* initial_state, float* final_state, void* workspace, long long workspace_bytes,
-                           void* stream, char* error, int error_len) {
+                           int exact, void* stream, char* error, int error_len) {
   return guarded(error, error_len, [&] {
     dispatch(dtype, [&](auto tag) {
       using T_ = decltype(tag);
-      const auto op = make_op(log_decay, H, scale);
+      const auto op = make_op(log_decay, H, scale, exact);
       lcsm::cuda::Device dev{static_cast<cudaStream_t>(stream),
                              {workspace, static_cast<std::size_t>(workspace_bytes)}};
       lcsm::StateIO<float> st;

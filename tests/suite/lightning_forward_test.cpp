@@ -224,3 +224,26 @@ TEST_CASE("lightning decode: many sequences, one token", "[lightning][step]") {
     CHECK(vs.ok);
   }
 }
+
+TEST_CASE("lightning forward: fast precision stays within bf16 rounding", "[lightning][forward][precision]") {
+  // Precision::fast rounds the state and the decayed keys to bf16 once on tensor-core backends:
+  // judged against twice the bf16 yardstick whatever the input type. CPU backends ignore it.
+  for (Dtype dt : backend().dtypes())
+    for (bool state : {false, true}) {
+      const std::uint64_t seed = fresh_seed();
+      LightningCase c = make(2, 700, 3, 128, 128, DecayKind::weak, state);
+      INFO(backend().name() << " " << name(dt) << " " << c.str() << " seed=" << seed);
+      LightningProblemData p(c, dt, seed);
+      p.op.precision = LightningAttention::Precision::fast;
+      Tensor o = p.output(), sT = p.state_output();
+      backend().lightning_forward(p.op, p.q, p.k, p.v, o, p.initial(), &sT, p.offsets());
+      std::vector<double> ro, rs;
+      p.reference(ro, rs);
+      const Verdict vo = judge(o.to_double(), ro, tolerance(Dtype::bf16, ro, 2.0));
+      INFO("output: " << vo.str());
+      CHECK(vo.ok);
+      const Verdict vs = judge(sT.to_double(), rs, {1e-2, 1e-1});
+      INFO("final state: " << vs.str());
+      CHECK(vs.ok);
+    }
+}

@@ -40,6 +40,24 @@ void store_rows(const Matrix<S>& src, index_t rows, S scale, const View<T, 4>& x
   }
 }
 
+// Asks the caches for x[b, t0 : t0 + rows, h, :] ahead of its use (for_write: o, dq, ... about to be
+// stored). In [B, T, H, D] memory the rows of one head lie H*D elements apart, a page or more, so the
+// hardware prefetchers (which stay inside a page) do not find them; without this every row of
+// every block is a cold miss. Only inner-contiguous rows are prefetched; lines go to L2.
+template <class T>
+void prefetch_rows(const View<T, 4>& x, index_t b, index_t t0, index_t rows, index_t h, bool for_write) {
+  if (rows <= 0 || x.stride(3) != 1) return;
+  constexpr index_t line = 64;
+  const index_t bytes = x.size(3) * static_cast<index_t>(sizeof(T));
+  for (index_t i = 0; i < rows; ++i) {
+    const char* row = reinterpret_cast<const char*>(&x(b, t0 + i, h, 0));
+    for (index_t off = 0; off < bytes; off += line) {
+      if (for_write) __builtin_prefetch(row + off, 1, 2);
+      else __builtin_prefetch(row + off, 0, 2);
+    }
+  }
+}
+
 // A [N, H, K, V] state slice <-> a dense K x V matrix.
 template <class S>
 void load_state(const View<const S, 4>& s, index_t n, index_t h, Matrix<S>& dst) {

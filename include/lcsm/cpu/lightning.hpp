@@ -72,6 +72,13 @@ void forward_range(LightningWorkspace<S>& ws, const LightningProblem<T>& pb, con
     load_rows(pb.q, sq.batch, sq.start + t, c, h, static_cast<S>(pb.scale), ws.q);
     load_rows(pb.k, sq.batch, sq.start + t, c, h, S(1), ws.k);
     load_rows(pb.v, sq.batch, sq.start + t, c, h, S(1), ws.v);
+    {  // the next block's inputs and this block's outputs, while this block computes
+      const index_t n = std::min(pb.C, end - t - c);
+      prefetch_rows(pb.q, sq.batch, sq.start + t + c, n, h, false);
+      prefetch_rows(pb.k, sq.batch, sq.start + t + c, n, h, false);
+      prefetch_rows(pb.v, sq.batch, sq.start + t + c, n, h, false);
+      prefetch_rows(o, sq.batch, sq.start + t, c, h, true);
+    }
     auto Q = ws.q.topRows(c);
     auto K = ws.k.topRows(c);
     auto Vb = ws.v.topRows(c);

@@ -42,30 +42,33 @@ inline int multiprocessor_count() {
 
 // How a forward call is cut into work: segment length along time and the scratch it needs.
 struct LightningPlan {
-  std::int64_t chunk, segment_len, segments_per_seq, max_items, value_blocks;
+  std::int64_t chunk, value_tile, value_blocks, segment_len, segments_per_seq, max_items;
   bool split;
   std::size_t states_bytes, offsets_bytes;
   std::size_t workspace_bytes() const { return states_bytes + offsets_bytes; }
 };
 
-// One segment per sequence while (sequences x heads x value blocks) fills the card twice over;
-// otherwise sequences are cut into segments of at least 4 chunks so that about 4 CTAs per SM exist.
+// Each CTA (one per SM: 256 threads and most of the shared memory) walks a whole segment, so the
+// grid should be one full wave. Sequences are cut only when (sequences x heads x value blocks)
+// would leave more than half of the SMs idle; then into as many equal segments (whole chunks, at
+// least 4 of them) as fit in one wave.
 inline LightningPlan plan_lightning(std::int64_t time, std::int64_t heads, std::int64_t key_dim,
                                     std::int64_t value_dim, std::int64_t sequences, bool varlen, int sms) {
   LightningPlan p{};
   p.chunk = key_dim > 128 ? 32 : 64;
-  p.value_blocks = (value_dim + 63) / 64;
+  p.value_tile = (value_dim <= 64 || key_dim > 128) ? 64 : 128;
+  p.value_blocks = (value_dim + p.value_tile - 1) / p.value_tile;
   const std::int64_t base = std::max<std::int64_t>(1, sequences * heads * p.value_blocks);
   const std::int64_t mean_len = sequences > 0 ? (time + sequences - 1) / sequences : 0;
-  const std::int64_t wanted = (4LL * sms + base - 1) / base;
-  p.split = base < 2LL * sms && mean_len > 8 * p.chunk && wanted > 1;
+  const std::int64_t segments = std::max<std::int64_t>(1, sms / base);
+  p.split = 2 * base <= sms && segments > 1 && mean_len >= 8 * p.chunk;
   if (!p.split) {
     p.segment_len = std::max<std::int64_t>(time, 1);
     p.segments_per_seq = 1;
     p.max_items = sequences;
     return p;
   }
-  const std::int64_t per = (mean_len + wanted - 1) / wanted;
+  const std::int64_t per = (mean_len + segments - 1) / segments;
   p.segment_len = std::max<std::int64_t>(4 * p.chunk, (per + p.chunk - 1) / p.chunk * p.chunk);
   p.segments_per_seq = varlen ? 0 : std::max<std::int64_t>(1, (time + p.segment_len - 1) / p.segment_len);
   p.max_items = varlen ? sequences + (time + p.segment_len - 1) / p.segment_len : sequences * p.segments_per_seq;
@@ -90,10 +93,10 @@ bool rows_are_16_byte_aligned(const V& v) {
          v.stride(1) % per == 0 && v.stride(2) % per == 0;
 }
 
-template <class T, int KT, bool kDeltaOnly>
+template <class T, int KT, int VT, bool kExact, bool kDeltaOnly>
 void launch_chunks(const LightningParams& p, std::int64_t items, cudaStream_t stream) {
-  using Tr = LightningTraits<T, KT>;
-  auto kernel = lightning_chunks_kernel<T, KT, kDeltaOnly>;
+  using Tr = LightningTraits<T, KT, VT, kExact>;
+  auto kernel = lightning_chunks_kernel<T, KT, VT, kExact, kDeltaOnly>;
   static const bool configured = [&] {
     LCSM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
     return true;
@@ -106,21 +109,43 @@ void launch_chunks(const LightningParams& p, std::int64_t items, cudaStream_t st
   LCSM_CUDA_CHECK(cudaGetLastError());
 }
 
-template <class T, int KT>
+template <class T, int KT, int VT, bool kExact>
 void run_lightning(const LightningParams& p, const LightningPlan& plan, cudaStream_t stream) {
   if (plan.split) {
     if (p.cu_seqlens) {
       lightning_segment_offsets_kernel<><<<1, 1024, 0, stream>>>(p, const_cast<std::int64_t*>(p.segment_offsets));
       LCSM_CUDA_CHECK(cudaGetLastError());
     }
-    launch_chunks<T, KT, true>(p, plan.max_items, stream);
+    launch_chunks<T, KT, VT, kExact, true>(p, plan.max_items, stream);
     const std::int64_t kv = static_cast<std::int64_t>(p.key_dim) * p.value_dim;
     const dim3 grid(static_cast<unsigned>((kv + 255) / 256), static_cast<unsigned>(p.heads),
                     static_cast<unsigned>(p.sequences));
     lightning_segment_scan_kernel<><<<grid, 256, 0, stream>>>(p);
     LCSM_CUDA_CHECK(cudaGetLastError());
   }
-  launch_chunks<T, KT, false>(p, plan.max_items, stream);
+  launch_chunks<T, KT, VT, kExact, false>(p, plan.max_items, stream);
+}
+
+// Switch on the key tile, the value tile and the precision (FlashAttention-style dispatch).
+template <class T>
+void dispatch_lightning(const LightningParams& p, const LightningPlan& plan, bool exact, cudaStream_t stream) {
+  auto by_precision = [&](auto kt, auto vt) {
+    constexpr int KT = decltype(kt)::value, VT = decltype(vt)::value;
+    if (exact) run_lightning<T, KT, VT, true>(p, plan, stream);
+    else run_lightning<T, KT, VT, false>(p, plan, stream);
+  };
+  using I64 = std::integral_constant<int, 64>;
+  using I128 = std::integral_constant<int, 128>;
+  using I256 = std::integral_constant<int, 256>;
+  if (p.key_dim <= 64) {
+    if (plan.value_tile == 64) by_precision(I64{}, I64{});
+    else by_precision(I64{}, I128{});
+  } else if (p.key_dim <= 128) {
+    if (plan.value_tile == 64) by_precision(I128{}, I64{});
+    else by_precision(I128{}, I128{});
+  } else {
+    by_precision(I256{}, I64{});
+  }
 }
 
 }  // namespace detail
@@ -145,7 +170,7 @@ void forward(const cuda::Device& device, const LightningAttention& op, detail::i
   static_assert(cuda::detail::is_cuda_input_v<T>, "CUDA lightning attention takes float, __half or __nv_bfloat16");
   const char* where = "lcsm::forward(cuda, LightningAttention)";
   // Shapes and memory as on every backend; cu_seqlens' contents stay on the device, unread.
-  auto p = detail::check_forward(where, q, k, v, o, state, CuSeqlens{});
+  auto p = detail::check_forward(where, q, k, v, o, cu_seqlens.present() ? StateIO<float>{} : state, CuSeqlens{});
   if (cu_seqlens.present()) {
     detail::check_argument(cu_seqlens.count() >= 2 && cu_seqlens.data() != nullptr, where, "cu_seqlens",
                            "at least 2 offsets (N + 1 for N sequences) in device memory",
@@ -157,6 +182,8 @@ void forward(const cuda::Device& device, const LightningAttention& op, detail::i
     p.sequences = cu_seqlens.num_sequences();
     detail::check_state_in(where, "initial_state", state.initial, p);
     detail::check_state_out(where, "final_state", state.final, p);
+    detail::check_state_alias(where, "final_state", state.final, "initial_state", state.initial);
+    detail::check_disjoint(where, "final_state", state.final, "o", o);
   }
   op.check(where, p.heads);
   detail::check_argument(p.heads <= cuda::detail::kMaxHeads, where, "q", detail::concat("H <= ", cuda::detail::kMaxHeads),
@@ -206,12 +233,10 @@ void forward(const cuda::Device& device, const LightningAttention& op, detail::i
     if (cu_seqlens.present())
       prm.segment_offsets = reinterpret_cast<const std::int64_t*>(static_cast<char*>(device.workspace.data) + plan.states_bytes);
   }
-  // In-place states (final == initial) are safe: segment 0 reads the initial state before the
-  // last segment of the same sequence writes, and both are the same CTA when unsplit; when split,
-  // the scan reads every initial state before the output launch writes any final state.
-  if (p.key_dim <= 64) cuda::detail::run_lightning<T, 64>(prm, plan, device.stream);
-  else if (p.key_dim <= 128) cuda::detail::run_lightning<T, 128>(prm, plan, device.stream);
-  else cuda::detail::run_lightning<T, 256>(prm, plan, device.stream);
+  // In-place states (final == initial) are safe: unsplit, one CTA reads a sequence's initial state
+  // before it writes its final state; split, only the scan launch reads initial states.
+  cuda::detail::dispatch_lightning<T>(prm, plan, op.precision == LightningAttention::Precision::exact,
+                                     device.stream);
 }
 
 // Decode on the GPU: advances state [B, H, K, V] (fp32, in place) by the n tokens of q, k [B, n, H, K],

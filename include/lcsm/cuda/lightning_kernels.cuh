@@ -28,38 +28,45 @@
 
 namespace lcsm::cuda::detail {
 
-// Tile shapes for head dimension K <= KT and element type T.
-template <class T, int KT>
+// Tile shapes for head dimension K <= KT, value columns per CTA VT, element type T, and whether
+// the state and decayed keys keep a lo bf16 term (kExact).
+template <class T, int KT, int VT, bool kExact>
 struct LightningTraits {
   static constexpr int kKeyTile = KT;
+  static constexpr int kValueBlock = VT;
   static constexpr int kChunk = KT > 128 ? 32 : 64;  // tokens per chunk
-  static constexpr int kValueBlock = 64;             // value columns per CTA
-  static constexpr int kWarps = 4;
+  static constexpr int kWarps = 8;
   static constexpr int kThreads = kWarps * 32;
-  // Inputs exact in bf16 need no lo part.
-  static constexpr bool kSplitInputs = !std::is_same_v<T, __nv_bfloat16>;
-  static constexpr int kKP = KT + 8;           // padded smem row (bf16 elements): no ldmatrix conflicts
-  static constexpr int kVP = kValueBlock + 8;  //
-  static constexpr int kRowsPerWarp = KT / kWarps;  // state rows each warp owns
-  static constexpr int kStateMTiles = kRowsPerWarp / 16;
-  static constexpr int kVTiles = kValueBlock / 8;
-  static constexpr int kCTiles = kChunk / 8;
+  static constexpr bool kSplitInputs = !std::is_same_v<T, __nv_bfloat16>;  // inputs not exact in bf16
+  static constexpr bool kExactState = kExact;
+  // Double-buffered loads (cp.async of the next chunk during this one) where shared memory allows.
+  static constexpr int kStages = (!kSplitInputs && KT <= 128) ? 2 : 1;
+  static constexpr int kKP = KT + 8, kVP = VT + 8, kPP = kChunk + 8;  // padded rows: no ldmatrix conflicts
+  // Score / output partition: 4 row blocks of 16 tokens x 2 column halves (kChunk = 64), or
+  // 2 x 4 (kChunk = 32).
+  static constexpr int kRowWarps = kChunk / 16, kColWarps = kWarps / kRowWarps;
+  static constexpr int kScoreColWarps = kColWarps < kChunk / 16 ? kColWarps : kChunk / 16;  // >= 2 n-tiles each
+  static constexpr int kScoreTiles = kChunk / 8 / kScoreColWarps;  // n-tiles of 8 per warp (scores)
+  static constexpr int kOutTiles = VT / 8 / kColWarps;             // n-tiles of 8 per warp (outputs)
+  static_assert(kScoreTiles % 2 == 0 && kOutTiles % 2 == 0, "x4 ldmatrix covers two n-tiles");
+  // State partition: KT / 16 row tiles over the warps, the rest of the warps split the columns.
+  static constexpr int kStateRowWarps = KT / 16 < kWarps ? KT / 16 : kWarps;
+  static constexpr int kStateColWarps = kWarps / kStateRowWarps;
+  static constexpr int kStateMTiles = KT / 16 / kStateRowWarps;
+  static constexpr int kStateNTiles = VT / 8 / kStateColWarps;
 
-  // Shared memory, in bf16 elements. Q's buffers are reused for the decayed keys W after the
-  // output products are done.
-  static constexpr int kQ = kChunk * kKP, kK = kChunk * kKP, kV = kChunk * kVP, kS = KT * kVP;
-  static constexpr int kOffQh = 0;
-  static constexpr int kOffQl = kOffQh + kQ;
-  static constexpr int kOffKh = kOffQl + (kSplitInputs ? kQ : 0);
-  static constexpr int kOffKl = kOffKh + kK;
-  static constexpr int kOffVh = kOffKl + (kSplitInputs ? kK : 0);
-  static constexpr int kOffVl = kOffVh + kV;
-  static constexpr int kOffWl = kOffVl + (kSplitInputs ? kV : 0);  // W lo (bf16 inputs have no Ql)
-  static constexpr int kOffSh = kOffWl + (kSplitInputs ? 0 : kQ);
+  // Shared memory in bf16 elements; the current chunk's Q buffer holds the decayed keys W later.
+  static constexpr int kQ = kChunk * kKP, kV = kChunk * kVP, kS = KT * kVP, kP = kChunk * kPP;
+  static constexpr int kStage = (kSplitInputs ? 2 : 1) * (2 * kQ + kV);  // Q, K, V (hi, lo)
+  static constexpr int kOffStages = 0;
+  static constexpr int kOffWl = kOffStages + kStages * kStage;
+  static constexpr int kOffP = kOffWl + kQ;
+  static constexpr int kOffSh = kOffP + (kSplitInputs ? 2 : 1) * kP;
   static constexpr int kOffSl = kOffSh + kS;
-  static constexpr int kElems = kOffSl + kS;
+  static constexpr int kElems = kOffSl + (kExact ? kS : 0);
   static constexpr int kOffPow = kElems * 2;  // bytes: float table of lambda^p, p = 0..kChunk
   static constexpr int kSmemBytes = kOffPow + (kChunk + 1) * 4;
+  static_assert(kSmemBytes <= 227 * 1024, "tile does not fit in shared memory");
 };
 
 // One work item: a segment [begin, end) of sequence `seq` (tokens start + begin .. of row `batch`).
@@ -166,71 +173,102 @@ __device__ __forceinline__ void load_tile(__nv_bfloat16* hi, __nv_bfloat16* lo, 
   }
 }
 
-// acc[m][n] (this warp's state rows) <-> a [K, V] fp32 state slice in global memory.
+// The element (row, col) of this warp's state tile (m, j, e), relative to the CTA's block.
 template <class Tr>
-__device__ __forceinline__ void state_from_global(float (&acc)[Tr::kStateMTiles][Tr::kVTiles][4], const float* s,
-                                                  const Strides4& st, std::int64_t n, int h, int row0, int col0,
-                                                  int K, int V) {
-  const int lane = threadIdx.x % 32;
+__device__ __forceinline__ void state_coords(int warp, int lane, int m, int j, int e, int& row, int& col) {
+  row = ((warp % Tr::kStateRowWarps) * Tr::kStateMTiles + m) * 16 + lane / 4 + (e >= 2 ? 8 : 0);
+  col = ((warp / Tr::kStateRowWarps) * Tr::kStateNTiles + j) * 8 + 2 * (lane % 4) + (e & 1);
+}
+
+template <class Tr>
+using StateRegs = float[Tr::kStateMTiles][Tr::kStateNTiles][4];
+
+// This warp's state tiles <-> a [K, V] fp32 state slice in global memory (absent: zeros).
+template <class Tr>
+__device__ __forceinline__ void state_from_global(StateRegs<Tr>& acc, const float* s, const Strides4& st,
+                                                  std::int64_t n, int h, int col0, int K, int V) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 #pragma unroll
   for (int m = 0; m < Tr::kStateMTiles; ++m)
 #pragma unroll
-    for (int j = 0; j < Tr::kVTiles; ++j)
+    for (int j = 0; j < Tr::kStateNTiles; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int r = row0 + m * 16 + lane / 4 + (e >= 2 ? 8 : 0);
-        const int c = col0 + j * 8 + 2 * (lane % 4) + (e & 1);
+        int r, c;
+        state_coords<Tr>(warp, lane, m, j, e, r, c);
+        c += col0;
         acc[m][j][e] = (s && r < K && c < V) ? s[n * st.s0 + h * st.s1 + r * st.s2 + c * st.s3] : 0.f;
       }
 }
 template <class Tr>
-__device__ __forceinline__ void state_to_global(const float (&acc)[Tr::kStateMTiles][Tr::kVTiles][4], float* s,
-                                                const Strides4& st, std::int64_t n, int h, int row0, int col0,
-                                                int K, int V) {
-  const int lane = threadIdx.x % 32;
+__device__ __forceinline__ void state_to_global(const StateRegs<Tr>& acc, float* s, const Strides4& st,
+                                                std::int64_t n, int h, int col0, int K, int V) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 #pragma unroll
   for (int m = 0; m < Tr::kStateMTiles; ++m)
 #pragma unroll
-    for (int j = 0; j < Tr::kVTiles; ++j)
+    for (int j = 0; j < Tr::kStateNTiles; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int r = row0 + m * 16 + lane / 4 + (e >= 2 ? 8 : 0);
-        const int c = col0 + j * 8 + 2 * (lane % 4) + (e & 1);
+        int r, c;
+        state_coords<Tr>(warp, lane, m, j, e, r, c);
+        c += col0;
         if (r < K && c < V) s[n * st.s0 + h * st.s1 + r * st.s2 + c * st.s3] = acc[m][j][e];
       }
 }
 
-// The state block as the next chunk's MMA operand: hi/lo bf16, [K rows][64 columns].
+// The state block as the next chunk's MMA operand: bf16 hi (and lo when exact), [KT rows][VT columns].
 template <class Tr>
-__device__ __forceinline__ void state_to_smem(const float (&acc)[Tr::kStateMTiles][Tr::kVTiles][4],
-                                              __nv_bfloat16* sh, __nv_bfloat16* sl, int row0) {
-  const int lane = threadIdx.x % 32;
+__device__ __forceinline__ void state_to_smem(const StateRegs<Tr>& acc, __nv_bfloat16* sh, __nv_bfloat16* sl) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 #pragma unroll
   for (int m = 0; m < Tr::kStateMTiles; ++m)
 #pragma unroll
-    for (int j = 0; j < Tr::kVTiles; ++j)
+    for (int j = 0; j < Tr::kStateNTiles; ++j)
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
-        const int r = row0 + m * 16 + lane / 4 + half * 8, c = j * 8 + 2 * (lane % 4);
+        int r, c;
+        state_coords<Tr>(warp, lane, m, j, 2 * half, r, c);
         std::uint32_t h32, l32;
         split_pack_bf16(acc[m][j][2 * half], acc[m][j][2 * half + 1], h32, l32);
         *reinterpret_cast<std::uint32_t*>(sh + r * Tr::kVP + c) = h32;
-        *reinterpret_cast<std::uint32_t*>(sl + r * Tr::kVP + c) = l32;
+        if constexpr (Tr::kExactState) *reinterpret_cast<std::uint32_t*>(sl + r * Tr::kVP + c) = l32;
       }
 }
 
-template <class T, int KT, bool kDeltaOnly>
-__global__ void __launch_bounds__(LightningTraits<T, KT>::kThreads)
+// Issues the loads of one chunk's q (unless kDeltaOnly), k and v tiles into a stage.
+template <class T, class Tr, bool kDeltaOnly>
+__device__ __forceinline__ void load_chunk(__nv_bfloat16* stage, const LightningParams& p, const Item& it,
+                                           std::int64_t tg, int c, int h, int c0) {
+  constexpr bool kSplit = Tr::kSplitInputs;
+  constexpr int C = Tr::kChunk, KT = Tr::kKeyTile, VT = Tr::kValueBlock;
+  __nv_bfloat16* sQh = stage;
+  __nv_bfloat16* sKh = sQh + Tr::kQ;
+  __nv_bfloat16* sVh = sKh + Tr::kQ;
+  __nv_bfloat16* lo = sVh + Tr::kV;  // lo parts follow when inputs are split
+  if (!kDeltaOnly)
+    load_tile<T, kSplit>(sQh, lo, Tr::kKP, static_cast<const T*>(p.q), p.sq, it.batch, tg, h, c, C, 0, KT, p.key_dim,
+                         p.vectorized);
+  load_tile<T, kSplit>(sKh, lo + Tr::kQ, Tr::kKP, static_cast<const T*>(p.k), p.sk, it.batch, tg, h, c, C, 0, KT,
+                       p.key_dim, p.vectorized);
+  load_tile<T, kSplit>(sVh, lo + 2 * Tr::kQ, Tr::kVP, static_cast<const T*>(p.v), p.sv, it.batch, tg, h, c, C, c0, VT,
+                       p.value_dim, p.vectorized);
+  asm volatile("cp.async.commit_group;\n" ::);
+}
+
+template <class T, int KT, int VT, bool kExact, bool kDeltaOnly>
+__global__ void __launch_bounds__(LightningTraits<T, KT, VT, kExact>::kThreads, 1)
     lightning_chunks_kernel(const __grid_constant__ LightningParams p) {
-  using Tr = LightningTraits<T, KT>;
-  constexpr int C = Tr::kChunk, VB = Tr::kValueBlock;
+  using Tr = LightningTraits<T, KT, VT, kExact>;
+  constexpr int C = Tr::kChunk;
   constexpr bool kSplit = Tr::kSplitInputs;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __nv_bfloat16* smem = reinterpret_cast<__nv_bfloat16*>(smem_raw);
-  __nv_bfloat16 *sQh = smem + Tr::kOffQh, *sQl = smem + Tr::kOffQl, *sKh = smem + Tr::kOffKh,
-                *sKl = smem + Tr::kOffKl, *sVh = smem + Tr::kOffVh, *sVl = smem + Tr::kOffVl;
-  __nv_bfloat16 *sWh = sQh, *sWl = kSplit ? sQl : smem + Tr::kOffWl;
-  __nv_bfloat16 *sSh = smem + Tr::kOffSh, *sSl = smem + Tr::kOffSl;
+  __nv_bfloat16* sWl = smem + Tr::kOffWl;
+  __nv_bfloat16* sPh = smem + Tr::kOffP;
+  __nv_bfloat16* sPl = sPh + Tr::kP;  // only with split inputs
+  __nv_bfloat16* sSh = smem + Tr::kOffSh;
+  __nv_bfloat16* sSl = smem + Tr::kOffSl;  // only when exact
   float* pw = reinterpret_cast<float*>(smem_raw + Tr::kOffPow);
 
   const int vb = blockIdx.x % p.value_blocks;
@@ -242,61 +280,70 @@ __global__ void __launch_bounds__(LightningTraits<T, KT>::kThreads)
   if (kDeltaOnly && last_segment) return;  // the last segment's contribution is never needed
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int K = p.key_dim, V = p.value_dim, c0 = vb * VB;
+  const int K = p.key_dim, V = p.value_dim, c0 = vb * VT;
   const double g = p.log_decay[h];
   const bool decayed = g != 0.0;
   for (int i = threadIdx.x; i <= C; i += blockDim.x) pw[i] = static_cast<float>(exp(g * i));
 
-  // The state block this warp owns: rows [row0, row0 + KT / 4) x the CTA's 64 value columns.
-  const int row0 = warp * Tr::kRowsPerWarp;
-  float S[Tr::kStateMTiles][Tr::kVTiles][4];
+  StateRegs<Tr> S;
   bool state_zero = true;
-  if (!kDeltaOnly) {
-    if (it.segment > 0) {
-      const Strides4 ws{static_cast<std::int64_t>(p.heads) * K * V, static_cast<std::int64_t>(K) * V, V, 1};
-      state_from_global<Tr>(S, p.segment_states, ws, item_index - 1, h, row0, c0, K, V);
-      state_zero = false;
-    } else if (p.initial_state) {
-      state_from_global<Tr>(S, p.initial_state, p.s_initial, it.seq, h, row0, c0, K, V);
-      state_zero = false;
-    } else {
-      state_from_global<Tr>(S, nullptr, p.s_initial, 0, 0, row0, c0, K, V);
-    }
-    if (!state_zero) state_to_smem<Tr>(S, sSh, sSl, row0);
+  const Strides4 ws{static_cast<std::int64_t>(p.heads) * K * V, static_cast<std::int64_t>(K) * V, V, 1};
+  if (!kDeltaOnly && p.segment_states) {  // cut sequences: every segment starts from the scanned state
+    state_from_global<Tr>(S, p.segment_states, ws, item_index, h, c0, K, V);
+    state_zero = false;
+  } else if (!kDeltaOnly && p.initial_state) {
+    state_from_global<Tr>(S, p.initial_state, p.s_initial, it.seq, h, c0, K, V);
+    state_zero = false;
   } else {
-    state_from_global<Tr>(S, nullptr, p.s_initial, 0, 0, row0, c0, K, V);
+    state_from_global<Tr>(S, nullptr, p.s_initial, 0, 0, c0, K, V);
   }
+  if (!kDeltaOnly && !state_zero) state_to_smem<Tr>(S, sSh, sSl);
 
-  const T* q = static_cast<const T*>(p.q);
-  const T* k = static_cast<const T*>(p.k);
-  const T* v = static_cast<const T*>(p.v);
   T* o = static_cast<T*>(p.o);
+  const int rw = warp % Tr::kRowWarps, cw = warp / Tr::kRowWarps;  // score/output partition
+  const int r0 = rw * 16;
+  int stage = 0;
+  if (it.begin < it.end) {
+    const std::int64_t c = it.end - it.begin < C ? it.end - it.begin : C;
+    load_chunk<T, Tr, kDeltaOnly>(smem + Tr::kOffStages, p, it, it.start + it.begin, static_cast<int>(c), h, c0);
+  }
 
   for (std::int64_t t = it.begin; t < it.end; t += C) {
     const int c = static_cast<int>(it.end - t < C ? it.end - t : C);
     const std::int64_t tg = it.start + t;  // first token of the chunk in the batch row
-    __syncthreads();  // previous chunk's readers of sQ/sK/sV/sW are done
-    if (!kDeltaOnly) load_tile<T, kSplit>(sQh, sQl, Tr::kKP, q, p.sq, it.batch, tg, h, c, C, 0, KT, K, p.vectorized);
-    load_tile<T, kSplit>(sKh, sKl, Tr::kKP, k, p.sk, it.batch, tg, h, c, C, 0, KT, K, p.vectorized);
-    load_tile<T, kSplit>(sVh, sVl, Tr::kVP, v, p.sv, it.batch, tg, h, c, C, c0, VB, V, p.vectorized);
-    cp_async_wait_all();
-    __syncthreads();
+    __nv_bfloat16* cur = smem + Tr::kOffStages + stage * Tr::kStage;
+    __nv_bfloat16 *sQh = cur, *sKh = cur + Tr::kQ, *sVh = cur + 2 * Tr::kQ;
+    __nv_bfloat16 *sQl = sVh + Tr::kV, *sKl = sQl + Tr::kQ, *sVl = sKl + Tr::kQ;
+    // This chunk's loads are the oldest in flight; with two stages, start the next chunk's now.
+    if constexpr (Tr::kStages == 2) {
+      if (t + C < it.end) {
+        const std::int64_t cn = it.end - t - C < C ? it.end - t - C : C;
+        load_chunk<T, Tr, kDeltaOnly>(smem + Tr::kOffStages + (stage ^ 1) * Tr::kStage, p, it, tg + C,
+                                      static_cast<int>(cn), h, c0);
+        asm volatile("cp.async.wait_group 1;\n" ::);
+      } else {
+        asm volatile("cp.async.wait_group 0;\n" ::);
+      }
+    } else {
+      asm volatile("cp.async.wait_group 0;\n" ::);
+    }
+    __syncthreads();  // chunk data (and the state operand) visible to all
 
-    if (!kDeltaOnly && warp * 16 < C) {
-      // ---- Outputs of this warp's 16 rows: scores, mask, then O = lambda^(i+1) Q S + P V. ----
-      const int r0 = warp * 16;
-      float A[Tr::kCTiles][4];
+    if (!kDeltaOnly && cw < Tr::kScoreColWarps) {
+      // ---- Scores of rows [r0, r0 + 16) x this warp's columns, decay mask, P to smem. ----
+      float A[Tr::kScoreTiles][4];
 #pragma unroll
-      for (int j = 0; j < Tr::kCTiles; ++j) A[j][0] = A[j][1] = A[j][2] = A[j][3] = 0.f;
+      for (int j = 0; j < Tr::kScoreTiles; ++j) A[j][0] = A[j][1] = A[j][2] = A[j][3] = 0.f;
+      const int n0 = cw * Tr::kScoreTiles * 8;
 #pragma unroll
       for (int kk = 0; kk < KT / 16; ++kk) {
         std::uint32_t qh[4], ql[4];
         ldmatrix_x4(qh, sQh + (r0 + lane % 16) * Tr::kKP + kk * 16 + (lane / 16) * 8);
         if constexpr (kSplit) ldmatrix_x4(ql, sQl + (r0 + lane % 16) * Tr::kKP + kk * 16 + (lane / 16) * 8);
 #pragma unroll
-        for (int np = 0; np < C / 16; ++np) {
+        for (int np = 0; np < Tr::kScoreTiles / 2; ++np) {
           std::uint32_t kh[4];
-          const int off = (np * 16 + lane % 8 + (lane / 16) * 8) * Tr::kKP + kk * 16 + ((lane / 8) % 2) * 8;
+          const int off = (n0 + np * 16 + lane % 8 + (lane / 16) * 8) * Tr::kKP + kk * 16 + ((lane / 8) % 2) * 8;
           ldmatrix_x4(kh, sKh + off);
           mma_bf16(A[2 * np], qh, kh[0], kh[1]);
           mma_bf16(A[2 * np + 1], qh, kh[2], kh[3]);
@@ -310,17 +357,29 @@ __global__ void __launch_bounds__(LightningTraits<T, KT>::kThreads)
           }
         }
       }
-      // Causal decay mask, as a select: nothing above the diagonal survives, NaN or not.
+      // Causal decay mask as a select; then P (bf16 hi, and lo for split inputs) to smem.
 #pragma unroll
-      for (int j = 0; j < Tr::kCTiles; ++j)
+      for (int j = 0; j < Tr::kScoreTiles; ++j)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int row = r0 + lane / 4 + (e >= 2 ? 8 : 0), col = j * 8 + 2 * (lane % 4) + (e & 1);
-          A[j][e] = col <= row ? (decayed ? A[j][e] * pw[row - col] : A[j][e]) : 0.f;
+        for (int half = 0; half < 2; ++half) {
+          const int row = r0 + lane / 4 + half * 8, col = n0 + j * 8 + 2 * (lane % 4);
+          float x0 = A[j][2 * half], x1 = A[j][2 * half + 1];
+          x0 = col <= row ? (decayed ? x0 * pw[row - col] : x0) : 0.f;
+          x1 = col + 1 <= row ? (decayed ? x1 * pw[row - col - 1] : x1) : 0.f;
+          std::uint32_t h32, l32;
+          split_pack_bf16(x0, x1, h32, l32);
+          *reinterpret_cast<std::uint32_t*>(sPh + row * Tr::kPP + col) = h32;
+          if constexpr (kSplit) *reinterpret_cast<std::uint32_t*>(sPl + row * Tr::kPP + col) = l32;
         }
-      float O[Tr::kVTiles][4];
+    }
+    __syncthreads();  // P complete
+
+    if (!kDeltaOnly) {
+      // ---- O = lambda^(i+1) Q S + P V for rows [r0, r0 + 16) x this warp's output columns. ----
+      float O[Tr::kOutTiles][4];
 #pragma unroll
-      for (int j = 0; j < Tr::kVTiles; ++j) O[j][0] = O[j][1] = O[j][2] = O[j][3] = 0.f;
+      for (int j = 0; j < Tr::kOutTiles; ++j) O[j][0] = O[j][1] = O[j][2] = O[j][3] = 0.f;
+      const int v0 = cw * Tr::kOutTiles * 8;
       if (!state_zero) {
 #pragma unroll
         for (int kk = 0; kk < KT / 16; ++kk) {
@@ -328,87 +387,98 @@ __global__ void __launch_bounds__(LightningTraits<T, KT>::kThreads)
           ldmatrix_x4(qh, sQh + (r0 + lane % 16) * Tr::kKP + kk * 16 + (lane / 16) * 8);
           if constexpr (kSplit) ldmatrix_x4(ql, sQl + (r0 + lane % 16) * Tr::kKP + kk * 16 + (lane / 16) * 8);
 #pragma unroll
-          for (int np = 0; np < VB / 16; ++np) {
-            std::uint32_t sh[4], sl[4];
-            const int off = (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * Tr::kVP + np * 16 + (lane / 16) * 8;
+          for (int np = 0; np < Tr::kOutTiles / 2; ++np) {
+            std::uint32_t sh[4];
+            const int off = (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * Tr::kVP + v0 + np * 16 + (lane / 16) * 8;
             ldmatrix_x4_trans(sh, sSh + off);
-            ldmatrix_x4_trans(sl, sSl + off);
             mma_bf16(O[2 * np], qh, sh[0], sh[1]);
             mma_bf16(O[2 * np + 1], qh, sh[2], sh[3]);
-            mma_bf16(O[2 * np], qh, sl[0], sl[1]);
-            mma_bf16(O[2 * np + 1], qh, sl[2], sl[3]);
+            if constexpr (Tr::kExactState) {
+              std::uint32_t sl[4];
+              ldmatrix_x4_trans(sl, sSl + off);
+              mma_bf16(O[2 * np], qh, sl[0], sl[1]);
+              mma_bf16(O[2 * np + 1], qh, sl[2], sl[3]);
+            }
             if constexpr (kSplit) {
               mma_bf16(O[2 * np], ql, sh[0], sh[1]);
               mma_bf16(O[2 * np + 1], ql, sh[2], sh[3]);
             }
           }
         }
-        if (decayed)
+        if (decayed) {
+          const float top = pw[r0 + lane / 4 + 1], bottom = pw[r0 + lane / 4 + 9];
 #pragma unroll
-          for (int j = 0; j < Tr::kVTiles; ++j) {
-            const float top = pw[r0 + lane / 4 + 1], bottom = pw[r0 + lane / 4 + 9];
-            O[j][0] *= top, O[j][1] *= top, O[j][2] *= bottom, O[j][3] *= bottom;
-          }
+          for (int j = 0; j < Tr::kOutTiles; ++j) O[j][0] *= top, O[j][1] *= top, O[j][2] *= bottom, O[j][3] *= bottom;
+        }
       }
-      // O += P V, with P (this warp's 16 x C scores) straight from the accumulators as hi/lo.
 #pragma unroll
       for (int kk = 0; kk < C / 16; ++kk) {
         std::uint32_t ph[4], pl[4];
-        split_pack_bf16(A[2 * kk][0], A[2 * kk][1], ph[0], pl[0]);
-        split_pack_bf16(A[2 * kk][2], A[2 * kk][3], ph[1], pl[1]);
-        split_pack_bf16(A[2 * kk + 1][0], A[2 * kk + 1][1], ph[2], pl[2]);
-        split_pack_bf16(A[2 * kk + 1][2], A[2 * kk + 1][3], ph[3], pl[3]);
+        ldmatrix_x4(ph, sPh + (r0 + lane % 16) * Tr::kPP + kk * 16 + (lane / 16) * 8);
+        if constexpr (kSplit) ldmatrix_x4(pl, sPl + (r0 + lane % 16) * Tr::kPP + kk * 16 + (lane / 16) * 8);
 #pragma unroll
-        for (int np = 0; np < VB / 16; ++np) {
+        for (int np = 0; np < Tr::kOutTiles / 2; ++np) {
           std::uint32_t vh[4];
-          const int off = (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * Tr::kVP + np * 16 + (lane / 16) * 8;
+          const int off = (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * Tr::kVP + v0 + np * 16 + (lane / 16) * 8;
           ldmatrix_x4_trans(vh, sVh + off);
           mma_bf16(O[2 * np], ph, vh[0], vh[1]);
           mma_bf16(O[2 * np + 1], ph, vh[2], vh[3]);
-          mma_bf16(O[2 * np], pl, vh[0], vh[1]);
-          mma_bf16(O[2 * np + 1], pl, vh[2], vh[3]);
           if constexpr (kSplit) {
             std::uint32_t vl[4];
             ldmatrix_x4_trans(vl, sVl + off);
+            mma_bf16(O[2 * np], pl, vh[0], vh[1]);
+            mma_bf16(O[2 * np + 1], pl, vh[2], vh[3]);
             mma_bf16(O[2 * np], ph, vl[0], vl[1]);
             mma_bf16(O[2 * np + 1], ph, vl[2], vl[3]);
           }
         }
       }
-      // Store this warp's rows (pairs of columns).
 #pragma unroll
-      for (int j = 0; j < Tr::kVTiles; ++j)
+      for (int j = 0; j < Tr::kOutTiles; ++j)
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
-          const int row = r0 + lane / 4 + half * 8, col = c0 + j * 8 + 2 * (lane % 4);
+          const int row = r0 + lane / 4 + half * 8, col = c0 + v0 + j * 8 + 2 * (lane % 4);
           if (row >= c || col >= V) continue;
           T* dst = o + it.batch * p.so.s0 + (tg + row) * p.so.s1 + static_cast<std::int64_t>(h) * p.so.s2 + col * p.so.s3;
           const float x0 = p.scale * O[j][2 * half], x1 = p.scale * O[j][2 * half + 1];
-          if (col + 1 < V && p.vectorized && sizeof(T) == 2) {
+          if (col + 1 < V && p.vectorized) {
             if constexpr (std::is_same_v<T, __nv_bfloat16>)
               *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(x0, x1);
             else if constexpr (std::is_same_v<T, __half>)
               *reinterpret_cast<__half2*>(dst) = __floats2half2_rn(x0, x1);
-          } else if (col + 1 < V && p.vectorized && sizeof(T) == 4) {
-            *reinterpret_cast<float2*>(dst) = make_float2(x0, x1);
+            else
+              *reinterpret_cast<float2*>(dst) = make_float2(x0, x1);
           } else {
             dst[0] = from_float<T>(x0);
             if (col + 1 < V) dst[p.so.s3] = from_float<T>(x1);
           }
         }
+      __syncthreads();  // Q (becoming W) and the state operand are no longer read
     }
 
-    // ---- State update: S = lambda^c S + W^T V with W = diag(lambda^(c-1-j)) K (as hi/lo). ----
-    __syncthreads();  // sQ (becoming sW) and sS are no longer read
-    for (int e = threadIdx.x; e < C * KT; e += blockDim.x) {
-      const int j = e / KT, d = e % KT;
-      float x = __bfloat162float(sKh[j * Tr::kKP + d]);
-      if constexpr (kSplit) x += __bfloat162float(sKl[j * Tr::kKP + d]);
+    // ---- S = lambda^c S + W^T V, W = diag(lambda^(c-1-j)) K as bf16 hi (+ lo when exact). ----
+    for (int e = threadIdx.x; e < C * (KT / 8); e += blockDim.x) {
+      const int j = e / (KT / 8), d = (e % (KT / 8)) * 8;
       const float w = j < c ? pw[c - 1 - j] : 0.f;
-      __nv_bfloat16 wh, wl;
-      split_bf16(w * x, wh, wl);
-      sWh[j * Tr::kKP + d] = wh;
-      sWl[j * Tr::kKP + d] = wl;
+      const uint4 kr = *reinterpret_cast<const uint4*>(sKh + j * Tr::kKP + d);
+      const __nv_bfloat162* kh2 = reinterpret_cast<const __nv_bfloat162*>(&kr);
+      uint4 kl4 = make_uint4(0, 0, 0, 0);
+      if constexpr (kSplit) kl4 = *reinterpret_cast<const uint4*>(sKl + j * Tr::kKP + d);
+      const __nv_bfloat162* kl2 = reinterpret_cast<const __nv_bfloat162*>(&kl4);
+      uint4 wh4, wl4;
+      std::uint32_t* wh = reinterpret_cast<std::uint32_t*>(&wh4);
+      std::uint32_t* wl = reinterpret_cast<std::uint32_t*>(&wl4);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        float2 x = __bfloat1622float2(kh2[i]);
+        if constexpr (kSplit) {
+          const float2 y = __bfloat1622float2(kl2[i]);
+          x.x += y.x, x.y += y.y;
+        }
+        split_pack_bf16(w * x.x, w * x.y, wh[i], wl[i]);
+      }
+      *reinterpret_cast<uint4*>(sQh + j * Tr::kKP + d) = wh4;  // W hi overwrites this chunk's Q
+      *reinterpret_cast<uint4*>(sWl + j * Tr::kKP + d) = wl4;
     }
     __syncthreads();
     if (decayed) {
@@ -416,54 +486,67 @@ __global__ void __launch_bounds__(LightningTraits<T, KT>::kThreads)
 #pragma unroll
       for (int m = 0; m < Tr::kStateMTiles; ++m)
 #pragma unroll
-        for (int j = 0; j < Tr::kVTiles; ++j)
+        for (int j = 0; j < Tr::kStateNTiles; ++j)
 #pragma unroll
           for (int e = 0; e < 4; ++e) S[m][j][e] *= lc;
     }
+    {
+      const int srow0 = (warp % Tr::kStateRowWarps) * Tr::kStateMTiles * 16;
+      const int scol0 = (warp / Tr::kStateRowWarps) * Tr::kStateNTiles * 8;
 #pragma unroll
-    for (int kk = 0; kk < C / 16; ++kk) {
-      std::uint32_t vh[VB / 16][4], vl[VB / 16][4];
+      for (int kk = 0; kk < C / 16; ++kk) {
 #pragma unroll
-      for (int np = 0; np < VB / 16; ++np) {
-        const int off = (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * Tr::kVP + np * 16 + (lane / 16) * 8;
-        ldmatrix_x4_trans(vh[np], sVh + off);
-        if constexpr (kSplit) ldmatrix_x4_trans(vl[np], sVl + off);
-      }
+        for (int m = 0; m < Tr::kStateMTiles; ++m) {
+          std::uint32_t wh[4], wl[4];
+          const int off = (kk * 16 + lane % 8 + (lane / 16) * 8) * Tr::kKP + srow0 + m * 16 + ((lane / 8) % 2) * 8;
+          ldmatrix_x4_trans(wh, sQh + off);
+          ldmatrix_x4_trans(wl, sWl + off);
 #pragma unroll
-      for (int m = 0; m < Tr::kStateMTiles; ++m) {
-        std::uint32_t wh[4], wl[4];
-        const int off = (kk * 16 + lane % 8 + (lane / 16) * 8) * Tr::kKP + row0 + m * 16 + ((lane / 8) % 2) * 8;
-        ldmatrix_x4_trans(wh, sWh + off);
-        ldmatrix_x4_trans(wl, sWl + off);
-#pragma unroll
-        for (int np = 0; np < VB / 16; ++np) {
-          mma_bf16(S[m][2 * np], wh, vh[np][0], vh[np][1]);
-          mma_bf16(S[m][2 * np + 1], wh, vh[np][2], vh[np][3]);
-          mma_bf16(S[m][2 * np], wl, vh[np][0], vh[np][1]);
-          mma_bf16(S[m][2 * np + 1], wl, vh[np][2], vh[np][3]);
-          if constexpr (kSplit) {
-            mma_bf16(S[m][2 * np], wh, vl[np][0], vl[np][1]);
-            mma_bf16(S[m][2 * np + 1], wh, vl[np][2], vl[np][3]);
+          for (int np = 0; np < Tr::kStateNTiles / 2; ++np) {
+            std::uint32_t vh[4];
+            const int voff = (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * Tr::kVP + scol0 + np * 16 + (lane / 16) * 8;
+            ldmatrix_x4_trans(vh, sVh + voff);
+            mma_bf16(S[m][2 * np], wh, vh[0], vh[1]);
+            mma_bf16(S[m][2 * np + 1], wh, vh[2], vh[3]);
+            if constexpr (kExact || kSplit) {
+              mma_bf16(S[m][2 * np], wl, vh[0], vh[1]);
+              mma_bf16(S[m][2 * np + 1], wl, vh[2], vh[3]);
+            }
+            if constexpr (kSplit) {
+              std::uint32_t vl[4];
+              ldmatrix_x4_trans(vl, sVl + voff);
+              mma_bf16(S[m][2 * np], wh, vl[0], vl[1]);
+              mma_bf16(S[m][2 * np + 1], wh, vl[2], vl[3]);
+            }
           }
         }
       }
     }
     state_zero = false;
-    if (!kDeltaOnly && t + C < it.end) state_to_smem<Tr>(S, sSh, sSl, row0);  // read after the next sync
+    if (!kDeltaOnly && t + C < it.end) state_to_smem<Tr>(S, sSh, sSl);  // read after the next sync
+    if constexpr (Tr::kStages == 2) {
+      stage ^= 1;
+      __syncthreads();  // W and V of this stage are read; the next chunk's prefetch may target it
+    } else {
+      __syncthreads();
+      if (t + C < it.end) {
+        const std::int64_t cn = it.end - t - C < C ? it.end - t - C : C;
+        load_chunk<T, Tr, kDeltaOnly>(smem + Tr::kOffStages, p, it, tg + C, static_cast<int>(cn), h, c0);
+      }
+    }
   }
 
   if (kDeltaOnly) {
-    const Strides4 ws{static_cast<std::int64_t>(p.heads) * K * V, static_cast<std::int64_t>(K) * V, V, 1};
-    state_to_global<Tr>(S, p.segment_states, ws, item_index, h, row0, c0, K, V);
+    state_to_global<Tr>(S, p.segment_states, ws, item_index + 1, h, c0, K, V);  // delta of segment s
   } else if (last_segment && p.final_state) {
-    state_to_global<Tr>(S, p.final_state, p.s_final, it.seq, h, row0, c0, K, V);
+    state_to_global<Tr>(S, p.final_state, p.s_final, it.seq, h, c0, K, V);
   }
 }
 
-// Segment contributions -> segment start states, in place, one thread per state element:
-//   running = initial;  for s < last: running = lambda^len(s) running + delta[s]; buffer[s] = running
-// so buffer[s] holds the state before segment s + 1.
-// (Kernels are templates so that a header-only library defines them once per program.)
+// Segment contributions -> segment start states, in place, one thread per state element. Slot
+// first + s holds the contribution of segment s - 1 on entry and the state before segment s on exit:
+//   slot[first] = initial;  slot[first + s + 1] = lambda^len(s) slot[first + s] + delta(s).
+// Only this kernel reads the initial state of a cut sequence, so final_state may alias it.
 template <int kUnused = 0>
 __global__ void lightning_segment_scan_kernel(const __grid_constant__ LightningParams p) {
   const std::int64_t kv = static_cast<std::int64_t>(p.key_dim) * p.value_dim;
@@ -485,10 +568,11 @@ __global__ void lightning_segment_scan_kernel(const __grid_constant__ LightningP
   float running = p.initial_state ? p.initial_state[n * p.s_initial.s0 + h * p.s_initial.s1 + r * p.s_initial.s2 +
                                                     c * p.s_initial.s3]
                                   : 0.f;
+  p.segment_states[(first * p.heads + h) * kv + e] = running;
   const double g = p.log_decay[h];
   for (std::int64_t s = 0; s + 1 < count; ++s) {
     const std::int64_t len = (s + 1) * p.segment_len <= length ? p.segment_len : length - s * p.segment_len;
-    float* slot = p.segment_states + ((first + s) * p.heads + h) * kv + e;
+    float* slot = p.segment_states + ((first + s + 1) * p.heads + h) * kv + e;
     running = static_cast<float>(exp(g * len)) * running + *slot;
     *slot = running;
   }
@@ -540,6 +624,7 @@ __global__ void __launch_bounds__(256) lightning_step_kernel(const __grid_consta
   const T* v = static_cast<const T*>(p.v);
   T* o = static_cast<T*>(p.o);
   const float lambda = p.decay[h];
+  const bool full = p.state_vectorized && group * 4 + 3 < p.value_dim;
   for (std::int64_t t0 = 0; t0 < p.tokens; t0 += kTokens) {
     const int nt = static_cast<int>(p.tokens - t0 < kTokens ? p.tokens - t0 : kTokens);
     float vv[kTokens][4], acc[kTokens][4];
@@ -554,34 +639,49 @@ __global__ void __launch_bounds__(256) lightning_step_kernel(const __grid_consta
         acc[t][i] = 0.f;
       }
     if (band < bands) {
-      for (int r = band; r < p.key_dim; r += bands) {
-        float* row = p.state + b * p.ss.s0 + h * p.ss.s1 + r * p.ss.s2 + group * 4 * p.ss.s3;
-        float s[4];
-        const bool full = p.state_vectorized && group * 4 + 3 < p.value_dim;
-        if (full) {
-          const float4 x = *reinterpret_cast<const float4*>(row);
-          s[0] = x.x, s[1] = x.y, s[2] = x.z, s[3] = x.w;
-        } else {
+      // Rows in batches of kRows: all loads of a batch are in flight before the first use.
+      constexpr int kRows = 8;
+      for (int r0 = band; r0 < p.key_dim; r0 += kRows * bands) {
+        float s[kRows][4];
+        float* rows[kRows];
 #pragma unroll
-          for (int i = 0; i < 4; ++i) s[i] = group * 4 + i < p.value_dim ? row[i * p.ss.s3] : 0.f;
-        }
+        for (int i = 0; i < kRows; ++i) {
+          const int r = r0 + i * bands;
+          rows[i] = r < p.key_dim ? p.state + b * p.ss.s0 + h * p.ss.s1 + r * p.ss.s2 + group * 4 * p.ss.s3 : nullptr;
+          if (rows[i] && full) {
+            const float4 x = *reinterpret_cast<const float4*>(rows[i]);
+            s[i][0] = x.x, s[i][1] = x.y, s[i][2] = x.z, s[i][3] = x.w;
+          } else {
 #pragma unroll
-        for (int t = 0; t < kTokens; ++t) {
-          if (t >= nt) break;
-          const float kr = to_float(k[b * p.sk.s0 + (t0 + t) * p.sk.s1 + h * p.sk.s2 + r * p.sk.s3]);
-          const float qr = to_float(q[b * p.sq.s0 + (t0 + t) * p.sq.s1 + h * p.sq.s2 + r * p.sq.s3]);
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            s[i] = lambda * s[i] + kr * vv[t][i];
-            acc[t][i] += qr * s[i];
+            for (int c = 0; c < 4; ++c) s[i][c] = rows[i] && group * 4 + c < p.value_dim ? rows[i][c * p.ss.s3] : 0.f;
           }
         }
-        if (full) {
-          *reinterpret_cast<float4*>(row) = make_float4(s[0], s[1], s[2], s[3]);
-        } else {
 #pragma unroll
-          for (int i = 0; i < 4; ++i)
-            if (group * 4 + i < p.value_dim) row[i * p.ss.s3] = s[i];
+        for (int i = 0; i < kRows; ++i) {
+          const int r = r0 + i * bands;
+          if (r >= p.key_dim) break;
+#pragma unroll
+          for (int t = 0; t < kTokens; ++t) {
+            if (t >= nt) break;
+            const float kr = to_float(k[b * p.sk.s0 + (t0 + t) * p.sk.s1 + h * p.sk.s2 + r * p.sk.s3]);
+            const float qr = to_float(q[b * p.sq.s0 + (t0 + t) * p.sq.s1 + h * p.sq.s2 + r * p.sq.s3]);
+#pragma unroll
+            for (int c = 0; c < 4; ++c) {
+              s[i][c] = lambda * s[i][c] + kr * vv[t][c];
+              acc[t][c] += qr * s[i][c];
+            }
+          }
+        }
+#pragma unroll
+        for (int i = 0; i < kRows; ++i) {
+          if (!rows[i]) continue;
+          if (full) {
+            *reinterpret_cast<float4*>(rows[i]) = make_float4(s[i][0], s[i][1], s[i][2], s[i][3]);
+          } else {
+#pragma unroll
+            for (int c = 0; c < 4; ++c)
+              if (group * 4 + c < p.value_dim) rows[i][c * p.ss.s3] = s[i][c];
+          }
         }
       }
     }

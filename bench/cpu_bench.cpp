@@ -1,0 +1,407 @@
+// CPU benchmarks: lightning attention forward, backward and decode on lcsm::cpu, next to the two
+// ceilings they are judged against, measured in the same process: Eigen's float GEMM rate and the
+// memory-copy bandwidth.
+//
+//   ./build/bench/lcsm_bench_cpu                                  # all benchmarks, a table
+//   ./build/bench/lcsm_bench_cpu --benchmark_format=json           # or --benchmark_out=x.json
+//   ./build/bench/lcsm_bench_cpu --benchmark_filter='forward/H:16/T:16384'
+//
+// Counters, decimal units (k = 1000):
+//   tokens_per_second  B * T per second (decode: B tokens per step)
+//   flops              FLOP per second (the counts are below, next to each benchmark)
+//   bytes_per_second   the fewest bytes: each input read once, each output written once
+//   frac_gemm          flops / the 2-thread Eigen GEMM rate (see ReferenceRates)
+//   frac_bw            bytes_per_second / the 2-thread copy bandwidth (decode)
+//   frac_update        bytes_per_second / the 2-thread in-place update bandwidth (decode)
+// Every benchmark times wall-clock (UseRealTime): the work runs on threads of its own.
+#include <benchmark/benchmark.h>
+
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "lcsm/lcsm.hpp"
+
+namespace {
+
+using lcsm::index_t;
+using Clock = std::chrono::steady_clock;
+
+constexpr index_t kDim = 128;   // K = V
+constexpr index_t kChunk = 64;  // C
+constexpr int kThreads = 2;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inputs: N(0, 1) floats (Box-Muller over splitmix64), made once and shared by every benchmark
+// (each benchmark views a prefix), so that the largest shapes do not spend seconds in a slow RNG.
+
+void fill_normal(float* x, std::size_t n, std::uint64_t seed) {
+  std::uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+  auto next = [&s] {
+    std::uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  };
+  const double two_pi = 6.283185307179586;
+  for (std::size_t i = 0; i < n; i += 2) {
+    const std::uint64_t r = next();
+    const double u1 = (static_cast<double>(r >> 40) + 1.0) * 0x1.0p-24;  // (0, 1]
+    const double u2 = static_cast<double>(r & 0xFFFFFF) * 0x1.0p-24;     // [0, 1)
+    const double rad = std::sqrt(-2.0 * std::log(u1));
+    x[i] = static_cast<float>(rad * std::cos(two_pi * u2));
+    if (i + 1 < n) x[i + 1] = static_cast<float>(rad * std::sin(two_pi * u2));
+  }
+}
+
+struct Inputs {
+  std::vector<float> q, k, v, d_o;
+};
+
+// Large enough for the largest shape: B = 1, T = 64K, H = 16, D = 128 (512 MiB per tensor).
+const Inputs& inputs() {
+  static const Inputs in = [] {
+    const std::size_t n = std::size_t{65536} * 16 * kDim;
+    Inputs r;
+    std::vector<float>* all[] = {&r.q, &r.k, &r.v, &r.d_o};
+    std::vector<std::thread> workers;
+    for (int i = 0; i < 4; ++i)
+      workers.emplace_back([&, i] {
+        all[i]->resize(n);
+        fill_normal(all[i]->data(), n, 1000 + i);
+      });
+    for (auto& w : workers) w.join();
+    return r;
+  }();
+  return in;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reference rates, measured once per process (on first use) so that every fraction in one run
+// divides by numbers from the same run.
+//
+// GEMM: Eigen's matrix product threads only through OpenMP, and the library (and this binary)
+// does not use OpenMP: lcsm runs one Eigen product per std::thread. So the 2-thread GEMM rate is
+// measured the way lcsm uses the cores: two independent 2048^3 float GEMMs (each 2 * 2048^3 FLOP)
+// running concurrently on two std::threads, total FLOP over the wall time of the pair. That is the
+// rate both cores really sustain on Eigen's kernel together (including the shared L3 and memory
+// bus), not twice a one-core number. The best of 8 pairs after a warm-up pair: other work on a
+// shared machine only ever slows a run down, so the best is the least disturbed (and the largest
+// denominator, so the fractions err low).
+//
+// Copy: a 256 MiB buffer (8x the 32 MiB L3) split in two halves copied concurrently by two threads;
+// bytes = read + written = 2 * 256 MiB; the best of 10 after a warm-up. Two ways, and the better one
+// is the copy bandwidth: std::memcpy, and a loop of streaming (non-temporal) stores (glibc's memcpy
+// does not stream at this size here and is slower). A decode step does not copy, though: it reads
+// its state and writes it back in place, which needs no read-for-ownership and no second buffer,
+// and on this machine moves more bytes per second than any copy. So the in-place update of a 256 MiB
+// buffer (x *= 0.999, the same split) is measured too: decode reports frac_bw against the copy, as
+// asked, and frac_update against the in-place update, the tight bound for its traffic.
+
+struct GemmOperands {
+  Eigen::MatrixXf a, b, c;
+  explicit GemmOperands(index_t n, std::uint64_t seed) : a(n, n), b(n, n), c(n, n) {
+    fill_normal(a.data(), a.size(), seed);
+    fill_normal(b.data(), b.size(), seed + 1);
+    c.setZero();
+  }
+  void run() { c.noalias() = a * b; }
+};
+
+constexpr index_t kGemmN = 2048;
+constexpr double kGemmFlop = 2.0 * kGemmN * kGemmN * kGemmN;
+
+// Runs f(worker) on `threads` threads concurrently (the caller is worker 0).
+template <class F>
+void concurrently(int threads, F&& f) {
+  std::vector<std::thread> pool;
+  for (int w = 1; w < threads; ++w) pool.emplace_back([&f, w] { f(w); });
+  f(0);
+  for (auto& t : pool) t.join();
+}
+
+// Copies (or updates in place) a buffer split in `threads` parts, one per thread.
+enum class CopyKind { memcpy_, stream, update };
+
+void copy_part(CopyKind kind, float* dst, const float* src, std::size_t n) {
+  if (kind == CopyKind::memcpy_) {
+    std::memcpy(dst, src, n * sizeof(float));
+    return;
+  }
+  if (kind == CopyKind::update) {  // x = 0.999 x in place: what a decode step does to its state
+    for (std::size_t i = 0; i < n; ++i) dst[i] *= 0.999f;
+    return;
+  }
+  // Streaming (non-temporal) stores: a good large copy, no read-for-ownership. They need aligned
+  // destinations: plain stores up to the first 64-byte boundary.
+  std::size_t i = 0;
+  for (; i < n && reinterpret_cast<std::uintptr_t>(dst + i) % 64 != 0; ++i) dst[i] = src[i];
+#if defined(__AVX512F__)
+  for (; i + 16 <= n; i += 16) _mm512_stream_ps(dst + i, _mm512_loadu_ps(src + i));
+#elif defined(__AVX__)
+  for (; i + 8 <= n; i += 8) _mm256_stream_ps(dst + i, _mm256_loadu_ps(src + i));
+#elif defined(__SSE2__)
+  for (; i + 4 <= n; i += 4) _mm_stream_ps(dst + i, _mm_loadu_ps(src + i));
+#endif
+  for (; i < n; ++i) dst[i] = src[i];
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
+}
+
+struct CopyBuffers {
+  std::size_t count;  // floats
+  std::vector<float> src, dst;
+  explicit CopyBuffers(std::size_t bytes) : count(bytes / sizeof(float)), src(count, 1.0f), dst(count, 2.0f) {}
+  void run(CopyKind kind, int threads) {
+    concurrently(threads, [&](int w) {
+      const std::size_t part = count / threads / 16 * 16, begin = part * w;
+      copy_part(kind, dst.data() + begin, src.data() + begin, w + 1 == threads ? count - begin : part);
+    });
+  }
+};
+
+constexpr std::size_t kCopyBytes = std::size_t{256} << 20;
+
+double best(const std::vector<double>& x) { return *std::max_element(x.begin(), x.end()); }
+
+struct ReferenceRates {
+  double gemm_flops;  // FLOP/s, two concurrent single-threaded Eigen GEMMs
+  double copy_bytes;    // bytes/s, read + written, two threads: the better of memcpy and a streaming copy
+  double update_bytes;  // bytes/s, read + written, two threads updating a buffer in place
+};
+
+const ReferenceRates& reference_rates() {
+  static const ReferenceRates rates = [] {
+    ReferenceRates r{};
+    {
+      std::vector<std::unique_ptr<GemmOperands>> ops;
+      for (int w = 0; w < kThreads; ++w) ops.push_back(std::make_unique<GemmOperands>(kGemmN, 7 + 2 * w));
+      std::vector<double> rate;
+      for (int rep = 0; rep < 9; ++rep) {
+        const auto t0 = Clock::now();
+        concurrently(kThreads, [&](int w) { ops[w]->run(); });
+        if (rep > 0) rate.push_back(kThreads * kGemmFlop / seconds_since(t0));
+      }
+      r.gemm_flops = best(rate);
+    }
+    {
+      CopyBuffers buf(kCopyBytes);
+      auto measure = [&](CopyKind kind) {
+        std::vector<double> rate;
+        for (int rep = 0; rep < 11; ++rep) {
+          const auto t0 = Clock::now();
+          buf.run(kind, kThreads);
+          if (rep > 0) rate.push_back(2.0 * kCopyBytes / seconds_since(t0));
+        }
+        return best(rate);
+      };
+      r.copy_bytes = std::max(measure(CopyKind::memcpy_), measure(CopyKind::stream));
+      r.update_bytes = measure(CopyKind::update);
+    }
+    return r;
+  }();
+  return rates;
+}
+
+// Rate counters in decimal units.
+benchmark::Counter rate(double per_iteration) {
+  return benchmark::Counter(per_iteration, benchmark::Counter::kIsIterationInvariantRate,
+                            benchmark::Counter::OneK::kIs1000);
+}
+
+struct Work {
+  double tokens, flop, bytes;  // per iteration
+};
+
+// Times `body` with the benchmark's loop and sets the counters; frac_gemm and frac_bw divide the
+// rates of this same loop (wall-clock seconds measured here, the same span as the real time the
+// library reports) by the reference rates.
+enum Report { kGemm = 1, kBandwidth = 2 };
+
+template <class Body>
+void timed(benchmark::State& state, const Work& w, int report, Body&& body) {
+  const ReferenceRates& ref = reference_rates();
+  body();  // warm-up: first touch of the outputs, thread start-up
+  const auto t0 = Clock::now();
+  for (auto _ : state) body();
+  const double secs = seconds_since(t0), iters = static_cast<double>(state.iterations());
+  if (w.tokens > 0) state.counters["tokens_per_second"] = rate(w.tokens);
+  if (w.flop > 0) state.counters["flops"] = rate(w.flop);
+  state.counters["bytes_per_second"] = rate(w.bytes);
+  if (report & kGemm) state.counters["frac_gemm"] = w.flop * iters / secs / ref.gemm_flops;
+  if (report & kBandwidth) {
+    state.counters["frac_bw"] = w.bytes * iters / secs / ref.copy_bytes;
+    state.counters["frac_update"] = w.bytes * iters / secs / ref.update_bytes;
+  }
+}
+
+lcsm::LightningAttention make_op(index_t H) {
+  lcsm::LightningAttention op;
+  op.log_decay = lcsm::decay::alibi(static_cast<int>(H));
+  op.chunk = kChunk;
+  return op;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lightning attention forward. Args: H, T, threads. B = 1, K = V = 128, chunk 64.
+// FLOP per token and head, chunk C: 4*C*K + 4*K*V (the count, exact for K = V):
+//   Q K^T and [.] V, 2*C*K + 2*C*V (dense, the masked half included), Q S and K^T V, 4*K*V.
+// Bytes: q, k, v read, o written, 4 bytes each element.
+void BM_LightningForward(benchmark::State& state) {
+  const index_t H = state.range(0), T = state.range(1), B = 1, K = kDim, V = kDim;
+  const int threads = static_cast<int>(state.range(2));
+  const Inputs& in = inputs();
+  std::vector<float> o(static_cast<std::size_t>(B * T * H * V));
+  const auto op = make_op(H);
+  const lcsm::cpu::Device dev{threads};
+  const auto q = lcsm::view(in.q.data(), {B, T, H, K}), k = lcsm::view(in.k.data(), {B, T, H, K});
+  const auto v = lcsm::view(in.v.data(), {B, T, H, V});
+  const auto out = lcsm::view(o.data(), {B, T, H, V});
+  const double th = static_cast<double>(B * T * H);
+  const Work w{static_cast<double>(B * T), th * (4.0 * kChunk * K + 4.0 * K * V), th * 4.0 * (2 * K + 2 * V)};
+  timed(state, w, kGemm, [&] {
+    lcsm::forward<float>(dev, op, q, k, v, out);
+    benchmark::DoNotOptimize(o.data());
+    benchmark::ClobberMemory();
+  });
+}
+
+// Lightning attention backward (dq, dk, dv; no state gradients). FLOP per token and head, as the
+// formulas in cpu/lightning.hpp do them (dense C x C products, the masked half included):
+//   dq pass: P = dO V^T (2CV), P K (2CK), dO S^T (2KV), state update K^T V (2KV)
+//   dk/dv pass: P = dO V^T again (2CV), A = Q K^T (2CK), P^T Q (2CK), A^T dO (2CV),
+//               V dS'^T (2KV), K dS' (2KV), dS update Q^T dO (2KV)
+//   total 6*C*(K + V) + 10*K*V  (= 12*C*K + 10*K*V for K = V; 2.67x the forward at C = 64, D = 128)
+// Bytes: q, k, v, do read, dq, dk, dv written.
+void BM_LightningBackward(benchmark::State& state) {
+  const index_t H = state.range(0), T = state.range(1), B = 1, K = kDim, V = kDim;
+  const int threads = static_cast<int>(state.range(2));
+  const Inputs& in = inputs();
+  std::vector<float> dq(static_cast<std::size_t>(B * T * H * K)), dk(dq.size()), dv(static_cast<std::size_t>(B * T * H * V));
+  const auto op = make_op(H);
+  const lcsm::cpu::Device dev{threads};
+  const auto q = lcsm::view(in.q.data(), {B, T, H, K}), k = lcsm::view(in.k.data(), {B, T, H, K});
+  const auto v = lcsm::view(in.v.data(), {B, T, H, V}), d_o = lcsm::view(in.d_o.data(), {B, T, H, V});
+  const double th = static_cast<double>(B * T * H);
+  const Work w{static_cast<double>(B * T), th * (6.0 * kChunk * (K + V) + 10.0 * K * V),
+               th * 4.0 * (4 * K + 3 * V)};
+  timed(state, w, kGemm, [&] {
+    lcsm::backward<float>(dev, op, q, k, v, d_o, lcsm::view(dq.data(), {B, T, H, K}),
+                          lcsm::view(dk.data(), {B, T, H, K}), lcsm::view(dv.data(), {B, T, H, V}));
+    benchmark::DoNotOptimize(dq.data());
+    benchmark::ClobberMemory();
+  });
+}
+
+// Decode: one token for each of B sequences, H = 16, state [B, H, K, V] float advanced in place.
+// Args: B, threads, hot. FLOP per head: 2*K*V (decay and update, one FMA per element) + 2*K*V (the
+// output) = 4*K*V. Bytes: the state read and written (2 * B*H*K*V * 4) plus q, k, v read, o written.
+// Unless `hot`, each iteration advances the next of a ring of states that together span >= 96 MiB
+// (3x the L3): in a model, the other layers' states pass through the caches between two steps of
+// one layer, so a state never stays cached. `hot` steps one state again and again (B = 1: 1 MiB,
+// L2-resident), an upper bound, not a memory-bandwidth number.
+void BM_LightningDecode(benchmark::State& state) {
+  const index_t B = state.range(0), H = 16, K = kDim, V = kDim;
+  const int threads = static_cast<int>(state.range(1));
+  const bool hot = state.range(2) != 0;
+  const Inputs& in = inputs();
+  const std::size_t state_elems = static_cast<std::size_t>(B * H * K * V);
+  const std::size_t ring = hot ? 1 : std::max<std::size_t>(1, ((std::size_t{96} << 20) / 4 + state_elems - 1) / state_elems);
+  std::vector<float> states(ring * state_elems);
+  fill_normal(states.data(), states.size(), 99);
+  for (float& x : states) x *= 0.1f;
+  std::vector<float> o(static_cast<std::size_t>(B * H * V));
+  const auto op = make_op(H);
+  const lcsm::cpu::Device dev{threads};
+  const auto q = lcsm::view(in.q.data(), {B, 1, H, K}), k = lcsm::view(in.k.data(), {B, 1, H, K});
+  const auto v = lcsm::view(in.v.data(), {B, 1, H, V});
+  const auto out = lcsm::view(o.data(), {B, 1, H, V});
+  const double bh = static_cast<double>(B * H);
+  const Work w{static_cast<double>(B), bh * 4.0 * K * V, bh * 4.0 * (2.0 * K * V + 2 * K + 2 * V)};
+  std::size_t next = 0;
+  timed(state, w, kBandwidth, [&] {
+    lcsm::step<float>(dev, op, q, k, v, out, lcsm::view(states.data() + next * state_elems, {B, H, K, V}));
+    next = next + 1 == ring ? 0 : next + 1;
+    benchmark::DoNotOptimize(o.data());
+    benchmark::ClobberMemory();
+  });
+  state.counters["ring_states"] = static_cast<double>(ring);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The ceilings as benchmarks of their own (the fractions use reference_rates(), measured once).
+
+// Eigen float GEMM 2048^3. Arg: concurrent copies (each single-threaded Eigen, its own matrices).
+void BM_EigenGemm(benchmark::State& state) {
+  const int copies = static_cast<int>(state.range(0));
+  std::vector<std::unique_ptr<GemmOperands>> ops;
+  for (int w = 0; w < copies; ++w) ops.push_back(std::make_unique<GemmOperands>(kGemmN, 7 + 2 * w));
+  const Work work{0, copies * kGemmFlop, copies * 3.0 * kGemmN * kGemmN * 4};
+  timed(state, work, kGemm, [&] {
+    concurrently(copies, [&](int w) { ops[w]->run(); });
+    benchmark::DoNotOptimize(ops[0]->c.data());
+  });
+  state.counters["ref_gemm_flops"] = reference_rates().gemm_flops;
+}
+
+// A 256 MiB buffer copied (memcpy or streaming stores) or updated in place. Args: kind (0 memcpy,
+// 1 streaming copy, 2 in-place update), threads. Bytes read + written.
+void BM_MemCopy(benchmark::State& state) {
+  const auto kind = static_cast<CopyKind>(state.range(0));
+  const int threads = static_cast<int>(state.range(1));
+  CopyBuffers buf(kCopyBytes);
+  const Work work{0, 0, 2.0 * kCopyBytes};
+  timed(state, work, kBandwidth, [&] {
+    buf.run(kind, threads);
+    benchmark::DoNotOptimize(buf.dst.data());
+    benchmark::ClobberMemory();
+  });
+}
+
+void forward_args(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"H", "T", "threads"});
+  for (index_t H : {16, 4})
+    for (index_t T : {1024, 4096, 16384, 65536}) b->Args({H, T, kThreads});
+  b->Args({16, 16384, 1});
+}
+
+void backward_args(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"H", "T", "threads"});
+  for (index_t H : {16, 4})
+    for (index_t T : {1024, 4096, 16384, 65536}) b->Args({H, T, kThreads});
+}
+
+}  // namespace
+
+BENCHMARK(BM_EigenGemm)->ArgName("copies")->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_MemCopy)
+    ->ArgNames({"kind", "threads"})
+    ->ArgsProduct({{0, 1, 2}, {1, 2}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_LightningForward)->Apply(forward_args)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_LightningBackward)->Apply(backward_args)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_LightningDecode)
+    ->ArgNames({"B", "threads", "hot"})
+    ->Args({64, kThreads, 0})
+    ->Args({1, kThreads, 0})
+    ->Args({1, kThreads, 1})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+
+BENCHMARK_MAIN();
