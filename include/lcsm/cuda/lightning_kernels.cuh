@@ -35,7 +35,7 @@ struct LightningTraits {
   static constexpr int kKeyTile = KT;
   static constexpr int kValueBlock = VT;
   static constexpr int kChunk = KT > 128 ? 32 : 64;  // tokens per chunk
-  static constexpr int kWarps = 8;
+  static constexpr int kWarps = KT > 128 ? 8 : 16;  // 4 per scheduler: latency hiding for mma.sync
   static constexpr int kThreads = kWarps * 32;
   static constexpr bool kSplitInputs = !std::is_same_v<T, __nv_bfloat16>;  // inputs not exact in bf16
   static constexpr bool kExactState = kExact;
@@ -55,13 +55,13 @@ struct LightningTraits {
   static constexpr int kStateMTiles = KT / 16 / kStateRowWarps;
   static constexpr int kStateNTiles = VT / 8 / kStateColWarps;
 
-  // Shared memory in bf16 elements; the current chunk's Q buffer holds the decayed keys W later.
+  // Shared memory in bf16 elements.
   static constexpr int kQ = kChunk * kKP, kV = kChunk * kVP, kS = KT * kVP, kP = kChunk * kPP;
   static constexpr int kStage = (kSplitInputs ? 2 : 1) * (2 * kQ + kV);  // Q, K, V (hi, lo)
+  static constexpr bool kSplitP = kSplitInputs || kExact;  // P keeps a lo term
   static constexpr int kOffStages = 0;
-  static constexpr int kOffWl = kOffStages + kStages * kStage;
-  static constexpr int kOffP = kOffWl + kQ;
-  static constexpr int kOffSh = kOffP + (kSplitInputs ? 2 : 1) * kP;
+  static constexpr int kOffP = kOffStages + kStages * kStage;
+  static constexpr int kOffSh = kOffP + (kSplitP ? 2 : 1) * kP;
   static constexpr int kOffSl = kOffSh + kS;
   static constexpr int kElems = kOffSl + (kExact ? kS : 0);
   static constexpr int kOffPow = kElems * 2;  // bytes: float table of lambda^p, p = 0..kChunk
@@ -264,9 +264,8 @@ __global__ void __launch_bounds__(LightningTraits<T, KT, VT, kExact>::kThreads, 
   constexpr bool kSplit = Tr::kSplitInputs;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __nv_bfloat16* smem = reinterpret_cast<__nv_bfloat16*>(smem_raw);
-  __nv_bfloat16* sWl = smem + Tr::kOffWl;
   __nv_bfloat16* sPh = smem + Tr::kOffP;
-  __nv_bfloat16* sPl = sPh + Tr::kP;  // only with split inputs
+  __nv_bfloat16* sPl = sPh + Tr::kP;  // only when P keeps a lo term
   __nv_bfloat16* sSh = smem + Tr::kOffSh;
   __nv_bfloat16* sSl = smem + Tr::kOffSl;  // only when exact
   float* pw = reinterpret_cast<float*>(smem_raw + Tr::kOffPow);
@@ -369,7 +368,7 @@ __global__ void __launch_bounds__(LightningTraits<T, KT, VT, kExact>::kThreads, 
           std::uint32_t h32, l32;
           split_pack_bf16(x0, x1, h32, l32);
           *reinterpret_cast<std::uint32_t*>(sPh + row * Tr::kPP + col) = h32;
-          if constexpr (kSplit) *reinterpret_cast<std::uint32_t*>(sPl + row * Tr::kPP + col) = l32;
+          if constexpr (Tr::kSplitP) *reinterpret_cast<std::uint32_t*>(sPl + row * Tr::kPP + col) = l32;
         }
     }
     __syncthreads();  // P complete
@@ -415,7 +414,7 @@ __global__ void __launch_bounds__(LightningTraits<T, KT, VT, kExact>::kThreads, 
       for (int kk = 0; kk < C / 16; ++kk) {
         std::uint32_t ph[4], pl[4];
         ldmatrix_x4(ph, sPh + (r0 + lane % 16) * Tr::kPP + kk * 16 + (lane / 16) * 8);
-        if constexpr (kSplit) ldmatrix_x4(pl, sPl + (r0 + lane % 16) * Tr::kPP + kk * 16 + (lane / 16) * 8);
+        if constexpr (Tr::kSplitP) ldmatrix_x4(pl, sPl + (r0 + lane % 16) * Tr::kPP + kk * 16 + (lane / 16) * 8);
 #pragma unroll
         for (int np = 0; np < Tr::kOutTiles / 2; ++np) {
           std::uint32_t vh[4];
@@ -423,11 +422,13 @@ __global__ void __launch_bounds__(LightningTraits<T, KT, VT, kExact>::kThreads, 
           ldmatrix_x4_trans(vh, sVh + off);
           mma_bf16(O[2 * np], ph, vh[0], vh[1]);
           mma_bf16(O[2 * np + 1], ph, vh[2], vh[3]);
+          if constexpr (Tr::kSplitP) {
+            mma_bf16(O[2 * np], pl, vh[0], vh[1]);
+            mma_bf16(O[2 * np + 1], pl, vh[2], vh[3]);
+          }
           if constexpr (kSplit) {
             std::uint32_t vl[4];
             ldmatrix_x4_trans(vl, sVl + off);
-            mma_bf16(O[2 * np], pl, vh[0], vh[1]);
-            mma_bf16(O[2 * np + 1], pl, vh[2], vh[3]);
             mma_bf16(O[2 * np], ph, vl[0], vl[1]);
             mma_bf16(O[2 * np + 1], ph, vl[2], vl[3]);
           }
@@ -453,34 +454,10 @@ __global__ void __launch_bounds__(LightningTraits<T, KT, VT, kExact>::kThreads, 
             if (col + 1 < V) dst[p.so.s3] = from_float<T>(x1);
           }
         }
-      __syncthreads();  // Q (becoming W) and the state operand are no longer read
     }
 
-    // ---- S = lambda^c S + W^T V, W = diag(lambda^(c-1-j)) K as bf16 hi (+ lo when exact). ----
-    for (int e = threadIdx.x; e < C * (KT / 8); e += blockDim.x) {
-      const int j = e / (KT / 8), d = (e % (KT / 8)) * 8;
-      const float w = j < c ? pw[c - 1 - j] : 0.f;
-      const uint4 kr = *reinterpret_cast<const uint4*>(sKh + j * Tr::kKP + d);
-      const __nv_bfloat162* kh2 = reinterpret_cast<const __nv_bfloat162*>(&kr);
-      uint4 kl4 = make_uint4(0, 0, 0, 0);
-      if constexpr (kSplit) kl4 = *reinterpret_cast<const uint4*>(sKl + j * Tr::kKP + d);
-      const __nv_bfloat162* kl2 = reinterpret_cast<const __nv_bfloat162*>(&kl4);
-      uint4 wh4, wl4;
-      std::uint32_t* wh = reinterpret_cast<std::uint32_t*>(&wh4);
-      std::uint32_t* wl = reinterpret_cast<std::uint32_t*>(&wl4);
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        float2 x = __bfloat1622float2(kh2[i]);
-        if constexpr (kSplit) {
-          const float2 y = __bfloat1622float2(kl2[i]);
-          x.x += y.x, x.y += y.y;
-        }
-        split_pack_bf16(w * x.x, w * x.y, wh[i], wl[i]);
-      }
-      *reinterpret_cast<uint4*>(sQh + j * Tr::kKP + d) = wh4;  // W hi overwrites this chunk's Q
-      *reinterpret_cast<uint4*>(sWl + j * Tr::kKP + d) = wl4;
-    }
-    __syncthreads();
+    // ---- S = lambda^c S + W^T V, W = diag(lambda^(c-1-j)) K: the decay is applied to the key
+    // fragments in registers and split into bf16 hi (+ lo when exact) right before the MMAs. ----
     if (decayed) {
       const float lc = pw[c];
 #pragma unroll
@@ -493,14 +470,29 @@ __global__ void __launch_bounds__(LightningTraits<T, KT, VT, kExact>::kThreads, 
     {
       const int srow0 = (warp % Tr::kStateRowWarps) * Tr::kStateMTiles * 16;
       const int scol0 = (warp / Tr::kStateRowWarps) * Tr::kStateNTiles * 8;
+      constexpr bool kLo = kExact || kSplit;  // W carries a lo term
 #pragma unroll
       for (int kk = 0; kk < C / 16; ++kk) {
+        // Tokens of this lane's fragment elements: a0/a1 hold j0, j0 + 1; a2/a3 hold j0 + 8, j0 + 9.
+        const int j0 = kk * 16 + 2 * (lane % 4);
+        const float w0 = j0 < c ? pw[c - 1 - j0] : 0.f, w1 = j0 + 1 < c ? pw[c - 2 - j0] : 0.f;
+        const float w8 = j0 + 8 < c ? pw[c - 9 - j0] : 0.f, w9 = j0 + 9 < c ? pw[c - 10 - j0] : 0.f;
 #pragma unroll
         for (int m = 0; m < Tr::kStateMTiles; ++m) {
-          std::uint32_t wh[4], wl[4];
+          std::uint32_t kh[4], kl[4], wh[4], wl[4];
           const int off = (kk * 16 + lane % 8 + (lane / 16) * 8) * Tr::kKP + srow0 + m * 16 + ((lane / 8) % 2) * 8;
-          ldmatrix_x4_trans(wh, sQh + off);
-          ldmatrix_x4_trans(wl, sWl + off);
+          ldmatrix_x4_trans(kh, sKh + off);
+          if constexpr (kSplit) ldmatrix_x4_trans(kl, sKl + off);
+#pragma unroll
+          for (int r = 0; r < 4; ++r) {
+            float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&kh[r]));
+            if constexpr (kSplit) {
+              const float2 y = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&kl[r]));
+              x.x += y.x, x.y += y.y;
+            }
+            const float wa = r < 2 ? w0 : w8, wb = r < 2 ? w1 : w9;
+            split_pack_bf16(wa * x.x, wb * x.y, wh[r], wl[r]);
+          }
 #pragma unroll
           for (int np = 0; np < Tr::kStateNTiles / 2; ++np) {
             std::uint32_t vh[4];
@@ -508,7 +500,7 @@ __global__ void __launch_bounds__(LightningTraits<T, KT, VT, kExact>::kThreads, 
             ldmatrix_x4_trans(vh, sVh + voff);
             mma_bf16(S[m][2 * np], wh, vh[0], vh[1]);
             mma_bf16(S[m][2 * np + 1], wh, vh[2], vh[3]);
-            if constexpr (kExact || kSplit) {
+            if constexpr (kLo) {
               mma_bf16(S[m][2 * np], wl, vh[0], vh[1]);
               mma_bf16(S[m][2 * np + 1], wl, vh[2], vh[3]);
             }
@@ -522,13 +514,12 @@ __global__ void __launch_bounds__(LightningTraits<T, KT, VT, kExact>::kThreads, 
         }
       }
     }
+    __syncthreads();  // every warp is done reading this chunk's state operand and stage
     state_zero = false;
     if (!kDeltaOnly && t + C < it.end) state_to_smem<Tr>(S, sSh, sSl);  // read after the next sync
     if constexpr (Tr::kStages == 2) {
       stage ^= 1;
-      __syncthreads();  // W and V of this stage are read; the next chunk's prefetch may target it
     } else {
-      __syncthreads();
       if (t + C < it.end) {
         const std::int64_t cn = it.end - t - C < C ? it.end - t - C : C;
         load_chunk<T, Tr, kDeltaOnly>(smem + Tr::kOffStages, p, it, tg + C, static_cast<int>(cn), h, c0);
