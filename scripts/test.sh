@@ -3,7 +3,7 @@
 # $LCSM_BUILD_DIR (default build/, relative to the repository root) with Ninja, builds and runs
 # ctest. Exits non-zero on any failure.
 #
-# Where nvcc is found (on PATH or in /usr/local/cuda/bin) the CUDA test runner and CUDA examples are
+# Where CMake finds nvcc (on PATH, or CUDACXX) the CUDA test runner and CUDA examples are
 # built too, but CUDA tests are only registered with CTest when LCSM_TEST_CUDA=ON (a machine with a
 # GPU): LCSM_CMAKE_ARGS="-DLCSM_TEST_CUDA=ON" scripts/test.sh.
 #
@@ -14,9 +14,6 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 scripts/deps.sh
 
-if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
-  export PATH="/usr/local/cuda/bin:$PATH"
-fi
 build=${LCSM_BUILD_DIR:-build}
 read -r -a extra <<<"${LCSM_CMAKE_ARGS:-}"
 generator=()

@@ -1,0 +1,449 @@
+// lcsm demo: every operator the library has, on a real-sized input, timed and checked against the
+// float64 reference.
+//
+//   demo [--T 65536] [--threads 2] [--decode 1024] [--rows 64] [--seed 1]
+//
+// The problem is one MiniMax-01-like linear-attention layer: B = 1, H = 16 heads, K = V = 128,
+// float32, MiniMax decays (layer 0 of 80), scale 1/sqrt(K). The float64 reference (a plain
+// O(T K V) recurrence per head) runs on two sampled heads, the fastest- and the slowest-decaying,
+// through H = 1 strided views into double copies of those heads; the error is the relative RMS
+// error over randomly sampled rows (and over the whole final state). The exit status is non-zero
+// when an error is above its bound.
+//
+// Each operator is one section: a function that takes the shared problem, runs the operator,
+// and adds rows to the report. A backend (the CUDA one, say) adds its own sections.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "lcsm/lcsm.hpp"
+
+namespace {
+
+using lcsm::index_t;
+using lcsm::View;
+
+// ---------------------------------------------------------------------------------------------
+// Options and the problem every section shares.
+
+struct Options {
+  index_t T = 65536;
+  int threads = 2;
+  index_t decode_steps = 1024;
+  index_t rows = 64;  // sampled rows per sampled head
+  std::uint64_t seed = 1;
+};
+
+[[noreturn]] void usage(const char* argv0, int status) {
+  std::fprintf(status ? stderr : stdout,
+               "usage: %s [--T tokens] [--threads N] [--decode steps] [--rows N] [--seed N]\n"
+               "  --T        sequence length of the forward and backward passes (default 65536)\n"
+               "  --threads  CPU threads (default 2)\n"
+               "  --decode   decode steps, one token per call, after the prefill (default 1024)\n"
+               "  --rows     rows per sampled head compared with the float64 reference (default 64)\n"
+               "  --seed     seed of the random inputs and of the sampled rows (default 1)\n",
+               argv0);
+  std::exit(status);
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "-h" || a == "--help") usage(argv[0], 0);
+    std::string value;
+    const auto eq = a.find('=');
+    std::string name = a.substr(0, eq);
+    if (eq != std::string::npos) {
+      value = a.substr(eq + 1);
+    } else if (i + 1 < argc) {
+      value = argv[++i];
+    } else {
+      std::fprintf(stderr, "%s: %s needs a value\n", argv[0], a.c_str());
+      usage(argv[0], 2);
+    }
+    char* end = nullptr;
+    const long long n = std::strtoll(value.c_str(), &end, 10);
+    if (value.empty() || *end != '\0' || n < 0) {
+      std::fprintf(stderr, "%s: %s: expected a non-negative integer, got '%s'\n", argv[0], name.c_str(), value.c_str());
+      usage(argv[0], 2);
+    }
+    if (name == "--T") o.T = n;
+    else if (name == "--threads") o.threads = static_cast<int>(n);
+    else if (name == "--decode") o.decode_steps = n;
+    else if (name == "--rows") o.rows = n;
+    else if (name == "--seed") o.seed = static_cast<std::uint64_t>(n);
+    else {
+      std::fprintf(stderr, "%s: unknown option %s\n", argv[0], name.c_str());
+      usage(argv[0], 2);
+    }
+  }
+  if (o.T < 1 || o.threads < 1 || o.rows < 1) {
+    std::fprintf(stderr, "%s: --T, --threads and --rows must be at least 1\n", argv[0]);
+    usage(argv[0], 2);
+  }
+  return o;
+}
+
+// splitmix64: fast, and good enough for test inputs (std::normal_distribution over 10^9 values
+// would take longer than the operators).
+struct Rng {
+  std::uint64_t s;
+  std::uint64_t next() {
+    std::uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  double uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }  // [0, 1)
+  index_t below(index_t n) { return static_cast<index_t>(next() % static_cast<std::uint64_t>(n)); }
+};
+
+// Unit-variance uniform values, filled in parallel (each block has its own stream).
+void fill_random(std::vector<float>& x, std::uint64_t seed, int threads) {
+  constexpr index_t block = index_t(1) << 20;
+  const index_t n = static_cast<index_t>(x.size()), blocks = (n + block - 1) / block;
+  lcsm::cpu::parallel_for(threads, blocks, [&](index_t b, int) {
+    Rng rng{seed * 0x100000001B3ull + static_cast<std::uint64_t>(b)};
+    const index_t end = std::min(n, (b + 1) * block);
+    for (index_t i = b * block; i < end; ++i) x[i] = static_cast<float>((2 * rng.uniform() - 1) * std::sqrt(3.0));
+  });
+}
+
+struct Problem {
+  index_t B = 1, T = 0, H = 16, K = 128, V = 128;
+  lcsm::LightningAttention op;
+  lcsm::cpu::Device device;
+  std::vector<float> q, k, v;  // [B, T, H, K], [B, T, H, K], [B, T, H, V]
+  std::vector<int> heads;      // the heads checked against the reference
+  std::vector<index_t> rows;   // the positions checked, sorted
+  Options opt;
+
+  View<const float, 4> qv() const { return lcsm::view(q.data(), {B, T, H, K}); }
+  View<const float, 4> kv() const { return lcsm::view(k.data(), {B, T, H, K}); }
+  View<const float, 4> vv() const { return lcsm::view(v.data(), {B, T, H, V}); }
+  double scale() const { return op.scale_for(K); }
+};
+
+Problem make_problem(const Options& opt) {
+  Problem p;
+  p.opt = opt;
+  p.T = opt.T;
+  p.op.log_decay = lcsm::decay::minimax(static_cast<int>(p.H), 0, 80);
+  p.op.scale = 1.0 / std::sqrt(static_cast<double>(p.K));
+  p.device.threads = opt.threads;
+  const index_t qk = p.B * p.T * p.H * p.K, vo = p.B * p.T * p.H * p.V;
+  p.q.resize(qk);
+  p.k.resize(qk);
+  p.v.resize(vo);
+  fill_random(p.q, opt.seed * 8 + 1, opt.threads);
+  fill_random(p.k, opt.seed * 8 + 2, opt.threads);
+  fill_random(p.v, opt.seed * 8 + 3, opt.threads);
+  p.heads = {0, static_cast<int>(p.H) - 1};  // the fastest and the slowest decay
+  Rng rng{opt.seed * 8 + 4};
+  for (index_t i = 0; i < opt.rows; ++i) p.rows.push_back(rng.below(p.T));
+  p.rows.push_back(p.T - 1);  // the last row sees the whole sequence
+  std::sort(p.rows.begin(), p.rows.end());
+  p.rows.erase(std::unique(p.rows.begin(), p.rows.end()), p.rows.end());
+  return p;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The float64 side: double copies of the sampled heads and H = 1 views into them.
+
+// The sampled heads of a [B, T, H, D] float tensor as a double [B, T, S, D] tensor.
+struct Sliced {
+  index_t B = 0, T = 0, S = 0, D = 0;
+  std::vector<double> data;
+
+  Sliced(const std::vector<float>& x, const Problem& p, index_t D_, index_t T_ = -1)
+      : B(p.B), T(T_ < 0 ? p.T : T_), S(static_cast<index_t>(p.heads.size())), D(D_), data(B * T * S * D) {
+    const index_t H = p.H;
+    for (index_t b = 0; b < B; ++b)
+      for (index_t t = 0; t < T; ++t)
+        for (index_t s = 0; s < S; ++s)
+          for (index_t d = 0; d < D; ++d)
+            data[((b * T + t) * S + s) * D + d] = x[((b * T + t) * H + p.heads[s]) * D + d];
+  }
+  // Sampled head s as a [B, T, 1, D] view: the head is picked by the offset, the strides skip
+  // the other sampled heads.
+  View<const double, 4> head(index_t s) const {
+    return lcsm::view(data.data() + s * D, {B, T, 1, D}, {T * S * D, S * D, D, 1});
+  }
+};
+
+// A [B, T, 1, D] double result per sampled head.
+struct PerHead {
+  index_t B, T, D;
+  std::vector<std::vector<double>> data;
+  PerHead(index_t B_, index_t T_, index_t D_, std::size_t heads)
+      : B(B_), T(T_), D(D_), data(heads, std::vector<double>(B_ * T_ * D_)) {}
+  View<double, 4> head(std::size_t s) { return lcsm::view(data[s].data(), {B, T, 1, D}); }
+};
+
+// The descriptor of one head, for the H = 1 reference calls.
+lcsm::LightningAttention head_op(const Problem& p, int h) {
+  lcsm::LightningAttention op = p.op;
+  op.log_decay = {p.op.log_decay[h]};
+  return op;
+}
+
+// Accumulates ||out - ref||^2 and ||ref||^2; NaN in `out` makes the error NaN.
+struct RelRms {
+  double num = 0, den = 0;
+  void add(double out, double ref) {
+    num += (out - ref) * (out - ref);
+    den += ref * ref;
+  }
+  double value() const { return den > 0 ? std::sqrt(num / den) : std::sqrt(num); }
+};
+
+// Relative RMS error of the sampled rows of a [B, T, H, D] float output against the per-head
+// reference (or of every row when rows is null).
+double rows_error(const std::vector<float>& out, index_t H, const Problem& p, PerHead& ref,
+                  const std::vector<index_t>* rows) {
+  RelRms e;
+  const index_t D = ref.D, T = ref.T;
+  for (std::size_t s = 0; s < p.heads.size(); ++s) {
+    const auto r = ref.head(s);
+    for (index_t b = 0; b < ref.B; ++b) {
+      auto one = [&](index_t t) {
+        for (index_t d = 0; d < D; ++d) e.add(out[((b * T + t) * H + p.heads[s]) * D + d], r(b, t, 0, d));
+      };
+      if (rows)
+        for (index_t t : *rows) one(t);
+      else
+        for (index_t t = 0; t < T; ++t) one(t);
+    }
+  }
+  return e.value();
+}
+
+// Relative RMS error of the sampled heads of a float [N, H, K, V] state against [N, 1, K, V] ones.
+double state_error(const std::vector<float>& state, const Problem& p, PerHead& ref) {
+  RelRms e;
+  const index_t KV = p.K * p.V;
+  for (std::size_t s = 0; s < p.heads.size(); ++s)
+    for (index_t n = 0; n < p.B; ++n)
+      for (index_t i = 0; i < KV; ++i) e.add(state[(n * p.H + p.heads[s]) * KV + i], ref.data[s][n * KV + i]);
+  return e.value();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The report: one table, one line per checked output.
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+struct Check {
+  std::string output;  // what was compared
+  double error;        // relative RMS error
+  double bound;        // the error it must stay below
+};
+
+struct Section {
+  std::string op;
+  index_t tokens;
+  double seconds;
+  std::vector<Check> checks;
+  double reference_seconds = 0;
+};
+
+std::string si(double x) {
+  const char* units[] = {"", "k", "M", "G", "T"};
+  int u = 0;
+  while (x >= 1000 && u < 4) {
+    x /= 1000;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f %s", x, units[u]);
+  return buf;
+}
+
+struct Report {
+  std::vector<Section> sections;
+  double reference_seconds = 0;
+
+  void add(Section s) {
+    reference_seconds += s.reference_seconds;
+    sections.push_back(std::move(s));
+  }
+
+  // Prints the table; returns the number of checks above their bound (NaN counts as above).
+  int print() const {
+    int failed = 0;
+    std::printf("%-22s %9s %10s %11s   %-28s %10s\n", "operator", "tokens", "time [s]", "tokens/s",
+                "checked (float64 ref.)", "rel. RMS");
+    std::printf("%s\n", std::string(106, '-').c_str());
+    for (const Section& s : sections) {
+      for (std::size_t i = 0; i < std::max<std::size_t>(1, s.checks.size()); ++i) {
+        if (i == 0)
+          std::printf("%-22s %9lld %10.3f %11s", s.op.c_str(), static_cast<long long>(s.tokens), s.seconds,
+                      si(static_cast<double>(s.tokens) / s.seconds).c_str());
+        else std::printf("%-22s %9s %10s %11s", "", "", "", "");
+        if (i < s.checks.size()) {
+          const Check& c = s.checks[i];
+          const bool ok = c.error <= c.bound;  // false for NaN
+          failed += !ok;
+          std::printf("   %-28s %10.2e  %s", c.output.c_str(), c.error, ok ? "ok" : "FAILED");
+        }
+        std::printf("\n");
+      }
+    }
+    std::printf("%s\n", std::string(106, '-').c_str());
+    return failed;
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// CPU sections: lightning attention forward, backward and decode.
+
+constexpr double kBound = 1e-4;  // float32 against float64: the errors are ~1e-6
+
+// Prefill: o = lightning(q, k, v) and the final state.
+Section cpu_forward(const Problem& p, std::vector<float>* final_state_out) {
+  const index_t N = p.B;
+  std::vector<float> o(p.B * p.T * p.H * p.V), state(N * p.H * p.K * p.V);
+  const auto t0 = std::chrono::steady_clock::now();
+  lcsm::forward<float>(p.device, p.op, p.qv(), p.kv(), p.vv(), lcsm::view(o.data(), {p.B, p.T, p.H, p.V}),
+                       {{}, lcsm::view(state.data(), {N, p.H, p.K, p.V})});
+  Section s{"lightning forward", p.B * p.T, seconds_since(t0), {}};
+
+  const auto r0 = std::chrono::steady_clock::now();
+  const Sliced q(p.q, p, p.K), k(p.k, p, p.K), v(p.v, p, p.V);
+  const std::size_t S = p.heads.size();
+  PerHead ref_o(p.B, p.T, p.V, S), ref_state(N, 1, p.K * p.V, S);
+  lcsm::cpu::parallel_for(p.opt.threads, static_cast<index_t>(S), [&](index_t i, int) {
+    lcsm::reference::lightning_forward(head_op(p, p.heads[i]), q.head(i), k.head(i), v.head(i), ref_o.head(i), {},
+                                       lcsm::view(ref_state.data[i].data(), {N, 1, p.K, p.V}));
+  });
+  s.reference_seconds = seconds_since(r0);
+  s.checks.push_back({"o, " + std::to_string(p.rows.size()) + " rows x " + std::to_string(S) + " heads",
+                      rows_error(o, p.H, p, ref_o, &p.rows), kBound});
+  s.checks.push_back({"final state", state_error(state, p, ref_state), kBound});
+  if (final_state_out) *final_state_out = std::move(state);
+  return s;
+}
+
+// Training: dq, dk, dv and the per-head decay gradient from do (and no state gradients).
+Section cpu_backward(const Problem& p) {
+  std::vector<float> d_o(p.B * p.T * p.H * p.V), dq(p.q.size()), dk(p.k.size()), dv(p.v.size()), dg(p.H);
+  fill_random(d_o, p.opt.seed * 8 + 5, p.opt.threads);
+  const auto t0 = std::chrono::steady_clock::now();
+  lcsm::backward<float>(p.device, p.op, p.qv(), p.kv(), p.vv(), lcsm::view(d_o.data(), {p.B, p.T, p.H, p.V}),
+                        lcsm::view(dq.data(), {p.B, p.T, p.H, p.K}), lcsm::view(dk.data(), {p.B, p.T, p.H, p.K}),
+                        lcsm::view(dv.data(), {p.B, p.T, p.H, p.V}), {}, lcsm::view(dg.data(), {p.H}));
+  Section s{"lightning backward", p.B * p.T, seconds_since(t0), {}};
+
+  const auto r0 = std::chrono::steady_clock::now();
+  const Sliced q(p.q, p, p.K), k(p.k, p, p.K), v(p.v, p, p.V), g(d_o, p, p.V);
+  const std::size_t S = p.heads.size();
+  PerHead ref_dq(p.B, p.T, p.K, S), ref_dk(p.B, p.T, p.K, S), ref_dv(p.B, p.T, p.V, S);
+  std::vector<double> ref_dg(S);
+  lcsm::cpu::parallel_for(p.opt.threads, static_cast<index_t>(S), [&](index_t i, int) {
+    ref_dg[i] = lcsm::reference::lightning_backward(head_op(p, p.heads[i]), q.head(i), k.head(i), v.head(i), g.head(i),
+                                                    ref_dq.head(i), ref_dk.head(i), ref_dv.head(i))
+                    .d_log_decay[0];
+  });
+  s.reference_seconds = seconds_since(r0);
+  const std::string rows = std::to_string(p.rows.size()) + " rows x " + std::to_string(S) + " heads";
+  s.checks.push_back({"dq, " + rows, rows_error(dq, p.H, p, ref_dq, &p.rows), kBound});
+  s.checks.push_back({"dk, " + rows, rows_error(dk, p.H, p, ref_dk, &p.rows), kBound});
+  s.checks.push_back({"dv, " + rows, rows_error(dv, p.H, p, ref_dv, &p.rows), kBound});
+  RelRms e;  // a sum over T * K terms: a looser bound
+  for (std::size_t i = 0; i < S; ++i) e.add(dg[p.heads[i]], ref_dg[i]);
+  s.checks.push_back({"d log-decay, " + std::to_string(S) + " heads", e.value(), 1e-3});
+  return s;
+}
+
+// Decode: `decode_steps` calls of lcsm::step, one token each, from the prefill's final state.
+Section cpu_decode(const Problem& p, const std::vector<float>& prefill_state) {
+  const index_t n = p.opt.decode_steps, N = p.B, H = p.H, K = p.K, V = p.V;
+  Problem d;  // the decode tokens, [B, n, H, D], with the problem's shape and descriptor
+  d.B = p.B, d.T = n, d.H = H, d.K = K, d.V = V, d.op = p.op, d.device = p.device, d.opt = p.opt;
+  d.heads = p.heads;
+  d.q.resize(N * n * H * K);
+  d.k.resize(N * n * H * K);
+  d.v.resize(N * n * H * V);
+  fill_random(d.q, p.opt.seed * 8 + 6, p.opt.threads);
+  fill_random(d.k, p.opt.seed * 8 + 7, p.opt.threads);
+  fill_random(d.v, p.opt.seed * 8 + 8, p.opt.threads);
+  std::vector<float> o(N * n * H * V), state = prefill_state;
+  const auto sv = lcsm::view(state.data(), {N, H, K, V});
+  // Token t of the decode batch as a [B, 1, H, D] view (strides of the [B, n, H, D] buffers).
+  auto tok = [&](auto* base, index_t t, index_t D) {
+    return lcsm::view(base + t * H * D, {N, 1, H, D}, {n * H * D, H * D, D, 1});
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  for (index_t t = 0; t < n; ++t)
+    lcsm::step<float>(p.device, p.op, tok(d.q.data(), t, K), tok(d.k.data(), t, K), tok(d.v.data(), t, V),
+                      tok(o.data(), t, V), sv);
+  Section s{"lightning decode (step)", N * n, seconds_since(t0), {}};
+
+  // Reference: the recurrence over the n tokens, from the same starting state in float64.
+  const auto r0 = std::chrono::steady_clock::now();
+  const Sliced q(d.q, d, K), k(d.k, d, K), v(d.v, d, V);
+  const std::size_t S = p.heads.size();
+  PerHead ref_o(N, n, V, S), ref_state(N, 1, K * V, S);
+  for (std::size_t i = 0; i < S; ++i) {
+    std::vector<double> s0(N * K * V);
+    for (index_t b = 0; b < N; ++b)
+      for (index_t j = 0; j < K * V; ++j) s0[b * K * V + j] = prefill_state[(b * H + p.heads[i]) * K * V + j];
+    lcsm::reference::lightning_forward(head_op(p, p.heads[i]), q.head(i), k.head(i), v.head(i), ref_o.head(i),
+                                       lcsm::view(static_cast<const double*>(s0.data()), {N, 1, K, V}),
+                                       lcsm::view(ref_state.data[i].data(), {N, 1, K, V}));
+  }
+  s.reference_seconds = seconds_since(r0);
+  s.checks.push_back({"o, all " + std::to_string(n) + " steps x " + std::to_string(S) + " heads",
+                      rows_error(o, H, d, ref_o, nullptr), kBound});
+  s.checks.push_back({"state after the steps", state_error(state, d, ref_state), kBound});
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options opt = parse(argc, argv);
+  try {
+    const auto t0 = std::chrono::steady_clock::now();
+    const Problem p = make_problem(opt);
+    std::printf("lcsm demo: lightning attention (MiniMax-01 linear layer shape) on the CPU\n");
+    std::printf(
+        "  B=%lld T=%lld H=%lld K=%lld V=%lld float32, MiniMax decays (layer 0 of 80), scale 1/sqrt(%lld),"
+        " %d thread%s\n",
+        static_cast<long long>(p.B), static_cast<long long>(p.T), static_cast<long long>(p.H),
+        static_cast<long long>(p.K), static_cast<long long>(p.V), static_cast<long long>(p.K), opt.threads,
+        opt.threads == 1 ? "" : "s");
+    std::printf(
+        "  float64 reference on heads %d and %d (lambda = %.4f and %.4f), %zu rows each (random + the last)\n\n",
+        p.heads[0], p.heads[1], std::exp(p.op.log_decay[p.heads[0]]), std::exp(p.op.log_decay[p.heads[1]]),
+        p.rows.size());
+
+    Report report;
+    std::vector<float> state;
+    report.add(cpu_forward(p, &state));
+    report.add(cpu_backward(p));
+    if (opt.decode_steps > 0) report.add(cpu_decode(p, state));
+    // A GPU build adds its sections here (the same problem, lcsm::cuda::Device).
+
+    const int failed = report.print();
+    std::printf("float64 reference: %.1f s; total %.1f s\n", report.reference_seconds, seconds_since(t0));
+    if (failed) {
+      std::printf("%d check%s above the bound (%.0e; d log-decay 1e-3)\n", failed, failed == 1 ? "" : "s", kBound);
+      return 1;
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "demo: %s\n", e.what());
+    return 1;
+  }
+}
