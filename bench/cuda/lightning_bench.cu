@@ -101,8 +101,8 @@ double copy_bandwidth() {
 
 void BM_copy_bandwidth(benchmark::State& state) {
   for (auto _ : state) state.SetIterationTime(1e-3);
-  state.counters["bytes_per_second"] = benchmark::Counter(copy_bandwidth(), benchmark::Counter::kDefaults,
-                                                          benchmark::Counter::OneK::kIs1000);
+  state.counters["bytes_per_second"] =
+      benchmark::Counter(copy_bandwidth(), benchmark::Counter::kDefaults, benchmark::Counter::OneK::kIs1000);
 }
 
 template <class E, bool kExact = true>
@@ -147,7 +147,8 @@ void BM_decode(benchmark::State& state) {
   op.log_decay = lcsm::decay::minimax(static_cast<int>(H), 0, 80);
   auto view = [&](void* p) { return lcsm::view(static_cast<T*>(p), {B, 1, H, D}); };
   const auto sv = lcsm::view(static_cast<float*>(s.p), {B, H, D, D});
-  const double median = run_timed(state, [&] { lcsm::step<T>(lcsm::cuda::Device{}, op, view(q.p), view(k.p), view(v.p), view(o.p), sv); });
+  const double median = run_timed(
+      state, [&] { lcsm::step<T>(lcsm::cuda::Device{}, op, view(q.p), view(k.p), view(v.p), view(o.p), sv); });
   const double bytes = 2.0 * B * H * D * D * 4 + 4.0 * B * H * D * 2;
   using C = benchmark::Counter;
   state.counters["median_ms"] = median * 1e3;
@@ -176,7 +177,15 @@ BENCHMARK_TEMPLATE(BM_forward, __nv_bfloat16, false)
     ->Args({8, 8192, 16})
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
-BENCHMARK_TEMPLATE(BM_forward, __half)->ArgNames({"B", "T", "H"})->Args({1, 65536, 16})->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK_TEMPLATE(BM_forward, float)->ArgNames({"B", "T", "H"})->Args({1, 65536, 16})->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_forward, __half)
+    ->ArgNames({"B", "T", "H"})
+    ->Args({1, 65536, 16})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_forward, float)
+    ->ArgNames({"B", "T", "H"})
+    ->Args({1, 65536, 16})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_decode)->ArgNames({"B"})->Arg(64)->Arg(1)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK_MAIN();

@@ -65,15 +65,14 @@ int lcsm_lightning_forward(int dtype, const void* q, const void* k, const void* 
     dispatch(dtype, [&](auto tag) {
       using T_ = decltype(tag);
       const auto op = make_op(log_decay, H, scale, exact);
-      lcsm::cuda::Device dev{static_cast<cudaStream_t>(stream),
-                             {workspace, static_cast<std::size_t>(workspace_bytes)}};
+      lcsm::cuda::Device dev{static_cast<cudaStream_t>(stream), {workspace, static_cast<std::size_t>(workspace_bytes)}};
       lcsm::StateIO<float> st;
       if (initial_state) st.initial = lcsm::view(initial_state, {B, H, K, V});
       if (final_state) st.final = lcsm::view(final_state, {B, H, K, V});
       lcsm::forward<T_>(dev, op, lcsm::view(static_cast<const T_*>(q), {B, T, H, K}),
                         lcsm::view(static_cast<const T_*>(k), {B, T, H, K}),
-                        lcsm::view(static_cast<const T_*>(v), {B, T, H, V}), lcsm::view(static_cast<T_*>(o), {B, T, H, V}),
-                        st);
+                        lcsm::view(static_cast<const T_*>(v), {B, T, H, V}),
+                        lcsm::view(static_cast<T_*>(o), {B, T, H, V}), st);
     });
   });
 }
@@ -86,7 +85,8 @@ int lcsm_lightning_step(int dtype, const void* q, const void* k, const void* v, 
       using T_ = decltype(tag);
       const auto op = make_op(log_decay, H, scale);
       lcsm::step<T_>(lcsm::cuda::Device{static_cast<cudaStream_t>(stream), {}}, op,
-                     lcsm::view(static_cast<const T_*>(q), {B, n, H, K}), lcsm::view(static_cast<const T_*>(k), {B, n, H, K}),
+                     lcsm::view(static_cast<const T_*>(q), {B, n, H, K}),
+                     lcsm::view(static_cast<const T_*>(k), {B, n, H, K}),
                      lcsm::view(static_cast<const T_*>(v), {B, n, H, V}), lcsm::view(static_cast<T_*>(o), {B, n, H, V}),
                      lcsm::view(state, {B, H, K, V}));
     });

@@ -53,10 +53,10 @@ class CudaBackend final : public Backend {
       const auto qv = dq.view<const T>(q), vv = dv.view<const T>(v);
       const DeviceBuffer workspace(cuda::forward_workspace_bytes<T>(op, qv, vv, offsets.view));
       cuda::Device dev{nullptr, {workspace.get(), workspace.bytes()}};
-      lcsm::forward<T>(dev, op, qv, dk.view<const T>(k), vv, d_o.view<T>(o),
-                       {s0 ? ds0.view<const float>(*s0) : View<const float, 4>{},
-                        sT ? dsT.view<float>(*sT) : View<float, 4>{}},
-                       offsets.view);
+      lcsm::forward<T>(
+          dev, op, qv, dk.view<const T>(k), vv, d_o.view<T>(o),
+          {s0 ? ds0.view<const float>(*s0) : View<const float, 4>{}, sT ? dsT.view<float>(*sT) : View<float, 4>{}},
+          offsets.view);
       LCSM_CUDA_CHECK(cudaDeviceSynchronize());
       d_o.to_host(o);
       if (sT) dsT.to_host(*sT);
@@ -68,8 +68,8 @@ class CudaBackend final : public Backend {
     dispatch(q.dtype(), [&](auto tag) {
       using T = decltype(tag);
       const DeviceBuffer dq(q), dk(k), dv(v), d_o(o), ds(state);
-      lcsm::step<T>(cuda::Device{}, op, dq.view<const T>(q), dk.view<const T>(k), dv.view<const T>(v),
-                    d_o.view<T>(o), ds.view<float>(state));
+      lcsm::step<T>(cuda::Device{}, op, dq.view<const T>(q), dk.view<const T>(k), dv.view<const T>(v), d_o.view<T>(o),
+                    ds.view<float>(state));
       LCSM_CUDA_CHECK(cudaDeviceSynchronize());
       d_o.to_host(o);
       ds.to_host(state);

@@ -70,7 +70,8 @@ LongRunResult run_long_sequence(std::int64_t T, int H, int check_heads, std::uin
     // One head's q, k, v, o rows, brought back with a strided copy.
     std::vector<std::uint16_t> hq(T * D), hk(T * D), hv(T * D), ho(T * D);
     auto fetch = [&](std::vector<std::uint16_t>& dst, const DeviceBuffer& src) {
-      LCSM_CUDA_CHECK(cudaMemcpy2D(dst.data(), D * 2, static_cast<char*>(src.get()) + static_cast<std::size_t>(h) * D * 2,
+      LCSM_CUDA_CHECK(cudaMemcpy2D(dst.data(), D * 2,
+                                   static_cast<char*>(src.get()) + static_cast<std::size_t>(h) * D * 2,
                                    static_cast<std::size_t>(H) * D * 2, D * 2, T, cudaMemcpyDeviceToHost));
     };
     fetch(hq, q);
@@ -162,7 +163,8 @@ std::string forward_with_large_key_dim_message() {
   op.log_decay = decay::alibi(H);
   const auto qv = lcsm::view(static_cast<__nv_bfloat16*>(q.get()), {1, T, H, K});
   try {
-    lcsm::forward<__nv_bfloat16>(cuda::Device{}, op, qv, qv, lcsm::view(static_cast<__nv_bfloat16*>(v.get()), {1, T, H, V}),
+    lcsm::forward<__nv_bfloat16>(cuda::Device{}, op, qv, qv,
+                                 lcsm::view(static_cast<__nv_bfloat16*>(v.get()), {1, T, H, V}),
                                  lcsm::view(static_cast<__nv_bfloat16*>(o.get()), {1, T, H, V}));
   } catch (const Error& e) {
     return e.what();

@@ -14,7 +14,8 @@ TEST_CASE("cuda lightning: 1M tokens, 16 heads, D = 128 against float64 on sampl
   const std::int64_t T = env ? std::atoll(env) : (1 << 20);
   const LongRunResult r = run_long_sequence(T, 16, 2, fresh_seed());
   INFO("T=" << T << " output rel_rms=" << r.output_rel_rms << " (bf16 yardstick " << r.output_yardstick
-            << ") final state rel_rms=" << r.state_rel_rms << " rows=" << r.sampled_rows << " in " << r.seconds << " s");
+            << ") final state rel_rms=" << r.state_rel_rms << " rows=" << r.sampled_rows << " in " << r.seconds
+            << " s");
   const Verdict v = judge(r.sampled_output, r.sampled_reference, tolerance(Dtype::bf16, r.sampled_reference));
   INFO(v.str());
   CHECK(v.ok);

@@ -52,8 +52,8 @@ struct LightningPlan {
 // grid should be one full wave. Sequences are cut only when (sequences x heads x value blocks)
 // would leave more than half of the SMs idle; then into as many equal segments (whole chunks, at
 // least 4 of them) as fit in one wave.
-inline LightningPlan plan_lightning(std::int64_t time, std::int64_t heads, std::int64_t key_dim,
-                                    std::int64_t value_dim, std::int64_t sequences, bool varlen, int sms) {
+inline LightningPlan plan_lightning(std::int64_t time, std::int64_t heads, std::int64_t key_dim, std::int64_t value_dim,
+                                    std::int64_t sequences, bool varlen, int sms) {
   LightningPlan p{};
   p.chunk = key_dim > 128 ? 32 : 64;
   p.value_tile = (value_dim <= 64 || key_dim > 128) ? 64 : 128;
@@ -186,8 +186,8 @@ void forward(const cuda::Device& device, const LightningAttention& op, detail::i
     detail::check_disjoint(where, "final_state", state.final, "o", o);
   }
   op.check(where, p.heads);
-  detail::check_argument(p.heads <= cuda::detail::kMaxHeads, where, "q", detail::concat("H <= ", cuda::detail::kMaxHeads),
-                         detail::concat("H = ", p.heads));
+  detail::check_argument(p.heads <= cuda::detail::kMaxHeads, where, "q",
+                         detail::concat("H <= ", cuda::detail::kMaxHeads), detail::concat("H = ", p.heads));
   detail::check_argument(p.key_dim <= 256, where, "q", "K <= 256", detail::concat("K = ", p.key_dim));
   if (p.batch == 0 || p.sequences == 0) return;
 
@@ -231,12 +231,12 @@ void forward(const cuda::Device& device, const LightningAttention& op, detail::i
   if (plan.split) {
     prm.segment_states = static_cast<float*>(device.workspace.data);
     if (cu_seqlens.present())
-      prm.segment_offsets = reinterpret_cast<const std::int64_t*>(static_cast<char*>(device.workspace.data) + plan.states_bytes);
+      prm.segment_offsets =
+          reinterpret_cast<const std::int64_t*>(static_cast<char*>(device.workspace.data) + plan.states_bytes);
   }
   // In-place states (final == initial) are safe: unsplit, one CTA reads a sequence's initial state
   // before it writes its final state; split, only the scan launch reads initial states.
-  cuda::detail::dispatch_lightning<T>(prm, plan, op.precision == LightningAttention::Precision::exact,
-                                     device.stream);
+  cuda::detail::dispatch_lightning<T>(prm, plan, op.precision == LightningAttention::Precision::exact, device.stream);
 }
 
 // Decode on the GPU: advances state [B, H, K, V] (fp32, in place) by the n tokens of q, k [B, n, H, K],
@@ -249,8 +249,8 @@ void step(const cuda::Device& device, const LightningAttention& op, detail::iden
   const char* where = "lcsm::step(cuda, LightningAttention)";
   const auto p = detail::check_step(where, q, k, v, o, state);
   op.check(where, p.heads);
-  detail::check_argument(p.heads <= cuda::detail::kMaxHeads, where, "q", detail::concat("H <= ", cuda::detail::kMaxHeads),
-                         detail::concat("H = ", p.heads));
+  detail::check_argument(p.heads <= cuda::detail::kMaxHeads, where, "q",
+                         detail::concat("H <= ", cuda::detail::kMaxHeads), detail::concat("H = ", p.heads));
   detail::check_argument(p.value_dim <= 1024, where, "v", "V <= 1024", detail::concat("V = ", p.value_dim));
   if (p.batch == 0 || p.time == 0) return;
   cuda::detail::StepParams prm{};

@@ -35,7 +35,7 @@ struct LightningTraits {
   static constexpr int kKeyTile = KT;
   static constexpr int kValueBlock = VT;
   static constexpr int kChunk = KT > 128 ? 32 : 64;  // tokens per chunk
-  static constexpr int kWarps = KT > 128 ? 8 : 16;  // 4 per scheduler: latency hiding for mma.sync
+  static constexpr int kWarps = KT > 128 ? 8 : 16;   // 4 per scheduler: latency hiding for mma.sync
   static constexpr int kThreads = kWarps * 32;
   static constexpr bool kSplitInputs = !std::is_same_v<T, __nv_bfloat16>;  // inputs not exact in bf16
   static constexpr bool kExactState = kExact;
@@ -58,7 +58,7 @@ struct LightningTraits {
   // Shared memory in bf16 elements.
   static constexpr int kQ = kChunk * kKP, kV = kChunk * kVP, kS = KT * kVP, kP = kChunk * kPP;
   static constexpr int kStage = (kSplitInputs ? 2 : 1) * (2 * kQ + kV);  // Q, K, V (hi, lo)
-  static constexpr bool kSplitP = kSplitInputs || kExact;  // P keeps a lo term
+  static constexpr bool kSplitP = kSplitInputs || kExact;                // P keeps a lo term
   static constexpr int kOffStages = 0;
   static constexpr int kOffP = kOffStages + kStages * kStage;
   static constexpr int kOffSh = kOffP + (kSplitP ? 2 : 1) * kP;
@@ -83,8 +83,8 @@ __device__ __forceinline__ std::int64_t load_offset(const void* p, std::int64_t 
   return static_cast<std::int64_t>(static_cast<const Index*>(p)[i]);
 }
 __device__ __forceinline__ std::int64_t cu_offset(const LightningParams& p, std::int64_t i) {
-  const std::int64_t x = p.cu_seqlens_int64 ? load_offset<std::int64_t>(p.cu_seqlens, i)
-                                            : load_offset<std::int32_t>(p.cu_seqlens, i);
+  const std::int64_t x =
+      p.cu_seqlens_int64 ? load_offset<std::int64_t>(p.cu_seqlens, i) : load_offset<std::int32_t>(p.cu_seqlens, i);
   return x < 0 ? 0 : (x > p.time ? p.time : x);  // contents are not validated: never index outside
 }
 
@@ -134,8 +134,8 @@ __device__ __forceinline__ bool decode_item(const LightningParams& p, std::int64
 // compile-time, so the index arithmetic reduces to shifts and one multiply-add per row.
 template <class T, bool kSplit, int kRows, int kWidth, int kThreads>
 __device__ __forceinline__ void load_tile(__nv_bfloat16* hi, __nv_bfloat16* lo, int pitch, const T* head,
-                                          std::int64_t row_stride, std::int64_t col_stride, std::int64_t t0,
-                                          int count, int c0, int dim, bool vectorized) {
+                                          std::int64_t row_stride, std::int64_t col_stride, std::int64_t t0, int count,
+                                          int c0, int dim, bool vectorized) {
   constexpr int kGroups = kWidth / 8, kTotal = kRows * kGroups;
 #pragma unroll
   for (int i = 0; i < (kTotal + kThreads - 1) / kThreads; ++i) {
@@ -209,8 +209,8 @@ __device__ __forceinline__ void state_from_global(StateRegs<Tr>& acc, const floa
       }
 }
 template <class Tr>
-__device__ __forceinline__ void state_to_global(const StateRegs<Tr>& acc, float* s, const Strides4& st,
-                                                std::int64_t n, int h, int col0, int K, int V) {
+__device__ __forceinline__ void state_to_global(const StateRegs<Tr>& acc, float* s, const Strides4& st, std::int64_t n,
+                                                int h, int col0, int K, int V) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 #pragma unroll
   for (int m = 0; m < Tr::kStateMTiles; ++m)
@@ -256,8 +256,9 @@ __device__ __forceinline__ void load_chunk(__nv_bfloat16* stage, const Lightning
   __nv_bfloat16* lo = sVh + Tr::kV;  // lo parts follow when inputs are split
   const std::int64_t h64 = h;
   if (!kDeltaOnly)
-    load_tile<T, kSplit, C, KT, Tr::kThreads>(sQh, lo, Tr::kKP, static_cast<const T*>(p.q) + it.batch * p.sq.s0 + h64 * p.sq.s2,
-                                              p.sq.s1, p.sq.s3, tg, c, 0, p.key_dim, p.vectorized);
+    load_tile<T, kSplit, C, KT, Tr::kThreads>(sQh, lo, Tr::kKP,
+                                              static_cast<const T*>(p.q) + it.batch * p.sq.s0 + h64 * p.sq.s2, p.sq.s1,
+                                              p.sq.s3, tg, c, 0, p.key_dim, p.vectorized);
   load_tile<T, kSplit, C, KT, Tr::kThreads>(sKh, lo + Tr::kQ, Tr::kKP,
                                             static_cast<const T*>(p.k) + it.batch * p.sk.s0 + h64 * p.sk.s2, p.sk.s1,
                                             p.sk.s3, tg, c, 0, p.key_dim, p.vectorized);
@@ -457,7 +458,8 @@ __global__ void __launch_bounds__(LightningTraits<T, KT, VT, kExact>::kThreads, 
             so[1] = from_float<T>(x1);
           } else {
             if (row >= c || col >= V) continue;
-            T* dst = o + it.batch * p.so.s0 + (tg + row) * p.so.s1 + static_cast<std::int64_t>(h) * p.so.s2 + col * p.so.s3;
+            T* dst =
+                o + it.batch * p.so.s0 + (tg + row) * p.so.s1 + static_cast<std::int64_t>(h) * p.so.s2 + col * p.so.s3;
             if (col + 1 < V && p.vectorized) {
               *reinterpret_cast<float2*>(dst) = make_float2(x0, x1);
             } else {
@@ -585,9 +587,10 @@ __global__ void lightning_segment_scan_kernel(const __grid_constant__ LightningP
     count = p.segment_offsets[n + 1] - first;
     length = cu_offset(p, n + 1) - cu_offset(p, n);
   }
-  float running = p.initial_state ? p.initial_state[n * p.s_initial.s0 + h * p.s_initial.s1 + r * p.s_initial.s2 +
-                                                    c * p.s_initial.s3]
-                                  : 0.f;
+  float running =
+      p.initial_state
+          ? p.initial_state[n * p.s_initial.s0 + h * p.s_initial.s1 + r * p.s_initial.s2 + c * p.s_initial.s3]
+          : 0.f;
   p.segment_states[(first * p.heads + h) * kv + e] = running;
   const double g = p.log_decay[h];
   for (std::int64_t s = 0; s + 1 < count; ++s) {
@@ -635,8 +638,8 @@ __global__ void __launch_bounds__(256) lightning_step_kernel(const __grid_consta
   constexpr int kTokens = 4;  // tokens applied per pass over the state
   const std::int64_t b = blockIdx.x / p.heads;
   const int h = blockIdx.x % p.heads;
-  const int groups = (p.value_dim + 3) / 4;        // column groups of 4
-  const int bands = blockDim.x / groups;           // row bands
+  const int groups = (p.value_dim + 3) / 4;  // column groups of 4
+  const int bands = blockDim.x / groups;     // row bands
   const int group = threadIdx.x % groups, band = threadIdx.x / groups;
   __shared__ float partial[256][kTokens][4];
   const T* q = static_cast<const T*>(p.q);
