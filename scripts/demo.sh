@@ -18,3 +18,17 @@ cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DLCSM_NATIV
   -DLCSM_BUILD_TESTS=OFF -DLCSM_ENABLE_CUDA=OFF ${extra[@]+"${extra[@]}"} >/dev/null
 cmake --build "$build" --target lcsm_demo
 "$build/examples/demo" "$@"
+
+# On a machine with a GPU and nvcc, the GPU half too (examples/demo_cuda.cu).
+nvcc_bin=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1 && [ -x "$nvcc_bin" ]; then
+  gpu_build=${LCSM_DEMO_CUDA_BUILD_DIR:-build-demo-cuda}
+  gen=()
+  [ -f "$gpu_build/CMakeCache.txt" ] || gen=(-G Ninja)
+  cmake -S . -B "$gpu_build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DLCSM_BUILD_EXAMPLES=ON -DLCSM_BUILD_TESTS=OFF \
+    -DLCSM_ENABLE_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc_bin" ${extra[@]+"${extra[@]}"} >/dev/null
+  cmake --build "$gpu_build" --target lcsm_demo_cuda
+  "$gpu_build/examples/demo_cuda"
+else
+  echo "(no GPU here: the CUDA half of the demo, examples/demo_cuda.cu, runs where nvidia-smi finds one)"
+fi
