@@ -41,9 +41,7 @@ constexpr index_t kDim = 128;   // K = V
 constexpr index_t kChunk = 64;  // C
 constexpr int kThreads = 2;
 
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 // ---------------------------------------------------------------------------------------------
 // Inputs: N(0, 1) floats (Box-Muller over splitmix64), made once and shared by every benchmark
@@ -180,7 +178,7 @@ constexpr std::size_t kCopyBytes = std::size_t{256} << 20;
 double best(const std::vector<double>& x) { return *std::max_element(x.begin(), x.end()); }
 
 struct ReferenceRates {
-  double gemm_flops;  // FLOP/s, two concurrent single-threaded Eigen GEMMs
+  double gemm_flops;    // FLOP/s, two concurrent single-threaded Eigen GEMMs
   double copy_bytes;    // bytes/s, read + written, two threads: the better of memcpy and a streaming copy
   double update_bytes;  // bytes/s, read + written, two threads updating a buffer in place
 };
@@ -292,14 +290,14 @@ void BM_LightningBackward(benchmark::State& state) {
   const index_t H = state.range(0), T = state.range(1), B = 1, K = kDim, V = kDim;
   const int threads = static_cast<int>(state.range(2));
   const Inputs& in = inputs();
-  std::vector<float> dq(static_cast<std::size_t>(B * T * H * K)), dk(dq.size()), dv(static_cast<std::size_t>(B * T * H * V));
+  std::vector<float> dq(static_cast<std::size_t>(B * T * H * K)), dk(dq.size()),
+      dv(static_cast<std::size_t>(B * T * H * V));
   const auto op = make_op(H);
   const lcsm::cpu::Device dev{threads};
   const auto q = lcsm::view(in.q.data(), {B, T, H, K}), k = lcsm::view(in.k.data(), {B, T, H, K});
   const auto v = lcsm::view(in.v.data(), {B, T, H, V}), d_o = lcsm::view(in.d_o.data(), {B, T, H, V});
   const double th = static_cast<double>(B * T * H);
-  const Work w{static_cast<double>(B * T), th * (6.0 * kChunk * (K + V) + 10.0 * K * V),
-               th * 4.0 * (4 * K + 3 * V)};
+  const Work w{static_cast<double>(B * T), th * (6.0 * kChunk * (K + V) + 10.0 * K * V), th * 4.0 * (4 * K + 3 * V)};
   timed(state, w, kGemm, [&] {
     lcsm::backward<float>(dev, op, q, k, v, d_o, lcsm::view(dq.data(), {B, T, H, K}),
                           lcsm::view(dk.data(), {B, T, H, K}), lcsm::view(dv.data(), {B, T, H, V}));
@@ -321,7 +319,8 @@ void BM_LightningDecode(benchmark::State& state) {
   const bool hot = state.range(2) != 0;
   const Inputs& in = inputs();
   const std::size_t state_elems = static_cast<std::size_t>(B * H * K * V);
-  const std::size_t ring = hot ? 1 : std::max<std::size_t>(1, ((std::size_t{96} << 20) / 4 + state_elems - 1) / state_elems);
+  const std::size_t ring =
+      hot ? 1 : std::max<std::size_t>(1, ((std::size_t{96} << 20) / 4 + state_elems - 1) / state_elems);
   std::vector<float> states(ring * state_elems);
   fill_normal(states.data(), states.size(), 99);
   for (float& x : states) x *= 0.1f;

@@ -190,3 +190,50 @@ TEST_CASE("NaN in an input reaches exactly the outputs that depend on it", "[val
           }
   }
 }
+
+// The same over blocks the CPU backend cuts into row panels (a causal block of 64 rows is formed in
+// panels of 16, the panels above the diagonal never): NaN in a key reaches every channel of the
+// outputs from its token on, NaN in a value one channel; NaN in do reaches dq of its token, dk of
+// every token up to it and dv of one channel up to it. Two threads, two heads, decays from ALiBi.
+TEST_CASE("NaN stays where it belongs across row panels, forward and backward", "[validation][nan]") {
+  constexpr index_t T = 150, H = 2, D = 8;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  auto input = [&](int seed) {
+    std::vector<float> x(T * H * D);
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(std::sin(0.37 * i + seed));
+    return x;
+  };
+  LightningAttention op;
+  op.log_decay = decay::alibi(H);
+  const cpu::Device dev{2};
+  auto v4 = [&](std::vector<float>& x) { return lcsm::view(x.data(), {1, T, H, D}); };
+  {
+    std::vector<float> q = input(1), k = input(2), v = input(3), o(T * H * D);
+    const index_t jk = 100, jv = 40;
+    v4(k)(0, jk, 0, 5) = nan;  // head 0
+    v4(v)(0, jv, 1, 2) = nan;  // head 1, channel 2
+    forward<float>(dev, op, v4(q), v4(k), v4(v), v4(o));
+    for (index_t t = 0; t < T; ++t)
+      for (index_t h = 0; h < H; ++h)
+        for (index_t c = 0; c < D; ++c) {
+          const bool depends = (h == 0 && t >= jk) || (h == 1 && c == 2 && t >= jv);
+          INFO("o t=" << t << " h=" << h << " c=" << c);
+          CHECK(std::isnan(v4(o)(0, t, h, c)) == depends);
+        }
+  }
+  {
+    std::vector<float> q = input(1), k = input(2), v = input(3), d_o = input(4);
+    std::vector<float> dq(T * H * D), dk(dq.size()), dv(dq.size());
+    const index_t j = 90;
+    v4(d_o)(0, j, 0, 3) = nan;  // head 0, channel 3
+    backward<float>(dev, op, v4(q), v4(k), v4(v), v4(d_o), v4(dq), v4(dk), v4(dv));
+    for (index_t t = 0; t < T; ++t)
+      for (index_t h = 0; h < H; ++h)
+        for (index_t c = 0; c < D; ++c) {
+          INFO("t=" << t << " h=" << h << " c=" << c);
+          CHECK(std::isnan(v4(dq)(0, t, h, c)) == (h == 0 && t == j));
+          CHECK(std::isnan(v4(dk)(0, t, h, c)) == (h == 0 && t <= j));
+          CHECK(std::isnan(v4(dv)(0, t, h, c)) == (h == 0 && t <= j && c == 3));
+        }
+  }
+}

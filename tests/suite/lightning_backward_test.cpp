@@ -104,6 +104,8 @@ TEST_CASE("lightning backward: shapes, decays and states", "[lightning][backward
       check_backward(make(1, 150, 3, 48, 40, d, true), dt);
     check_backward(make(1, 1000, 1, 64, 64, DecayKind::weak, true), dt);  // one head: cut into segments
     check_backward(make(1, 130, 2, 100, 60, DecayKind::mixed, true), dt);
+    // many heads: the CPU backend runs them in groups (pairs with 2 threads, the last head alone)
+    check_backward(make(1, 200, 11, 32, 32, DecayKind::mixed, true), dt);
   }
 }
 

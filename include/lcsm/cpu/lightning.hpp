@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cmath>
+#include <initializer_list>
 #include <memory>
 #include <vector>
 
@@ -37,178 +38,266 @@ struct LightningProblem {
 
 template <class S>
 struct LightningWorkspace {
-  Matrix<S> q, k, v, o, d_o, a, p, tmp_k, tmp_v, dq, dk, dv, state, dstate;
+  // q, k, v, d_o: the block's rows; qd, kd, vd, dod: the same rows times their decay factors
+  // (lambda^(i+1) for q and do, lambda^(c-1-j) for k and v), written in the same pass as the copy.
+  Matrix<S> q, k, v, o, d_o, qd, kd, vd, dod, a, p, dq, dk, dv, state, dstate;
+  std::vector<Matrix<S>> states;  // one per head of a grouped work item
+  Prefetcher pf;
+  void ensure_states(index_t heads) {
+    while (static_cast<index_t>(states.size()) < heads) states.emplace_back(state.rows(), state.cols());
+  }
   LightningWorkspace(index_t C, index_t K, index_t V)
-      : q(C, K), k(C, K), v(C, V), o(C, V), d_o(C, V), a(C, C), p(C, C), tmp_k(C, K), tmp_v(C, V), dq(C, K), dk(C, K),
-        dv(C, V), state(K, V), dstate(K, V) {}
+      : q(C, K), k(C, K), v(C, V), o(C, V), d_o(C, V), qd(C, K), kd(C, K), vd(C, V), dod(C, V), a(C, C), p(C, C),
+        dq(C, K), dk(C, K), dv(C, V), state(K, V), dstate(K, V) {}
 };
+
+// Copies rows [t, t + c) of head h of x into dst (times scale), and when `factor` is given, the
+// same rows times factor[i] into decayed, in one pass.
+template <class T, class S>
+void load_block(const View<const T, 4>& x, const Sequence& sq, index_t t, index_t c, index_t h, S scale, Matrix<S>& dst,
+                const S* factor = nullptr, Matrix<S>* decayed = nullptr) {
+  if (factor) load_rows_decayed(x, sq.batch, sq.start + t, c, h, scale, dst, factor, *decayed);
+  else load_rows(x, sq.batch, sq.start + t, c, h, scale, dst);
+}
+
+// The prefetches of the next block are spread over this many points of a block's products.
+constexpr int kPrefetchParts = 10;
+
+// S = lambda^c S + Kd^T V (or S = Kd^T V when S is zero), Kd the decayed keys of the block.
+template <class S, class MK, class MV>
+void advance_state(Matrix<S>& state, bool& state_is_zero, const Decay<S>& d, index_t c, const MK& Kd, const MV& Vb) {
+  if (state_is_zero) {
+    state.noalias() = Kd.transpose() * Vb;
+    state_is_zero = false;
+    return;
+  }
+  if (d.decayed) state *= d.pw(c);
+  state.noalias() += Kd.transpose() * Vb;
+}
 
 // The state contribution of tokens [begin, end) starting from zero: sum_j lambda^(L-j) k_j v_j^T.
 template <class T, class S>
-void state_delta(LightningWorkspace<S>& ws, const LightningProblem<T>& pb, const Vector<S>& pw, bool decayed,
-                 const Sequence& sq, index_t h, index_t begin, index_t end, Matrix<S>& delta) {
-  delta.setZero();
+void state_delta(LightningWorkspace<S>& ws, const LightningProblem<T>& pb, const Decay<S>& d, const Sequence& sq,
+                 index_t h, index_t begin, index_t end, Matrix<S>& delta) {
+  bool zero = true;
   for (index_t t = begin; t < end; t += pb.C) {
     const index_t c = std::min(pb.C, end - t);
-    load_rows(pb.k, sq.batch, sq.start + t, c, h, S(1), ws.k);
-    load_rows(pb.v, sq.batch, sq.start + t, c, h, S(1), ws.v);
-    auto K = ws.k.topRows(c);
-    if (decayed) {
-      delta *= pw(c);
-      for (index_t j = 0; j < c; ++j) K.row(j) *= pw(c - 1 - j);
-    }
-    delta.noalias() += K.transpose() * ws.v.topRows(c);
+    load_block(pb.k, sq, t, c, h, S(1), ws.k, d.decayed ? d.rev.data() + (pb.C - c) : nullptr, &ws.kd);
+    load_block(pb.v, sq, t, c, h, S(1), ws.v);
+    ws.pf.clear();
+    const index_t next = std::min(pb.C, end - t - c);
+    ws.pf.add(pb.k, sq.batch, sq.start + t + c, next, h, false);
+    ws.pf.add(pb.v, sq.batch, sq.start + t + c, next, h, false);
+    advance_state(delta, zero, d, c, (d.decayed ? ws.kd : ws.k).topRows(c), ws.v.topRows(c));
+    ws.pf.issue_all();
   }
+  if (zero) delta.setZero();
 }
 
-// Forward over tokens [begin, end) of one sequence and head from the state in ws.state (zero when
-// state_is_zero), leaving the state after `end` there when want_state.
+// One head of a work item: its index, decay factors, state and whether that state is still zero.
+template <class S>
+struct HeadRun {
+  index_t h;
+  Decay<S> d;
+  Matrix<S>* state;
+  bool zero;
+};
+
+// Where the prefetches of a block point: the rows [t, t + c) of head h that come next.
+struct NextRows {
+  index_t t, c, h;
+};
+
+// The next block of a group walking forwards: the same rows of the group's next head, or the first
+// head's next rows after the last head. The heads of a group share the pages of their rows, so only
+// one prefetch pass in G meets pages the TLB has not seen yet.
+inline NextRows next_rows_forward(index_t g, index_t G, const index_t* heads, index_t t, index_t c, index_t end,
+                                  index_t C) {
+  if (g + 1 < G) return {t, c, heads[g + 1]};
+  return {t + c, std::min(C, end - t - c), heads[0]};
+}
+
+// One block of one head of the forward:
+//   O = causal(Q K^T) V  (the lower block triangle only),  O += Qd S,  S = lambda^c S + Kd^T V.
 template <class T, class S>
-void forward_range(LightningWorkspace<S>& ws, const LightningProblem<T>& pb, const Vector<S>& pw, bool decayed,
-                   const Sequence& sq, index_t h, index_t begin, index_t end, bool state_is_zero, const View<T, 4>& o,
-                   bool want_state) {
+void forward_block(LightningWorkspace<S>& ws, const LightningProblem<T>& pb, HeadRun<S>& r, const Sequence& sq,
+                   index_t t, index_t c, bool update, const View<T, 4>& o, const NextRows& next) {
+  const Decay<S>& d = r.d;
+  const index_t h = r.h;
+  const bool qdecay = d.decayed && !r.zero, kdecay = d.decayed && update;
+  load_block(pb.q, sq, t, c, h, static_cast<S>(pb.scale), ws.q, qdecay ? d.pw.data() + 1 : nullptr, &ws.qd);
+  load_block(pb.k, sq, t, c, h, S(1), ws.k, kdecay ? d.rev.data() + (pb.C - c) : nullptr, &ws.kd);
+  load_block(pb.v, sq, t, c, h, S(1), ws.v);
+  Prefetcher& pf = ws.pf;
+  pf.clear();
+  pf.add(o, sq.batch, sq.start + t, c, h, true);
+  for (const auto* x : {&pb.q, &pb.k, &pb.v}) pf.add(*x, sq.batch, sq.start + next.t, next.c, next.h, false);
+  auto between = [&pf] { pf.issue_part(kPrefetchParts); };
+  auto Q = ws.q.topRows(c);
+  auto K = ws.k.topRows(c);
+  auto Vb = ws.v.topRows(c);
+  auto O = ws.o.topRows(c);
+  causal_scores(ws.a, Q, K, c, d, between);
+  causal_times(ws.a, false, Vb, ws.o, c, all_finite(Vb), between);
+  if (!r.zero) O.noalias() += (qdecay ? ws.qd : ws.q).topRows(c) * *r.state;
+  between();
+  store_rows(ws.o, c, S(1), o, sq.batch, sq.start + t, h);
+  if (update) advance_state(*r.state, r.zero, d, c, (kdecay ? ws.kd : ws.k).topRows(c), Vb);
+  pf.issue_all();
+}
+
+// Forward over tokens [begin, end) of one sequence for a group of heads, block by block and head by
+// head within a block, from their states (zero where run.zero), leaving the states after `end`
+// there when want_state.
+template <class T, class S>
+void forward_range(LightningWorkspace<S>& ws, const LightningProblem<T>& pb, std::vector<HeadRun<S>>& runs,
+                   const Sequence& sq, index_t begin, index_t end, const View<T, 4>& o, bool want_state) {
+  const index_t G = static_cast<index_t>(runs.size());
+  index_t heads[kMaxGroup];
+  for (index_t g = 0; g < G; ++g) heads[g] = runs[g].h;
   for (index_t t = begin; t < end; t += pb.C) {
     const index_t c = std::min(pb.C, end - t);
-    load_rows(pb.q, sq.batch, sq.start + t, c, h, static_cast<S>(pb.scale), ws.q);
-    load_rows(pb.k, sq.batch, sq.start + t, c, h, S(1), ws.k);
-    load_rows(pb.v, sq.batch, sq.start + t, c, h, S(1), ws.v);
-    {  // the next block's inputs and this block's outputs, while this block computes
-      const index_t n = std::min(pb.C, end - t - c);
-      prefetch_rows(pb.q, sq.batch, sq.start + t + c, n, h, false);
-      prefetch_rows(pb.k, sq.batch, sq.start + t + c, n, h, false);
-      prefetch_rows(pb.v, sq.batch, sq.start + t + c, n, h, false);
-      prefetch_rows(o, sq.batch, sq.start + t, c, h, true);
-    }
-    auto Q = ws.q.topRows(c);
+    const bool update = t + c < end || want_state;
+    for (index_t g = 0; g < G; ++g)
+      forward_block(ws, pb, runs[g], sq, t, c, update, o, next_rows_forward(g, G, heads, t, c, end, pb.C));
+  }
+  if (want_state)
+    for (auto& r : runs)
+      if (r.zero) r.state->setZero();
+}
+
+// One block of one head of the dk, dv pass (r.state is the state gradient after the block):
+//   P = causal(dO V^T), A = causal(Q K^T), dK = P^T Q + Vd dS'^T, dV = A^T dO + Kd dS',
+//   dS = lambda^c dS' + Qd^T dO  (when update); dg_acc -= sum_t t k_t . dk_t.
+// Without dk (dv then absent too) only the state gradient advances.
+template <class T, class S>
+void backward_keys_block(LightningWorkspace<S>& ws, const LightningProblem<T>& pb, const View<const T, 4>& d_o,
+                         HeadRun<S>& r, const Sequence& sq, index_t t, index_t c, bool update, const View<T, 4>* dk,
+                         const View<T, 4>* dv, double& dg_acc, const NextRows& next) {
+  const Decay<S>& d = r.d;
+  const index_t h = r.h;
+  const bool qdecay = d.decayed && update, kdecay = d.decayed && !r.zero;
+  const S* kfactor = kdecay ? d.rev.data() + (pb.C - c) : nullptr;
+  load_block(pb.q, sq, t, c, h, static_cast<S>(pb.scale), ws.q, qdecay ? d.pw.data() + 1 : nullptr, &ws.qd);
+  load_block(d_o, sq, t, c, h, S(1), ws.d_o);
+  Prefetcher& pf = ws.pf;
+  pf.clear();
+  if (dk) {
+    load_block(pb.k, sq, t, c, h, S(1), ws.k, kfactor, &ws.kd);
+    load_block(pb.v, sq, t, c, h, S(1), ws.v, kfactor, &ws.vd);
+    pf.add(*dk, sq.batch, sq.start + t, c, h, true);
+    pf.add(*dv, sq.batch, sq.start + t, c, h, true);
+    pf.add(pb.k, sq.batch, sq.start + next.t, next.c, next.h, false);
+    pf.add(pb.v, sq.batch, sq.start + next.t, next.c, next.h, false);
+  }
+  pf.add(pb.q, sq.batch, sq.start + next.t, next.c, next.h, false);
+  pf.add(d_o, sq.batch, sq.start + next.t, next.c, next.h, false);
+  auto between = [&pf] { pf.issue_part(kPrefetchParts); };
+  auto Q = ws.q.topRows(c);
+  auto dO = ws.d_o.topRows(c);
+  if (dk) {
     auto K = ws.k.topRows(c);
     auto Vb = ws.v.topRows(c);
-    auto O = ws.o.topRows(c);
-    auto A = ws.a.topLeftCorner(c, c);
-    A.noalias() = Q * K.transpose();
-    apply_causal_decay(A, c, pw, decayed);
-    triangular_product(A, true, Vb, O);
-    if (!state_is_zero) {
-      if (decayed)
-        for (index_t i = 0; i < c; ++i) Q.row(i) *= pw(i + 1);
-      O.noalias() += Q * ws.state;
+    auto dK = ws.dk.topRows(c);
+    auto dV = ws.dv.topRows(c);
+    causal_scores(ws.p, dO, Vb, c, d, between);
+    causal_scores(ws.a, Q, K, c, d, between);
+    causal_times(ws.p, true, Q, ws.dk, c, all_finite(Q), between);
+    causal_times(ws.a, true, dO, ws.dv, c, all_finite(dO), between);
+    if (!r.zero) {
+      dK.noalias() += (kdecay ? ws.vd : ws.v).topRows(c) * r.state->transpose();
+      between();
+      dV.noalias() += (kdecay ? ws.kd : ws.k).topRows(c) * *r.state;
     }
-    store_rows(ws.o, c, S(1), o, sq.batch, sq.start + t, h);
-    if (t + c < end || want_state) {
-      if (decayed) {
-        ws.state *= pw(c);
-        for (index_t j = 0; j < c; ++j) K.row(j) *= pw(c - 1 - j);
-      }
-      if (state_is_zero) ws.state.setZero();
-      ws.state.noalias() += K.transpose() * Vb;
-      state_is_zero = false;
-    }
+    for (index_t j = 0; j < c; ++j)
+      dg_acc -= static_cast<double>(t + j + 1) * static_cast<double>(K.row(j).dot(dK.row(j)));
+    store_rows(ws.dk, c, S(1), *dk, sq.batch, sq.start + t, h);
+    store_rows(ws.dv, c, S(1), *dv, sq.batch, sq.start + t, h);
   }
-  if (want_state && state_is_zero) ws.state.setZero();
+  if (update) advance_state(*r.state, r.zero, d, c, (qdecay ? ws.qd : ws.q).topRows(c), dO);
+  pf.issue_all();
 }
 
-// The gradient of the state before tokens [begin, end) from the one after them (ws.dstate, zero when
-// dstate_is_zero), walking blocks backwards: dS = lambda^c dS' + (diag(lambda^i) Q)^T dO. With
-// grads, also dk and dv of those tokens and dg_acc -= sum_t t k_t . dk_t.
+// The gradients of the states before tokens [begin, end) from the ones after them (runs[g].state,
+// zero where runs[g].zero), for a group of heads, walking blocks backwards (head by head within a
+// block): dS = lambda^c dS' + (diag(lambda^i) Q)^T dO. With dk, also dk and dv of those tokens and
+// dg[g] -= sum_t t k_t . dk_t. Leaves the state gradients before `begin` when want_dstate.
 template <class T, class S>
 void backward_keys_range(LightningWorkspace<S>& ws, const LightningProblem<T>& pb, const View<const T, 4>& d_o,
-                         const Vector<S>& pw, bool decayed, const Sequence& sq, index_t h, index_t begin, index_t end,
-                         bool dstate_is_zero, const View<T, 4>* dk, const View<T, 4>* dv, double& dg_acc,
-                         bool want_dstate) {
+                         std::vector<HeadRun<S>>& runs, const Sequence& sq, index_t begin, index_t end,
+                         const View<T, 4>* dk, const View<T, 4>* dv, double* dg, bool want_dstate) {
+  const index_t G = static_cast<index_t>(runs.size());
+  index_t heads[kMaxGroup];
+  for (index_t g = 0; g < G; ++g) heads[g] = runs[g].h;
   const index_t blocks = (end - begin + pb.C - 1) / pb.C;
   for (index_t m = blocks - 1; m >= 0; --m) {
     const index_t t = begin + m * pb.C, c = std::min(pb.C, end - t);
-    load_rows(pb.q, sq.batch, sq.start + t, c, h, static_cast<S>(pb.scale), ws.q);
-    load_rows(d_o, sq.batch, sq.start + t, c, h, S(1), ws.d_o);
-    auto Q = ws.q.topRows(c);
-    auto dO = ws.d_o.topRows(c);
-    if (dk) {
-      load_rows(pb.k, sq.batch, sq.start + t, c, h, S(1), ws.k);
-      load_rows(pb.v, sq.batch, sq.start + t, c, h, S(1), ws.v);
-      auto K = ws.k.topRows(c);
-      auto Vb = ws.v.topRows(c);
-      auto P = ws.p.topLeftCorner(c, c);
-      auto A = ws.a.topLeftCorner(c, c);
-      auto dK = ws.dk.topRows(c);
-      auto dV = ws.dv.topRows(c);
-      P.noalias() = dO * Vb.transpose();
-      apply_causal_decay(P, c, pw, decayed);
-      A.noalias() = Q * K.transpose();
-      apply_causal_decay(A, c, pw, decayed);
-      triangular_product(P.transpose(), false, Q, dK);
-      triangular_product(A.transpose(), false, dO, dV);
-      if (!dstate_is_zero) {
-        auto tk = ws.tmp_k.topRows(c);
-        auto tv = ws.tmp_v.topRows(c);
-        tk.noalias() = Vb * ws.dstate.transpose();
-        tv.noalias() = K * ws.dstate;
-        if (decayed)
-          for (index_t j = 0; j < c; ++j) {
-            tk.row(j) *= pw(c - 1 - j);
-            tv.row(j) *= pw(c - 1 - j);
-          }
-        dK += tk;
-        dV += tv;
-      }
-      for (index_t j = 0; j < c; ++j)
-        dg_acc -= static_cast<double>(t + j + 1) * static_cast<double>(K.row(j).dot(dK.row(j)));
-      store_rows(ws.dk, c, S(1), *dk, sq.batch, sq.start + t, h);
-      store_rows(ws.dv, c, S(1), *dv, sq.batch, sq.start + t, h);
-    }
-    if (m > 0 || want_dstate) {
-      if (decayed) {
-        ws.dstate *= pw(c);
-        for (index_t i = 0; i < c; ++i) Q.row(i) *= pw(i + 1);
-      }
-      if (dstate_is_zero) ws.dstate.setZero();
-      ws.dstate.noalias() += Q.transpose() * dO;
-      dstate_is_zero = false;
+    const index_t prev = m > 0 ? pb.C : 0;  // the block before this one, next in this walk
+    for (index_t g = 0; g < G; ++g) {
+      const NextRows next = g + 1 < G ? NextRows{t, c, heads[g + 1]} : NextRows{t - prev, prev, heads[0]};
+      backward_keys_block(ws, pb, d_o, runs[g], sq, t, c, m > 0 || want_dstate, dk, dv, dg[g], next);
     }
   }
-  if (want_dstate && dstate_is_zero) ws.dstate.setZero();
+  if (want_dstate)
+    for (auto& r : runs)
+      if (r.zero) r.state->setZero();
 }
 
-// dq of tokens [begin, end) from the state before them (ws.state), dg_acc += sum_t t q_t . dq_t;
-// leaves the state after `end` in ws.state when want_state.
+// One block of one head of the dq pass (r.state is the state before the block):
+//   dQ = causal(dO V^T) K + dOd S^T,  S = lambda^c S + Kd^T V  (when update);
+//   dg_acc += sum_t t q_t . dq_t.
+template <class T, class S>
+void backward_queries_block(LightningWorkspace<S>& ws, const LightningProblem<T>& pb, const View<const T, 4>& d_o,
+                            HeadRun<S>& r, const Sequence& sq, index_t t, index_t c, bool update, const View<T, 4>& dq,
+                            double& dg_acc, const NextRows& next) {
+  const Decay<S>& d = r.d;
+  const index_t h = r.h;
+  const S scale = static_cast<S>(pb.scale);
+  const bool odecay = d.decayed && !r.zero, kdecay = d.decayed && update;
+  load_block(pb.q, sq, t, c, h, scale, ws.q);
+  load_block(pb.k, sq, t, c, h, S(1), ws.k, kdecay ? d.rev.data() + (pb.C - c) : nullptr, &ws.kd);
+  load_block(pb.v, sq, t, c, h, S(1), ws.v);
+  load_block(d_o, sq, t, c, h, S(1), ws.d_o, odecay ? d.pw.data() + 1 : nullptr, &ws.dod);
+  Prefetcher& pf = ws.pf;
+  pf.clear();
+  pf.add(dq, sq.batch, sq.start + t, c, h, true);
+  for (const auto* x : {&pb.q, &pb.k, &pb.v, &d_o}) pf.add(*x, sq.batch, sq.start + next.t, next.c, next.h, false);
+  auto between = [&pf] { pf.issue_part(kPrefetchParts); };
+  auto Q = ws.q.topRows(c);
+  auto K = ws.k.topRows(c);
+  auto Vb = ws.v.topRows(c);
+  auto dO = ws.d_o.topRows(c);
+  auto dQ = ws.dq.topRows(c);
+  causal_scores(ws.p, dO, Vb, c, d, between);
+  causal_times(ws.p, false, K, ws.dq, c, all_finite(K), between);
+  if (!r.zero) dQ.noalias() += (odecay ? ws.dod : ws.d_o).topRows(c) * r.state->transpose();
+  between();
+  for (index_t i = 0; i < c; ++i)
+    dg_acc += static_cast<double>(t + i + 1) * static_cast<double>(Q.row(i).dot(dQ.row(i)));
+  store_rows(ws.dq, c, scale, dq, sq.batch, sq.start + t, h);
+  if (update) advance_state(*r.state, r.zero, d, c, (kdecay ? ws.kd : ws.k).topRows(c), Vb);
+  pf.issue_all();
+}
+
+// dq of tokens [begin, end) for a group of heads from their states before them, dg[g] += sum_t
+// t q_t . dq_t; leaves the states after `end` when want_state.
 template <class T, class S>
 void backward_queries_range(LightningWorkspace<S>& ws, const LightningProblem<T>& pb, const View<const T, 4>& d_o,
-                            const Vector<S>& pw, bool decayed, const Sequence& sq, index_t h, index_t begin,
-                            index_t end, bool state_is_zero, const View<T, 4>& dq, double& dg_acc, bool want_state) {
+                            std::vector<HeadRun<S>>& runs, const Sequence& sq, index_t begin, index_t end,
+                            const View<T, 4>& dq, double* dg, bool want_state) {
+  const index_t G = static_cast<index_t>(runs.size());
+  index_t heads[kMaxGroup];
+  for (index_t g = 0; g < G; ++g) heads[g] = runs[g].h;
   for (index_t t = begin; t < end; t += pb.C) {
     const index_t c = std::min(pb.C, end - t);
-    load_rows(pb.q, sq.batch, sq.start + t, c, h, static_cast<S>(pb.scale), ws.q);
-    load_rows(pb.k, sq.batch, sq.start + t, c, h, S(1), ws.k);
-    load_rows(pb.v, sq.batch, sq.start + t, c, h, S(1), ws.v);
-    load_rows(d_o, sq.batch, sq.start + t, c, h, S(1), ws.d_o);
-    auto Q = ws.q.topRows(c);
-    auto K = ws.k.topRows(c);
-    auto Vb = ws.v.topRows(c);
-    auto dO = ws.d_o.topRows(c);
-    auto P = ws.p.topLeftCorner(c, c);
-    auto dQ = ws.dq.topRows(c);
-    P.noalias() = dO * Vb.transpose();
-    apply_causal_decay(P, c, pw, decayed);
-    triangular_product(P, true, K, dQ);
-    if (!state_is_zero) {
-      auto tk = ws.tmp_k.topRows(c);
-      tk.noalias() = dO * ws.state.transpose();
-      if (decayed)
-        for (index_t i = 0; i < c; ++i) tk.row(i) *= pw(i + 1);
-      dQ += tk;
-    }
-    for (index_t i = 0; i < c; ++i)
-      dg_acc += static_cast<double>(t + i + 1) * static_cast<double>(Q.row(i).dot(dQ.row(i)));
-    store_rows(ws.dq, c, static_cast<S>(pb.scale), dq, sq.batch, sq.start + t, h);
-    if (t + c < end || want_state) {
-      if (decayed) {
-        ws.state *= pw(c);
-        for (index_t j = 0; j < c; ++j) K.row(j) *= pw(c - 1 - j);
-      }
-      if (state_is_zero) ws.state.setZero();
-      ws.state.noalias() += K.transpose() * Vb;
-      state_is_zero = false;
-    }
+    const bool update = t + c < end || want_state;
+    for (index_t g = 0; g < G; ++g)
+      backward_queries_block(ws, pb, d_o, runs[g], sq, t, c, update, dq, dg[g],
+                             next_rows_forward(g, G, heads, t, c, end, pb.C));
   }
-  if (want_state && state_is_zero) ws.state.setZero();
+  if (want_state)
+    for (auto& r : runs)
+      if (r.zero) r.state->setZero();
 }
 
 // One workspace per worker thread, made on first use.
@@ -247,7 +336,7 @@ std::vector<std::vector<Matrix<S>>> segment_start_states(WorkspacePool<S>& pool,
     const WorkItem it = todo[i];
     const double g = (*pb.log_decay)[it.head];
     Matrix<S> delta(pb.K, pb.V);
-    state_delta(pool[worker], pb, decay_powers<S>(g, pb.C), g != 0.0, seqs[it.seq], it.head, plan[it.seq][it.segment],
+    state_delta(pool[worker], pb, Decay<S>(g, pb.C), seqs[it.seq], it.head, plan[it.seq][it.segment],
                 plan[it.seq][it.segment + 1], delta);
     starts[it.seq * H + it.head][it.segment + 1] = std::move(delta);
   });
@@ -288,9 +377,9 @@ std::vector<std::vector<Matrix<S>>> segment_end_dstates(WorkspacePool<S>& pool, 
     const double g = (*pb.log_decay)[it.head];
     LightningWorkspace<S>& ws = pool[worker];
     double unused = 0;
-    backward_keys_range<T, S>(ws, pb, d_o, decay_powers<S>(g, pb.C), g != 0.0, seqs[it.seq], it.head,
-                              plan[it.seq][it.segment], plan[it.seq][it.segment + 1], true, nullptr, nullptr, unused,
-                              true);
+    std::vector<HeadRun<S>> runs{{it.head, Decay<S>(g, pb.C), &ws.dstate, true}};
+    backward_keys_range<T, S>(ws, pb, d_o, runs, seqs[it.seq], plan[it.seq][it.segment], plan[it.seq][it.segment + 1],
+                              nullptr, nullptr, &unused, true);
     d_ends[it.seq * H + it.head][it.segment - 1] = ws.dstate;
   });
   for (index_t n = 0; n < seqs.size(); ++n)
@@ -326,27 +415,32 @@ void forward(const cpu::Device& device, const LightningAttention& op, detail::id
   const Sequences seqs(p.batch, p.time, cu_seqlens);
   const int threads = device.thread_count();
   const auto plan = plan_segments(seqs, p.heads, op.chunk, threads);
-  const auto items = work_items(plan, p.heads);
+  const auto items = work_items(plan, p.heads, head_group(seqs, plan, p.heads, threads));
   WorkspacePool<S> pool(threads, op.chunk, p.key_dim, p.value_dim);
   const auto starts = segment_start_states(pool, pb, seqs, plan, state.initial, threads);
 
   cpu::parallel_for(threads, static_cast<index_t>(items.size()), [&](index_t i, int worker) {
     const WorkItem it = items[i];
     LightningWorkspace<S>& ws = pool[worker];
-    const double g = op.log_decay[it.head];
+    ws.ensure_states(it.heads);
     const bool last = it.segment + 2 == static_cast<index_t>(plan[it.seq].size());
-    bool zero = true;
-    if (it.segment > 0) {
-      ws.state = starts[it.seq * p.heads + it.head][it.segment];
-      zero = false;
-    } else if (state.initial.present()) {
-      load_state(state.initial, it.seq, it.head, ws.state);
-      zero = false;
-    }
     const bool want_state = last && state.final.present();
-    forward_range(ws, pb, decay_powers<S>(g, op.chunk), g != 0.0, seqs[it.seq], it.head, plan[it.seq][it.segment],
-                  plan[it.seq][it.segment + 1], zero, o, want_state);
-    if (want_state) store_state(ws.state, state.final, it.seq, it.head);
+    std::vector<HeadRun<S>> runs;
+    for (index_t g = 0; g < it.heads; ++g) {
+      const index_t h = it.head + g;
+      HeadRun<S> r{h, Decay<S>(op.log_decay[h], op.chunk), &ws.states[g], true};
+      if (it.segment > 0) {
+        *r.state = starts[it.seq * p.heads + h][it.segment];
+        r.zero = false;
+      } else if (state.initial.present()) {
+        load_state(state.initial, it.seq, h, *r.state);
+        r.zero = false;
+      }
+      runs.push_back(std::move(r));
+    }
+    forward_range(ws, pb, runs, seqs[it.seq], plan[it.seq][it.segment], plan[it.seq][it.segment + 1], o, want_state);
+    if (want_state)
+      for (const auto& r : runs) store_state(*r.state, state.final, it.seq, r.h);
   });
 }
 
@@ -371,49 +465,62 @@ void backward(const cpu::Device& device, const LightningAttention& op, detail::i
   const Sequences seqs(p.batch, p.time, cu_seqlens);
   const int threads = device.thread_count();
   const auto plan = plan_segments(seqs, p.heads, op.chunk, threads);
-  const auto items = work_items(plan, p.heads);
+  const index_t group = head_group(seqs, plan, p.heads, threads);
+  const auto items = work_items(plan, p.heads, group);
   WorkspacePool<S> pool(threads, op.chunk, p.key_dim, p.value_dim);
   const auto starts = segment_start_states(pool, pb, seqs, plan, states.initial, threads);
   const auto d_ends = segment_end_dstates(pool, pb, d_o, seqs, plan, states.d_final, threads);
-  std::vector<double> dg(items.size(), 0.0);
+  std::vector<double> dg(items.size() * group, 0.0);  // [item][head of the group]
 
   cpu::parallel_for(threads, static_cast<index_t>(items.size()), [&](index_t i, int worker) {
     const WorkItem it = items[i];
     LightningWorkspace<S>& ws = pool[worker];
-    const double g = op.log_decay[it.head];
-    const auto pw = decay_powers<S>(g, op.chunk);
+    ws.ensure_states(2 * it.heads);
     const Sequence sq = seqs[it.seq];
     const index_t begin = plan[it.seq][it.segment], end = plan[it.seq][it.segment + 1];
     const bool first = it.segment == 0, last = it.segment + 2 == static_cast<index_t>(plan[it.seq].size());
-    // dq, walking forwards from the state before the segment.
-    bool zero = true;
-    if (!first) {
-      ws.state = starts[it.seq * p.heads + it.head][it.segment];
-      zero = false;
-    } else if (states.initial.present()) {
-      load_state(states.initial, it.seq, it.head, ws.state);
-      zero = false;
+    double* dgi = dg.data() + i * group;
+    // dq, walking forwards from the states before the segment.
+    std::vector<HeadRun<S>> runs, druns;
+    for (index_t g = 0; g < it.heads; ++g) {
+      const index_t h = it.head + g;
+      HeadRun<S> r{h, Decay<S>(op.log_decay[h], op.chunk), &ws.states[g], true};
+      if (!first) {
+        *r.state = starts[it.seq * p.heads + h][it.segment];
+        r.zero = false;
+      } else if (states.initial.present()) {
+        load_state(states.initial, it.seq, h, *r.state);
+        r.zero = false;
+      }
+      runs.push_back(r);
     }
     const bool want_final = last && states.d_final.present() && d_log_decay.present();
-    backward_queries_range(ws, pb, d_o, pw, g != 0.0, sq, it.head, begin, end, zero, dq, dg[i], want_final);
-    // dk, dv, walking backwards from the state gradient after the segment.
-    bool dzero = true;
-    if (!last) {
-      ws.dstate = d_ends[it.seq * p.heads + it.head][it.segment];
-      dzero = false;
-    } else if (states.d_final.present()) {
-      load_state(states.d_final, it.seq, it.head, ws.dstate);
-      dzero = false;
-      if (want_final)  // T <dS_T, S_T>: the final state's own dependence on g
-        dg[i] += static_cast<double>(sq.length) * static_cast<double>((ws.dstate.array() * ws.state.array()).sum());
+    backward_queries_range(ws, pb, d_o, runs, sq, begin, end, dq, dgi, want_final);
+    // dk, dv, walking backwards from the state gradients after the segment.
+    for (index_t g = 0; g < it.heads; ++g) {
+      const index_t h = it.head + g;
+      HeadRun<S> r{h, runs[g].d, &ws.states[it.heads + g], true};
+      if (!last) {
+        *r.state = d_ends[it.seq * p.heads + h][it.segment];
+        r.zero = false;
+      } else if (states.d_final.present()) {
+        load_state(states.d_final, it.seq, h, *r.state);
+        r.zero = false;
+        if (want_final)  // T <dS_T, S_T>: the final state's own dependence on g
+          dgi[g] +=
+              static_cast<double>(sq.length) * static_cast<double>((r.state->array() * runs[g].state->array()).sum());
+      }
+      druns.push_back(r);
     }
     const bool want_dinitial = first && states.d_initial.present();
-    backward_keys_range(ws, pb, d_o, pw, g != 0.0, sq, it.head, begin, end, dzero, &dk, &dv, dg[i], want_dinitial);
-    if (want_dinitial) store_state(ws.dstate, states.d_initial, it.seq, it.head);
+    backward_keys_range(ws, pb, d_o, druns, sq, begin, end, &dk, &dv, dgi, want_dinitial);
+    if (want_dinitial)
+      for (const auto& r : druns) store_state(*r.state, states.d_initial, it.seq, r.h);
   });
   if (d_log_decay.present()) {
     std::vector<double> per_head(p.heads, 0.0);
-    for (std::size_t i = 0; i < items.size(); ++i) per_head[items[i].head] += dg[i];
+    for (std::size_t i = 0; i < items.size(); ++i)
+      for (index_t g = 0; g < items[i].heads; ++g) per_head[items[i].head + g] += dg[i * group + g];
     for (index_t h = 0; h < p.heads; ++h) d_log_decay(h) = static_cast<S>(per_head[h]);
   }
 }
