@@ -25,10 +25,16 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <thread>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "lcsm/lcsm.hpp"
 
@@ -66,8 +72,46 @@ void fill_normal(float* x, std::size_t n, std::uint64_t seed) {
   }
 }
 
+// Float buffers aligned to 64 bytes, as framework tensors are (std::vector's large blocks sit 16 bytes
+// past a page, which splits every 512-byte row over 9 cache lines). With LCSM_BENCH_HUGEPAGES=1 in
+// the environment they are 2 MiB aligned and madvise(MADV_HUGEPAGE)d, so that transparent huge
+// pages back them where the kernel allows it (THP "madvise" mode, as on this machine): the default
+// is plain 4 KiB pages, what a framework's allocator gets unless it asks.
+bool huge_pages() {
+  static const bool on = [] {
+    const char* e = std::getenv("LCSM_BENCH_HUGEPAGES");
+    return e && std::atoi(e) != 0;
+  }();
+  return on;
+}
+
+class Buffer {
+ public:
+  Buffer() = default;
+  explicit Buffer(std::size_t n) : n_(n) {
+    const std::size_t align = huge_pages() ? std::size_t{2} << 20 : 64;
+    const std::size_t bytes = (std::max<std::size_t>(n, 1) * sizeof(float) + align - 1) / align * align;
+    p_.reset(static_cast<float*>(std::aligned_alloc(align, bytes)));
+    if (!p_) throw std::bad_alloc();
+#if defined(MADV_HUGEPAGE)
+    if (huge_pages()) madvise(p_.get(), bytes, MADV_HUGEPAGE);
+#endif
+    std::memset(p_.get(), 0, bytes);  // first touch here, not in a timed loop
+  }
+  float* data() { return p_.get(); }
+  const float* data() const { return p_.get(); }
+  std::size_t size() const { return n_; }
+
+ private:
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  std::unique_ptr<float, Free> p_;
+  std::size_t n_ = 0;
+};
+
 struct Inputs {
-  std::vector<float> q, k, v, d_o;
+  Buffer q, k, v, d_o;
 };
 
 // Large enough for the largest shape: B = 1, T = 64K, H = 16, D = 128 (512 MiB per tensor).
@@ -75,11 +119,11 @@ const Inputs& inputs() {
   static const Inputs in = [] {
     const std::size_t n = std::size_t{65536} * 16 * kDim;
     Inputs r;
-    std::vector<float>* all[] = {&r.q, &r.k, &r.v, &r.d_o};
+    Buffer* all[] = {&r.q, &r.k, &r.v, &r.d_o};
     std::vector<std::thread> workers;
     for (int i = 0; i < 4; ++i)
       workers.emplace_back([&, i] {
-        all[i]->resize(n);
+        *all[i] = Buffer(n);
         fill_normal(all[i]->data(), n, 1000 + i);
       });
     for (auto& w : workers) w.join();
@@ -163,8 +207,10 @@ void copy_part(CopyKind kind, float* dst, const float* src, std::size_t n) {
 
 struct CopyBuffers {
   std::size_t count;  // floats
-  std::vector<float> src, dst;
-  explicit CopyBuffers(std::size_t bytes) : count(bytes / sizeof(float)), src(count, 1.0f), dst(count, 2.0f) {}
+  Buffer src, dst;
+  explicit CopyBuffers(std::size_t bytes) : count(bytes / sizeof(float)), src(count), dst(count) {
+    std::fill(src.data(), src.data() + count, 1.0f);
+  }
   void run(CopyKind kind, int threads) {
     concurrently(threads, [&](int w) {
       const std::size_t part = count / threads / 16 * 16, begin = part * w;
@@ -264,7 +310,7 @@ void BM_LightningForward(benchmark::State& state) {
   const index_t H = state.range(0), T = state.range(1), B = 1, K = kDim, V = kDim;
   const int threads = static_cast<int>(state.range(2));
   const Inputs& in = inputs();
-  std::vector<float> o(static_cast<std::size_t>(B * T * H * V));
+  Buffer o(static_cast<std::size_t>(B * T * H * V));
   const auto op = make_op(H);
   const lcsm::cpu::Device dev{threads};
   const auto q = lcsm::view(in.q.data(), {B, T, H, K}), k = lcsm::view(in.k.data(), {B, T, H, K});
@@ -290,8 +336,7 @@ void BM_LightningBackward(benchmark::State& state) {
   const index_t H = state.range(0), T = state.range(1), B = 1, K = kDim, V = kDim;
   const int threads = static_cast<int>(state.range(2));
   const Inputs& in = inputs();
-  std::vector<float> dq(static_cast<std::size_t>(B * T * H * K)), dk(dq.size()),
-      dv(static_cast<std::size_t>(B * T * H * V));
+  Buffer dq(static_cast<std::size_t>(B * T * H * K)), dk(dq.size()), dv(static_cast<std::size_t>(B * T * H * V));
   const auto op = make_op(H);
   const lcsm::cpu::Device dev{threads};
   const auto q = lcsm::view(in.q.data(), {B, T, H, K}), k = lcsm::view(in.k.data(), {B, T, H, K});
@@ -321,10 +366,10 @@ void BM_LightningDecode(benchmark::State& state) {
   const std::size_t state_elems = static_cast<std::size_t>(B * H * K * V);
   const std::size_t ring =
       hot ? 1 : std::max<std::size_t>(1, ((std::size_t{96} << 20) / 4 + state_elems - 1) / state_elems);
-  std::vector<float> states(ring * state_elems);
+  Buffer states(ring * state_elems);
   fill_normal(states.data(), states.size(), 99);
-  for (float& x : states) x *= 0.1f;
-  std::vector<float> o(static_cast<std::size_t>(B * H * V));
+  for (std::size_t i = 0; i < states.size(); ++i) states.data()[i] *= 0.1f;
+  Buffer o(static_cast<std::size_t>(B * H * V));
   const auto op = make_op(H);
   const lcsm::cpu::Device dev{threads};
   const auto q = lcsm::view(in.q.data(), {B, 1, H, K}), k = lcsm::view(in.k.data(), {B, 1, H, K});
@@ -370,6 +415,8 @@ void BM_MemCopy(benchmark::State& state) {
     benchmark::DoNotOptimize(buf.dst.data());
     benchmark::ClobberMemory();
   });
+  state.counters["ref_copy_bytes"] = reference_rates().copy_bytes;
+  state.counters["ref_update_bytes"] = reference_rates().update_bytes;
 }
 
 void forward_args(benchmark::internal::Benchmark* b) {
@@ -403,4 +450,11 @@ BENCHMARK(BM_LightningDecode)
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::AddCustomContext("lcsm_huge_pages", huge_pages() ? "madvise(MADV_HUGEPAGE)" : "off (4 KiB pages)");
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
