@@ -19,6 +19,8 @@ Vector<S> decay_powers(double g, index_t C) {
   return pw;
 }
 
+// The unblocked forms of causal_scores' mask and causal_times (below), kept for callers that hold
+// a whole dense block.
 // a(i, j) *= lambda^(i-j) for j <= i, and 0 above the diagonal: a select, never a multiply by an
 // out-of-range power.
 template <class Block, class S>

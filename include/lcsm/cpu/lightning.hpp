@@ -10,8 +10,13 @@
 //   dV = [(Q K^T) (.) D]^T dO + diag(lambda^(c-j)) K dS'
 //   dS = lambda^c dS' + (diag(lambda^i) Q)^T dO
 //   dg = sum_t t (q_t . dq_t - k_t . dk_t) + T <dS_T, S_T>     (t from 1 in each sequence)
-// Work runs over (sequence, head) pairs, and over segments of a sequence when there are fewer pairs
-// than threads: each segment's state contribution is computed first, then combined in order.
+// Work runs over (sequence, group of heads) items, and over segments of a sequence when there are
+// fewer (sequence, head) pairs than threads: each segment's state contribution is computed first,
+// then combined in order. An item runs its heads block by block (their rows share pages, see
+// head_group); the (.) D products form only the lower block triangle (causal_scores,
+// causal_times); the decay factors are applied while a block is copied in; the next block's rows
+// are prefetched a few lines at a time between the products (Prefetcher). docs/performance.md
+// has the measurements behind each of these.
 #pragma once
 
 #include <cmath>
