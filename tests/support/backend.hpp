@@ -43,6 +43,12 @@ struct LightningBackwardOut {
   std::vector<double>* d_log_decay;  // may be null; [H]
 };
 
+// The operator families beyond lightning attention, each declared in its own
+// support/<family>_backend.hpp and implemented by a runner in its own file.
+class GatedOps;
+class CosformerOps;
+class ToeplitzOps;
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -60,6 +66,12 @@ class Backend {
   virtual void lightning_backward(const LightningAttention& op, const Tensor& q, const Tensor& k, const Tensor& v,
                                   const Tensor& d_o, const Tensor* initial_state, const Tensor* d_final_state,
                                   const LightningBackwardOut& out, const Offsets* cu_seqlens) = 0;
+
+  // The other families: null where this backend does not have them yet (their cases then WARN and
+  // check nothing on it).
+  virtual GatedOps* gated() { return nullptr; }
+  virtual CosformerOps* cosformer() { return nullptr; }
+  virtual ToeplitzOps* toeplitz() { return nullptr; }
 };
 
 // Defined once per runner executable.

@@ -1,19 +1,8 @@
-// CPU benchmarks: lightning attention forward, backward and decode on lcsm::cpu, next to the two
-// ceilings they are judged against, measured in the same process: Eigen's float GEMM rate and the
-// memory-copy bandwidth.
-//
-//   ./build/bench/lcsm_bench_cpu                                  # all benchmarks, a table
-//   ./build/bench/lcsm_bench_cpu --benchmark_format=json           # or --benchmark_out=x.json
-//   ./build/bench/lcsm_bench_cpu --benchmark_filter='forward/H:16/T:16384'
-//
-// Counters, decimal units (k = 1000):
-//   tokens_per_second  B * T per second (decode: B tokens per step)
-//   flops              FLOP per second (the counts are below, next to each benchmark)
-//   bytes_per_second   the fewest bytes: each input read once, each output written once
-//   frac_gemm          flops / the 2-thread Eigen GEMM rate (see ReferenceRates)
-//   frac_bw            bytes_per_second / the 2-thread copy bandwidth (decode)
-//   frac_update        bytes_per_second / the 2-thread in-place update bandwidth (decode)
-// Every benchmark times wall-clock (UseRealTime): the work runs on threads of its own.
+// What every CPU benchmark shares: inputs made once per process, the reference rates (Eigen's
+// float GEMM and the memory bandwidth, measured in the same process) and the timing loop that sets
+// the counters. See reference_rates_bench.cpp for the counters and how to run the suite.
+#pragma once
+
 #include <benchmark/benchmark.h>
 
 #if defined(__SSE2__)
@@ -36,9 +25,8 @@
 #include <sys/mman.h>
 #endif
 
-#include "lcsm/lcsm.hpp"
-
-namespace {
+#include "lcsm/core/tensor.hpp"
+namespace lcsm::bench {
 
 using lcsm::index_t;
 using Clock = std::chrono::steady_clock;
@@ -47,13 +35,13 @@ constexpr index_t kDim = 128;   // K = V
 constexpr index_t kChunk = 64;  // C
 constexpr int kThreads = 2;
 
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+inline double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 // ---------------------------------------------------------------------------------------------
 // Inputs: N(0, 1) floats (Box-Muller over splitmix64), made once and shared by every benchmark
 // (each benchmark views a prefix), so that the largest shapes do not spend seconds in a slow RNG.
 
-void fill_normal(float* x, std::size_t n, std::uint64_t seed) {
+inline void fill_normal(float* x, std::size_t n, std::uint64_t seed) {
   std::uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
   auto next = [&s] {
     std::uint64_t z = (s += 0x9E3779B97F4A7C15ull);
@@ -77,7 +65,7 @@ void fill_normal(float* x, std::size_t n, std::uint64_t seed) {
 // the environment they are 2 MiB aligned and madvise(MADV_HUGEPAGE)d, so that transparent huge
 // pages back them where the kernel allows it (THP "madvise" mode, as on this machine): the default
 // is plain 4 KiB pages, what a framework's allocator gets unless it asks.
-bool huge_pages() {
+inline bool huge_pages() {
   static const bool on = [] {
     const char* e = std::getenv("LCSM_BENCH_HUGEPAGES");
     return e && std::atoi(e) != 0;
@@ -115,7 +103,7 @@ struct Inputs {
 };
 
 // Large enough for the largest shape: B = 1, T = 64K, H = 16, D = 128 (512 MiB per tensor).
-const Inputs& inputs() {
+inline const Inputs& inputs() {
   static const Inputs in = [] {
     const std::size_t n = std::size_t{65536} * 16 * kDim;
     Inputs r;
@@ -164,12 +152,12 @@ struct GemmOperands {
   void run() { c.noalias() = a * b; }
 };
 
-constexpr index_t kGemmN = 2048;
+inline constexpr index_t kGemmN = 2048;
 constexpr double kGemmFlop = 2.0 * kGemmN * kGemmN * kGemmN;
 
 // Runs f(worker) on `threads` threads concurrently (the caller is worker 0).
 template <class F>
-void concurrently(int threads, F&& f) {
+inline void concurrently(int threads, F&& f) {
   std::vector<std::thread> pool;
   for (int w = 1; w < threads; ++w) pool.emplace_back([&f, w] { f(w); });
   f(0);
@@ -179,7 +167,7 @@ void concurrently(int threads, F&& f) {
 // Copies (or updates in place) a buffer split in `threads` parts, one per thread.
 enum class CopyKind { memcpy_, stream, update };
 
-void copy_part(CopyKind kind, float* dst, const float* src, std::size_t n) {
+inline void copy_part(CopyKind kind, float* dst, const float* src, std::size_t n) {
   if (kind == CopyKind::memcpy_) {
     std::memcpy(dst, src, n * sizeof(float));
     return;
@@ -221,7 +209,7 @@ struct CopyBuffers {
 
 constexpr std::size_t kCopyBytes = std::size_t{256} << 20;
 
-double best(const std::vector<double>& x) { return *std::max_element(x.begin(), x.end()); }
+inline double best(const std::vector<double>& x) { return *std::max_element(x.begin(), x.end()); }
 
 struct ReferenceRates {
   double gemm_flops;    // FLOP/s, two concurrent single-threaded Eigen GEMMs
@@ -232,7 +220,7 @@ struct ReferenceRates {
 // Measured on first use, then raised to any better rate that the GEMM and copy benchmarks (which
 // run first) measure later in the same process, with the same 2 threads: on a shared machine the
 // best rate seen is the least disturbed one.
-ReferenceRates& reference_rates() {
+inline ReferenceRates& reference_rates() {
   static ReferenceRates rates = [] {
     ReferenceRates r{};
     {
@@ -266,7 +254,7 @@ ReferenceRates& reference_rates() {
 }
 
 // Rate counters in decimal units.
-benchmark::Counter rate(double per_iteration) {
+inline benchmark::Counter rate(double per_iteration) {
   return benchmark::Counter(per_iteration, benchmark::Counter::kIsIterationInvariantRate,
                             benchmark::Counter::OneK::kIs1000);
 }
@@ -282,7 +270,7 @@ enum Report { kGemm = 1, kBandwidth = 2 };
 
 // Returns the seconds per iteration.
 template <class Body>
-double timed(benchmark::State& state, const Work& w, int report, Body&& body) {
+inline double timed(benchmark::State& state, const Work& w, int report, Body&& body) {
   const ReferenceRates ref = reference_rates();  // before this benchmark can raise it
   body();                                        // warm-up: first touch of the outputs, thread start-up
   const auto t0 = Clock::now();
@@ -299,174 +287,4 @@ double timed(benchmark::State& state, const Work& w, int report, Body&& body) {
   return secs / iters;
 }
 
-lcsm::LightningAttention make_op(index_t H) {
-  lcsm::LightningAttention op;
-  op.log_decay = lcsm::decay::alibi(static_cast<int>(H));
-  op.chunk = kChunk;
-  return op;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Lightning attention forward. Args: H, T, threads. B = 1, K = V = 128, chunk 64.
-// FLOP per token and head, chunk C: 4*C*K + 4*K*V (the count, exact for K = V):
-//   Q K^T and [.] V, 2*C*K + 2*C*V (dense, the masked half included), Q S and K^T V, 4*K*V.
-// Bytes: q, k, v read, o written, 4 bytes each element.
-void BM_LightningForward(benchmark::State& state) {
-  const index_t H = state.range(0), T = state.range(1), B = 1, K = kDim, V = kDim;
-  const int threads = static_cast<int>(state.range(2));
-  const Inputs& in = inputs();
-  Buffer o(static_cast<std::size_t>(B * T * H * V));
-  const auto op = make_op(H);
-  const lcsm::cpu::Device dev{threads};
-  const auto q = lcsm::view(in.q.data(), {B, T, H, K}), k = lcsm::view(in.k.data(), {B, T, H, K});
-  const auto v = lcsm::view(in.v.data(), {B, T, H, V});
-  const auto out = lcsm::view(o.data(), {B, T, H, V});
-  const double th = static_cast<double>(B * T * H);
-  const Work w{static_cast<double>(B * T), th * (4.0 * kChunk * K + 4.0 * K * V), th * 4.0 * (2 * K + 2 * V)};
-  timed(state, w, kGemm, [&] {
-    lcsm::forward<float>(dev, op, q, k, v, out);
-    benchmark::DoNotOptimize(o.data());
-    benchmark::ClobberMemory();
-  });
-}
-
-// Lightning attention backward (dq, dk, dv; no state gradients). FLOP per token and head, as the
-// formulas in cpu/lightning.hpp do them (dense C x C products, the masked half included):
-//   dq pass: P = dO V^T (2CV), P K (2CK), dO S^T (2KV), state update K^T V (2KV)
-//   dk/dv pass: P = dO V^T again (2CV), A = Q K^T (2CK), P^T Q (2CK), A^T dO (2CV),
-//               V dS'^T (2KV), K dS' (2KV), dS update Q^T dO (2KV)
-//   total 6*C*(K + V) + 10*K*V  (= 12*C*K + 10*K*V for K = V; 2.67x the forward at C = 64, D = 128)
-// Bytes: q, k, v, do read, dq, dk, dv written.
-void BM_LightningBackward(benchmark::State& state) {
-  const index_t H = state.range(0), T = state.range(1), B = 1, K = kDim, V = kDim;
-  const int threads = static_cast<int>(state.range(2));
-  const Inputs& in = inputs();
-  Buffer dq(static_cast<std::size_t>(B * T * H * K)), dk(dq.size()), dv(static_cast<std::size_t>(B * T * H * V));
-  const auto op = make_op(H);
-  const lcsm::cpu::Device dev{threads};
-  const auto q = lcsm::view(in.q.data(), {B, T, H, K}), k = lcsm::view(in.k.data(), {B, T, H, K});
-  const auto v = lcsm::view(in.v.data(), {B, T, H, V}), d_o = lcsm::view(in.d_o.data(), {B, T, H, V});
-  const double th = static_cast<double>(B * T * H);
-  const Work w{static_cast<double>(B * T), th * (6.0 * kChunk * (K + V) + 10.0 * K * V), th * 4.0 * (4 * K + 3 * V)};
-  timed(state, w, kGemm, [&] {
-    lcsm::backward<float>(dev, op, q, k, v, d_o, lcsm::view(dq.data(), {B, T, H, K}),
-                          lcsm::view(dk.data(), {B, T, H, K}), lcsm::view(dv.data(), {B, T, H, V}));
-    benchmark::DoNotOptimize(dq.data());
-    benchmark::ClobberMemory();
-  });
-}
-
-// Decode: one token for each of B sequences, H = 16, state [B, H, K, V] float advanced in place.
-// Args: B, threads, hot. FLOP per head: 2*K*V (decay and update, one FMA per element) + 2*K*V (the
-// output) = 4*K*V. Bytes: the state read and written (2 * B*H*K*V * 4) plus q, k, v read, o written.
-// Unless `hot`, each iteration advances the next of a ring of states that together span >= 96 MiB
-// (3x the L3): in a model, the other layers' states pass through the caches between two steps of
-// one layer, so a state never stays cached. `hot` steps one state again and again (B = 1: 1 MiB,
-// L2-resident), an upper bound, not a memory-bandwidth number.
-void BM_LightningDecode(benchmark::State& state) {
-  const index_t B = state.range(0), H = 16, K = kDim, V = kDim;
-  const int threads = static_cast<int>(state.range(1));
-  const bool hot = state.range(2) != 0;
-  const Inputs& in = inputs();
-  const std::size_t state_elems = static_cast<std::size_t>(B * H * K * V);
-  const std::size_t ring =
-      hot ? 1 : std::max<std::size_t>(1, ((std::size_t{96} << 20) / 4 + state_elems - 1) / state_elems);
-  Buffer states(ring * state_elems);
-  fill_normal(states.data(), states.size(), 99);
-  for (std::size_t i = 0; i < states.size(); ++i) states.data()[i] *= 0.1f;
-  Buffer o(static_cast<std::size_t>(B * H * V));
-  const auto op = make_op(H);
-  const lcsm::cpu::Device dev{threads};
-  const auto q = lcsm::view(in.q.data(), {B, 1, H, K}), k = lcsm::view(in.k.data(), {B, 1, H, K});
-  const auto v = lcsm::view(in.v.data(), {B, 1, H, V});
-  const auto out = lcsm::view(o.data(), {B, 1, H, V});
-  const double bh = static_cast<double>(B * H);
-  const Work w{static_cast<double>(B), bh * 4.0 * K * V, bh * 4.0 * (2.0 * K * V + 2 * K + 2 * V)};
-  std::size_t next = 0;
-  timed(state, w, kBandwidth, [&] {
-    lcsm::step<float>(dev, op, q, k, v, out, lcsm::view(states.data() + next * state_elems, {B, H, K, V}));
-    next = next + 1 == ring ? 0 : next + 1;
-    benchmark::DoNotOptimize(o.data());
-    benchmark::ClobberMemory();
-  });
-  state.counters["ring_states"] = static_cast<double>(ring);
-}
-
-// ---------------------------------------------------------------------------------------------
-// The ceilings as benchmarks of their own. Their 2-thread runs also raise reference_rates() (see there).
-
-// Eigen float GEMM 2048^3. Arg: concurrent copies (each single-threaded Eigen, its own matrices).
-void BM_EigenGemm(benchmark::State& state) {
-  const int copies = static_cast<int>(state.range(0));
-  std::vector<std::unique_ptr<GemmOperands>> ops;
-  for (int w = 0; w < copies; ++w) ops.push_back(std::make_unique<GemmOperands>(kGemmN, 7 + 2 * w));
-  const Work work{0, copies * kGemmFlop, copies * 3.0 * kGemmN * kGemmN * 4};
-  const double sec = timed(state, work, kGemm, [&] {
-    concurrently(copies, [&](int w) { ops[w]->run(); });
-    benchmark::DoNotOptimize(ops[0]->c.data());
-  });
-  ReferenceRates& ref = reference_rates();
-  if (copies == kThreads) ref.gemm_flops = std::max(ref.gemm_flops, work.flop / sec);
-  state.counters["ref_gemm_flops"] = ref.gemm_flops;
-}
-
-// A 256 MiB buffer copied (memcpy or streaming stores) or updated in place. Args: kind (0 memcpy,
-// 1 streaming copy, 2 in-place update), threads. Bytes read + written.
-void BM_MemCopy(benchmark::State& state) {
-  const auto kind = static_cast<CopyKind>(state.range(0));
-  const int threads = static_cast<int>(state.range(1));
-  CopyBuffers buf(kCopyBytes);
-  const Work work{0, 0, 2.0 * kCopyBytes};
-  const double sec = timed(state, work, kBandwidth, [&] {
-    buf.run(kind, threads);
-    benchmark::DoNotOptimize(buf.dst.data());
-    benchmark::ClobberMemory();
-  });
-  ReferenceRates& ref = reference_rates();
-  if (threads == kThreads) {
-    double& r = kind == CopyKind::update ? ref.update_bytes : ref.copy_bytes;
-    r = std::max(r, work.bytes / sec);
-  }
-  state.counters["ref_copy_bytes"] = ref.copy_bytes;
-  state.counters["ref_update_bytes"] = ref.update_bytes;
-}
-
-void forward_args(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"H", "T", "threads"});
-  for (index_t H : {16, 4})
-    for (index_t T : {1024, 4096, 16384, 65536}) b->Args({H, T, kThreads});
-  b->Args({16, 16384, 1});
-}
-
-void backward_args(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"H", "T", "threads"});
-  for (index_t H : {16, 4})
-    for (index_t T : {1024, 4096, 16384, 65536}) b->Args({H, T, kThreads});
-}
-
-}  // namespace
-
-BENCHMARK(BM_EigenGemm)->ArgName("copies")->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_MemCopy)
-    ->ArgNames({"kind", "threads"})
-    ->ArgsProduct({{0, 1, 2}, {1, 2}})
-    ->UseRealTime()
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_LightningForward)->Apply(forward_args)->UseRealTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_LightningBackward)->Apply(backward_args)->UseRealTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_LightningDecode)
-    ->ArgNames({"B", "threads", "hot"})
-    ->Args({64, kThreads, 0})
-    ->Args({1, kThreads, 0})
-    ->Args({1, kThreads, 1})
-    ->UseRealTime()
-    ->Unit(benchmark::kMicrosecond);
-
-int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::AddCustomContext("lcsm_huge_pages", huge_pages() ? "madvise(MADV_HUGEPAGE)" : "off (4 KiB pages)");
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+}  // namespace lcsm::bench
