@@ -16,12 +16,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <type_traits>
 
 #include "lcsm/cuda/device.cuh"
 #include "lcsm/cuda/dtype.cuh"
 #include "lcsm/cuda/error.cuh"
 #include "lcsm/cuda/lightning_kernels.cuh"
+#include "lcsm/cuda/lightning_wgmma.cuh"
 #include "lcsm/ops/lightning.hpp"
 #include "lcsm/ops/problem.hpp"
 
@@ -126,6 +128,71 @@ void run_lightning(const LightningParams& p, const LightningPlan& plan, cudaStre
   launch_chunks<T, KT, VT, kExact, false>(p, plan.max_items, stream);
 }
 
+// Whether the current device runs the wgmma kernels: a compute capability 9.0 device (Hopper) and
+// a binary built for sm_90a. A build without sm_90a (e.g. PTX only) compiles the kernel to a stub
+// whose only mark is a little static shared memory; cudaFuncGetAttributes sees it without a
+// launch or a synchronisation. Cached per device.
+inline bool wgmma_kernels_available() {
+  static int cached[64];  // 0 unknown, 1 yes, 2 no
+  int device = 0;
+  LCSM_CUDA_CHECK(cudaGetDevice(&device));
+  if (device < 64 && cached[device]) return cached[device] == 1;
+  int major = 0, minor = 0;
+  LCSM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  LCSM_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  bool ok = major == 9 && minor == 0;
+  if (ok) {
+    cudaFuncAttributes attr{};
+    ok = cudaFuncGetAttributes(&attr, lightning_wgmma_kernel<false, false>) == cudaSuccess && attr.sharedSizeBytes == 0;
+    (void)cudaGetLastError();  // a missing image is an answer here, not an error
+  }
+  if (device < 64) cached[device] = ok ? 1 : 2;
+  return ok;
+}
+
+// The wgmma kernels take bf16 with K <= 128, and K, V multiples of 8 over 16-byte aligned rows.
+template <class T>
+bool wgmma_path(const LightningParams& p) {
+  if constexpr (!std::is_same_v<T, __nv_bfloat16>) {
+    return false;
+  } else {
+    return p.vectorized && p.key_dim <= 128 && p.key_dim % 8 == 0 && p.value_dim % 8 == 0 && wgmma_kernels_available();
+  }
+}
+
+template <bool kExact, bool kDeltaOnly>
+void launch_wgmma(const LightningParams& p, std::int64_t items, cudaStream_t stream) {
+  auto kernel = lightning_wgmma_kernel<kExact, kDeltaOnly>;
+  static const bool configured = [&] {
+    LCSM_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, WgmmaTraits<kExact>::kSmemBytes));
+    return true;
+  }();
+  (void)configured;
+  const std::int64_t blocks = items * p.heads * p.value_blocks;
+  if (blocks == 0) return;
+  if (blocks > 0x7FFFFFFF) throw Error("lcsm::forward(cuda, LightningAttention): too many work items for one grid");
+  kernel<<<static_cast<unsigned>(blocks), WgmmaTraits<kExact>::kThreads, WgmmaTraits<kExact>::kSmemBytes, stream>>>(p);
+  LCSM_CUDA_CHECK(cudaGetLastError());
+}
+
+template <bool kExact>
+void run_lightning_wgmma(const LightningParams& p, const LightningPlan& plan, cudaStream_t stream) {
+  if (plan.split) {
+    if (p.cu_seqlens) {
+      lightning_segment_offsets_kernel<><<<1, 1024, 0, stream>>>(p, const_cast<std::int64_t*>(p.segment_offsets));
+      LCSM_CUDA_CHECK(cudaGetLastError());
+    }
+    launch_wgmma<kExact, true>(p, plan.max_items, stream);
+    const std::int64_t kv = static_cast<std::int64_t>(p.key_dim) * p.value_dim;
+    const dim3 grid(static_cast<unsigned>((kv + 255) / 256), static_cast<unsigned>(p.heads),
+                    static_cast<unsigned>(p.sequences));
+    lightning_segment_scan_kernel<><<<grid, 256, 0, stream>>>(p);
+    LCSM_CUDA_CHECK(cudaGetLastError());
+  }
+  launch_wgmma<kExact, false>(p, plan.max_items, stream);
+}
+
 // Switch on the key tile, the value tile and the precision (FlashAttention-style dispatch).
 template <class T>
 void dispatch_lightning(const LightningParams& p, const LightningPlan& plan, bool exact, cudaStream_t stream) {
@@ -228,6 +295,15 @@ void forward(const cuda::Device& device, const LightningAttention& op, detail::i
   prm.s_initial = cuda::detail::strides_of(state.initial);
   prm.final_state = state.final.present() ? state.final.data() : nullptr;
   prm.s_final = cuda::detail::strides_of(state.final);
+  // Hopper with bf16: the wgmma kernels, 64 value columns per CTA and two CTAs per SM, so the
+  // same segments (and workspace) as the plan's one-CTA-per-SM wave. LCSM_CUDA_MMA_SYNC=1 in the
+  // environment keeps the mma.sync kernels (for comparisons).
+  static const bool force_mma_sync = [] {
+    const char* e = std::getenv("LCSM_CUDA_MMA_SYNC");
+    return e && e[0] == '1';
+  }();
+  const bool wgmma = !force_mma_sync && cuda::detail::wgmma_path<T>(prm);
+  if (wgmma) prm.value_blocks = static_cast<int>((p.value_dim + 63) / 64);
   if (plan.split) {
     prm.segment_states = static_cast<float*>(device.workspace.data);
     if (cu_seqlens.present())
@@ -236,7 +312,13 @@ void forward(const cuda::Device& device, const LightningAttention& op, detail::i
   }
   // In-place states (final == initial) are safe: unsplit, one CTA reads a sequence's initial state
   // before it writes its final state; split, only the scan launch reads initial states.
-  cuda::detail::dispatch_lightning<T>(prm, plan, op.precision == LightningAttention::Precision::exact, device.stream);
+  const bool exact = op.precision == LightningAttention::Precision::exact;
+  if (wgmma) {
+    if (exact) cuda::detail::run_lightning_wgmma<true>(prm, plan, device.stream);
+    else cuda::detail::run_lightning_wgmma<false>(prm, plan, device.stream);
+  } else {
+    cuda::detail::dispatch_lightning<T>(prm, plan, exact, device.stream);
+  }
 }
 
 // Decode on the GPU: advances state [B, H, K, V] (fp32, in place) by the n tokens of q, k [B, n, H, K],
@@ -252,6 +334,7 @@ void step(const cuda::Device& device, const LightningAttention& op, detail::iden
   detail::check_argument(p.heads <= cuda::detail::kMaxHeads, where, "q",
                          detail::concat("H <= ", cuda::detail::kMaxHeads), detail::concat("H = ", p.heads));
   detail::check_argument(p.value_dim <= 1024, where, "v", "V <= 1024", detail::concat("V = ", p.value_dim));
+  detail::check_argument(p.key_dim <= 16384, where, "q", "K <= 16384", detail::concat("K = ", p.key_dim));
   if (p.batch == 0 || p.time == 0) return;
   cuda::detail::StepParams prm{};
   prm.q = q.data();
@@ -275,7 +358,17 @@ void step(const cuda::Device& device, const LightningAttention& op, detail::iden
   for (index_t h = 0; h < p.heads; ++h) prm.decay[h] = static_cast<float>(std::exp(op.log_decay[h]));
   const std::int64_t blocks = p.batch * p.heads;
   if (blocks > 0x7FFFFFFF) throw Error("lcsm::step(cuda, LightningAttention): too many (sequence, head) pairs");
-  cuda::detail::lightning_step_kernel<T><<<static_cast<unsigned>(blocks), 256, 0, device.stream>>>(prm);
+  // Staging of q, k, v and the output sums for a group of tokens: [G][2K + 2V] floats, G <= 8 and
+  // at most 32 KB (V <= 1024 keeps G >= 1 inside 48 KB).
+  const index_t per_token = (2 * p.key_dim + 2 * p.value_dim) * static_cast<index_t>(sizeof(float));
+  prm.token_group = static_cast<int>(std::max<index_t>(1, std::min<index_t>({8, p.time, (32 << 10) / per_token})));
+  const std::size_t smem = static_cast<std::size_t>(prm.token_group * per_token);
+  if (smem > (48u << 10)) {
+    LCSM_CUDA_CHECK(cudaFuncSetAttribute(cuda::detail::lightning_step_kernel<T>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  }
+  cuda::detail::lightning_step_kernel<T>
+      <<<static_cast<unsigned>(blocks), cuda::detail::kStepThreads, smem, device.stream>>>(prm);
   LCSM_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -631,99 +631,110 @@ __global__ void lightning_segment_offsets_kernel(const __grid_constant__ Lightni
   if (threadIdx.x == 0) offsets[p.sequences] = carry;
 }
 
-// Decode: per (sequence, head), state [K, V] += and out = scale * S^T q, token by token. Each
-// thread owns 4 value columns of a band of rows; the state is read and written once per call.
+// Decode: one CTA per (sequence, head); for each token, S = lambda S + k v^T and o = scale * S^T q.
+// Memory-bound on the state (read and written once per group of tokens), so the design is about
+// bytes in flight: a thread owns 4 value columns (one float4) of every `bands`-th row, and issues
+// the loads of all its rows of a batch (kStepRows of them, 64 KB per CTA for a 128 x 128 state)
+// before it uses any. The group's q, k, v are staged in shared memory first (as float; every lane
+// of a warp reads the same row element: a broadcast), and the per-band partial outputs are summed
+// with shared-memory atomics. Tokens are taken in groups of p.token_group (sized so the staging
+// fits), each group one pass over the state.
+constexpr int kStepThreads = 256;
+constexpr int kStepRows = 16;  // rows per thread per batch: 16 float4 = 256 bytes in flight each
+
 template <class T>
-__global__ void __launch_bounds__(256) lightning_step_kernel(const __grid_constant__ StepParams p) {
-  constexpr int kTokens = 4;  // tokens applied per pass over the state
+__global__ void __launch_bounds__(kStepThreads) lightning_step_kernel(const __grid_constant__ StepParams p) {
+  extern __shared__ float step_smem[];
+  const int K = p.key_dim, V = p.value_dim, G = p.token_group;
+  float* sq = step_smem;   // [G][K]  q * scale
+  float* sk = sq + G * K;  // [G][K]
+  float* sv = sk + G * K;  // [G][V]
+  float* so = sv + G * V;  // [G][V]  output sums
   const std::int64_t b = blockIdx.x / p.heads;
   const int h = blockIdx.x % p.heads;
-  const int groups = (p.value_dim + 3) / 4;  // column groups of 4
-  const int bands = blockDim.x / groups;     // row bands
+  const int groups = (V + 3) / 4;           // float4 column groups
+  const int bands = kStepThreads / groups;  // rows processed side by side
   const int group = threadIdx.x % groups, band = threadIdx.x / groups;
-  __shared__ float partial[256][kTokens][4];
+  const bool active = band < bands;
+  const int c0 = group * 4;
+  const bool full = p.state_vectorized && c0 + 3 < V;
   const T* q = static_cast<const T*>(p.q);
   const T* k = static_cast<const T*>(p.k);
   const T* v = static_cast<const T*>(p.v);
   T* o = static_cast<T*>(p.o);
   const float lambda = p.decay[h];
-  const bool full = p.state_vectorized && group * 4 + 3 < p.value_dim;
-  for (std::int64_t t0 = 0; t0 < p.tokens; t0 += kTokens) {
-    const int nt = static_cast<int>(p.tokens - t0 < kTokens ? p.tokens - t0 : kTokens);
-    float vv[kTokens][4], acc[kTokens][4];
+  float* state = p.state + b * p.ss.s0 + h * p.ss.s1;
+
+  for (std::int64_t t0 = 0; t0 < p.tokens; t0 += G) {
+    const int nt = static_cast<int>(p.tokens - t0 < G ? p.tokens - t0 : G);
+    for (int i = threadIdx.x; i < nt * K; i += kStepThreads) {
+      const std::int64_t t = t0 + i / K;
+      const int r = i % K;
+      sq[i] = p.scale * to_float(q[b * p.sq.s0 + t * p.sq.s1 + h * p.sq.s2 + r * p.sq.s3]);
+      sk[i] = to_float(k[b * p.sk.s0 + t * p.sk.s1 + h * p.sk.s2 + r * p.sk.s3]);
+    }
+    for (int i = threadIdx.x; i < nt * V; i += kStepThreads) {
+      const std::int64_t t = t0 + i / V;
+      const int c = i % V;
+      sv[i] = to_float(v[b * p.sv.s0 + t * p.sv.s1 + h * p.sv.s2 + c * p.sv.s3]);
+      so[i] = 0.f;
+    }
+    __syncthreads();
+    if (active) {
+      for (int r0 = band; r0 < K; r0 += kStepRows * bands) {
+        float s[kStepRows][4];
 #pragma unroll
-    for (int t = 0; t < kTokens; ++t)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int col = group * 4 + i;
-        vv[t][i] = (t < nt && col < p.value_dim && band < bands)
-                       ? to_float(v[b * p.sv.s0 + (t0 + t) * p.sv.s1 + h * p.sv.s2 + col * p.sv.s3])
-                       : 0.f;
-        acc[t][i] = 0.f;
-      }
-    if (band < bands) {
-      // Rows in batches of kRows: all loads of a batch are in flight before the first use.
-      constexpr int kRows = 8;
-      for (int r0 = band; r0 < p.key_dim; r0 += kRows * bands) {
-        float s[kRows][4];
-        float* rows[kRows];
-#pragma unroll
-        for (int i = 0; i < kRows; ++i) {
+        for (int i = 0; i < kStepRows; ++i) {  // every load of the batch in flight first
           const int r = r0 + i * bands;
-          rows[i] = r < p.key_dim ? p.state + b * p.ss.s0 + h * p.ss.s1 + r * p.ss.s2 + group * 4 * p.ss.s3 : nullptr;
-          if (rows[i] && full) {
-            const float4 x = *reinterpret_cast<const float4*>(rows[i]);
+          const float* row = state + r * p.ss.s2 + c0 * p.ss.s3;
+          if (r < K && full) {
+            const float4 x = *reinterpret_cast<const float4*>(row);
             s[i][0] = x.x, s[i][1] = x.y, s[i][2] = x.z, s[i][3] = x.w;
           } else {
 #pragma unroll
-            for (int c = 0; c < 4; ++c) s[i][c] = rows[i] && group * 4 + c < p.value_dim ? rows[i][c * p.ss.s3] : 0.f;
+            for (int c = 0; c < 4; ++c) s[i][c] = r < K && c0 + c < V ? row[c * p.ss.s3] : 0.f;
           }
         }
+        for (int t = 0; t < nt; ++t) {
+          float vv[4], acc[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-        for (int i = 0; i < kRows; ++i) {
-          const int r = r0 + i * bands;
-          if (r >= p.key_dim) break;
+          for (int c = 0; c < 4; ++c) vv[c] = c0 + c < V ? sv[t * V + c0 + c] : 0.f;
 #pragma unroll
-          for (int t = 0; t < kTokens; ++t) {
-            if (t >= nt) break;
-            const float kr = to_float(k[b * p.sk.s0 + (t0 + t) * p.sk.s1 + h * p.sk.s2 + r * p.sk.s3]);
-            const float qr = to_float(q[b * p.sq.s0 + (t0 + t) * p.sq.s1 + h * p.sq.s2 + r * p.sq.s3]);
+          for (int i = 0; i < kStepRows; ++i) {
+            const int r = r0 + i * bands;
+            const float kr = r < K ? sk[t * K + r] : 0.f, qr = r < K ? sq[t * K + r] : 0.f;
 #pragma unroll
             for (int c = 0; c < 4; ++c) {
-              s[i][c] = lambda * s[i][c] + kr * vv[t][c];
-              acc[t][c] += qr * s[i][c];
+              s[i][c] = lambda * s[i][c] + kr * vv[c];
+              acc[c] += qr * s[i][c];
             }
           }
+#pragma unroll
+          for (int c = 0; c < 4; ++c)
+            if (c0 + c < V) atomicAdd(&so[t * V + c0 + c], acc[c]);
         }
 #pragma unroll
-        for (int i = 0; i < kRows; ++i) {
-          if (!rows[i]) continue;
+        for (int i = 0; i < kStepRows; ++i) {
+          const int r = r0 + i * bands;
+          if (r >= K) break;
+          float* row = state + r * p.ss.s2 + c0 * p.ss.s3;
           if (full) {
-            *reinterpret_cast<float4*>(rows[i]) = make_float4(s[i][0], s[i][1], s[i][2], s[i][3]);
+            *reinterpret_cast<float4*>(row) = make_float4(s[i][0], s[i][1], s[i][2], s[i][3]);
           } else {
 #pragma unroll
             for (int c = 0; c < 4; ++c)
-              if (group * 4 + c < p.value_dim) rows[i][c * p.ss.s3] = s[i][c];
+              if (c0 + c < V) row[c * p.ss.s3] = s[i][c];
           }
         }
       }
     }
-#pragma unroll
-    for (int t = 0; t < kTokens; ++t)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) partial[threadIdx.x][t][i] = acc[t][i];
     __syncthreads();
-    if (band == 0) {
-      for (int t = 0; t < nt; ++t)
-        for (int i = 0; i < 4; ++i) {
-          const int col = group * 4 + i;
-          if (col >= p.value_dim) continue;
-          float sum = 0.f;
-          for (int bb = 0; bb < bands; ++bb) sum += partial[bb * groups + group][t][i];
-          o[b * p.so.s0 + (t0 + t) * p.so.s1 + h * p.so.s2 + col * p.so.s3] = from_float<T>(p.scale * sum);
-        }
+    for (int i = threadIdx.x; i < nt * V; i += kStepThreads) {
+      const std::int64_t t = t0 + i / V;
+      const int c = i % V;
+      o[b * p.so.s0 + t * p.so.s1 + h * p.so.s2 + c * p.so.s3] = from_float<T>(so[i]);
     }
-    __syncthreads();
+    __syncthreads();  // the staging is reused by the next group
   }
 }
 

@@ -59,6 +59,7 @@ struct StepParams {
   bool state_vectorized;  // unit-stride, 16-byte aligned rows: float4 access
   std::int64_t batch, tokens;
   int heads, key_dim, value_dim;
+  int token_group;  // tokens staged in shared memory per pass over the state
   float scale;
   float decay[kMaxHeads];  // lambda_h = exp(g_h)
 };

@@ -1,0 +1,308 @@
+// Lightning attention on Hopper warpgroup MMAs (sm_90a): bf16 inputs, K <= 128, 64 value columns
+// per CTA, one warpgroup (128 threads) per CTA and two CTAs per SM.
+//
+// Per chunk of C = 64 tokens (S: the K x 64 state block at the chunk start):
+//   P   = Q K^T (.) D               m64n64,  A = Q, B = K                 (shared memory)
+//   O   = diag(lambda^(i+1)) Q S    m64n64,  A = Q, B = S (bf16 hi, lo)   (shared memory)
+//       + P V                       m64n64,  A = P (registers), B = V (MN-major)
+//   S^T = lambda^c S^T + (V^T diag(lambda^(c-1-j))) K
+//                                   m64n128, A = decayed V^T (registers), B = K (MN-major)
+// The state lives in registers as the accumulator of its update, transposed (value rows, key
+// columns), and goes to shared memory once per chunk as the B operand of Q S; the scores go from
+// accumulator to A fragment without leaving registers. In exact mode the state, the scores and the
+// decayed values keep a lo bf16 term (products hi * x + lo * x), as in the mma.sync kernel
+// (lightning_kernels.cuh), which serves every other shape and type. Segments, their delta launch
+// and the scan are shared with it.
+#pragma once
+
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+#include "lcsm/cuda/lightning_kernels.cuh"
+#include "lcsm/cuda/lightning_params.cuh"
+#include "lcsm/cuda/mma.cuh"
+#include "lcsm/cuda/wgmma.cuh"
+
+namespace lcsm::cuda::detail {
+
+template <bool kExact>
+struct WgmmaTraits {
+  static constexpr int kChunk = 64, kKeys = 128, kValues = 64, kThreads = 128;
+  // Blocked tiles (wgmma.cuh), bf16 elements.
+  static constexpr int kQ = kChunk * kKeys, kK = kChunk * kKeys, kV = kChunk * kValues;
+  static constexpr int kStage = kQ + kK + kV;
+  static constexpr int kStages = 2;
+  static constexpr int kS = kValues * kKeys;  // the state operand, [value][key], hi (and lo)
+  static constexpr int kOffS = kStages * kStage;
+  static constexpr int kOffPow = (kOffS + (kExact ? 2 : 1) * kS) * 2;  // bytes
+  static constexpr int kSmemBytes = kOffPow + (kChunk + 1) * 4;
+  // Outputs are staged in the chunk's own Q tile (dead once Q S and Q K^T are done).
+  static constexpr int kOPitch = kValues + 8;
+  static_assert(kChunk * kOPitch <= kQ, "output staging must fit in the Q tile");
+};
+
+// Element offset of (r, c) in a blocked tile of `cols` columns.
+__device__ __forceinline__ int blocked(int r, int c, int cols) {
+  return (r >> 3) * (cols << 3) + (c >> 3) * 64 + (r & 7) * 8 + (c & 7);
+}
+
+// Rows [t0, t0 + kRows) x columns [c0, c0 + kCols) of one head into a blocked tile by 16-byte
+// cp.async; rows >= count and columns >= dim are zero. Consecutive threads fill one core matrix;
+// a thread's column is the same in every pass and its row advances by a fixed step, so one base
+// pointer serves all its copies.
+template <int kRows, int kCols>
+__device__ __forceinline__ void load_blocked(__nv_bfloat16* tile, const __nv_bfloat16* head, std::int64_t row_stride,
+                                             std::int64_t t0, int count, int c0, int dim) {
+  constexpr int kColBlocks = kCols / 8, kPasses = kRows * kColBlocks / 128;
+  constexpr int kRowStep = 128 / kColBlocks;  // rows between a thread's passes
+  const int tid = static_cast<int>(threadIdx.x);
+  const int cb = (tid >> 3) % kColBlocks, r0 = (tid & 7) + (tid / (8 * kColBlocks)) * 8;
+  const int col = c0 + cb * 8;
+  __nv_bfloat16* dst = tile + blocked(r0, cb * 8, kCols);
+  const __nv_bfloat16* src = head + (t0 + r0) * row_stride + col;
+  const std::int64_t step = kRowStep * row_stride;
+#pragma unroll
+  for (int i = 0; i < kPasses; ++i) {
+    __nv_bfloat16* d = dst + i * (kRowStep / 8) * kCols * 8;
+    if (r0 + i * kRowStep < count && col < dim) cp_async_16(d, src + i * step);
+    else *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
+  }
+}
+
+template <class Tr, bool kDeltaOnly>
+__device__ __forceinline__ void load_wgmma_chunk(__nv_bfloat16* stage, const LightningParams& p, const Item& it,
+                                                 std::int64_t tg, int c, int h, int c0) {
+  const std::int64_t h64 = h;
+  const auto* q = static_cast<const __nv_bfloat16*>(p.q) + it.batch * p.sq.s0 + h64 * p.sq.s2;
+  const auto* k = static_cast<const __nv_bfloat16*>(p.k) + it.batch * p.sk.s0 + h64 * p.sk.s2;
+  const auto* v = static_cast<const __nv_bfloat16*>(p.v) + it.batch * p.sv.s0 + h64 * p.sv.s2;
+  if (!kDeltaOnly) load_blocked<Tr::kChunk, Tr::kKeys>(stage, q, p.sq.s1, tg, c, 0, p.key_dim);
+  load_blocked<Tr::kChunk, Tr::kKeys>(stage + Tr::kQ, k, p.sk.s1, tg, c, 0, p.key_dim);
+  load_blocked<Tr::kChunk, Tr::kValues>(stage + Tr::kQ + Tr::kK, v, p.sv.s1, tg, c, c0, p.value_dim);
+  asm volatile("cp.async.commit_group;\n" ::);
+}
+
+// Accumulator element i of a thread: row and column inside the warpgroup's m64nN tile.
+__device__ __forceinline__ int acc_row(int i) {
+  return static_cast<int>(threadIdx.x / 32) * 16 + static_cast<int>(threadIdx.x % 32) / 4 + ((i >> 1) & 1) * 8;
+}
+__device__ __forceinline__ int acc_col(int i) {
+  return (i >> 2) * 8 + 2 * (static_cast<int>(threadIdx.x) % 4) + (i & 1);
+}
+
+// The state S^T (value rows, key columns) <-> global [K, V] fp32 (absent: zero).
+__device__ __forceinline__ void state_t_from_global(float (&s)[64], const float* g, const Strides4& st, std::int64_t n,
+                                                    int h, int c0, int K, int V) {
+#pragma unroll
+  for (int i = 0; i < 64; ++i) {
+    const int v = c0 + acc_row(i), d = acc_col(i);
+    s[i] = (g && v < V && d < K) ? g[n * st.s0 + h * st.s1 + d * st.s2 + v * st.s3] : 0.f;
+  }
+}
+__device__ __forceinline__ void state_t_to_global(const float (&s)[64], float* g, const Strides4& st, std::int64_t n,
+                                                  int h, int c0, int K, int V) {
+#pragma unroll
+  for (int i = 0; i < 64; ++i) {
+    const int v = c0 + acc_row(i), d = acc_col(i);
+    if (v < V && d < K) g[n * st.s0 + h * st.s1 + d * st.s2 + v * st.s3] = s[i];
+  }
+}
+
+template <bool kExact, bool kDeltaOnly>
+__global__ void __launch_bounds__(128, 2) lightning_wgmma_kernel(const __grid_constant__ LightningParams p) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Tr = WgmmaTraits<kExact>;
+  constexpr int C = Tr::kChunk;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  auto* smem = reinterpret_cast<__nv_bfloat16*>(smem_raw);
+  __nv_bfloat16* sSh = smem + Tr::kOffS;
+  __nv_bfloat16* sSl = sSh + Tr::kS;  // exact only
+  float* pw = reinterpret_cast<float*>(smem_raw + Tr::kOffPow);
+
+  const int vb = blockIdx.x % p.value_blocks;
+  const int h = (blockIdx.x / p.value_blocks) % p.heads;
+  const std::int64_t item_index = blockIdx.x / (static_cast<std::int64_t>(p.value_blocks) * p.heads);
+  Item it;
+  if (!decode_item(p, item_index, it)) return;
+  const bool last_segment = it.segment + 1 >= it.segments;
+  if (kDeltaOnly && last_segment) return;
+
+  const int K = p.key_dim, V = p.value_dim, c0 = vb * Tr::kValues;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const double g = p.log_decay[h];
+  for (int i = threadIdx.x; i <= C; i += Tr::kThreads) pw[i] = static_cast<float>(exp(g * i));
+
+  float S[64];  // S^T: value rows c0 + acc_row(i), key columns acc_col(i)
+  const Strides4 ws{static_cast<std::int64_t>(p.heads) * K * V, static_cast<std::int64_t>(K) * V, V, 1};
+  if (!kDeltaOnly && p.segment_states) state_t_from_global(S, p.segment_states, ws, item_index, h, c0, K, V);
+  else if (!kDeltaOnly && p.initial_state) state_t_from_global(S, p.initial_state, p.s_initial, it.seq, h, c0, K, V);
+  else state_t_from_global(S, nullptr, p.s_initial, 0, 0, c0, K, V);
+
+  // The state as the B operand of Q S: [value][key] blocked, bf16 hi (and lo).
+  // Accumulator element i sits at blocked(acc_row(i), acc_col(i), cols) = a per-thread base plus
+  // a compile-time offset: written that way so that no per-element address stays live.
+  const int fragment_base = warp * 16 * 8 + (lane / 4) * 8 + 2 * (lane % 4);  // times cols / 8 for row blocks
+  auto tile_offset = [&](int i, int cols) {
+    return (fragment_base / 128) * 2 * cols * 8 + ((i >> 1) & 1) * cols * 8 + (i >> 2) * 64 + (fragment_base % 128) +
+           (i & 1);
+  };
+  auto state_to_tile = [&] {
+    __nv_bfloat16* hi_base = sSh + (fragment_base / 128) * 2 * Tr::kKeys * 8 + fragment_base % 128;
+#pragma unroll
+    for (int i = 0; i < 64; i += 2) {
+      std::uint32_t hi, lo;
+      split_pack_bf16(S[i], S[i + 1], hi, lo);
+      const int off = ((i >> 1) & 1) * Tr::kKeys * 8 + (i >> 2) * 64;
+      *reinterpret_cast<std::uint32_t*>(hi_base + off) = hi;
+      if constexpr (kExact) *reinterpret_cast<std::uint32_t*>(hi_base + Tr::kS + off) = lo;
+    }
+  };
+  (void)tile_offset;
+  if (!kDeltaOnly) state_to_tile();
+
+  auto* o = static_cast<__nv_bfloat16*>(p.o);
+  int stage = 0;
+  if (it.begin < it.end) {
+    const std::int64_t c = it.end - it.begin < C ? it.end - it.begin : C;
+    load_wgmma_chunk<Tr, kDeltaOnly>(smem, p, it, it.start + it.begin, static_cast<int>(c), h, c0);
+  }
+
+  for (std::int64_t t = it.begin; t < it.end; t += C) {
+    const int c = static_cast<int>(it.end - t < C ? it.end - t : C);
+    const std::int64_t tg = it.start + t;
+    __nv_bfloat16* sQ = smem + stage * Tr::kStage;
+    __nv_bfloat16* sK = sQ + Tr::kQ;
+    __nv_bfloat16* sV = sK + Tr::kK;
+    asm volatile("cp.async.wait_group 0;\n" ::);
+    fence_async_shared();
+    __syncthreads();       // this chunk's tiles and the state operand visible to all (and to wgmma)
+    if (t + C < it.end) {  // the next chunk's loads, into the stage the previous chunk released
+      const std::int64_t cn = it.end - t - C < C ? it.end - t - C : C;
+      load_wgmma_chunk<Tr, kDeltaOnly>(smem + (stage ^ 1) * Tr::kStage, p, it, tg + C, static_cast<int>(cn), h, c0);
+    }
+
+    // ---- S^T = lambda^c S^T + (V^T diag(lambda^(c-1-j))) K, issued first: it reads the tiles and
+    // the registers only, while Q S below reads the previous state from its shared-memory copy. ----
+    {
+      const float lc = pw[c];
+#pragma unroll
+      for (int i = 0; i < 64; ++i) S[i] *= lc;
+      std::uint32_t vh[4][4], vl[kExact ? 4 : 1][4];
+#pragma unroll
+      for (int kk = 0; kk < C / 16; ++kk) {
+        // Matrices: (values 16w..+7, tokens 16kk..+7), (values +8, same tokens), (values, tokens +8), (+8, +8).
+        const int m = lane / 8, jb = 2 * kk + (m >> 1), vblk = 2 * warp + (m & 1);
+        std::uint32_t x[4];
+        ldmatrix_x4_trans(x, sV + jb * 8 * Tr::kValues + vblk * 64 + (lane % 8) * 8);
+        const int j0 = kk * 16 + 2 * (lane % 4);
+        const float w0 = j0 < c ? pw[c - 1 - j0] : 0.f, w1 = j0 + 1 < c ? pw[c - 2 - j0] : 0.f;
+        const float w8 = j0 + 8 < c ? pw[c - 9 - j0] : 0.f, w9 = j0 + 9 < c ? pw[c - 10 - j0] : 0.f;
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&x[r]));
+          std::uint32_t hi, lo;
+          split_pack_bf16(f.x * (r < 2 ? w0 : w8), f.y * (r < 2 ? w1 : w9), hi, lo);
+          vh[kk][r] = hi;
+          if constexpr (kExact) vl[kk][r] = lo;
+        }
+      }
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < C / 16; ++kk) {
+        const std::uint64_t bk = wgmma_descriptor(sK + kk * 2 * 8 * Tr::kKeys, Tr::kKeys * 16, 128);
+        wgmma_m64n128k16_rs<1>(S, vh[kk], bk, true);
+        if constexpr (kExact) wgmma_m64n128k16_rs<1>(S, vl[kk], bk, true);
+      }
+      wgmma_commit();
+    }
+
+    float O[32];  // rows: tokens acc_row(i); columns: values c0 + acc_col(i)
+    if (!kDeltaOnly) {
+      // ---- P = Q K^T and O = Q S, issued behind the state update. ----
+      float A[32];
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < Tr::kKeys / 16; ++kk)
+        wgmma_m64n64k16_ss<0, 0>(A, wgmma_descriptor(sQ + kk * 128, 128, Tr::kKeys * 16),
+                                 wgmma_descriptor(sK + kk * 128, 128, Tr::kKeys * 16), kk > 0);
+      wgmma_commit();
+#pragma unroll
+      for (int kk = 0; kk < Tr::kKeys / 16; ++kk) {
+        const std::uint64_t aq = wgmma_descriptor(sQ + kk * 128, 128, Tr::kKeys * 16);
+        wgmma_m64n64k16_ss<0, 0>(O, aq, wgmma_descriptor(sSh + kk * 128, 128, Tr::kKeys * 16), kk > 0);
+        if constexpr (kExact)
+          wgmma_m64n64k16_ss<0, 0>(O, aq, wgmma_descriptor(sSl + kk * 128, 128, Tr::kKeys * 16), true);
+      }
+      wgmma_commit();
+      wgmma_wait<1>();  // the state update and P
+      // Causal decay mask as a select; the accumulator becomes P's A fragments (hi, lo).
+      std::uint32_t ph[4][4], pl[kExact ? 4 : 1][4];
+      // Element i: row r0 + 8 ((i >> 1) & 1), column 8 (i >> 2) + 2 (lane % 4) + (i & 1), so the
+      // distance row - column is d0 plus a compile-time constant.
+      const int d0 = warp * 16 + lane / 4 - 2 * (lane % 4);
+#pragma unroll
+      for (int kk = 0; kk < C / 16; ++kk)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const int i = 8 * kk + 2 * r, d = d0 + 8 * ((i >> 1) & 1) - 8 * (i >> 2);
+          const float x0 = d >= 0 ? A[i] * pw[d] : 0.f;
+          const float x1 = d >= 1 ? A[i + 1] * pw[d - 1] : 0.f;
+          std::uint32_t hi, lo;
+          split_pack_bf16(x0, x1, hi, lo);
+          ph[kk][r] = hi;
+          if constexpr (kExact) pl[kk][r] = lo;
+        }
+      wgmma_wait<0>();                      // Q S
+      if (t + C < it.end) state_to_tile();  // the next chunk's operand: Q S no longer reads the tile
+      const float q_decay_top = pw[warp * 16 + lane / 4 + 1], q_decay_bottom = pw[warp * 16 + lane / 4 + 9];
+#pragma unroll
+      for (int i = 0; i < 32; ++i) O[i] *= (i & 2) ? q_decay_bottom : q_decay_top;  // lambda^(i+1), i the token
+      // ---- O += P V. ----
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < C / 16; ++kk) {
+        const std::uint64_t bv = wgmma_descriptor(sV + kk * 2 * 8 * Tr::kValues, Tr::kValues * 16, 128);
+        wgmma_m64n64k16_rs<1>(O, ph[kk], bv, true);
+        if constexpr (kExact) wgmma_m64n64k16_rs<1>(O, pl[kk], bv, true);
+      }
+      wgmma_commit();
+    }
+    wgmma_wait<0>();
+
+    if (!kDeltaOnly) {
+      // Outputs: scaled, staged as [token][value] bf16 in the Q tile, then 16-byte row segments.
+      __nv_bfloat16* sO = sQ;
+      __nv_bfloat16* o_base = sO + (warp * 16 + lane / 4) * Tr::kOPitch + 2 * (lane % 4);
+#pragma unroll
+      for (int i = 0; i < 32; i += 2)
+        *reinterpret_cast<__nv_bfloat162*>(o_base + ((i >> 1) & 1) * 8 * Tr::kOPitch + (i >> 2) * 8) =
+            __floats2bfloat162_rn(p.scale * O[i], p.scale * O[i + 1]);
+      __syncthreads();
+      __nv_bfloat16* head = o + it.batch * p.so.s0 + static_cast<std::int64_t>(h) * p.so.s2;
+      constexpr int kGroups = Tr::kValues / 8;
+#pragma unroll
+      for (int i = 0; i < C * kGroups / Tr::kThreads; ++i) {
+        const int gi = threadIdx.x + i * Tr::kThreads;
+        const int row = gi / kGroups, lc = (gi % kGroups) * 8, col = c0 + lc;
+        if (row < c && col < V)
+          *reinterpret_cast<uint4*>(head + (tg + row) * p.so.s1 + col) =
+              *reinterpret_cast<const uint4*>(sO + row * Tr::kOPitch + lc);
+      }
+    }
+    stage ^= 1;
+  }
+
+  if (kDeltaOnly) state_t_to_global(S, p.segment_states, ws, item_index + 1, h, c0, K, V);
+  else if (last_segment && p.final_state) state_t_to_global(S, p.final_state, p.s_final, it.seq, h, c0, K, V);
+#else
+  // Built for a target without sm_90a's wgmma: the host never launches this body (it checks for
+  // this marker's static shared memory, see wgmma_kernels_available).
+  __shared__ int no_wgmma_marker[1];
+  no_wgmma_marker[0] = p.heads;
+  __syncthreads();
+  if (no_wgmma_marker[0] < 0) *static_cast<int*>(p.o) = 0;  // never: keeps the marker alive
+#endif
+}
+
+}  // namespace lcsm::cuda::detail
