@@ -295,15 +295,15 @@ void forward(const cuda::Device& device, const LightningAttention& op, detail::i
   prm.s_initial = cuda::detail::strides_of(state.initial);
   prm.final_state = state.final.present() ? state.final.data() : nullptr;
   prm.s_final = cuda::detail::strides_of(state.final);
-  // Hopper with bf16: the wgmma kernels, 64 value columns per CTA and two CTAs per SM, so the
-  // same segments (and workspace) as the plan's one-CTA-per-SM wave. LCSM_CUDA_MMA_SYNC=1 in the
+  // Hopper with bf16: the wgmma kernels, 128 value columns per CTA, one CTA per SM: the plan's
+  // segments (and workspace) as they are. LCSM_CUDA_MMA_SYNC=1 in the
   // environment keeps the mma.sync kernels (for comparisons).
   static const bool force_mma_sync = [] {
     const char* e = std::getenv("LCSM_CUDA_MMA_SYNC");
     return e && e[0] == '1';
   }();
   const bool wgmma = !force_mma_sync && cuda::detail::wgmma_path<T>(prm);
-  if (wgmma) prm.value_blocks = static_cast<int>((p.value_dim + 63) / 64);
+  if (wgmma) prm.value_blocks = static_cast<int>((p.value_dim + 127) / 128);
   if (plan.split) {
     prm.segment_states = static_cast<float*>(device.workspace.data);
     if (cu_seqlens.present())

@@ -1,5 +1,7 @@
-// Lightning attention on Hopper warpgroup MMAs (sm_90a): bf16 inputs, K <= 128, 64 value columns
-// per CTA, one warpgroup (128 threads) per CTA and two CTAs per SM.
+// Lightning attention on Hopper warpgroup MMAs (sm_90a): bf16 inputs, K <= 128, 128 value columns
+// per CTA in two warpgroups of 64 columns each. The warpgroups share the chunk's tiles (loaded
+// once) and each computes the scores it needs itself (Q K^T twice: cheaper than a trip of P
+// through shared memory and a barrier).
 //
 // Per chunk of C = 64 tokens (S: the K x 64 state block at the chunk start):
 //   P   = Q K^T (.) D               m64n64,  A = Q, B = K                 (shared memory)
@@ -28,18 +30,17 @@ namespace lcsm::cuda::detail {
 
 template <bool kExact>
 struct WgmmaTraits {
-  static constexpr int kChunk = 64, kKeys = 128, kValues = 64, kThreads = 128;
+  // kValues per warpgroup, kValueTile per CTA.
+  static constexpr int kChunk = 64, kKeys = 128, kValues = 64, kValueTile = 128, kThreads = 256;
   // Blocked tiles (wgmma.cuh), bf16 elements.
-  static constexpr int kQ = kChunk * kKeys, kK = kChunk * kKeys, kV = kChunk * kValues;
+  static constexpr int kQ = kChunk * kKeys, kK = kChunk * kKeys, kV = kChunk * kValueTile;
   static constexpr int kStage = kQ + kK + kV;
   static constexpr int kStages = 2;
-  static constexpr int kS = kValues * kKeys;  // the state operand, [value][key], hi (and lo)
+  static constexpr int kS = kValueTile * kKeys;  // the state operand, [value][key], hi (and lo)
   static constexpr int kOffS = kStages * kStage;
-  static constexpr int kOffPow = (kOffS + (kExact ? 2 : 1) * kS) * 2;  // bytes
+  static constexpr int kOffO = kOffS + (kExact ? 2 : 1) * kS;        // output staging [token][value], swizzled
+  static constexpr int kOffPow = (kOffO + kChunk * kValueTile) * 2;  // bytes
   static constexpr int kSmemBytes = kOffPow + (kChunk + 1) * 4;
-  // Outputs are staged in the chunk's own Q tile (dead once Q S and Q K^T are done).
-  static constexpr int kOPitch = kValues + 8;
-  static_assert(kChunk * kOPitch <= kQ, "output staging must fit in the Q tile");
 };
 
 // Element offset of (r, c) in a blocked tile of `cols` columns.
@@ -54,8 +55,9 @@ __device__ __forceinline__ int blocked(int r, int c, int cols) {
 template <int kRows, int kCols>
 __device__ __forceinline__ void load_blocked(__nv_bfloat16* tile, const __nv_bfloat16* head, std::int64_t row_stride,
                                              std::int64_t t0, int count, int c0, int dim) {
-  constexpr int kColBlocks = kCols / 8, kPasses = kRows * kColBlocks / 128;
-  constexpr int kRowStep = 128 / kColBlocks;  // rows between a thread's passes
+  constexpr int kThreads = 256;
+  constexpr int kColBlocks = kCols / 8, kPasses = kRows * kColBlocks / kThreads;
+  constexpr int kRowStep = kThreads / kColBlocks;  // rows between a thread's passes
   const int tid = static_cast<int>(threadIdx.x);
   const int cb = (tid >> 3) % kColBlocks, r0 = (tid & 7) + (tid / (8 * kColBlocks)) * 8;
   const int col = c0 + cb * 8;
@@ -79,13 +81,13 @@ __device__ __forceinline__ void load_wgmma_chunk(__nv_bfloat16* stage, const Lig
   const auto* v = static_cast<const __nv_bfloat16*>(p.v) + it.batch * p.sv.s0 + h64 * p.sv.s2;
   if (!kDeltaOnly) load_blocked<Tr::kChunk, Tr::kKeys>(stage, q, p.sq.s1, tg, c, 0, p.key_dim);
   load_blocked<Tr::kChunk, Tr::kKeys>(stage + Tr::kQ, k, p.sk.s1, tg, c, 0, p.key_dim);
-  load_blocked<Tr::kChunk, Tr::kValues>(stage + Tr::kQ + Tr::kK, v, p.sv.s1, tg, c, c0, p.value_dim);
+  load_blocked<Tr::kChunk, Tr::kValueTile>(stage + Tr::kQ + Tr::kK, v, p.sv.s1, tg, c, c0, p.value_dim);
   asm volatile("cp.async.commit_group;\n" ::);
 }
 
 // Accumulator element i of a thread: row and column inside the warpgroup's m64nN tile.
 __device__ __forceinline__ int acc_row(int i) {
-  return static_cast<int>(threadIdx.x / 32) * 16 + static_cast<int>(threadIdx.x % 32) / 4 + ((i >> 1) & 1) * 8;
+  return static_cast<int>(threadIdx.x / 32 % 4) * 16 + static_cast<int>(threadIdx.x % 32) / 4 + ((i >> 1) & 1) * 8;
 }
 __device__ __forceinline__ int acc_col(int i) {
   return (i >> 2) * 8 + 2 * (static_cast<int>(threadIdx.x) % 4) + (i & 1);
@@ -110,14 +112,13 @@ __device__ __forceinline__ void state_t_to_global(const float (&s)[64], float* g
 }
 
 template <bool kExact, bool kDeltaOnly>
-__global__ void __launch_bounds__(128, 2) lightning_wgmma_kernel(const __grid_constant__ LightningParams p) {
+__global__ void __launch_bounds__(256, 1) lightning_wgmma_kernel(const __grid_constant__ LightningParams p) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Tr = WgmmaTraits<kExact>;
   constexpr int C = Tr::kChunk;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   auto* smem = reinterpret_cast<__nv_bfloat16*>(smem_raw);
-  __nv_bfloat16* sSh = smem + Tr::kOffS;
-  __nv_bfloat16* sSl = sSh + Tr::kS;  // exact only
+  __nv_bfloat16* sO = smem + Tr::kOffO;
   float* pw = reinterpret_cast<float*>(smem_raw + Tr::kOffPow);
 
   const int vb = blockIdx.x % p.value_blocks;
@@ -128,12 +129,15 @@ __global__ void __launch_bounds__(128, 2) lightning_wgmma_kernel(const __grid_co
   const bool last_segment = it.segment + 1 >= it.segments;
   if (kDeltaOnly && last_segment) return;
 
-  const int K = p.key_dim, V = p.value_dim, c0 = vb * Tr::kValues;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int wg = threadIdx.x / 128, warp = threadIdx.x / 32 % 4, lane = threadIdx.x % 32;
+  const int K = p.key_dim, V = p.value_dim, tile_c0 = vb * Tr::kValueTile, c0 = tile_c0 + wg * Tr::kValues;
   const double g = p.log_decay[h];
   for (int i = threadIdx.x; i <= C; i += Tr::kThreads) pw[i] = static_cast<float>(exp(g * i));
 
-  float S[64];  // S^T: value rows c0 + acc_row(i), key columns acc_col(i)
+  // This warpgroup's rows of the state operand (hi; lo kS further).
+  __nv_bfloat16* sSh = smem + Tr::kOffS + wg * Tr::kValues * Tr::kKeys;
+  __nv_bfloat16* sSl = sSh + Tr::kS;  // exact only
+  float S[64];                        // S^T: value rows c0 + acc_row(i), key columns acc_col(i)
   const Strides4 ws{static_cast<std::int64_t>(p.heads) * K * V, static_cast<std::int64_t>(K) * V, V, 1};
   if (!kDeltaOnly && p.segment_states) state_t_from_global(S, p.segment_states, ws, item_index, h, c0, K, V);
   else if (!kDeltaOnly && p.initial_state) state_t_from_global(S, p.initial_state, p.s_initial, it.seq, h, c0, K, V);
@@ -143,10 +147,6 @@ __global__ void __launch_bounds__(128, 2) lightning_wgmma_kernel(const __grid_co
   // Accumulator element i sits at blocked(acc_row(i), acc_col(i), cols) = a per-thread base plus
   // a compile-time offset: written that way so that no per-element address stays live.
   const int fragment_base = warp * 16 * 8 + (lane / 4) * 8 + 2 * (lane % 4);  // times cols / 8 for row blocks
-  auto tile_offset = [&](int i, int cols) {
-    return (fragment_base / 128) * 2 * cols * 8 + ((i >> 1) & 1) * cols * 8 + (i >> 2) * 64 + (fragment_base % 128) +
-           (i & 1);
-  };
   auto state_to_tile = [&] {
     __nv_bfloat16* hi_base = sSh + (fragment_base / 128) * 2 * Tr::kKeys * 8 + fragment_base % 128;
 #pragma unroll
@@ -158,14 +158,13 @@ __global__ void __launch_bounds__(128, 2) lightning_wgmma_kernel(const __grid_co
       if constexpr (kExact) *reinterpret_cast<std::uint32_t*>(hi_base + Tr::kS + off) = lo;
     }
   };
-  (void)tile_offset;
   if (!kDeltaOnly) state_to_tile();
 
   auto* o = static_cast<__nv_bfloat16*>(p.o);
   int stage = 0;
   if (it.begin < it.end) {
     const std::int64_t c = it.end - it.begin < C ? it.end - it.begin : C;
-    load_wgmma_chunk<Tr, kDeltaOnly>(smem, p, it, it.start + it.begin, static_cast<int>(c), h, c0);
+    load_wgmma_chunk<Tr, kDeltaOnly>(smem, p, it, it.start + it.begin, static_cast<int>(c), h, tile_c0);
   }
 
   for (std::int64_t t = it.begin; t < it.end; t += C) {
@@ -179,7 +178,8 @@ __global__ void __launch_bounds__(128, 2) lightning_wgmma_kernel(const __grid_co
     __syncthreads();       // this chunk's tiles and the state operand visible to all (and to wgmma)
     if (t + C < it.end) {  // the next chunk's loads, into the stage the previous chunk released
       const std::int64_t cn = it.end - t - C < C ? it.end - t - C : C;
-      load_wgmma_chunk<Tr, kDeltaOnly>(smem + (stage ^ 1) * Tr::kStage, p, it, tg + C, static_cast<int>(cn), h, c0);
+      load_wgmma_chunk<Tr, kDeltaOnly>(smem + (stage ^ 1) * Tr::kStage, p, it, tg + C, static_cast<int>(cn), h,
+                                       tile_c0);
     }
 
     // ---- S^T = lambda^c S^T + (V^T diag(lambda^(c-1-j))) K, issued first: it reads the tiles and
@@ -192,9 +192,9 @@ __global__ void __launch_bounds__(128, 2) lightning_wgmma_kernel(const __grid_co
 #pragma unroll
       for (int kk = 0; kk < C / 16; ++kk) {
         // Matrices: (values 16w..+7, tokens 16kk..+7), (values +8, same tokens), (values, tokens +8), (+8, +8).
-        const int m = lane / 8, jb = 2 * kk + (m >> 1), vblk = 2 * warp + (m & 1);
+        const int m = lane / 8, jb = 2 * kk + (m >> 1), vblk = wg * 8 + 2 * warp + (m & 1);
         std::uint32_t x[4];
-        ldmatrix_x4_trans(x, sV + jb * 8 * Tr::kValues + vblk * 64 + (lane % 8) * 8);
+        ldmatrix_x4_trans(x, sV + jb * 8 * Tr::kValueTile + vblk * 64 + (lane % 8) * 8);
         const int j0 = kk * 16 + 2 * (lane % 4);
         const float w0 = j0 < c ? pw[c - 1 - j0] : 0.f, w1 = j0 + 1 < c ? pw[c - 2 - j0] : 0.f;
         const float w8 = j0 + 8 < c ? pw[c - 9 - j0] : 0.f, w9 = j0 + 9 < c ? pw[c - 10 - j0] : 0.f;
@@ -262,7 +262,8 @@ __global__ void __launch_bounds__(128, 2) lightning_wgmma_kernel(const __grid_co
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < C / 16; ++kk) {
-        const std::uint64_t bv = wgmma_descriptor(sV + kk * 2 * 8 * Tr::kValues, Tr::kValues * 16, 128);
+        const std::uint64_t bv =
+            wgmma_descriptor(sV + kk * 2 * 8 * Tr::kValueTile + wg * 8 * 64, Tr::kValueTile * 16, 128);
         wgmma_m64n64k16_rs<1>(O, ph[kk], bv, true);
         if constexpr (kExact) wgmma_m64n64k16_rs<1>(O, pl[kk], bv, true);
       }
@@ -271,23 +272,25 @@ __global__ void __launch_bounds__(128, 2) lightning_wgmma_kernel(const __grid_co
     wgmma_wait<0>();
 
     if (!kDeltaOnly) {
-      // Outputs: scaled, staged as [token][value] bf16 in the Q tile, then 16-byte row segments.
-      __nv_bfloat16* sO = sQ;
-      __nv_bfloat16* o_base = sO + (warp * 16 + lane / 4) * Tr::kOPitch + 2 * (lane % 4);
+      // Outputs: scaled, staged as [token][value] bf16 (16-byte groups XOR-swizzled by the row, so
+      // that neither the fragment writes nor the row reads conflict), then 16-byte row segments.
+      const int r0 = warp * 16 + lane / 4;
 #pragma unroll
-      for (int i = 0; i < 32; i += 2)
-        *reinterpret_cast<__nv_bfloat162*>(o_base + ((i >> 1) & 1) * 8 * Tr::kOPitch + (i >> 2) * 8) =
+      for (int i = 0; i < 32; i += 2) {
+        const int row = r0 + ((i >> 1) & 1) * 8, col = wg * Tr::kValues + (i >> 2) * 8 + 2 * (lane % 4);
+        *reinterpret_cast<__nv_bfloat162*>(sO + row * Tr::kValueTile + (((col >> 3) ^ (row & 7)) << 3) + (col & 7)) =
             __floats2bfloat162_rn(p.scale * O[i], p.scale * O[i + 1]);
+      }
       __syncthreads();
       __nv_bfloat16* head = o + it.batch * p.so.s0 + static_cast<std::int64_t>(h) * p.so.s2;
-      constexpr int kGroups = Tr::kValues / 8;
+      constexpr int kGroups = Tr::kValueTile / 8;
 #pragma unroll
       for (int i = 0; i < C * kGroups / Tr::kThreads; ++i) {
         const int gi = threadIdx.x + i * Tr::kThreads;
-        const int row = gi / kGroups, lc = (gi % kGroups) * 8, col = c0 + lc;
+        const int row = gi / kGroups, cb = gi % kGroups, col = tile_c0 + cb * 8;
         if (row < c && col < V)
           *reinterpret_cast<uint4*>(head + (tg + row) * p.so.s1 + col) =
-              *reinterpret_cast<const uint4*>(sO + row * Tr::kOPitch + lc);
+              *reinterpret_cast<const uint4*>(sO + row * Tr::kValueTile + ((cb ^ (row & 7)) << 3));
       }
     }
     stage ^= 1;
