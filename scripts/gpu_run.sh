@@ -20,6 +20,10 @@ if has tests; then
   echo "== tests"
   .device/lcsm_tests_cuda --rng-seed time -r compact "~[long]" >"$out/tests.txt" 2>&1 || status=1
   tail -n 3 "$out/tests.txt"
+  # bf16 again on the mma.sync kernel, which the wgmma kernel replaces for bf16 on Hopper.
+  LCSM_CUDA_MMA_SYNC=1 .device/lcsm_tests_cuda --rng-seed time -r compact "~[long]" >"$out/tests_mma_sync.txt" 2>&1 ||
+    status=1
+  echo "mma.sync kernel: $(tail -n 2 "$out/tests_mma_sync.txt" | tr '\n' ' ')"
   LCSM_LONG_T=${LCSM_LONG_T:-1048576} .device/lcsm_tests_cuda --rng-seed time -s "[long]" >"$out/long.txt" 2>&1 || status=1
   grep -E "1M-token check|passed|failed" "$out/long.txt" | tail -n 3
 fi
