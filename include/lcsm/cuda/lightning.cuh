@@ -111,21 +111,30 @@ void launch_chunks(const LightningParams& p, std::int64_t items, cudaStream_t st
   LCSM_CUDA_CHECK(cudaGetLastError());
 }
 
-template <class T, int KT, int VT, bool kExact>
-void run_lightning(const LightningParams& p, const LightningPlan& plan, cudaStream_t stream) {
+// The launches of one forward: for cut sequences the delta launch (launch(true_type)), the scan
+// over segments, then the output launch (launch(false_type)) that every call has.
+template <class Launch>
+void run_segments(const LightningParams& p, const LightningPlan& plan, cudaStream_t stream, Launch&& launch) {
   if (plan.split) {
     if (p.cu_seqlens) {
       lightning_segment_offsets_kernel<><<<1, 1024, 0, stream>>>(p, const_cast<std::int64_t*>(p.segment_offsets));
       LCSM_CUDA_CHECK(cudaGetLastError());
     }
-    launch_chunks<T, KT, VT, kExact, true>(p, plan.max_items, stream);
+    launch(std::true_type{});
     const std::int64_t kv = static_cast<std::int64_t>(p.key_dim) * p.value_dim;
     const dim3 grid(static_cast<unsigned>((kv + 255) / 256), static_cast<unsigned>(p.heads),
                     static_cast<unsigned>(p.sequences));
     lightning_segment_scan_kernel<><<<grid, 256, 0, stream>>>(p);
     LCSM_CUDA_CHECK(cudaGetLastError());
   }
-  launch_chunks<T, KT, VT, kExact, false>(p, plan.max_items, stream);
+  launch(std::false_type{});
+}
+
+template <class T, int KT, int VT, bool kExact>
+void run_lightning(const LightningParams& p, const LightningPlan& plan, cudaStream_t stream) {
+  run_segments(p, plan, stream, [&](auto delta_only) {
+    launch_chunks<T, KT, VT, kExact, decltype(delta_only)::value>(p, plan.max_items, stream);
+  });
 }
 
 // Whether the current device runs the wgmma kernels: a compute capability 9.0 device (Hopper) and
@@ -178,19 +187,8 @@ void launch_wgmma(const LightningParams& p, std::int64_t items, cudaStream_t str
 
 template <bool kExact>
 void run_lightning_wgmma(const LightningParams& p, const LightningPlan& plan, cudaStream_t stream) {
-  if (plan.split) {
-    if (p.cu_seqlens) {
-      lightning_segment_offsets_kernel<><<<1, 1024, 0, stream>>>(p, const_cast<std::int64_t*>(p.segment_offsets));
-      LCSM_CUDA_CHECK(cudaGetLastError());
-    }
-    launch_wgmma<kExact, true>(p, plan.max_items, stream);
-    const std::int64_t kv = static_cast<std::int64_t>(p.key_dim) * p.value_dim;
-    const dim3 grid(static_cast<unsigned>((kv + 255) / 256), static_cast<unsigned>(p.heads),
-                    static_cast<unsigned>(p.sequences));
-    lightning_segment_scan_kernel<><<<grid, 256, 0, stream>>>(p);
-    LCSM_CUDA_CHECK(cudaGetLastError());
-  }
-  launch_wgmma<kExact, false>(p, plan.max_items, stream);
+  run_segments(p, plan, stream,
+               [&](auto delta_only) { launch_wgmma<kExact, decltype(delta_only)::value>(p, plan.max_items, stream); });
 }
 
 // Switch on the key tile, the value tile and the precision (FlashAttention-style dispatch).

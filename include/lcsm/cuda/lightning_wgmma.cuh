@@ -116,10 +116,10 @@ __global__ void __launch_bounds__(256, 1) lightning_wgmma_kernel(const __grid_co
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Tr = WgmmaTraits<kExact>;
   constexpr int C = Tr::kChunk;
-  extern __shared__ __align__(128) unsigned char smem_raw[];
-  auto* smem = reinterpret_cast<__nv_bfloat16*>(smem_raw);
+  extern __shared__ __align__(128) unsigned char wgmma_smem[];
+  auto* smem = reinterpret_cast<__nv_bfloat16*>(wgmma_smem);
   __nv_bfloat16* sO = smem + Tr::kOffO;
-  float* pw = reinterpret_cast<float*>(smem_raw + Tr::kOffPow);
+  float* pw = reinterpret_cast<float*>(wgmma_smem + Tr::kOffPow);
 
   const int vb = blockIdx.x % p.value_blocks;
   const int h = (blockIdx.x / p.value_blocks) % p.heads;
