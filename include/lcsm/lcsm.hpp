@@ -8,6 +8,7 @@
 #include "lcsm/core/sequences.hpp"
 #include "lcsm/core/tensor.hpp"
 #include "lcsm/cpu/device.hpp"
+#include "lcsm/cpu/gated.hpp"
 #include "lcsm/cpu/lightning.hpp"
 #include "lcsm/ops/lightning.hpp"
 #include "lcsm/ops/problem.hpp"

@@ -1,0 +1,165 @@
+// What the two gated CPU operators share: the problem they run, their workspace, the cumulative
+// log-gates of a block (in double), exponentials of non-positive differences, and the causal block
+// products over row panels of a given height.
+#pragma once
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <vector>
+
+#include "lcsm/core/sequences.hpp"
+#include "lcsm/cpu/chunk_io.hpp"
+#include "lcsm/cpu/chunked.hpp"
+
+namespace lcsm::cpu::detail {
+
+// gate is [B, T, H, W]: W = 1 for the scalar gate (seen with a unit last dimension), W = K for the
+// vector gate. sub: the panel height of the causal products (the vector gate's sub-chunk).
+template <class T, class S>
+struct GatedProblem {
+  View<const T, 4> q, k, v;
+  View<const S, 4> gate;
+  index_t K, V, C, sub;
+  double scale;
+  index_t gate_width() const { return gate.size(3); }
+};
+
+template <class S>
+struct GatedWorkspace {
+  Matrix<S> q, k, v, o, d_o, qd, kd, vd, dod, a, p, dq, dk, dv, x, y, mask, decay;
+  Matrix<double> G;                        // C x W cumulative log-gates of the block (inclusive)
+  Vector<S> f, ff;                         // per-row factors (scalar gate) or one K-row of factors (vector gate)
+  Eigen::Array<S, Eigen::Dynamic, 1> row;  // scratch row of exponents
+  Eigen::Array<double, Eigen::Dynamic, 1> drow;
+  Eigen::Matrix<S, 1, Eigen::Dynamic> w, ones;  // one K-row (vector gate's within-panel products)
+  std::vector<double> zeros;                    // G before the block: 0 for every key
+  std::vector<Matrix<S>> states;
+  GatedWorkspace(index_t C, index_t K, index_t V, index_t W)
+      : q(C, K), k(C, K), v(C, V), o(C, V), d_o(C, V), qd(C, K), kd(C, K), vd(C, V), dod(C, V), a(C, C), p(C, C),
+        dq(C, K), dk(C, K), dv(C, V), x(C, K), y(C, K), mask(C, C), decay(C, K), G(C, W), f(C), ff(C),
+        row(std::max(C, K)), drow(std::max(C, K)), w(K), ones(Eigen::Matrix<S, 1, Eigen::Dynamic>::Ones(K)),
+        zeros(K, 0.0) {}
+  void ensure_states(index_t n, index_t K, index_t V) {
+    while (static_cast<index_t>(states.size()) < n) states.emplace_back(K, V);
+  }
+};
+
+template <class S>
+class GatedWorkspacePool {
+ public:
+  GatedWorkspacePool(int workers, index_t C, index_t K, index_t V, index_t W)
+      : slots_(workers), C_(C), K_(K), V_(V), W_(W) {}
+  GatedWorkspace<S>& operator[](int worker) {
+    if (!slots_[worker]) slots_[worker] = std::make_unique<GatedWorkspace<S>>(C_, K_, V_, W_);
+    return *slots_[worker];
+  }
+
+ private:
+  std::vector<std::unique_ptr<GatedWorkspace<S>>> slots_;
+  index_t C_, K_, V_, W_;
+};
+
+// G(i, :) = sum_{r <= i} g(t + r, :) for the c tokens of a block, in double: the differences
+// G_i - G_j of a long block stay exact to double rounding even after a strong gate.
+template <class T, class S>
+void load_cumulative_gate(const GatedProblem<T, S>& pb, const Sequence& sq, index_t t, index_t c, index_t h,
+                          Matrix<double>& G) {
+  const index_t W = pb.gate_width();
+  for (index_t i = 0; i < c; ++i) {
+    const S* g = &pb.gate(sq.batch, sq.start + t + i, h, 0);
+    const index_t sg = pb.gate.stride(3);
+    double* out = G.row(i).data();
+    const double* prev = i ? G.row(i - 1).data() : nullptr;
+    for (index_t d = 0; d < W; ++d) out[d] = (prev ? prev[d] : 0.0) + static_cast<double>(g[d * sg]);
+  }
+}
+
+// The sum of the log-gates of tokens [begin, end) of head h, per gate column (W values).
+template <class T, class S>
+std::vector<double> total_gate(const GatedProblem<T, S>& pb, const Sequence& sq, index_t h, index_t begin,
+                               index_t end) {
+  const index_t W = pb.gate_width();
+  std::vector<double> tot(W, 0.0);
+  for (index_t t = begin; t < end; ++t)
+    for (index_t d = 0; d < W; ++d) tot[d] += static_cast<double>(pb.gate(sq.batch, sq.start + t, h, d));
+  return tot;
+}
+
+// out[0:n] = exp(hi[0:n] - lo[0:n]) (arguments <= 0 by construction), via a double difference and a
+// vectorized float (or double) exponential.
+template <class S>
+void exp_of_difference(const double* hi, const double* lo, index_t n, S* out,
+                       Eigen::Array<double, Eigen::Dynamic, 1>& drow) {
+  using DMap = Eigen::Map<const Eigen::Array<double, Eigen::Dynamic, 1>>;
+  drow.head(n) = DMap(hi, n) - DMap(lo, n);
+  Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>> o(out, n);
+  o = drow.head(n).template cast<S>();
+  o = o.exp();
+}
+// out[0:n] = exp(x - lo[0:n]) with a scalar x.
+template <class S>
+void exp_of_difference(double x, const double* lo, index_t n, S* out, Eigen::Array<double, Eigen::Dynamic, 1>& drow) {
+  using DMap = Eigen::Map<const Eigen::Array<double, Eigen::Dynamic, 1>>;
+  drow.head(n) = x - DMap(lo, n);
+  Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>> o(out, n);
+  o = drow.head(n).template cast<S>();
+  o = o.exp();
+}
+
+// a.block(b, 0, e - b, e) = x.middleRows(b, e - b) * y.topRows(e)^T for each panel [b, e) of p rows
+// of the first c rows (the lower block triangle of x y^T); inside the diagonal panel the entries
+// above the diagonal are set to zero; entries right of a panel's end are never formed. When `mask`
+// is given, a(i, j) *= mask(i, j) for j <= i.
+template <class MA, class MX, class MY, class MM>
+void panel_scores(MA& a, const MX& x, const MY& y, index_t c, index_t p, const MM* mask) {
+  using S = typename MA::Scalar;
+  for (index_t b = 0; b < c; b += p) {
+    const index_t e = std::min(c, b + p);
+    a.block(b, 0, e - b, e).noalias() = x.middleRows(b, e - b) * y.topRows(e).transpose();
+    for (index_t i = b; i < e; ++i) {
+      S* row = &a(i, 0);
+      if (mask) {
+        const S* m = &(*mask)(i, 0);
+        for (index_t j = 0; j <= i; ++j) row[j] *= m[j];
+      }
+      for (index_t j = i + 1; j < e; ++j) row[j] = S(0);
+    }
+  }
+}
+
+// out.topRows(c) = tril(a) * b, or tril(a)^T * b when transposed, from the panels panel_scores
+// formed. The zeros inside the diagonal panels take part in dense products, exact for finite b;
+// when b holds NaN or Inf, the zero half is skipped explicitly (0 * NaN would leak it).
+template <class MA, class MB, class MO>
+void panel_times(const MA& a, bool transposed, const MB& b, MO& out, index_t c, index_t p, bool b_finite) {
+  if (!b_finite) {
+    out.topRows(c).setZero();
+    for (index_t i = 0; i < c; ++i)
+      for (index_t j = 0; j <= i; ++j) {
+        if (transposed) out.row(j) += a(i, j) * b.row(i);
+        else out.row(i) += a(i, j) * b.row(j);
+      }
+    return;
+  }
+  for (index_t r0 = 0; r0 < c; r0 += p) {
+    const index_t r1 = std::min(c, r0 + p);
+    if (transposed)  // out[r0:r1] = a[r0:c, r0:r1]^T b[r0:c]
+      out.middleRows(r0, r1 - r0).noalias() = a.block(r0, r0, c - r0, r1 - r0).transpose() * b.middleRows(r0, c - r0);
+    else  // out[r0:r1] = a[r0:r1, 0:r1] b[0:r1]
+      out.middleRows(r0, r1 - r0).noalias() = a.block(r0, 0, r1 - r0, r1) * b.topRows(r1);
+  }
+}
+
+// S = diag(exp(total)) S, total the log-gate sum per row (one value for every row when W = 1).
+template <class S>
+void decay_rows(Matrix<S>& state, const std::vector<double>& total) {
+  if (total.size() == 1) {
+    state *= static_cast<S>(std::exp(total[0]));
+    return;
+  }
+  for (index_t r = 0; r < state.rows(); ++r) state.row(r) *= static_cast<S>(std::exp(total[r]));
+}
+
+}  // namespace lcsm::cpu::detail

@@ -1,0 +1,230 @@
+// The block kernels of the vector gate (one log-gate per token, head and key) on the CPU.
+//
+// Per block of c tokens (i, j from 0), G_i = sum_{r <= i} g_r in R^K inside the block (double), q
+// scaled. The scores A_ij = sum_k q_ik k_jk e^{G_ik - G_jk} (j <= i) do not factor into
+// (q e^{G_i}) (k e^{-G_j}) without overflow, so the block is cut into sub-chunks of s tokens:
+//   j in an earlier sub-chunk than i, B = G at the end of the sub-chunk before i's:
+//     A_ij = (q_i (.) e^{G_i - B}) . (k_j (.) e^{B - G_j})           a GEMM per sub-chunk row
+//   j in i's sub-chunk: A_ij = q_i . (k_j (.) prod_{r=j+1..i} a_r), a_r = e^{g_r}   (running products)
+//   O  = A V + (Q (.) e^{G_i}) S,      S' = diag(e^{G_c}) S + (K (.) e^{G_c - G_j})^T V
+// Backward, P = dO V^T (lower triangle), dS' the state gradient after the block:
+//   dQ_i = sum_{j<=i} P_ij k_j (.) e^{G_i - G_j} + e^{G_i} (.) (dO S^T)_i
+//   dK_j = sum_{i>=j} P_ij q_i (.) e^{G_i - G_j} + e^{G_c - G_j} (.) (V dS'^T)_j
+//   dV = A^T dO + (K (.) e^{G_c - G_j}) dS',      dS = diag(e^{G_c}) dS' + (Q (.) e^{G_i})^T dO
+// with the same split (dK's earlier-sub-chunk terms anchored at the end of j's sub-chunk). Every
+// exponential has an argument <= 0 and every product of factors is a product of numbers <= 1.
+#pragma once
+
+#include "lcsm/cpu/gated_common.hpp"
+
+namespace lcsm::cpu::detail {
+
+struct VectorGateKernel {
+  template <class S>
+  using RowMap = Eigen::Map<Eigen::Matrix<S, 1, Eigen::Dynamic>>;
+
+  // dst.row(i) = src.row(i) (.) e^{hi - lo} for K-rows hi, lo of log-gates (hi - lo <= 0).
+  template <class S, class Dst, class Src>
+  static void times_exp(GatedWorkspace<S>& ws, Dst&& dst, const Src& src, const double* hi, const double* lo) {
+    const index_t K = src.cols();
+    exp_of_difference<S>(hi, lo, K, ws.row.data(), ws.drow);
+    dst = src.cwiseProduct(ws.row.head(K).matrix().transpose());
+  }
+
+  // G (ws.G) and the per-token decays a_i = e^{g_i} (ws.decay) of the block.
+  template <class T, class S>
+  static void prepare(GatedWorkspace<S>& ws, const GatedProblem<T, S>& pb, const Sequence& sq, index_t t, index_t c,
+                      index_t h, bool with_decay) {
+    load_cumulative_gate(pb, sq, t, c, h, ws.G);
+    if (with_decay)
+      for (index_t i = 0; i < c; ++i)
+        exp_of_difference<S>(ws.G.row(i).data(), i ? ws.G.row(i - 1).data() : ws.zeros.data(), pb.K, &ws.decay(i, 0),
+                             ws.drow);
+  }
+
+  // ws.a = the gated scores A of Q (ws.q) and K (ws.k), sub-chunk by sub-chunk; x, y scratch.
+  template <class S>
+  static void scores(GatedWorkspace<S>& ws, index_t c, index_t s) {
+    for (index_t b = 0; b < c; b += s) {
+      const index_t e = std::min(c, b + s);
+      const double* B = b ? ws.G.row(b - 1).data() : ws.zeros.data();
+      if (b > 0) {
+        for (index_t i = b; i < e; ++i) times_exp(ws, ws.x.row(i), ws.q.row(i), ws.G.row(i).data(), B);
+        for (index_t j = 0; j < b; ++j) times_exp(ws, ws.y.row(j), ws.k.row(j), B, ws.G.row(j).data());
+        ws.a.block(b, 0, e - b, b).noalias() = ws.x.middleRows(b, e - b) * ws.y.topRows(b).transpose();
+      }
+      for (index_t i = b; i < e; ++i) {
+        ws.w = ws.q.row(i);
+        ws.a(i, i) = ws.w.dot(ws.k.row(i));
+        for (index_t j = i - 1; j >= b; --j) {
+          ws.w = ws.w.cwiseProduct(ws.decay.row(j + 1));
+          ws.a(i, j) = ws.w.dot(ws.k.row(j));
+        }
+        for (index_t j = i + 1; j < e; ++j) ws.a(i, j) = S(0);
+      }
+    }
+  }
+
+  // state = diag(e^{G_c}) state + (K (.) e^{G_c - G_j})^T V, with kd = K (.) e^{G_c - G_j}.
+  template <class S, class MV>
+  static void advance(GatedWorkspace<S>& ws, Matrix<S>& state, bool& zero, const Matrix<S>& keys, const MV& Vb,
+                      index_t c) {
+    const double* Gc = ws.G.row(c - 1).data();
+    for (index_t j = 0; j < c; ++j) times_exp(ws, ws.kd.row(j), keys.row(j), Gc, ws.G.row(j).data());
+    if (zero) {
+      state.noalias() = ws.kd.topRows(c).transpose() * Vb;
+      zero = false;
+      return;
+    }
+    for (index_t r = 0; r < state.rows(); ++r) state.row(r) *= static_cast<S>(std::exp(Gc[r]));
+    state.noalias() += ws.kd.topRows(c).transpose() * Vb;
+  }
+
+  // ws.qd = rows of `x` times e^{G_i}.
+  template <class S>
+  static void times_exp_G(GatedWorkspace<S>& ws, const Matrix<S>& x, Matrix<S>& out, index_t c) {
+    for (index_t i = 0; i < c; ++i) times_exp(ws, out.row(i), x.row(i), ws.G.row(i).data(), ws.zeros.data());
+  }
+
+  template <class T, class S>
+  static void forward_block(GatedWorkspace<S>& ws, const GatedProblem<T, S>& pb, const Sequence& sq, index_t h,
+                            index_t t, index_t c, Matrix<S>& state, bool& zero, bool update, const View<T, 4>& o) {
+    const bool out = o.present();
+    prepare(ws, pb, sq, t, c, h, out);
+    const index_t b = sq.batch, t0 = sq.start + t;
+    load_rows(pb.k, b, t0, c, h, S(1), ws.k);
+    load_rows(pb.v, b, t0, c, h, S(1), ws.v);
+    auto Vb = ws.v.topRows(c);
+    if (out) {
+      load_rows(pb.q, b, t0, c, h, static_cast<S>(pb.scale), ws.q);
+      scores(ws, c, pb.sub);
+      panel_times(ws.a, false, Vb, ws.o, c, pb.sub, all_finite(Vb));
+      if (!zero) {
+        times_exp_G(ws, ws.q, ws.qd, c);
+        ws.o.topRows(c).noalias() += ws.qd.topRows(c) * state;
+      }
+      store_rows(ws.o, c, S(1), o, b, t0, h);
+    }
+    if (update) advance(ws, state, zero, ws.k, Vb, c);
+  }
+
+  template <class T, class S>
+  static void dq_block(GatedWorkspace<S>& ws, const GatedProblem<T, S>& pb, const View<const T, 4>& d_o,
+                       const Sequence& sq, index_t h, index_t t, index_t c, Matrix<S>& state, bool& zero, bool update,
+                       const View<T, 4>& dq, const View<S, 4>& dg) {
+    prepare(ws, pb, sq, t, c, h, true);
+    const index_t b = sq.batch, t0 = sq.start + t, s = pb.sub, K = pb.K;
+    const S scale = static_cast<S>(pb.scale);
+    load_rows(pb.q, b, t0, c, h, scale, ws.q);
+    load_rows(pb.k, b, t0, c, h, S(1), ws.k);
+    load_rows(pb.v, b, t0, c, h, S(1), ws.v);
+    load_rows(d_o, b, t0, c, h, S(1), ws.d_o);
+    auto Vb = ws.v.topRows(c);
+    auto dO = ws.d_o.topRows(c);
+    panel_scores(ws.p, dO, Vb, c, s, static_cast<const Matrix<S>*>(nullptr));
+    for (index_t i0 = 0; i0 < c; i0 += s) {
+      const index_t e = std::min(c, i0 + s);
+      const double* B = i0 ? ws.G.row(i0 - 1).data() : ws.zeros.data();
+      if (i0 > 0) {
+        for (index_t j = 0; j < i0; ++j) times_exp(ws, ws.y.row(j), ws.k.row(j), B, ws.G.row(j).data());
+        ws.dq.middleRows(i0, e - i0).noalias() = ws.p.block(i0, 0, e - i0, i0) * ws.y.topRows(i0);
+        for (index_t i = i0; i < e; ++i) times_exp(ws, ws.dq.row(i), ws.dq.row(i), ws.G.row(i).data(), B);
+      } else {
+        ws.dq.middleRows(i0, e - i0).setZero();
+      }
+      for (index_t i = i0; i < e; ++i) {
+        ws.w = ws.ones;
+        ws.dq.row(i) += ws.p(i, i) * ws.k.row(i);
+        for (index_t j = i - 1; j >= i0; --j) {
+          ws.w = ws.w.cwiseProduct(ws.decay.row(j + 1));
+          ws.dq.row(i) += ws.p(i, j) * ws.k.row(j).cwiseProduct(ws.w);
+        }
+      }
+    }
+    if (!zero) {
+      ws.x.topRows(c).noalias() = dO * state.transpose();
+      for (index_t i = 0; i < c; ++i) {
+        exp_of_difference<S>(ws.G.row(i).data(), ws.zeros.data(), K, ws.row.data(), ws.drow);
+        ws.dq.row(i) += ws.x.row(i).cwiseProduct(ws.row.head(K).matrix().transpose());
+      }
+    }
+    if (dg.present())
+      for (index_t i = 0; i < c; ++i)
+        for (index_t d = 0; d < K; ++d) dg(b, t0 + i, h, d) = ws.q(i, d) * ws.dq(i, d);
+    store_rows(ws.dq, c, scale, dq, b, t0, h);
+    if (update) advance(ws, state, zero, ws.k, Vb, c);
+  }
+
+  template <class T, class S>
+  static void dk_block(GatedWorkspace<S>& ws, const GatedProblem<T, S>& pb, const View<const T, 4>& d_o,
+                       const Sequence& sq, index_t h, index_t t, index_t c, Matrix<S>& dstate, bool& zero, bool update,
+                       const View<T, 4>* dk, const View<T, 4>* dv, const View<S, 4>& dg, double* acc) {
+    prepare(ws, pb, sq, t, c, h, dk != nullptr);
+    const index_t b = sq.batch, t0 = sq.start + t, s = pb.sub, K = pb.K;
+    load_rows(pb.q, b, t0, c, h, static_cast<S>(pb.scale), ws.q);
+    load_rows(d_o, b, t0, c, h, S(1), ws.d_o);
+    auto dO = ws.d_o.topRows(c);
+    if (dk) {
+      load_rows(pb.k, b, t0, c, h, S(1), ws.k);
+      load_rows(pb.v, b, t0, c, h, S(1), ws.v);
+      auto Vb = ws.v.topRows(c);
+      auto dK = ws.dk.topRows(c);
+      auto dV = ws.dv.topRows(c);
+      panel_scores(ws.p, dO, Vb, c, s, static_cast<const Matrix<S>*>(nullptr));
+      scores(ws, c, s);
+      panel_times(ws.a, true, dO, ws.dv, c, s, all_finite(dO));
+      for (index_t j0 = 0; j0 < c; j0 += s) {
+        const index_t e = std::min(c, j0 + s);
+        if (e < c) {  // queries of later sub-chunks, anchored at the end of this one
+          const double* E = ws.G.row(e - 1).data();
+          for (index_t i = e; i < c; ++i) times_exp(ws, ws.x.row(i), ws.q.row(i), ws.G.row(i).data(), E);
+          ws.dk.middleRows(j0, e - j0).noalias() =
+              ws.p.block(e, j0, c - e, e - j0).transpose() * ws.x.middleRows(e, c - e);
+          for (index_t j = j0; j < e; ++j) times_exp(ws, ws.dk.row(j), ws.dk.row(j), E, ws.G.row(j).data());
+        } else {
+          ws.dk.middleRows(j0, e - j0).setZero();
+        }
+        for (index_t j = j0; j < e; ++j) {
+          ws.w = ws.ones;
+          ws.dk.row(j) += ws.p(j, j) * ws.q.row(j);
+          for (index_t i = j + 1; i < e; ++i) {
+            ws.w = ws.w.cwiseProduct(ws.decay.row(i));
+            ws.dk.row(j) += ws.p(i, j) * ws.q.row(i).cwiseProduct(ws.w);
+          }
+        }
+      }
+      if (!zero) {
+        const double* Gc = ws.G.row(c - 1).data();
+        ws.x.topRows(c).noalias() = Vb * dstate.transpose();
+        for (index_t j = 0; j < c; ++j) {
+          exp_of_difference<S>(Gc, ws.G.row(j).data(), K, ws.row.data(), ws.drow);
+          const auto f = ws.row.head(K).matrix().transpose();
+          dK.row(j) += ws.x.row(j).cwiseProduct(f);
+          ws.kd.row(j) = ws.k.row(j).cwiseProduct(f);
+        }
+        dV.noalias() += ws.kd.topRows(c) * dstate;
+      }
+      if (dg.present())
+        for (index_t j = c - 1; j >= 0; --j)
+          for (index_t d = 0; d < K; ++d) {
+            acc[d] += static_cast<double>(dg(b, t0 + j, h, d)) - static_cast<double>(ws.k(j, d) * ws.dk(j, d));
+            dg(b, t0 + j, h, d) = static_cast<S>(acc[d]);
+          }
+      store_rows(ws.dk, c, S(1), *dk, b, t0, h);
+      store_rows(ws.dv, c, S(1), *dv, b, t0, h);
+    }
+    if (update) {
+      times_exp_G(ws, ws.q, ws.qd, c);
+      const double* Gc = ws.G.row(c - 1).data();
+      if (zero) {
+        dstate.noalias() = ws.qd.topRows(c).transpose() * dO;
+        zero = false;
+      } else {
+        for (index_t r = 0; r < dstate.rows(); ++r) dstate.row(r) *= static_cast<S>(std::exp(Gc[r]));
+        dstate.noalias() += ws.qd.topRows(c).transpose() * dO;
+      }
+    }
+  }
+};
+
+}  // namespace lcsm::cpu::detail
