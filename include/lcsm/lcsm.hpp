@@ -10,6 +10,7 @@
 #include "lcsm/cpu/device.hpp"
 #include "lcsm/cpu/gated.hpp"
 #include "lcsm/cpu/lightning.hpp"
+#include "lcsm/cpu/toeplitz.hpp"
 #include "lcsm/ops/lightning.hpp"
 #include "lcsm/ops/problem.hpp"
 #include "lcsm/reference/eos.hpp"

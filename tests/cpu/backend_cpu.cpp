@@ -5,6 +5,9 @@
 #include "support/backend.hpp"
 
 namespace lcsm::test {
+
+ToeplitzOps* cpu_toeplitz_ops(const cpu::Device& device);  // toeplitz_backend_cpu.cpp
+
 namespace {
 
 template <class S>
@@ -26,6 +29,7 @@ class CpuBackend final : public Backend {
   std::vector<Dtype> dtypes() const override { return {Dtype::f32, Dtype::f64}; }
   bool honours_chunk() const override { return true; }
   bool has_backward() const override { return true; }
+  ToeplitzOps* toeplitz() override { return cpu_toeplitz_ops(device_); }
 
   void lightning_forward(const LightningAttention& op, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o,
                          const Tensor* s0, Tensor* sT, const Offsets* cu) override {

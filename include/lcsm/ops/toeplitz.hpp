@@ -1,0 +1,115 @@
+// Toeplitz long convolution (TNN): per channel c, a Toeplitz matrix of coefficients a[c, r] over
+// the relative position r = t - s,
+//
+//   y[b, t, c] = sum_s a[c, t - s] x[b, s, c],   causal: 0 <= r < n;  bidirectional: -n < r < n.
+//
+// As an EOS instance (channels as heads): e_t = one-hot(t) (K = n), oscillation none, input
+// i_t = x_t (V = 1), shrink s_t[j] = a[t - j]. The causal form is exactly that EOS; the
+// bidirectional form adds the same on the reversed sequence with a[-r] and removes the r = 0 term
+// counted twice (reference/toeplitz.hpp). The memory grows with n, so there is no O(1) decode
+// state: step() keeps the past inputs (ToeplitzHistory) and costs O(t) per token and channel.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+
+#include "lcsm/core/error.hpp"
+#include "lcsm/core/sequences.hpp"
+#include "lcsm/core/tensor.hpp"
+#include "lcsm/core/validate.hpp"
+
+namespace lcsm {
+
+template <class T>
+struct ToeplitzConvolution {
+  // [C, n] for the causal form (a_0 .. a_{n-1}), [C, 2n - 1] for the bidirectional form (a_r at
+  // index r + n - 1, r = -(n-1) .. n-1). Any strides. With cu_seqlens, n is the longest sequence
+  // the coefficients cover (>= every sequence length); a sequence of length l uses a_{-(l-1)..l-1}.
+  View<const T, 2> coefficients;
+  bool causal = true;
+
+  // fft: O(n log n) per channel; direct: O(n^2) per channel, faster for short n; automatic picks
+  // direct for n <= direct_max_length (measured on the 2-core machine of docs/performance.md).
+  enum class Path { automatic, fft, direct };
+  Path path = Path::automatic;
+  index_t direct_max_length = 96;
+
+  index_t channels() const { return coefficients.size(0); }
+  // The n the coefficients are for: their length (causal) or (length + 1) / 2 (bidirectional).
+  index_t length() const { return causal ? coefficients.size(1) : (coefficients.size(1) + 1) / 2; }
+  // Index of a_0 in a coefficient row.
+  index_t center() const { return causal ? 0 : length() - 1; }
+  bool use_fft(index_t n) const { return path == Path::fft || (path == Path::automatic && n > direct_max_length); }
+
+  static index_t coefficient_count(bool causal, index_t n) { return causal ? n : (n > 0 ? 2 * n - 1 : 0); }
+
+  // Throws lcsm::Error unless the coefficients fit C channels and sequences of `n` tokens
+  // (`exact`: length n, else at least n).
+  void check(const char* where, index_t C, index_t n, bool exact = true) const {
+    detail::check_memory(where, "op.coefficients", coefficients);
+    detail::check_argument(coefficients.size(0) == C, where, "op.coefficients",
+                           detail::concat("[C, ...] with C = ", C, " channels (the last dimension of x)"),
+                           detail::concat("shape ", detail::dims_string<2>(coefficients.shape())));
+    const index_t got = coefficients.size(1);
+    const char* form = causal ? "causal: n" : "bidirectional: 2n - 1";
+    if (exact) {
+      detail::check_argument(
+          got == coefficient_count(causal, n), where, "op.coefficients",
+          detail::concat(coefficient_count(causal, n), " coefficients per channel (", form, " for n = ", n, ")"),
+          detail::concat(got, " (shape ", detail::dims_string<2>(coefficients.shape()), ")"));
+    } else {
+      const bool ok = got >= coefficient_count(causal, n) && (causal || got % 2 == 1);
+      detail::check_argument(ok, where, "op.coefficients",
+                             detail::concat("at least ", coefficient_count(causal, n), " coefficients per channel (",
+                                            form, " for the longest sequence, n = ", n, causal ? ")" : ", odd)"),
+                             detail::concat(got, " (shape ", detail::dims_string<2>(coefficients.shape()), ")"));
+    }
+    detail::check_argument(direct_max_length >= 0, where, "op.direct_max_length", ">= 0", direct_max_length);
+  }
+};
+
+// Decode state of the causal convolution: the caller-owned inputs seen so far, [B, n_max, C], and
+// how many tokens of each sequence it holds. step() writes each new token at row `position` and
+// advances it. There is no O(1) state: y_t needs every past x_s (a_{t-s} differs for each s).
+template <class T>
+struct ToeplitzHistory {
+  View<T, 3> inputs;
+  index_t position = 0;
+};
+
+namespace detail {
+
+struct ToeplitzShape {
+  index_t batch, time, channels, sequences, longest;
+};
+
+template <class T>
+ToeplitzShape check_toeplitz_input(const char* where, const char* name, const View<const T, 3>& x,
+                                   const CuSeqlens& cu) {
+  check_memory(where, name, x);
+  check_argument(x.size(0) >= 0 && x.size(1) >= 0 && x.size(2) >= 1, where, name, "[B, n, C] with C >= 1",
+                 dims_string<3>(x.shape()));
+  check_cu_seqlens(where, cu, x.size(0), x.size(1));
+  ToeplitzShape p{x.size(0), x.size(1), x.size(2), x.size(0), x.size(1)};
+  if (cu.present()) {
+    p.sequences = cu.num_sequences();
+    p.longest = 0;
+    for (index_t i = 0; i < p.sequences; ++i) p.longest = std::max(p.longest, cu[i + 1] - cu[i]);
+  }
+  return p;
+}
+
+template <class T>
+ToeplitzShape check_toeplitz_forward(const char* where, const ToeplitzConvolution<T>& op, const View<const T, 3>& x,
+                                     const View<T, 3>& y, const CuSeqlens& cu) {
+  const ToeplitzShape p = check_toeplitz_input(where, "x", x, cu);
+  op.check(where, p.channels, p.longest, !cu.present());
+  check_output(where, "y", y);
+  check_shape(where, "y", y, x.shape(), "[B, n, C], the shape of x");
+  check_disjoint(where, "y", y, "x", x);
+  check_disjoint(where, "y", y, "op.coefficients", op.coefficients);
+  return p;
+}
+
+}  // namespace detail
+}  // namespace lcsm
