@@ -6,6 +6,8 @@
 
 namespace lcsm::test {
 
+GatedOps* cpu_gated_ops(const cpu::Device& device);  // gated_backend_cpu.cpp
+
 ToeplitzOps* cpu_toeplitz_ops(const cpu::Device& device);  // toeplitz_backend_cpu.cpp
 
 namespace {
@@ -29,6 +31,7 @@ class CpuBackend final : public Backend {
   std::vector<Dtype> dtypes() const override { return {Dtype::f32, Dtype::f64}; }
   bool honours_chunk() const override { return true; }
   bool has_backward() const override { return true; }
+  GatedOps* gated() override { return cpu_gated_ops(device_); }
   ToeplitzOps* toeplitz() override { return cpu_toeplitz_ops(device_); }
 
   void lightning_forward(const LightningAttention& op, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o,

@@ -1,0 +1,194 @@
+// A gated-recurrence test problem: a case description, random inputs and gates rounded to the dtype
+// under test, and the float64 reference of the same rounded values.
+#pragma once
+
+#include <algorithm>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "lcsm/reference/gated.hpp"
+#include "support/compare.hpp"
+#include "support/gated_backend.hpp"
+
+namespace lcsm::test {
+
+// none: g = 0; weak: g in [-2e-3, 0] (cancellation-prone: the state sums ~1000 tokens); strong:
+// g = -20 per token (e^{-G} would overflow anything); mixed: g in [-1, 0] with one token in eight
+// at -20, so that weak gates follow strong ones inside a block.
+enum class GateStrength { none, weak, strong, mixed };
+
+inline const char* name(GateStrength g) {
+  switch (g) {
+    case GateStrength::none: return "none";
+    case GateStrength::weak: return "weak";
+    case GateStrength::strong: return "strong";
+    case GateStrength::mixed: return "mixed";
+  }
+  return "?";
+}
+
+struct GatedCase {
+  GateKind kind = GateKind::scalar;
+  index_t B = 1, T = 64, H = 2, K = 32, V = 32;
+  GateStrength gate = GateStrength::mixed;
+  bool with_state = false;
+  std::vector<index_t> varlen;  // lengths of packed sequences (then B = 1, T = their sum)
+  bool strided = false;         // q, k, v, o and the gate in [B, H, T, D] memory
+  index_t chunk = 64, sub_chunk = 16;
+  bool offsets64 = false;
+
+  std::string str() const {
+    std::ostringstream s;
+    s << name(kind) << " gate B=" << B << " T=" << T << " H=" << H << " K=" << K << " V=" << V << " gate=" << name(gate)
+      << " state=" << with_state << " strided=" << strided << " chunk=" << chunk;
+    if (kind == GateKind::vector) s << " sub_chunk=" << sub_chunk;
+    if (!varlen.empty()) {
+      s << " varlen={";
+      for (std::size_t i = 0; i < varlen.size(); ++i) s << (i ? "," : "") << varlen[i];
+      s << "}" << (offsets64 ? " int64" : " int32");
+    }
+    return s.str();
+  }
+  index_t sequences() const { return varlen.empty() ? B : static_cast<index_t>(varlen.size()); }
+  index_t gate_width() const { return kind == GateKind::scalar ? 1 : K; }
+};
+
+inline GatedCase gated_case(GateKind kind, index_t B, index_t T, index_t H, index_t K, index_t V, GateStrength g,
+                            bool state = false) {
+  GatedCase c;
+  c.kind = kind;
+  c.B = B;
+  c.T = T;
+  c.H = H;
+  c.K = K;
+  c.V = V;
+  c.gate = g;
+  c.with_state = state;
+  return c;
+}
+
+inline GatedCase gated_varlen_case(GateKind kind, std::vector<index_t> lengths, index_t H, index_t K, index_t V,
+                                   GateStrength g, bool state, bool offsets64 = false) {
+  GatedCase c = gated_case(kind, 1, 0, H, K, V, g, state);
+  for (index_t l : lengths) c.T += l;
+  c.varlen = std::move(lengths);
+  c.offsets64 = offsets64;
+  return c;
+}
+
+inline std::vector<double> gate_values(std::mt19937_64& rng, index_t n, GateStrength g, Dtype dtype) {
+  std::vector<double> x(n, 0.0);
+  std::uniform_real_distribution<double> weak(-2e-3, 0.0), unit(-1.0, 0.0);
+  std::uniform_int_distribution<int> eighth(0, 7);
+  for (auto& y : x) {
+    switch (g) {
+      case GateStrength::none: y = 0; break;
+      case GateStrength::weak: y = weak(rng); break;
+      case GateStrength::strong: y = -20.0; break;
+      case GateStrength::mixed: y = eighth(rng) == 0 ? -20.0 : unit(rng); break;
+    }
+    y = round_to(dtype, y);
+  }
+  return x;
+}
+
+struct GatedProblemData {
+  GatedCase c;
+  Dtype dtype;
+  GatedSpec spec;
+  Tensor q, k, v, s0, gate;
+  std::vector<double> qd, kd, vd, s0d, gd;
+  Offsets cu;
+
+  GatedProblemData(const GatedCase& cs, Dtype dt, std::uint64_t seed) : c(cs), dtype(dt) {
+    std::mt19937_64 rng(seed);
+    spec.kind = c.kind;
+    spec.chunk = c.chunk;
+    spec.sub_chunk = c.sub_chunk;
+    const Shape<4> qs{c.B, c.T, c.H, c.K}, vs{c.B, c.T, c.H, c.V}, gs{c.B, c.T, c.H, c.gate_width()};
+    auto make = [&](Dtype d, const Shape<4>& s) { return c.strided ? Tensor::transposed_layout(d, s) : Tensor(d, s); };
+    q = make(dt, qs);
+    k = make(dt, qs);
+    v = make(dt, vs);
+    gate = make(state_dtype(dt), gs);
+    qd = normal_values(rng, q.numel(), dt);
+    kd = normal_values(rng, k.numel(), dt);
+    vd = normal_values(rng, v.numel(), dt);
+    gd = gate_values(rng, gate.numel(), c.gate, state_dtype(dt));
+    q.assign(qd);
+    k.assign(kd);
+    v.assign(vd);
+    gate.assign(gd);
+    if (c.with_state) {
+      s0 = Tensor(state_dtype(dt), {c.sequences(), c.H, c.K, c.V});
+      s0d = normal_values(rng, s0.numel(), state_dtype(dt));
+      s0.assign(s0d);
+    }
+    if (!c.varlen.empty()) cu = Offsets::from_lengths(c.varlen, c.offsets64);
+  }
+
+  Tensor output() const {
+    Tensor o = c.strided ? Tensor::transposed_layout(dtype, {c.B, c.T, c.H, c.V}) : Tensor(dtype, {c.B, c.T, c.H, c.V});
+    o.poison();
+    return o;
+  }
+  Tensor key_output() const {
+    Tensor o = c.strided ? Tensor::transposed_layout(dtype, {c.B, c.T, c.H, c.K}) : Tensor(dtype, {c.B, c.T, c.H, c.K});
+    o.poison();
+    return o;
+  }
+  Tensor gate_output() const {
+    Tensor g(state_dtype(dtype), gate.shape(), gate.strides());
+    g.poison();
+    return g;
+  }
+  Tensor state_output() const {
+    Tensor s(state_dtype(dtype), {c.sequences(), c.H, c.K, c.V});
+    s.poison();
+    return s;
+  }
+  const Tensor* initial() const { return c.with_state ? &s0 : nullptr; }
+  const Offsets* offsets() const { return c.varlen.empty() ? nullptr : &cu; }
+  CuSeqlens cu_view() const { return c.varlen.empty() ? CuSeqlens{} : cu.view(); }
+
+  View<const double, 4> dview(const std::vector<double>& x, index_t D) const {
+    return lcsm::view(x.data(), {c.B, c.T, c.H, D});
+  }
+  View<const double, 4> s0_view() const {
+    return c.with_state ? lcsm::view(s0d.data(), {c.sequences(), c.H, c.K, c.V}) : View<const double, 4>{};
+  }
+  // f(op) with the float64 descriptor over gd.
+  template <class F>
+  void with_reference_op(F&& f) const {
+    if (c.kind == GateKind::scalar) {
+      ScalarGatedAttention<double> op;
+      op.log_gate = lcsm::view(gd.data(), {c.B, c.T, c.H});
+      f(op);
+    } else {
+      VectorGatedAttention<double> op;
+      op.log_gate = lcsm::view(gd.data(), {c.B, c.T, c.H, c.K});
+      f(op);
+    }
+  }
+  enum class Order { recurrent, parallel, direct };
+  // Reference output [B, T, H, V] and final state [N, H, K, V], row-major.
+  void reference(std::vector<double>& o, std::vector<double>& sT, Order order = Order::recurrent) const {
+    o.assign(c.B * c.T * c.H * c.V, 0.0);
+    sT.assign(c.sequences() * c.H * c.K * c.V, 0.0);
+    with_reference_op([&](const auto& op) {
+      auto ov = lcsm::view(o.data(), {c.B, c.T, c.H, c.V});
+      auto sv = lcsm::view(sT.data(), {c.sequences(), c.H, c.K, c.V});
+      if (order == Order::direct) {
+        reference::gated_direct(op, dview(qd, c.K), dview(kd, c.K), dview(vd, c.V), ov, s0_view(), cu_view());
+        sT.clear();
+      } else {
+        reference::gated_forward(op, dview(qd, c.K), dview(kd, c.K), dview(vd, c.V), ov, s0_view(), sv, cu_view(),
+                                 order == Order::parallel);
+      }
+    });
+  }
+};
+
+}  // namespace lcsm::test
