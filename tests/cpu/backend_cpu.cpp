@@ -6,6 +6,8 @@
 
 namespace lcsm::test {
 
+CosformerOps* cpu_cosformer_ops(const cpu::Device& device);  // cosformer_backend_cpu.cpp
+
 GatedOps* cpu_gated_ops(const cpu::Device& device);  // gated_backend_cpu.cpp
 
 ToeplitzOps* cpu_toeplitz_ops(const cpu::Device& device);  // toeplitz_backend_cpu.cpp
@@ -31,6 +33,7 @@ class CpuBackend final : public Backend {
   std::vector<Dtype> dtypes() const override { return {Dtype::f32, Dtype::f64}; }
   bool honours_chunk() const override { return true; }
   bool has_backward() const override { return true; }
+  CosformerOps* cosformer() override { return cpu_cosformer_ops(device_); }
   GatedOps* gated() override { return cpu_gated_ops(device_); }
   ToeplitzOps* toeplitz() override { return cpu_toeplitz_ops(device_); }
 
