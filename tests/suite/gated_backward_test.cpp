@@ -1,0 +1,213 @@
+// The gated recurrences' backward on the backend under test, against the float64 reference backward
+// (the EOS mapping), and the gate gradient against finite differences on tiny float64 shapes.
+#include <catch2/catch.hpp>
+#include <cmath>
+
+#include "suite/gated_problem.hpp"
+#include "suite/seeds.hpp"
+
+using namespace lcsm;
+using namespace lcsm::test;
+
+namespace {
+
+const GateKind kGates[] = {GateKind::scalar, GateKind::vector};
+
+GatedOps* ops() {
+  GatedOps* g = backend().gated();
+  if (!g) WARN(backend().name() << " has no gated operators yet: nothing checked");
+  return g;
+}
+
+struct Reference {
+  std::vector<double> dq, dk, dv, ds0, dg, sT;
+};
+
+Reference reference_backward(const GatedProblemData& p, const std::vector<double>& dod,
+                             const std::vector<double>& dsTd) {
+  const GatedCase& c = p.c;
+  const index_t N = c.sequences();
+  Reference r;
+  r.dq.resize(p.qd.size());
+  r.dk.resize(p.kd.size());
+  r.dv.resize(p.vd.size());
+  r.ds0.resize(N * c.H * c.K * c.V);
+  auto mut = [&](std::vector<double>& x, index_t D) { return lcsm::view(x.data(), {c.B, c.T, c.H, D}); };
+  p.with_reference_op([&](const auto& op) {
+    r.dg =
+        reference::gated_backward(op, p.dview(p.qd, c.K), p.dview(p.kd, c.K), p.dview(p.vd, c.V), p.dview(dod, c.V),
+                                  mut(r.dq, c.K), mut(r.dk, c.K), mut(r.dv, c.V), p.s0_view(),
+                                  c.with_state ? lcsm::view(dsTd.data(), {N, c.H, c.K, c.V}) : View<const double, 4>{},
+                                  lcsm::view(r.ds0.data(), {N, c.H, c.K, c.V}), p.cu_view())
+            .d_log_gate;
+  });
+  std::vector<double> o;
+  p.reference(o, r.sT);
+  return r;
+}
+
+void check_backward(const GatedCase& c, Dtype dtype) {
+  const std::uint64_t seed = fresh_seed();
+  INFO(backend().name() << " " << name(dtype) << " " << c.str() << " seed=" << seed);
+  const GatedProblemData p(c, dtype, seed);
+  std::mt19937_64 rng(seed ^ 0xD1B54A32D192ED03ull);
+  Tensor d_o = p.output();
+  const std::vector<double> dod = normal_values(rng, d_o.numel(), dtype);
+  d_o.assign(dod);
+  Tensor dsT = p.state_output();
+  std::vector<double> dsTd;
+  if (c.with_state) {
+    dsTd = normal_values(rng, dsT.numel(), state_dtype(dtype));
+    dsT.assign(dsTd);
+  }
+  const Reference ref = reference_backward(p, dod, dsTd);
+  Tensor dq = p.key_output(), dk = p.key_output(), dv = p.output(), ds0 = p.state_output(), dg = p.gate_output();
+  ops()->backward(p.spec, p.gate, p.q, p.k, p.v, d_o, p.initial(), c.with_state ? &dsT : nullptr,
+                  {&dq, &dk, &dv, &ds0, &dg}, p.offsets());
+  const struct {
+    const char* what;
+    std::vector<double> got;
+    const std::vector<double>& want;
+    Dtype dt;
+  } checks[] = {{"dq", dq.to_double(), ref.dq, dtype},
+                {"dk", dk.to_double(), ref.dk, dtype},
+                {"dv", dv.to_double(), ref.dv, dtype},
+                {"d_initial_state", ds0.to_double(), ref.ds0, state_dtype(dtype)}};
+  for (const auto& ch : checks) {
+    const Verdict v = judge(ch.got, ch.want, tolerance(ch.dt, ch.want, 2.0));
+    INFO(ch.what << ": " << v.str());
+    CHECK(v.ok);
+  }
+  // dg_t = sum_{s>=t} (q_s (.) dq_s - k_s (.) dk_s) + sum_v dS_T (.) S_T sums terms of both signs: its
+  // error is judged against the magnitude of those terms, not against the (possibly cancelled) sum.
+  const index_t W = c.gate_width(), N = c.sequences();
+  const Sequences seqs(c.B, c.T, p.cu_view());
+  const std::vector<double> got = dg.to_double();
+  const double unit = dtype == Dtype::f64 ? 1e-12 : 3e-6;
+  index_t bad = 0;
+  std::string first;
+  for (index_t n = 0; n < N; ++n)
+    for (index_t h = 0; h < c.H; ++h) {
+      std::vector<double> mag(W, 0.0);
+      if (c.with_state)
+        for (index_t a = 0; a < c.K; ++a)
+          for (index_t b = 0; b < c.V; ++b) {
+            const index_t i = ((n * c.H + h) * c.K + a) * c.V + b;
+            mag[W == 1 ? 0 : a] += std::fabs(dsTd[i] * ref.sT[i]);
+          }
+      for (index_t t = seqs[n].length - 1; t >= 0; --t) {
+        const index_t tt = seqs[n].start + t, b = seqs[n].batch;
+        for (index_t d = 0; d < c.K; ++d) {
+          const index_t i = ((b * c.T + tt) * c.H + h) * c.K + d;
+          mag[W == 1 ? 0 : d] += std::fabs(p.qd[i] * ref.dq[i]) + std::fabs(p.kd[i] * ref.dk[i]);
+        }
+        for (index_t w = 0; w < W; ++w) {
+          const index_t i = ((b * c.T + tt) * c.H + h) * W + w;
+          const double err = std::fabs(got[i] - ref.dg[i]);
+          if (!(err <= unit * (mag[w] + std::fabs(ref.dg[i])) + 1e-300)) {
+            if (bad++ == 0)
+              first = "d_log_gate at token " + std::to_string(tt) + " head " + std::to_string(h) + " key " +
+                      std::to_string(w) + ": " + std::to_string(got[i]) + " vs reference " + std::to_string(ref.dg[i]) +
+                      ", term magnitude " + std::to_string(mag[w]);
+          }
+        }
+      }
+    }
+  INFO(bad << " gate gradients out of tolerance; first: " << first);
+  CHECK(bad == 0);
+}
+
+}  // namespace
+
+TEST_CASE("gated backward: shapes, gates and states", "[gated][backward]") {
+  if (!ops() || !backend().has_backward()) return;
+  for (GateKind g : kGates)
+    for (Dtype dt : backend().dtypes()) {
+      for (index_t T : {1, 63, 64, 65, 200})
+        for (bool state : {false, true}) check_backward(gated_case(g, 2, T, 2, 32, 32, GateStrength::mixed, state), dt);
+      for (GateStrength s : {GateStrength::none, GateStrength::weak, GateStrength::strong})
+        check_backward(gated_case(g, 1, 150, 3, 48, 40, s, true), dt);
+      check_backward(gated_case(g, 1, 1000, 1, 64, 64, GateStrength::weak, true), dt);   // one head: segments
+      check_backward(gated_case(g, 1, 1000, 1, 32, 32, GateStrength::mixed, true), dt);  // one head: segments
+      check_backward(gated_case(g, 1, 130, 2, 100, 60, GateStrength::mixed, true), dt);
+      check_backward(gated_case(g, 1, 200, 11, 32, 32, GateStrength::mixed, true), dt);  // groups of heads
+    }
+}
+
+TEST_CASE("gated backward: varlen and strided memory", "[gated][backward][varlen]") {
+  if (!ops() || !backend().has_backward()) return;
+  for (GateKind g : kGates)
+    for (Dtype dt : backend().dtypes()) {
+      check_backward(gated_varlen_case(g, {1, 63, 300, 64}, 2, 32, 32, GateStrength::mixed, true), dt);
+      check_backward(gated_varlen_case(g, {50, 0, 80}, 1, 16, 24, GateStrength::weak, false, true), dt);
+      check_backward(gated_varlen_case(g, {700, 900}, 1, 16, 16, GateStrength::mixed, true), dt);  // segments
+      GatedCase c = gated_case(g, 2, 90, 2, 32, 32, GateStrength::mixed, true);
+      c.strided = true;
+      check_backward(c, dt);
+    }
+}
+
+TEST_CASE("gated backward: independent of the chunk size", "[gated][backward][invariant]") {
+  if (!ops() || !backend().has_backward() || !backend().honours_chunk()) return;
+  for (GateKind g : kGates)
+    for (Dtype dt : backend().dtypes())
+      for (index_t chunk : {1, 16, 64, 100}) {
+        GatedCase c = gated_case(g, 1, 257, 2, 32, 32, GateStrength::mixed, true);
+        c.chunk = chunk;
+        c.sub_chunk = std::min<index_t>(chunk, 16);
+        check_backward(c, dt);
+      }
+  for (Dtype dt : backend().dtypes())
+    for (index_t sub : {1, 5, 64}) {
+      GatedCase c = gated_case(GateKind::vector, 1, 200, 2, 24, 16, GateStrength::mixed, true);
+      c.sub_chunk = sub;
+      check_backward(c, dt);
+    }
+}
+
+// L = <w, o> + <w_s, final state> on tiny float64 shapes: the backend's d_log_gate against central
+// differences of the reference forward (step 1e-6, error O(h^2)).
+TEST_CASE("gated backward: the gate gradient agrees with finite differences", "[gated][backward]") {
+  if (!ops() || !backend().has_backward()) return;
+  for (GateKind g : kGates)
+    for (bool varlen : {false, true}) {
+      const std::uint64_t seed = fresh_seed();
+      INFO(name(g) << " varlen=" << varlen << " seed=" << seed);
+      GatedCase c = varlen ? gated_varlen_case(g, {3, 0, 9}, 2, 3, 2, GateStrength::mixed, true)
+                           : gated_case(g, 2, 7, 2, 3, 2, GateStrength::mixed, true);
+      c.chunk = 4;
+      c.sub_chunk = 2;
+      GatedProblemData p(c, Dtype::f64, seed);
+      std::uniform_real_distribution<double> u(-1.5, -0.05);
+      std::mt19937_64 rng(seed + 1);
+      for (auto& x : p.gd) x = u(rng);
+      p.gate.assign(p.gd);
+      Tensor w = p.output(), ws = p.state_output();
+      const auto wd = normal_values(rng, w.numel(), Dtype::f64), wsd = normal_values(rng, ws.numel(), Dtype::f64);
+      w.assign(wd);
+      ws.assign(wsd);
+      Tensor dq = p.key_output(), dk = p.key_output(), dv = p.output(), ds0 = p.state_output(), dg = p.gate_output();
+      ops()->backward(p.spec, p.gate, p.q, p.k, p.v, w, p.initial(), &ws, {&dq, &dk, &dv, &ds0, &dg}, p.offsets());
+      auto loss = [&] {
+        std::vector<double> o, sT;
+        p.reference(o, sT);
+        double l = 0;
+        for (std::size_t i = 0; i < o.size(); ++i) l += wd[i] * o[i];
+        for (std::size_t i = 0; i < sT.size(); ++i) l += wsd[i] * sT[i];
+        return l;
+      };
+      std::vector<double> numeric(p.gd.size());
+      for (std::size_t i = 0; i < p.gd.size(); ++i) {
+        const double keep = p.gd[i], h = 1e-6;
+        p.gd[i] = keep + h;
+        const double up = loss();
+        p.gd[i] = keep - h;
+        const double down = loss();
+        p.gd[i] = keep;
+        numeric[i] = (up - down) / (2 * h);
+      }
+      const Verdict v = judge(dg.to_double(), numeric, {1e-7, 1e-6});
+      INFO("d_log_gate: " << v.str());
+      CHECK(v.ok);
+    }
+}
