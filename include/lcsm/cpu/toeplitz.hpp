@@ -1,15 +1,18 @@
 // Toeplitz long convolution on the CPU: y[b, t, c] = sum_s a[c, t - s] x[b, s, c].
 //
-// Work runs over blocks of up to 16 channels (and over sequences as well when there are fewer
-// blocks than threads). Per sequence, op.use_fft(length) picks the path:
+// Work runs over blocks of 8 channels (and over sequences as well when there are fewer blocks
+// than threads). Per sequence, op.use_fft(length) picks the path:
 // - direct: the O(l^2) sums with the block's channels side by side (cpu/toeplitz_kernels.hpp);
-// - FFT: channel by channel, real FFTs of length L >= 2l - 1 (4 * 2^a 3^b 5^c). The coefficient
-//   spectrum of a channel is made once and reused for every sequence of the same length; backward
-//   sums the da spectra DY . conj(X) of all sequences of one FFT length before one inverse FFT.
+// - FFT: the block's channels as the 8 lanes of one real FFT (cpu/lane_fft.hpp) of length
+//   L = 2^k >= 2l - 1 (a linear, not circular, convolution), a_r at row r mod L:
+//     y = IFFT(A . X)[0, l),  dx = IFFT(conj(A) . DY)[0, l),  da_r = IFFT(sum DY . conj(X))[r mod L].
+//   The coefficient spectrum of a block is made once per call and sequence length and reused for
+//   every sequence of that length; backward sums the da spectra of all sequences of one FFT length
+//   before one inverse FFT.
 // NaN and Inf: an FFT would spread one non-finite value over every output of its channel, so a
-// (sequence, channel) whose x (dy) column or coefficient row holds one takes the direct path,
-// where a non-finite value reaches exactly the outputs whose sums contain it. That column then
-// costs O(l^2).
+// (sequence, channel) whose x (dy) column or coefficient row holds one is zeroed in the FFT and
+// recomputed by the direct sums, where a non-finite value reaches exactly the outputs whose sums
+// contain it. That column then costs O(l^2).
 #pragma once
 
 #include <cmath>
@@ -18,6 +21,7 @@
 
 #include "lcsm/core/dtype.hpp"
 #include "lcsm/cpu/device.hpp"
+#include "lcsm/cpu/lane_fft.hpp"
 #include "lcsm/cpu/toeplitz_kernels.hpp"
 #include "lcsm/ops/problem.hpp"
 #include "lcsm/ops/toeplitz.hpp"
@@ -30,7 +34,7 @@ namespace cpu::detail {
 template <class T>
 using fft_t = state_t<T>;
 
-constexpr index_t kToeplitzBlock = 16;
+constexpr int kToeplitzBlock = 8;  // channels per work item: the lanes of one FFT
 
 // Blocks of channels and, when there are fewer blocks than threads, single sequences.
 struct ToeplitzItem {
@@ -83,87 +87,168 @@ void store_block(const std::vector<S>& buf, const View<T, 3>& y, const Sequence&
     for (index_t lane = 0; lane < w; ++lane) y(sq.batch, sq.start + t, c0 + lane) = static_cast<T>(buf[t * w + lane]);
 }
 
-// Column c of sequence sq into dst[0, l) and zeros up to dst.size(); returns whether it is finite.
+// The FFT of a block: W lanes, channels [c0, c0 + w) and zero lanes after them.
+template <class T>
+struct FftBlocks {
+  using F = fft_t<T>;
+  static constexpr int W = kToeplitzBlock;
+  LaneFft<F, W> fft;
+  std::vector<F> buf, are, aim, xre, xim, yre, yim, accre, accim;  // [L][W] and spectra [L / 2 + 1][W]
+  void plan(index_t L) {
+    if (fft.length() == L) return;
+    fft.plan(L);
+    buf.assign(static_cast<std::size_t>(L * W), F(0));
+    for (auto* v : {&are, &aim, &xre, &xim, &yre, &yim, &accre, &accim})
+      v->assign(static_cast<std::size_t>(fft.bins() * W), F(0));
+  }
+  index_t L() const { return fft.length(); }
+};
+
+// buf = rows [0, l) of channels [c0, c0 + w) of x, zero elsewhere; lanes holding a non-finite value
+// are zeroed too and flagged in `bad` (they take the direct path).
 template <class T, class F>
-bool load_column(const View<const T, 3>& x, const Sequence& sq, index_t c, std::vector<F>& dst) {
-  const T* p = &x(sq.batch, sq.start, c);
-  const index_t st = x.stride(1);
-  for (index_t t = 0; t < sq.length; ++t) dst[t] = static_cast<F>(p[t * st]);
-  std::fill(dst.begin() + sq.length, dst.end(), F(0));
-  return column_finite(dst.data(), 1, sq.length);
+void load_fft_block(const View<const T, 3>& x, const Sequence& sq, index_t c0, index_t w, std::vector<F>& buf,
+                    bool* bad) {
+  constexpr int W = kToeplitzBlock;
+  std::fill(buf.begin(), buf.end(), F(0));
+  F probe[W] = {};
+  for (index_t t = 0; t < sq.length; ++t) {
+    F* row = buf.data() + t * W;
+    for (index_t lane = 0; lane < w; ++lane) row[lane] = static_cast<F>(x(sq.batch, sq.start + t, c0 + lane));
+    for (int lane = 0; lane < W; ++lane) probe[lane] += row[lane] * F(0);
+  }
+  for (int lane = 0; lane < W; ++lane) {
+    bad[lane] = std::isnan(probe[lane]);
+    if (bad[lane])
+      for (index_t t = 0; t < sq.length; ++t) buf[t * W + lane] = F(0);
+  }
 }
+
+// The coefficient spectrum of channels [c0, c0 + w) for sequences of length l: a_r at row r mod L
+// (|r| < l), lanes whose coefficients are not finite (bad_a) zeroed.
+template <class T>
+void coefficient_spectrum(FftBlocks<T>& f, const ToeplitzConvolution<T>& op, index_t c0, index_t w, index_t l,
+                          const bool* bad_a) {
+  using F = fft_t<T>;
+  constexpr int W = kToeplitzBlock;
+  const index_t L = f.L(), center = op.center();
+  std::fill(f.buf.begin(), f.buf.end(), F(0));
+  for (index_t lane = 0; lane < w; ++lane) {
+    if (bad_a[lane]) continue;
+    for (index_t r = 0; r < l; ++r) f.buf[r * W + lane] = static_cast<F>(op.coefficients(c0 + lane, center + r));
+    if (!op.causal)
+      for (index_t r = 1; r < l; ++r)
+        f.buf[(L - r) * W + lane] = static_cast<F>(op.coefficients(c0 + lane, center - r));
+  }
+  f.fft.forward(f.buf.data(), f.are.data(), f.aim.data());
+}
+
+// out = (conj(p) if conj_p else p) * q / scale, elementwise over spectra.
+template <class F>
+void spectrum_product(const std::vector<F>& pr, const std::vector<F>& pi, bool conj_p, const std::vector<F>& qr,
+                      const std::vector<F>& qi, F scale, std::vector<F>& outr, std::vector<F>& outi) {
+  const F s = conj_p ? F(-1) : F(1);
+  for (std::size_t e = 0; e < outr.size(); ++e) {
+    const F ar = pr[e], ai = s * pi[e];
+    outr[e] = scale * (ar * qr[e] - ai * qi[e]);
+    outi[e] = scale * (ar * qi[e] + ai * qr[e]);
+  }
+}
+
+// Rows [0, l) of lanes [0, w) of buf into channels [c0, c0 + w) of y, skipping lanes in `skip`.
 template <class T, class F>
-void store_column(const std::vector<F>& src, F scale, const View<T, 3>& y, const Sequence& sq, index_t c) {
-  T* p = &y(sq.batch, sq.start, c);
-  const index_t st = y.stride(1);
-  for (index_t t = 0; t < sq.length; ++t) p[t * st] = static_cast<T>(scale * src[t]);
+void store_fft_block(const std::vector<F>& buf, const View<T, 3>& y, const Sequence& sq, index_t c0, index_t w,
+                     const bool* skip) {
+  constexpr int W = kToeplitzBlock;
+  for (index_t t = 0; t < sq.length; ++t)
+    for (index_t lane = 0; lane < w; ++lane)
+      if (!skip[lane]) y(sq.batch, sq.start + t, c0 + lane) = static_cast<T>(buf[t * W + lane]);
 }
 
 // Per-worker scratch.
 template <class T>
 struct ToeplitzWorkspace {
   using S = state_t<T>;
-  using F = fft_t<T>;
-  FftWorkspace<F> fft;
-  std::vector<S> coef, xb, yb, gb, lane_coef, acc;
+  FftBlocks<T> fft;
+  std::vector<S> coef, xb, yb, gb, acc;
 };
 
-// Whether channel c's coefficients are all finite.
+// Which lanes of channels [c0, c0 + w) hold a non-finite coefficient (lanes past w: none).
 template <class T>
-bool coefficients_finite(const ToeplitzConvolution<T>& op, index_t c) {
-  return column_finite(&op.coefficients(c, 0), op.coefficients.stride(1), op.coefficients.size(1));
+void coefficient_flags(const ToeplitzConvolution<T>& op, index_t c0, index_t w, bool* bad) {
+  for (int lane = 0; lane < kToeplitzBlock; ++lane)
+    bad[lane] =
+        lane < w && !column_finite(&op.coefficients(c0 + lane, 0), op.coefficients.stride(1), op.coefficients.size(1));
 }
 
-// The spectrum of channel c's coefficients for sequences of length l, in ws.fft.a.
-template <class T, class F>
-void channel_spectrum(const ToeplitzConvolution<T>& op, FftWorkspace<F>& ws, index_t c, index_t l) {
-  const index_t center = op.center();
-  coefficient_spectrum(ws, l, op.causal, [&](index_t r) { return op.coefficients(c, center + r); });
+// The direct sums for one lane (a channel whose FFT would spread a non-finite value).
+template <class T>
+void direct_forward_lane(ToeplitzWorkspace<T>& ws, const ToeplitzConvolution<T>& op, const View<const T, 3>& x,
+                         const View<T, 3>& y, const Sequence& sq, index_t c) {
+  using S = state_t<T>;
+  const auto a = load_coefficients(op, c, 1, sq.length, ws.coef);
+  load_block(x, sq, c, 1, ws.xb);
+  ws.yb.resize(ws.xb.size());
+  direct_forward<S>(a, {ws.xb.data(), 1}, {ws.yb.data(), 1}, sq.length, 1);
+  store_block(ws.yb, y, sq, c, 1);
 }
 
-// y for one (sequence, channel) through the FFT; false (nothing written) when x is not finite.
+// y for the FFT sequences of one item.
 template <class T>
-bool fft_forward_column(ToeplitzWorkspace<T>& ws, const ToeplitzConvolution<T>& op, const View<const T, 3>& x,
-                        const View<T, 3>& y, const Sequence& sq, index_t c, index_t& spectrum_of) {
+void fft_forward_item(ToeplitzWorkspace<T>& ws, const ToeplitzConvolution<T>& op, const View<const T, 3>& x,
+                      const View<T, 3>& y, const Sequences& seqs, const ToeplitzItem& it) {
   using F = fft_t<T>;
-  auto& f = ws.fft;
-  const index_t L = fft_length(2 * sq.length - 1);
-  if (f.length != L) {
-    f.resize(L);
-    spectrum_of = -1;
+  constexpr int W = kToeplitzBlock;
+  FftBlocks<T>& f = ws.fft;
+  bool bad_a[W], bad_x[W], skip[W];
+  coefficient_flags(op, it.c0, it.w, bad_a);
+  index_t spectrum_of = -1;
+  for (index_t n = it.seq0; n < it.seq1; ++n) {
+    const Sequence sq = seqs[n];
+    if (sq.length == 0 || !op.use_fft(sq.length)) continue;
+    const index_t L = fft_length(2 * sq.length - 1);
+    if (f.L() != L) spectrum_of = -1;
+    f.plan(L);
+    if (spectrum_of != sq.length) {
+      coefficient_spectrum(f, op, it.c0, it.w, sq.length, bad_a);
+      spectrum_of = sq.length;
+    }
+    load_fft_block(x, sq, it.c0, it.w, f.buf, bad_x);
+    f.fft.forward(f.buf.data(), f.xre.data(), f.xim.data());
+    spectrum_product(f.are, f.aim, false, f.xre, f.xim, F(1) / static_cast<F>(L), f.yre, f.yim);
+    f.fft.inverse(f.yre.data(), f.yim.data(), f.buf.data());
+    for (int lane = 0; lane < W; ++lane) skip[lane] = bad_a[lane] || bad_x[lane];
+    store_fft_block(f.buf, y, sq, it.c0, it.w, skip);
+    for (index_t lane = 0; lane < it.w; ++lane)
+      if (skip[lane]) direct_forward_lane(ws, op, x, y, sq, it.c0 + lane);
   }
-  if (spectrum_of != sq.length) {
-    channel_spectrum(op, f, c, sq.length);
-    spectrum_of = sq.length;
-  }
-  if (!load_column(x, sq, c, f.real)) return false;
-  f.forward(f.x);
-  for (std::size_t k = 0; k < f.y.size(); ++k) f.y[k] = f.a[k] * f.x[k];
-  f.inverse(f.y);
-  store_column(f.real, F(1) / static_cast<F>(L), y, sq, c);
-  return true;
 }
 
-// dx and the da spectrum of the FFT sequences of one channel; non-finite columns take the direct
-// sums. dacc: [count][w] doubles of the item, this channel's column at `lane`.
+// dx and da (added to dacc, [count][w] doubles) for the FFT sequences of one item. The da spectra
+// DY . conj(X) of all sequences of one FFT length are summed before one inverse FFT.
 template <class T>
-void fft_backward_channel(ToeplitzWorkspace<T>& ws, const ToeplitzConvolution<T>& op, const View<const T, 3>& x,
-                          const View<const T, 3>& dy, const View<T, 3>& dx, bool want_da, const Sequences& seqs,
-                          const ToeplitzItem& it, index_t lane, std::vector<double>& dacc) {
+void fft_backward_item(ToeplitzWorkspace<T>& ws, const ToeplitzConvolution<T>& op, const View<const T, 3>& x,
+                       const View<const T, 3>& dy, const View<T, 3>& dx, bool want_da, const Sequences& seqs,
+                       const ToeplitzItem& it, std::vector<double>& dacc) {
   using S = state_t<T>;
   using F = fft_t<T>;
-  auto& f = ws.fft;
-  const index_t c = it.c0 + lane, w = it.w, center = op.center();
-  const bool finite_a = coefficients_finite(op, c);
+  constexpr int W = kToeplitzBlock;
+  FftBlocks<T>& f = ws.fft;
+  const index_t w = it.w, center = op.center();
+  bool bad_a[W], bad_x[W], bad_dy[W], skip[W];
+  coefficient_flags(op, it.c0, w, bad_a);
   index_t spectrum_of = -1, acc_max = 0;
   bool acc_open = false;
   auto flush = [&] {  // da_r += IFFT(sum DY . conj(X))[r mod L] / L
     if (!acc_open) return;
-    f.inverse(f.acc);
-    const double scale = 1.0 / static_cast<double>(f.length);
-    for (index_t r = 0; r < acc_max; ++r) dacc[(center + r) * w + lane] += scale * f.real[r];
+    const index_t L = f.L();
+    f.fft.inverse(f.accre.data(), f.accim.data(), f.buf.data());
+    const double scale = 1.0 / static_cast<double>(L);
+    for (index_t r = 0; r < acc_max; ++r)
+      for (index_t lane = 0; lane < w; ++lane) dacc[(center + r) * w + lane] += scale * f.buf[r * W + lane];
     if (!op.causal)
-      for (index_t r = 1; r < acc_max; ++r) dacc[(center - r) * w + lane] += scale * f.real[f.length - r];
+      for (index_t r = 1; r < acc_max; ++r)
+        for (index_t lane = 0; lane < w; ++lane) dacc[(center - r) * w + lane] += scale * f.buf[(L - r) * W + lane];
     acc_open = false;
   };
   for (index_t n = it.seq0; n < it.seq1; ++n) {
@@ -171,51 +256,54 @@ void fft_backward_channel(ToeplitzWorkspace<T>& ws, const ToeplitzConvolution<T>
     const index_t l = sq.length;
     if (l == 0 || !op.use_fft(l)) continue;
     const index_t L = fft_length(2 * l - 1);
-    if (f.length != L) {
+    if (f.L() != L) {
       flush();
-      f.resize(L);
       spectrum_of = -1;
     }
-    const bool want_dx = dx.present();
-    if (want_dx && finite_a && spectrum_of != l) {
-      channel_spectrum(op, f, c, l);
+    f.plan(L);
+    if (dx.present() && spectrum_of != l) {
+      coefficient_spectrum(f, op, it.c0, w, l, bad_a);
       spectrum_of = l;
     }
-    bool finite_x = true;
     if (want_da) {
-      finite_x = load_column(x, sq, c, f.real);
-      if (finite_x) f.forward(f.x);
+      load_fft_block(x, sq, it.c0, w, f.buf, bad_x);
+      f.fft.forward(f.buf.data(), f.xre.data(), f.xim.data());
     }
-    const bool finite_dy = load_column(dy, sq, c, f.real);
-    if (finite_dy) f.forward(f.y);
+    load_fft_block(dy, sq, it.c0, w, f.buf, bad_dy);
+    f.fft.forward(f.buf.data(), f.yre.data(), f.yim.data());
     if (want_da) {
-      if (finite_x && finite_dy) {
-        if (!acc_open) {
-          std::fill(f.acc.begin(), f.acc.end(), typename FftWorkspace<F>::Complex(0));
-          acc_open = true;
-          acc_max = 0;
+      if (!acc_open) {
+        std::fill(f.accre.begin(), f.accre.end(), F(0));
+        std::fill(f.accim.begin(), f.accim.end(), F(0));
+        acc_open = true;
+        acc_max = 0;
+      }
+      for (std::size_t e = 0; e < f.accre.size(); ++e) {  // += DY conj(X)
+        f.accre[e] += f.yre[e] * f.xre[e] + f.yim[e] * f.xim[e];
+        f.accim[e] += f.yim[e] * f.xre[e] - f.yre[e] * f.xim[e];
+      }
+      acc_max = std::max(acc_max, l);
+      for (index_t lane = 0; lane < w; ++lane)  // lanes zeroed for the FFT: their direct sums
+        if (bad_x[lane] || bad_dy[lane]) {
+          load_block(x, sq, it.c0 + lane, 1, ws.xb);
+          load_block(dy, sq, it.c0 + lane, 1, ws.gb);
+          direct_coefficient_grad<S>({ws.xb.data(), 1}, {ws.gb.data(), 1}, l, 1, op.causal, center, dacc.data() + lane,
+                                     w, ws.acc);
         }
-        for (std::size_t k = 0; k < f.acc.size(); ++k) f.acc[k] += f.y[k] * std::conj(f.x[k]);
-        acc_max = std::max(acc_max, l);
-      } else {
-        load_block(x, sq, c, 1, ws.xb);
-        load_block(dy, sq, c, 1, ws.gb);
-        direct_coefficient_grad<S>({ws.xb.data(), 1}, {ws.gb.data(), 1}, l, 1, op.causal, center, dacc.data() + lane, w,
-                                   ws.acc);
-      }
     }
-    if (want_dx) {
-      if (finite_a && finite_dy) {
-        for (std::size_t k = 0; k < f.x.size(); ++k) f.x[k] = std::conj(f.a[k]) * f.y[k];
-        f.inverse(f.x);
-        store_column(f.real, F(1) / static_cast<F>(L), dx, sq, c);
-      } else {
-        const auto a = load_coefficients(op, c, 1, l, ws.lane_coef);
-        load_block(dy, sq, c, 1, ws.gb);
-        ws.yb.resize(ws.gb.size());
-        direct_input_grad<S>(a, {ws.gb.data(), 1}, {ws.yb.data(), 1}, l, 1);
-        store_block(ws.yb, dx, sq, c, 1);
-      }
+    if (dx.present()) {  // DX = conj(A) DY
+      spectrum_product(f.are, f.aim, true, f.yre, f.yim, F(1) / static_cast<F>(L), f.xre, f.xim);
+      f.fft.inverse(f.xre.data(), f.xim.data(), f.buf.data());
+      for (int lane = 0; lane < W; ++lane) skip[lane] = bad_a[lane] || bad_dy[lane];
+      store_fft_block(f.buf, dx, sq, it.c0, w, skip);
+      for (index_t lane = 0; lane < w; ++lane)
+        if (skip[lane]) {
+          const auto a = load_coefficients(op, it.c0 + lane, 1, l, ws.coef);
+          load_block(dy, sq, it.c0 + lane, 1, ws.gb);
+          ws.yb.resize(ws.gb.size());
+          direct_input_grad<S>(a, {ws.gb.data(), 1}, {ws.yb.data(), 1}, l, 1);
+          store_block(ws.yb, dx, sq, it.c0 + lane, 1);
+        }
     }
   }
   flush();
@@ -251,23 +339,8 @@ void forward(const cpu::Device& device, const ToeplitzConvolution<T>& op, detail
       direct_forward<S>(a, {ws.xb.data(), it.w}, {ws.yb.data(), it.w}, sq.length, it.w);
       store_block(ws.yb, y, sq, it.c0, it.w);
     }
-    // FFT sequences: channel by channel, one coefficient spectrum per channel and length.
-    for (index_t lane = 0; lane < it.w; ++lane) {
-      const index_t c = it.c0 + lane;
-      const bool finite_a = coefficients_finite(op, c);
-      index_t spectrum_of = -1;
-      for (index_t n = it.seq0; n < it.seq1; ++n) {
-        const Sequence sq = seqs[n];
-        if (sq.length == 0 || !op.use_fft(sq.length)) continue;
-        if (finite_a && fft_forward_column(ws, op, x, y, sq, c, spectrum_of)) continue;
-        // A non-finite value: the direct sums, so that it reaches only the outputs it is in.
-        const auto a = load_coefficients(op, c, 1, sq.length, ws.lane_coef);
-        load_block(x, sq, c, 1, ws.xb);
-        ws.yb.resize(ws.xb.size());
-        direct_forward<S>(a, {ws.xb.data(), 1}, {ws.yb.data(), 1}, sq.length, 1);
-        store_block(ws.yb, y, sq, c, 1);
-      }
-    }
+    // FFT sequences: the block's channels as the lanes of one transform.
+    fft_forward_item(ws, op, x, y, seqs, it);
   });
 }
 
@@ -329,8 +402,7 @@ void backward(const cpu::Device& device, const ToeplitzConvolution<T>& op, detai
         store_block(ws.yb, dx, sq, it.c0, it.w);
       }
     }
-    for (index_t lane = 0; lane < it.w; ++lane)
-      fft_backward_channel(ws, op, x, dy, dx, da.present(), seqs, it, lane, dacc);
+    fft_backward_item(ws, op, x, dy, dx, da.present(), seqs, it, dacc);
     if (!da.present()) return;
     if (split) {
       partial[i] = std::move(dacc);
