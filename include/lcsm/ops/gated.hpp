@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cmath>
+#include <limits>
 #include <optional>
 
 #include "lcsm/core/dtype.hpp"
@@ -22,25 +23,40 @@ namespace lcsm {
 namespace detail {
 
 // The log-gate view: shape [B, T, H] or [B, T, H, K], valid memory, every value finite and <= 0
-// (the first offending index and value are reported).
+// (the first offending index and value are reported). One pass over the rows of the last dimension;
+// the per-element test is a branch-free reduction, so the check costs a read of the gate.
 template <class G, int Rank>
 void check_log_gate(const char* where, const View<const G, Rank>& g, const Shape<Rank>& expected, const char* layout) {
   check_memory(where, "op.log_gate", g);
   check_shape(where, "op.log_gate", g, expected, layout);
-  const index_t n = g.numel();
+  if (g.numel() == 0) return;
+  const index_t n = g.size(Rank - 1), st = g.stride(Rank - 1);
+  const G lowest = std::numeric_limits<G>::lowest();
   Shape<Rank> idx{};
-  for (index_t e = 0; e < n; ++e) {
-    index_t rest = e;
-    for (int d = Rank - 1; d >= 0; --d) {
-      idx[d] = rest % g.size(d);
-      rest /= g.size(d);
-    }
+  for (;;) {
     index_t off = 0;
-    for (int d = 0; d < Rank; ++d) off += idx[d] * g.stride(d);
-    const G x = g.data()[off];
-    if (!(std::isfinite(x) && x <= G(0)))
-      throw_argument(where, "op.log_gate", "finite g <= 0 (gate = exp(g) in (0, 1])",
-                     concat("g", dims_string<Rank>(idx), " = ", x));
+    for (int d = 0; d < Rank - 1; ++d) off += idx[d] * g.stride(d);
+    const G* row = g.data() + off;
+    bool bad = false;
+    if (st == 1)
+      for (index_t e = 0; e < n; ++e) bad |= !(row[e] >= lowest && row[e] <= G(0));
+    else
+      for (index_t e = 0; e < n; ++e) bad |= !(row[e * st] >= lowest && row[e * st] <= G(0));
+    if (bad)
+      for (index_t e = 0; e < n; ++e) {
+        const G x = row[e * st];
+        if (!(x >= lowest && x <= G(0))) {
+          idx[Rank - 1] = e;
+          throw_argument(where, "op.log_gate", "finite g <= 0 (gate = exp(g) in (0, 1])",
+                         concat("g", dims_string<Rank>(idx), " = ", x));
+        }
+      }
+    int d = Rank - 2;  // the next row: an odometer over the leading dimensions
+    for (; d >= 0; --d) {
+      if (++idx[d] < g.size(d)) break;
+      idx[d] = 0;
+    }
+    if (d < 0) return;
   }
 }
 
