@@ -1,9 +1,9 @@
 // Toeplitz long convolution on the CPU: y[b, t, c] = sum_s a[c, t - s] x[b, s, c].
 //
-// Work runs over blocks of 8 channels (and over sequences as well when there are fewer blocks
+// Work runs over blocks of 16 channels (and over sequences as well when there are fewer blocks
 // than threads). Per sequence, op.use_fft(length) picks the path:
 // - direct: the O(l^2) sums with the block's channels side by side (cpu/toeplitz_kernels.hpp);
-// - FFT: the block's channels as the 8 lanes of one real FFT (cpu/lane_fft.hpp) of length
+// - FFT: the block's channels as the 16 lanes of one real FFT (cpu/lane_fft.hpp) of length
 //   L = 2^k >= 2l - 1 (a linear, not circular, convolution), a_r at row r mod L:
 //     y = IFFT(A . X)[0, l),  dx = IFFT(conj(A) . DY)[0, l),  da_r = IFFT(sum DY . conj(X))[r mod L].
 //   The coefficient spectrum of a block is made once per call and sequence length and reused for
@@ -34,7 +34,7 @@ namespace cpu::detail {
 template <class T>
 using fft_t = state_t<T>;
 
-constexpr int kToeplitzBlock = 8;  // channels per work item: the lanes of one FFT
+constexpr int kToeplitzBlock = 16;  // channels per work item: the lanes of one FFT (full cache lines)
 
 // Blocks of channels and, when there are fewer blocks than threads, single sequences.
 struct ToeplitzItem {
@@ -110,13 +110,20 @@ template <class T, class F>
 void load_fft_block(const View<const T, 3>& x, const Sequence& sq, index_t c0, index_t w, std::vector<F>& buf,
                     bool* bad) {
   constexpr int W = kToeplitzBlock;
-  std::fill(buf.begin(), buf.end(), F(0));
+  const T* base = &x(sq.batch, sq.start, c0);
+  const index_t st = x.stride(1), sc = x.stride(2);
   F probe[W] = {};
   for (index_t t = 0; t < sq.length; ++t) {
+    const T* src = base + t * st;
     F* row = buf.data() + t * W;
-    for (index_t lane = 0; lane < w; ++lane) row[lane] = static_cast<F>(x(sq.batch, sq.start + t, c0 + lane));
+    if (sc == 1)
+      for (index_t lane = 0; lane < w; ++lane) row[lane] = static_cast<F>(src[lane]);
+    else
+      for (index_t lane = 0; lane < w; ++lane) row[lane] = static_cast<F>(src[lane * sc]);
+    for (index_t lane = w; lane < W; ++lane) row[lane] = F(0);
     for (int lane = 0; lane < W; ++lane) probe[lane] += row[lane] * F(0);
   }
+  std::fill(buf.begin() + sq.length * W, buf.end(), F(0));
   for (int lane = 0; lane < W; ++lane) {
     bad[lane] = std::isnan(probe[lane]);
     if (bad[lane])
@@ -160,9 +167,19 @@ template <class T, class F>
 void store_fft_block(const std::vector<F>& buf, const View<T, 3>& y, const Sequence& sq, index_t c0, index_t w,
                      const bool* skip) {
   constexpr int W = kToeplitzBlock;
-  for (index_t t = 0; t < sq.length; ++t)
-    for (index_t lane = 0; lane < w; ++lane)
-      if (!skip[lane]) y(sq.batch, sq.start + t, c0 + lane) = static_cast<T>(buf[t * W + lane]);
+  T* base = &y(sq.batch, sq.start, c0);
+  const index_t st = y.stride(1), sc = y.stride(2);
+  bool any_skip = false;
+  for (index_t lane = 0; lane < w; ++lane) any_skip |= skip[lane];
+  for (index_t t = 0; t < sq.length; ++t) {
+    T* dst = base + t * st;
+    const F* row = buf.data() + t * W;
+    if (sc == 1 && !any_skip)
+      for (index_t lane = 0; lane < w; ++lane) dst[lane] = static_cast<T>(row[lane]);
+    else
+      for (index_t lane = 0; lane < w; ++lane)
+        if (!skip[lane]) dst[lane * sc] = static_cast<T>(row[lane]);
+  }
 }
 
 // Per-worker scratch.
