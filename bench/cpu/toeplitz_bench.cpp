@@ -45,8 +45,8 @@ Op make_op(index_t C, index_t n, bool causal, Op::Path path) {
   Op op;
   op.causal = causal;
   op.path = path;
-  op.coefficients = lcsm::view(static_cast<const float*>(toeplitz_inputs().a.data()),
-                               {C, Op::coefficient_count(causal, n)});
+  op.coefficients =
+      lcsm::view(static_cast<const float*>(toeplitz_inputs().a.data()), {C, Op::coefficient_count(causal, n)});
   return op;
 }
 
@@ -108,8 +108,8 @@ void short_forward(benchmark::State& state, Op::Path path) {
   const auto x = lcsm::view(static_cast<const float*>(toeplitz_inputs().x.data()), {1, n, C});
   const auto out = lcsm::view(y.data(), {1, n, C});
   const double Cd = static_cast<double>(C), nd = static_cast<double>(n);
-  const double flop = path == Op::Path::direct ? Cd * 2.0 * nd * nd * (causal ? 0.5 : 1.0)
-                                               : Cd * (3 * fft_flop(n) + product_flop(n));
+  const double flop =
+      path == Op::Path::direct ? Cd * 2.0 * nd * nd * (causal ? 0.5 : 1.0) : Cd * (3 * fft_flop(n) + product_flop(n));
   const Work w{nd, flop, 4.0 * (2.0 * nd * Cd + Cd * op.coefficients.size(1))};
   timed(state, w, 0, [&] {
     lcsm::forward<float>(dev, op, x, out);
