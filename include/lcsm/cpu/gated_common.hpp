@@ -29,6 +29,7 @@ struct GatedProblem {
 template <class S>
 struct GatedWorkspace {
   Matrix<S> q, k, v, o, d_o, qd, kd, vd, dod, a, p, dq, dk, dv, x, y, mask, decay;
+  Matrix<S> lf, rf, pre, post;             // vector gate: per-token and per-sub-chunk factors (gated_vector.hpp)
   Matrix<double> G;                        // C x W cumulative log-gates of the block (inclusive)
   Vector<S> f, ff;                         // per-row factors (scalar gate) or one K-row of factors (vector gate)
   Eigen::Array<S, Eigen::Dynamic, 1> row;  // scratch row of exponents
@@ -38,9 +39,9 @@ struct GatedWorkspace {
   std::vector<Matrix<S>> states;
   GatedWorkspace(index_t C, index_t K, index_t V, index_t W)
       : q(C, K), k(C, K), v(C, V), o(C, V), d_o(C, V), qd(C, K), kd(C, K), vd(C, V), dod(C, V), a(C, C), p(C, C),
-        dq(C, K), dk(C, K), dv(C, V), x(C, K), y(C, K), mask(C, C), decay(C, K), G(C, W), f(C), ff(C),
-        row(std::max(C, K)), drow(std::max(C, K)), w(K), ones(Eigen::Matrix<S, 1, Eigen::Dynamic>::Ones(K)),
-        zeros(K, 0.0) {}
+        dq(C, K), dk(C, K), dv(C, V), x(C, K), y(C, K), mask(C, C), decay(C, K), lf(C, K), rf(C, K), pre(C + 1, K),
+        post(C, K), G(C, W), f(C), ff(C), row(std::max(C, K)), drow(std::max(C, K)), w(K),
+        ones(Eigen::Matrix<S, 1, Eigen::Dynamic>::Ones(K)), zeros(K, 0.0) {}
   void ensure_states(index_t n, index_t K, index_t V) {
     while (static_cast<index_t>(states.size()) < n) states.emplace_back(K, V);
   }

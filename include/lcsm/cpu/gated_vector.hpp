@@ -11,8 +11,15 @@
 //   dQ_i = sum_{j<=i} P_ij k_j (.) e^{G_i - G_j} + e^{G_i} (.) (dO S^T)_i
 //   dK_j = sum_{i>=j} P_ij q_i (.) e^{G_i - G_j} + e^{G_c - G_j} (.) (V dS'^T)_j
 //   dV = A^T dO + (K (.) e^{G_c - G_j}) dS',      dS = diag(e^{G_c}) dS' + (Q (.) e^{G_i})^T dO
-// with the same split (dK's earlier-sub-chunk terms anchored at the end of j's sub-chunk). Every
-// exponential has an argument <= 0 and every product of factors is a product of numbers <= 1.
+// with the same split (dK's earlier-sub-chunk terms anchored at the end of j's sub-chunk).
+//
+// Exponentials: per token, L_i = e^{G_i - B_I} and R_i = e^{E_I - G_i} (B_I, E_I: G before and at
+// the end of i's sub-chunk I) and a_i; every other factor is a product of these and of the
+// sub-chunk totals T_I = L_{e_I - 1}, all in (0, 1]:
+//   e^{B_I - G_j} = R_j prod_{J < J' < I} T_J',  e^{G_i} = L_i prod_{J < I} T_J,  e^{G_c - G_j} = R_j prod_{J' > J}
+//   T_J'.
+// Every exponential has an argument <= 0; products of factors <= 1 can only underflow where the
+// exact value is below the smallest normal number too.
 #pragma once
 
 #include "lcsm/cpu/gated_common.hpp"
@@ -20,26 +27,40 @@
 namespace lcsm::cpu::detail {
 
 struct VectorGateKernel {
-  template <class S>
-  using RowMap = Eigen::Map<Eigen::Matrix<S, 1, Eigen::Dynamic>>;
-
-  // dst.row(i) = src.row(i) (.) e^{hi - lo} for K-rows hi, lo of log-gates (hi - lo <= 0).
-  template <class S, class Dst, class Src>
-  static void times_exp(GatedWorkspace<S>& ws, Dst&& dst, const Src& src, const double* hi, const double* lo) {
-    const index_t K = src.cols();
-    exp_of_difference<S>(hi, lo, K, ws.row.data(), ws.drow);
-    dst = src.cwiseProduct(ws.row.head(K).matrix().transpose());
-  }
-
-  // G (ws.G) and the per-token decays a_i = e^{g_i} (ws.decay) of the block.
+  // G (ws.G); L, R (ws.lf, ws.rf); pre.row(I) = e^{B_I} for I = 0..n (row n: e^{G_c}), post.row(I) =
+  // e^{G_c - E_I}; and with `decay` the per-token a_i = e^{g_i} (ws.decay, rows after a sub-chunk's first).
   template <class T, class S>
   static void prepare(GatedWorkspace<S>& ws, const GatedProblem<T, S>& pb, const Sequence& sq, index_t t, index_t c,
                       index_t h, bool with_decay) {
     load_cumulative_gate(pb, sq, t, c, h, ws.G);
-    if (with_decay)
-      for (index_t i = 0; i < c; ++i)
-        exp_of_difference<S>(ws.G.row(i).data(), i ? ws.G.row(i - 1).data() : ws.zeros.data(), pb.K, &ws.decay(i, 0),
-                             ws.drow);
+    const index_t s = pb.sub, K = pb.K, n = (c + s - 1) / s;
+    for (index_t b = 0; b < c; b += s) {
+      const index_t e = std::min(c, b + s);
+      const double* B = b ? ws.G.row(b - 1).data() : ws.zeros.data();
+      const double* E = ws.G.row(e - 1).data();
+      for (index_t i = b; i < e; ++i) {
+        exp_of_difference<S>(ws.G.row(i).data(), B, K, &ws.lf(i, 0), ws.drow);
+        exp_of_difference<S>(E, ws.G.row(i).data(), K, &ws.rf(i, 0), ws.drow);
+        if (with_decay && i > b)
+          exp_of_difference<S>(ws.G.row(i).data(), ws.G.row(i - 1).data(), K, &ws.decay(i, 0), ws.drow);
+      }
+    }
+    ws.pre.row(0).setOnes();
+    for (index_t I = 1; I <= n; ++I) ws.pre.row(I) = ws.pre.row(I - 1).cwiseProduct(ws.lf.row(std::min(c, I * s) - 1));
+    ws.post.row(n - 1).setOnes();
+    for (index_t I = n - 2; I >= 0; --I)
+      ws.post.row(I) = ws.post.row(I + 1).cwiseProduct(ws.lf.row(std::min(c, (I + 2) * s) - 1));
+  }
+
+  // ws.y.topRows(b) = K (.) e^{B_I - G_j} for the anchor of the sub-chunk starting at b, from the
+  // rows it held for the previous sub-chunk (starting at b - s): those times T of that sub-chunk,
+  // and that sub-chunk's own K (.) R.
+  template <class S>
+  static void extend_keys(GatedWorkspace<S>& ws, index_t b, index_t s) {
+    const index_t prev = b - s;
+    const auto Tprev = ws.lf.row(b - 1);
+    for (index_t j = 0; j < prev; ++j) ws.y.row(j) = ws.y.row(j).cwiseProduct(Tprev);
+    for (index_t j = prev; j < b; ++j) ws.y.row(j) = ws.k.row(j).cwiseProduct(ws.rf.row(j));
   }
 
   // ws.a = the gated scores A of Q (ws.q) and K (ws.k), sub-chunk by sub-chunk; x, y scratch.
@@ -47,10 +68,9 @@ struct VectorGateKernel {
   static void scores(GatedWorkspace<S>& ws, index_t c, index_t s) {
     for (index_t b = 0; b < c; b += s) {
       const index_t e = std::min(c, b + s);
-      const double* B = b ? ws.G.row(b - 1).data() : ws.zeros.data();
       if (b > 0) {
-        for (index_t i = b; i < e; ++i) times_exp(ws, ws.x.row(i), ws.q.row(i), ws.G.row(i).data(), B);
-        for (index_t j = 0; j < b; ++j) times_exp(ws, ws.y.row(j), ws.k.row(j), B, ws.G.row(j).data());
+        extend_keys(ws, b, s);
+        for (index_t i = b; i < e; ++i) ws.x.row(i) = ws.q.row(i).cwiseProduct(ws.lf.row(i));
         ws.a.block(b, 0, e - b, b).noalias() = ws.x.middleRows(b, e - b) * ws.y.topRows(b).transpose();
       }
       for (index_t i = b; i < e; ++i) {
@@ -65,31 +85,32 @@ struct VectorGateKernel {
     }
   }
 
-  // state = diag(e^{G_c}) state + (K (.) e^{G_c - G_j})^T V, with kd = K (.) e^{G_c - G_j}.
+  // out.row(i) = x.row(i) (.) e^{G_i} = x (.) L_i (.) pre_I.
+  template <class S, class Out, class X>
+  static void times_exp_G(GatedWorkspace<S>& ws, Out&& out, const X& x, index_t i, index_t s) {
+    out = x.cwiseProduct(ws.lf.row(i)).cwiseProduct(ws.pre.row(i / s));
+  }
+
+  // state = diag(e^{G_c}) state + (K (.) e^{G_c - G_j})^T V.
   template <class S, class MV>
-  static void advance(GatedWorkspace<S>& ws, Matrix<S>& state, bool& zero, const Matrix<S>& keys, const MV& Vb,
-                      index_t c) {
-    const double* Gc = ws.G.row(c - 1).data();
-    for (index_t j = 0; j < c; ++j) times_exp(ws, ws.kd.row(j), keys.row(j), Gc, ws.G.row(j).data());
+  static void advance(GatedWorkspace<S>& ws, Matrix<S>& state, bool& zero, const MV& Vb, index_t c, index_t s) {
+    for (index_t j = 0; j < c; ++j)
+      ws.kd.row(j) = ws.k.row(j).cwiseProduct(ws.rf.row(j)).cwiseProduct(ws.post.row(j / s));
     if (zero) {
       state.noalias() = ws.kd.topRows(c).transpose() * Vb;
       zero = false;
       return;
     }
-    for (index_t r = 0; r < state.rows(); ++r) state.row(r) *= static_cast<S>(std::exp(Gc[r]));
+    const auto total = ws.pre.row((c + s - 1) / s);
+    for (index_t r = 0; r < state.rows(); ++r) state.row(r) *= total(r);
     state.noalias() += ws.kd.topRows(c).transpose() * Vb;
-  }
-
-  // ws.qd = rows of `x` times e^{G_i}.
-  template <class S>
-  static void times_exp_G(GatedWorkspace<S>& ws, const Matrix<S>& x, Matrix<S>& out, index_t c) {
-    for (index_t i = 0; i < c; ++i) times_exp(ws, out.row(i), x.row(i), ws.G.row(i).data(), ws.zeros.data());
   }
 
   template <class T, class S>
   static void forward_block(GatedWorkspace<S>& ws, const GatedProblem<T, S>& pb, const Sequence& sq, index_t h,
                             index_t t, index_t c, Matrix<S>& state, bool& zero, bool update, const View<T, 4>& o) {
     const bool out = o.present();
+    const index_t s = pb.sub;
     prepare(ws, pb, sq, t, c, h, out);
     const index_t b = sq.batch, t0 = sq.start + t;
     load_rows(pb.k, b, t0, c, h, S(1), ws.k);
@@ -97,15 +118,15 @@ struct VectorGateKernel {
     auto Vb = ws.v.topRows(c);
     if (out) {
       load_rows(pb.q, b, t0, c, h, static_cast<S>(pb.scale), ws.q);
-      scores(ws, c, pb.sub);
-      panel_times(ws.a, false, Vb, ws.o, c, pb.sub, all_finite(Vb));
+      scores(ws, c, s);
+      panel_times(ws.a, false, Vb, ws.o, c, s, all_finite(Vb));
       if (!zero) {
-        times_exp_G(ws, ws.q, ws.qd, c);
+        for (index_t i = 0; i < c; ++i) times_exp_G(ws, ws.qd.row(i), ws.q.row(i), i, s);
         ws.o.topRows(c).noalias() += ws.qd.topRows(c) * state;
       }
       store_rows(ws.o, c, S(1), o, b, t0, h);
     }
-    if (update) advance(ws, state, zero, ws.k, Vb, c);
+    if (update) advance(ws, state, zero, Vb, c, s);
   }
 
   template <class T, class S>
@@ -124,11 +145,10 @@ struct VectorGateKernel {
     panel_scores(ws.p, dO, Vb, c, s, static_cast<const Matrix<S>*>(nullptr));
     for (index_t i0 = 0; i0 < c; i0 += s) {
       const index_t e = std::min(c, i0 + s);
-      const double* B = i0 ? ws.G.row(i0 - 1).data() : ws.zeros.data();
       if (i0 > 0) {
-        for (index_t j = 0; j < i0; ++j) times_exp(ws, ws.y.row(j), ws.k.row(j), B, ws.G.row(j).data());
+        extend_keys(ws, i0, s);
         ws.dq.middleRows(i0, e - i0).noalias() = ws.p.block(i0, 0, e - i0, i0) * ws.y.topRows(i0);
-        for (index_t i = i0; i < e; ++i) times_exp(ws, ws.dq.row(i), ws.dq.row(i), ws.G.row(i).data(), B);
+        for (index_t i = i0; i < e; ++i) ws.dq.row(i) = ws.dq.row(i).cwiseProduct(ws.lf.row(i));
       } else {
         ws.dq.middleRows(i0, e - i0).setZero();
       }
@@ -144,15 +164,15 @@ struct VectorGateKernel {
     if (!zero) {
       ws.x.topRows(c).noalias() = dO * state.transpose();
       for (index_t i = 0; i < c; ++i) {
-        exp_of_difference<S>(ws.G.row(i).data(), ws.zeros.data(), K, ws.row.data(), ws.drow);
-        ws.dq.row(i) += ws.x.row(i).cwiseProduct(ws.row.head(K).matrix().transpose());
+        times_exp_G(ws, ws.w, ws.x.row(i), i, s);
+        ws.dq.row(i) += ws.w;
       }
     }
     if (dg.present())
       for (index_t i = 0; i < c; ++i)
         for (index_t d = 0; d < K; ++d) dg(b, t0 + i, h, d) = ws.q(i, d) * ws.dq(i, d);
     store_rows(ws.dq, c, scale, dq, b, t0, h);
-    if (update) advance(ws, state, zero, ws.k, Vb, c);
+    if (update) advance(ws, state, zero, Vb, c, s);
   }
 
   template <class T, class S>
@@ -173,14 +193,18 @@ struct VectorGateKernel {
       panel_scores(ws.p, dO, Vb, c, s, static_cast<const Matrix<S>*>(nullptr));
       scores(ws, c, s);
       panel_times(ws.a, true, dO, ws.dv, c, s, all_finite(dO));
-      for (index_t j0 = 0; j0 < c; j0 += s) {
+      // Sub-chunks from the last: x.middleRows(e, c - e) = Q (.) e^{G_i - E_J} for the later tokens.
+      const index_t last = ((c - 1) / s) * s;
+      for (index_t j0 = last; j0 >= 0; j0 -= s) {
         const index_t e = std::min(c, j0 + s);
-        if (e < c) {  // queries of later sub-chunks, anchored at the end of this one
-          const double* E = ws.G.row(e - 1).data();
-          for (index_t i = e; i < c; ++i) times_exp(ws, ws.x.row(i), ws.q.row(i), ws.G.row(i).data(), E);
+        if (e < c) {
+          const index_t e2 = std::min(c, e + s);  // the sub-chunk after this one: [e, e2)
+          const auto Tnext = ws.lf.row(e2 - 1);
+          for (index_t i = e2; i < c; ++i) ws.x.row(i) = ws.x.row(i).cwiseProduct(Tnext);
+          for (index_t i = e; i < e2; ++i) ws.x.row(i) = ws.q.row(i).cwiseProduct(ws.lf.row(i));
           ws.dk.middleRows(j0, e - j0).noalias() =
               ws.p.block(e, j0, c - e, e - j0).transpose() * ws.x.middleRows(e, c - e);
-          for (index_t j = j0; j < e; ++j) times_exp(ws, ws.dk.row(j), ws.dk.row(j), E, ws.G.row(j).data());
+          for (index_t j = j0; j < e; ++j) ws.dk.row(j) = ws.dk.row(j).cwiseProduct(ws.rf.row(j));
         } else {
           ws.dk.middleRows(j0, e - j0).setZero();
         }
@@ -194,13 +218,11 @@ struct VectorGateKernel {
         }
       }
       if (!zero) {
-        const double* Gc = ws.G.row(c - 1).data();
         ws.x.topRows(c).noalias() = Vb * dstate.transpose();
         for (index_t j = 0; j < c; ++j) {
-          exp_of_difference<S>(Gc, ws.G.row(j).data(), K, ws.row.data(), ws.drow);
-          const auto f = ws.row.head(K).matrix().transpose();
-          dK.row(j) += ws.x.row(j).cwiseProduct(f);
-          ws.kd.row(j) = ws.k.row(j).cwiseProduct(f);
+          ws.w = ws.rf.row(j).cwiseProduct(ws.post.row(j / s));  // e^{G_c - G_j}
+          dK.row(j) += ws.x.row(j).cwiseProduct(ws.w);
+          ws.kd.row(j) = ws.k.row(j).cwiseProduct(ws.w);
         }
         dV.noalias() += ws.kd.topRows(c) * dstate;
       }
@@ -214,13 +236,13 @@ struct VectorGateKernel {
       store_rows(ws.dv, c, S(1), *dv, b, t0, h);
     }
     if (update) {
-      times_exp_G(ws, ws.q, ws.qd, c);
-      const double* Gc = ws.G.row(c - 1).data();
+      for (index_t i = 0; i < c; ++i) times_exp_G(ws, ws.qd.row(i), ws.q.row(i), i, s);
       if (zero) {
         dstate.noalias() = ws.qd.topRows(c).transpose() * dO;
         zero = false;
       } else {
-        for (index_t r = 0; r < dstate.rows(); ++r) dstate.row(r) *= static_cast<S>(std::exp(Gc[r]));
+        const auto total = ws.pre.row((c + s - 1) / s);
+        for (index_t r = 0; r < dstate.rows(); ++r) dstate.row(r) *= total(r);
         dstate.noalias() += ws.qd.topRows(c).transpose() * dO;
       }
     }
