@@ -117,6 +117,14 @@ class Prefetcher {
   index_t cur_row_ = 0, cur_line_ = 0, total_ = 0;
 };
 
+// The prefetches of the next block are spread over this many points of a block's products.
+constexpr int kPrefetchParts = 10;
+
+// Where the prefetches of a block point: the rows [t, t + c) of head h that come next.
+struct NextRows {
+  index_t t, c, h;
+};
+
 // A [N, H, K, V] state slice <-> a dense K x V matrix.
 template <class S>
 void load_state(const View<const S, 4>& s, index_t n, index_t h, Matrix<S>& dst) {

@@ -48,9 +48,11 @@ std::vector<std::vector<Matrix<S>>> gated_segment_starts(GatedWorkspacePool<S>& 
     Matrix<S> delta(pb.K, pb.V);
     bool zero = true;
     const index_t begin = plan[it.seq][it.segment], end = plan[it.seq][it.segment + 1];
-    for (index_t t = begin; t < end; t += pb.C)
-      Kernel::forward_block(pool[worker], pb, seqs[it.seq], it.head, t, std::min(pb.C, end - t), delta, zero, true,
-                            View<T, 4>{});
+    for (index_t t = begin; t < end; t += pb.C) {
+      const index_t c = std::min(pb.C, end - t);
+      const NextRows next{t + c, std::min(pb.C, end - t - c), it.head};
+      Kernel::forward_block(pool[worker], pb, seqs[it.seq], it.head, t, c, delta, zero, true, View<T, 4>{}, next);
+    }
     if (zero) delta.setZero();
     starts[it.seq * H + it.head][it.segment + 1] = std::move(delta);
   });
@@ -154,8 +156,12 @@ void gated_forward(const cpu::Device& device, const GatedProblem<T, S>& pb, cons
     for (index_t t = begin; t < end; t += pb.C) {
       const index_t c = std::min(pb.C, end - t);
       const bool update = t + c < end || want_state;
-      for (index_t g = 0; g < it.heads; ++g)
-        Kernel::forward_block(ws, pb, sq, it.head + g, t, c, ws.states[g], zero[g], update, o);
+      for (index_t g = 0; g < it.heads; ++g) {
+        // Next: the same rows of the group's next head, or the first head's next rows.
+        const NextRows next =
+            g + 1 < it.heads ? NextRows{t, c, it.head + g + 1} : NextRows{t + c, std::min(pb.C, end - t - c), it.head};
+        Kernel::forward_block(ws, pb, sq, it.head + g, t, c, ws.states[g], zero[g], update, o, next);
+      }
     }
     if (want_state)
       for (index_t g = 0; g < it.heads; ++g) {

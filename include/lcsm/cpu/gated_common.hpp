@@ -37,6 +37,7 @@ struct GatedWorkspace {
   Eigen::Matrix<S, 1, Eigen::Dynamic> w, ones;  // one K-row (vector gate's within-panel products)
   std::vector<double> zeros;                    // G before the block: 0 for every key
   std::vector<Matrix<S>> states;
+  Prefetcher pf;  // the rows of the block that comes next (chunk_io.hpp)
   GatedWorkspace(index_t C, index_t K, index_t V, index_t W)
       : q(C, K), k(C, K), v(C, V), o(C, V), d_o(C, V), qd(C, K), kd(C, K), vd(C, V), dod(C, V), a(C, C), p(C, C),
         dq(C, K), dk(C, K), dv(C, V), x(C, K), y(C, K), mask(C, C), decay(C, K), lf(C, K), rf(C, K), pre(C + 1, K),
@@ -61,6 +62,28 @@ class GatedWorkspacePool {
   std::vector<std::unique_ptr<GatedWorkspace<S>>> slots_;
   index_t C_, K_, V_, W_;
 };
+
+// No prefetches between products.
+struct NoPrefetch {
+  void operator()() const {}
+};
+
+// Sets up the prefetches of one forward block: its own output rows (written at its end) and the
+// q, k, v and gate rows of the block that runs next (the gate only when it has K columns: a scalar
+// gate's 64 values of a head share a few lines).
+template <class T, class S>
+void prefetch_forward(Prefetcher& pf, const GatedProblem<T, S>& pb, const Sequence& sq, index_t t, index_t c, index_t h,
+                      const View<T, 4>& o, const NextRows& next) {
+  pf.clear();
+  const index_t b = sq.batch;
+  if (o.present()) {
+    pf.add(o, b, sq.start + t, c, h, true);
+    pf.add(pb.q, b, sq.start + next.t, next.c, next.h, false);
+  }
+  pf.add(pb.k, b, sq.start + next.t, next.c, next.h, false);
+  pf.add(pb.v, b, sq.start + next.t, next.c, next.h, false);
+  if (pb.gate_width() > 1) pf.add(pb.gate, b, sq.start + next.t, next.c, next.h, false);
+}
 
 // G(i, :) = sum_{r <= i} g(t + r, :) for the c tokens of a block, in double: the differences
 // G_i - G_j of a long block stay exact to double rounding even after a strong gate.
@@ -113,8 +136,9 @@ void exp_of_difference(double x, const double* lo, index_t n, S* out, Eigen::Arr
 // of the first c rows (the lower block triangle of x y^T); inside the diagonal panel the entries
 // above the diagonal are set to zero; entries right of a panel's end are never formed. When `mask`
 // is given, a(i, j) *= mask(i, j) for j <= i.
-template <class MA, class MX, class MY, class MM>
-void panel_scores(MA& a, const MX& x, const MY& y, index_t c, index_t p, const MM* mask) {
+// `between()` runs after each panel's product (the caller's prefetches).
+template <class MA, class MX, class MY, class MM, class F = NoPrefetch>
+void panel_scores(MA& a, const MX& x, const MY& y, index_t c, index_t p, const MM* mask, F&& between = {}) {
   using S = typename MA::Scalar;
   for (index_t b = 0; b < c; b += p) {
     const index_t e = std::min(c, b + p);
@@ -127,14 +151,16 @@ void panel_scores(MA& a, const MX& x, const MY& y, index_t c, index_t p, const M
       }
       for (index_t j = i + 1; j < e; ++j) row[j] = S(0);
     }
+    between();
   }
 }
 
 // out.topRows(c) = tril(a) * b, or tril(a)^T * b when transposed, from the panels panel_scores
 // formed. The zeros inside the diagonal panels take part in dense products, exact for finite b;
 // when b holds NaN or Inf, the zero half is skipped explicitly (0 * NaN would leak it).
-template <class MA, class MB, class MO>
-void panel_times(const MA& a, bool transposed, const MB& b, MO& out, index_t c, index_t p, bool b_finite) {
+template <class MA, class MB, class MO, class F = NoPrefetch>
+void panel_times(const MA& a, bool transposed, const MB& b, MO& out, index_t c, index_t p, bool b_finite,
+                 F&& between = {}) {
   if (!b_finite) {
     out.topRows(c).setZero();
     for (index_t i = 0; i < c; ++i)
@@ -150,6 +176,7 @@ void panel_times(const MA& a, bool transposed, const MB& b, MO& out, index_t c, 
       out.middleRows(r0, r1 - r0).noalias() = a.block(r0, r0, c - r0, r1 - r0).transpose() * b.middleRows(r0, c - r0);
     else  // out[r0:r1] = a[r0:r1, 0:r1] b[0:r1]
       out.middleRows(r0, r1 - r0).noalias() = a.block(r0, 0, r1 - r0, r1) * b.topRows(r1);
+    between();
   }
 }
 

@@ -49,23 +49,28 @@ struct ScalarGateKernel {
   // One block of the forward; o absent: only the state advances.
   template <class T, class S>
   static void forward_block(GatedWorkspace<S>& ws, const GatedProblem<T, S>& pb, const Sequence& sq, index_t h,
-                            index_t t, index_t c, Matrix<S>& state, bool& zero, bool update, const View<T, 4>& o) {
+                            index_t t, index_t c, Matrix<S>& state, bool& zero, bool update, const View<T, 4>& o,
+                            const NextRows& next) {
     const bool out = o.present();
     const S total = prepare(ws, pb, sq, t, c, h, out);
     const index_t b = sq.batch, t0 = sq.start + t;
     load_rows_decayed(pb.k, b, t0, c, h, S(1), ws.k, ws.ff.data(), ws.kd);
     load_rows(pb.v, b, t0, c, h, S(1), ws.v);
+    if (out) load_rows_decayed(pb.q, b, t0, c, h, static_cast<S>(pb.scale), ws.q, ws.f.data(), ws.qd);
+    prefetch_forward(ws.pf, pb, sq, t, c, h, o, next);
+    auto between = [&ws] { ws.pf.issue_part(kPrefetchParts); };
     auto Vb = ws.v.topRows(c);
     if (out) {
-      load_rows_decayed(pb.q, b, t0, c, h, static_cast<S>(pb.scale), ws.q, ws.f.data(), ws.qd);
       auto Q = ws.q.topRows(c);
       auto K = ws.k.topRows(c);
-      panel_scores(ws.a, Q, K, c, panel(c), &ws.mask);
-      panel_times(ws.a, false, Vb, ws.o, c, panel(c), all_finite(Vb));
+      panel_scores(ws.a, Q, K, c, panel(c), &ws.mask, between);
+      panel_times(ws.a, false, Vb, ws.o, c, panel(c), all_finite(Vb), between);
       if (!zero) ws.o.topRows(c).noalias() += ws.qd.topRows(c) * state;
+      between();
       store_rows(ws.o, c, S(1), o, b, t0, h);
     }
     if (update) advance(state, zero, total, ws.kd.topRows(c), Vb);
+    ws.pf.issue_all();
   }
 
   // One block of the dq pass (state: before the block). dg, when present, gets r_i = q_i . dq_i.

@@ -64,8 +64,8 @@ struct VectorGateKernel {
   }
 
   // ws.a = the gated scores A of Q (ws.q) and K (ws.k), sub-chunk by sub-chunk; x, y scratch.
-  template <class S>
-  static void scores(GatedWorkspace<S>& ws, index_t c, index_t s) {
+  template <class S, class F = NoPrefetch>
+  static void scores(GatedWorkspace<S>& ws, index_t c, index_t s, F&& between = {}) {
     for (index_t b = 0; b < c; b += s) {
       const index_t e = std::min(c, b + s);
       if (b > 0) {
@@ -82,6 +82,7 @@ struct VectorGateKernel {
         }
         for (index_t j = i + 1; j < e; ++j) ws.a(i, j) = S(0);
       }
+      between();
     }
   }
 
@@ -108,25 +109,30 @@ struct VectorGateKernel {
 
   template <class T, class S>
   static void forward_block(GatedWorkspace<S>& ws, const GatedProblem<T, S>& pb, const Sequence& sq, index_t h,
-                            index_t t, index_t c, Matrix<S>& state, bool& zero, bool update, const View<T, 4>& o) {
+                            index_t t, index_t c, Matrix<S>& state, bool& zero, bool update, const View<T, 4>& o,
+                            const NextRows& next) {
     const bool out = o.present();
     const index_t s = pb.sub;
     prepare(ws, pb, sq, t, c, h, out);
     const index_t b = sq.batch, t0 = sq.start + t;
     load_rows(pb.k, b, t0, c, h, S(1), ws.k);
     load_rows(pb.v, b, t0, c, h, S(1), ws.v);
+    if (out) load_rows(pb.q, b, t0, c, h, static_cast<S>(pb.scale), ws.q);
+    prefetch_forward(ws.pf, pb, sq, t, c, h, o, next);
+    auto between = [&ws] { ws.pf.issue_part(kPrefetchParts); };
     auto Vb = ws.v.topRows(c);
     if (out) {
-      load_rows(pb.q, b, t0, c, h, static_cast<S>(pb.scale), ws.q);
-      scores(ws, c, s);
-      panel_times(ws.a, false, Vb, ws.o, c, s, all_finite(Vb));
+      scores(ws, c, s, between);
+      panel_times(ws.a, false, Vb, ws.o, c, s, all_finite(Vb), between);
       if (!zero) {
         for (index_t i = 0; i < c; ++i) times_exp_G(ws, ws.qd.row(i), ws.q.row(i), i, s);
         ws.o.topRows(c).noalias() += ws.qd.topRows(c) * state;
       }
+      between();
       store_rows(ws.o, c, S(1), o, b, t0, h);
     }
     if (update) advance(ws, state, zero, Vb, c, s);
+    ws.pf.issue_all();
   }
 
   template <class T, class S>

@@ -65,9 +65,6 @@ void load_block(const View<const T, 4>& x, const Sequence& sq, index_t t, index_
   else load_rows(x, sq.batch, sq.start + t, c, h, scale, dst);
 }
 
-// The prefetches of the next block are spread over this many points of a block's products.
-constexpr int kPrefetchParts = 10;
-
 // S = lambda^c S + Kd^T V (or S = Kd^T V when S is zero), Kd the decayed keys of the block.
 template <class S, class MK, class MV>
 void advance_state(Matrix<S>& state, bool& state_is_zero, const Decay<S>& d, index_t c, const MK& Kd, const MV& Vb) {
@@ -106,11 +103,6 @@ struct HeadRun {
   Decay<S> d;
   Matrix<S>* state;
   bool zero;
-};
-
-// Where the prefetches of a block point: the rows [t, t + c) of head h that come next.
-struct NextRows {
-  index_t t, c, h;
 };
 
 // The next block of a group walking forwards: the same rows of the group's next head, or the first
