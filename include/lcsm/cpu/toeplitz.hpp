@@ -193,9 +193,10 @@ struct ToeplitzWorkspace {
 // Which lanes of channels [c0, c0 + w) hold a non-finite coefficient (lanes past w: none).
 template <class T>
 void coefficient_flags(const ToeplitzConvolution<T>& op, index_t c0, index_t w, bool* bad) {
+  const index_t count = op.coefficients.size(1);  // 0 for n = 0, where the data may be null
   for (int lane = 0; lane < kToeplitzBlock; ++lane)
     bad[lane] =
-        lane < w && !column_finite(&op.coefficients(c0 + lane, 0), op.coefficients.stride(1), op.coefficients.size(1));
+        lane < w && count > 0 && !column_finite(&op.coefficients(c0 + lane, 0), op.coefficients.stride(1), count);
 }
 
 // The direct sums for one lane (a channel whose FFT would spread a non-finite value).
