@@ -1,5 +1,7 @@
 // lcsm demo: every operator the library has, on a real-sized input, timed and checked against the
-// float64 reference.
+// float64 reference: lightning attention forward, backward and decode; the scalar and vector gated
+// recurrences and cosFormer forward on the same q, k, v; TNN's Toeplitz convolution over C = 1024
+// channels of T tokens.
 //
 //   demo [--T 65536] [--threads 2] [--decode 1024] [--rows 64] [--seed 1]
 //
@@ -21,6 +23,7 @@
 #include <cstring>
 #include <exception>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "lcsm/lcsm.hpp"
@@ -409,6 +412,142 @@ Section cpu_decode(const Problem& p, const std::vector<float>& prefill_state) {
   return s;
 }
 
+// ---------------------------------------------------------------------------------------------
+// CPU sections: the other operator families on the same q, k, v (Toeplitz on its own input).
+
+// Log-gates of the form -softplus(x) / 16 (x uniform): per-token decays between about 0.88 and
+// 0.99, as Mamba-2 and GLA layers have them.
+std::vector<float> make_gates(index_t n, std::uint64_t seed, int threads) {
+  std::vector<float> g(n);
+  fill_random(g, seed, threads);
+  for (float& x : g) x = -static_cast<float>(std::log1p(std::exp(static_cast<double>(x)))) / 16.0f;
+  return g;
+}
+
+// The sampled heads of a [B, T, H] gate as double [B, T, 1] views (one buffer per head).
+struct SlicedGate {
+  std::vector<std::vector<double>> heads;
+  index_t B, T;
+  SlicedGate(const std::vector<float>& g, const Problem& p) : B(p.B), T(p.T) {
+    for (int h : p.heads) {
+      std::vector<double> one(B * T);
+      for (index_t i = 0; i < B * T; ++i) one[i] = g[i * p.H + h];
+      heads.push_back(std::move(one));
+    }
+  }
+  View<const double, 3> head(std::size_t s) const { return lcsm::view(heads[s].data(), {B, T, 1}); }
+};
+
+// Scalar (Mamba-2 / simple GLA) or vector (GLA) gates: forward with the final state, checked on
+// the sampled heads against the float64 EOS reference (a recurrence per head).
+template <bool vector_gate>
+Section cpu_gated_forward(const Problem& p) {
+  using Op = std::conditional_t<vector_gate, lcsm::VectorGatedAttention<float>, lcsm::ScalarGatedAttention<float>>;
+  using RefOp = std::conditional_t<vector_gate, lcsm::VectorGatedAttention<double>, lcsm::ScalarGatedAttention<double>>;
+  const index_t N = p.B, W = vector_gate ? p.K : 1;
+  const std::vector<float> g = make_gates(p.B * p.T * p.H * W, p.opt.seed * 8 + 9, p.opt.threads);
+  Op op;
+  op.scale = p.scale();
+  if constexpr (vector_gate) op.log_gate = lcsm::view(g.data(), {p.B, p.T, p.H, p.K});
+  else op.log_gate = lcsm::view(g.data(), {p.B, p.T, p.H});
+  std::vector<float> o(p.B * p.T * p.H * p.V), state(N * p.H * p.K * p.V);
+  const auto t0 = std::chrono::steady_clock::now();
+  lcsm::forward<float>(p.device, op, p.qv(), p.kv(), p.vv(), lcsm::view(o.data(), {p.B, p.T, p.H, p.V}),
+                       {{}, lcsm::view(state.data(), {N, p.H, p.K, p.V})});
+  Section s{vector_gate ? "vector gate forward" : "scalar gate forward", p.B * p.T, seconds_since(t0), {}};
+
+  const auto r0 = std::chrono::steady_clock::now();
+  const Sliced q(p.q, p, p.K), k(p.k, p, p.K), v(p.v, p, p.V);
+  const std::size_t S = p.heads.size();
+  PerHead ref_o(p.B, p.T, p.V, S), ref_state(N, 1, p.K * p.V, S);
+  std::vector<std::vector<double>> gates(S);  // the sampled heads' gates as [B, T, 1, W] doubles
+  for (std::size_t i = 0; i < S; ++i) {
+    gates[i].resize(p.B * p.T * W);
+    for (index_t bt = 0; bt < p.B * p.T; ++bt)
+      for (index_t d = 0; d < W; ++d) gates[i][bt * W + d] = g[(bt * p.H + p.heads[i]) * W + d];
+  }
+  lcsm::cpu::parallel_for(p.opt.threads, static_cast<index_t>(S), [&](index_t i, int) {
+    RefOp ref;
+    ref.scale = p.scale();
+    if constexpr (vector_gate) ref.log_gate = lcsm::view(static_cast<const double*>(gates[i].data()), {p.B, p.T, 1, W});
+    else ref.log_gate = lcsm::view(static_cast<const double*>(gates[i].data()), {p.B, p.T, 1});
+    lcsm::reference::gated_forward(ref, q.head(i), k.head(i), v.head(i), ref_o.head(i), {},
+                                   lcsm::view(ref_state.data[i].data(), {N, 1, p.K, p.V}));
+  });
+  s.reference_seconds = seconds_since(r0);
+  s.checks.push_back({"o, " + std::to_string(p.rows.size()) + " rows x " + std::to_string(S) + " heads",
+                      rows_error(o, p.H, p, ref_o, &p.rows), kBound});
+  s.checks.push_back({"final state", state_error(state, p, ref_state), kBound});
+  return s;
+}
+
+// cosFormer, causal, ReLU features, M = T: checked on the sampled heads and rows against the
+// float64 EOS reference (2K cos/sin features, the denominator as a value column).
+Section cpu_cosformer_forward(const Problem& p) {
+  lcsm::CosFormerAttention op;
+  std::vector<float> o(p.B * p.T * p.H * p.V);
+  const auto t0 = std::chrono::steady_clock::now();
+  lcsm::forward<float>(p.device, op, p.qv(), p.kv(), p.vv(), lcsm::view(o.data(), {p.B, p.T, p.H, p.V}));
+  Section s{"cosFormer forward", p.B * p.T, seconds_since(t0), {}};
+
+  const auto r0 = std::chrono::steady_clock::now();
+  const Sliced q(p.q, p, p.K), k(p.k, p, p.K), v(p.v, p, p.V);
+  const std::size_t S = p.heads.size();
+  PerHead ref_o(p.B, p.T, p.V, S);
+  lcsm::cpu::parallel_for(p.opt.threads, static_cast<index_t>(S), [&](index_t i, int) {
+    lcsm::reference::cosformer_forward(op, q.head(i), k.head(i), v.head(i), ref_o.head(i));
+  });
+  s.reference_seconds = seconds_since(r0);
+  s.checks.push_back({"o, " + std::to_string(p.rows.size()) + " rows x " + std::to_string(S) + " heads",
+                      rows_error(o, p.H, p, ref_o, &p.rows), kBound});
+  return s;
+}
+
+// TNN's Toeplitz convolution, causal, C = 1024 channels over n = T tokens (FFT path), with
+// coefficients built the TNN way (a small relative-position MLP times 0.999^r). Checked on the
+// sampled rows of 8 channels against the float64 direct sums.
+Section cpu_toeplitz_forward(const Problem& p) {
+  const index_t C = 1024, n = p.T, F = 16, checked = 8;
+  std::vector<float> w0(F), b0(F), w1(C * F), b1(C), a(C * n), x(n * C), y(n * C);
+  fill_random(w0, p.opt.seed * 8 + 10, p.opt.threads);
+  fill_random(b0, p.opt.seed * 8 + 11, p.opt.threads);
+  fill_random(w1, p.opt.seed * 8 + 12, p.opt.threads);
+  fill_random(b1, p.opt.seed * 8 + 13, p.opt.threads);
+  fill_random(x, p.opt.seed * 8 + 14, p.opt.threads);
+  lcsm::tnn::RelativePositionMlp<float> mlp;
+  mlp.layers = {
+      {lcsm::view(static_cast<const float*>(w0.data()), {F, 1}), lcsm::view(static_cast<const float*>(b0.data()), {F})},
+      {lcsm::view(static_cast<const float*>(w1.data()), {C, F}),
+       lcsm::view(static_cast<const float*>(b1.data()), {C})}};
+  mlp.gamma = 0.999;
+  lcsm::tnn::coefficients(mlp, true, n, lcsm::view(a.data(), {C, n}));
+  lcsm::ToeplitzConvolution<float> op;
+  op.coefficients = lcsm::view(static_cast<const float*>(a.data()), {C, n});
+  const auto t0 = std::chrono::steady_clock::now();
+  lcsm::forward<float>(p.device, op, lcsm::view(static_cast<const float*>(x.data()), {1, n, C}),
+                       lcsm::view(y.data(), {1, n, C}));
+  Section s{"Toeplitz fwd, C=1024", n, seconds_since(t0), {}};
+
+  const auto r0 = std::chrono::steady_clock::now();
+  std::vector<double> xd(n * checked), ad(checked * n);  // channels c * (C / checked)
+  for (index_t j = 0; j < checked; ++j) {
+    const index_t c = j * (C / checked);
+    for (index_t t = 0; t < n; ++t) xd[t * checked + j] = x[t * C + c];
+    for (index_t r = 0; r < n; ++r) ad[j * n + r] = a[c * n + r];
+  }
+  lcsm::ToeplitzConvolution<double> ref;
+  ref.coefficients = lcsm::view(static_cast<const double*>(ad.data()), {checked, n});
+  const auto xv = lcsm::view(static_cast<const double*>(xd.data()), {1, n, checked});
+  RelRms e;
+  for (index_t t : p.rows)
+    for (index_t j = 0; j < checked; ++j)
+      e.add(y[t * C + j * (C / checked)], lcsm::reference::toeplitz_output(ref, xv, 0, 0, n, t, j));
+  s.reference_seconds = seconds_since(r0);
+  s.checks.push_back(
+      {"y, " + std::to_string(p.rows.size()) + " rows x " + std::to_string(checked) + " channels", e.value(), kBound});
+  return s;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -416,7 +555,9 @@ int main(int argc, char** argv) {
   try {
     const auto t0 = std::chrono::steady_clock::now();
     const Problem p = make_problem(opt);
-    std::printf("lcsm demo: lightning attention (MiniMax-01 linear layer shape) on the CPU\n");
+    std::printf(
+        "lcsm demo: lightning attention (MiniMax-01 linear layer shape), gated recurrences, cosFormer and"
+        " Toeplitz convolution on the CPU\n");
     std::printf(
         "  B=%lld T=%lld H=%lld K=%lld V=%lld float32, MiniMax decays (layer 0 of 80), scale 1/sqrt(%lld),"
         " %d thread%s\n",
@@ -433,6 +574,11 @@ int main(int argc, char** argv) {
     report.add(cpu_forward(p, &state));
     report.add(cpu_backward(p));
     if (opt.decode_steps > 0) report.add(cpu_decode(p, state));
+    state = {};
+    report.add(cpu_gated_forward<false>(p));
+    report.add(cpu_gated_forward<true>(p));
+    report.add(cpu_cosformer_forward(p));
+    report.add(cpu_toeplitz_forward(p));
     // A GPU build adds its sections here (the same problem, lcsm::cuda::Device).
 
     const int failed = report.print();
