@@ -29,17 +29,21 @@ struct ToeplitzConvolution {
   bool causal = true;
 
   // fft: O(n log n) per channel; direct: O(n^2) per channel, faster for short n; automatic picks
-  // direct for n <= direct_max_length (measured on the 2-core machine of docs/performance.md).
+  // direct for n <= direct_max_length (causal) or n <= direct_max_length / 2 (bidirectional, twice
+  // the direct work): the switch-over measured on the 2-core machine of docs/performance.md
+  // (direct wins at n = 48, the FFT at n = 64 causal; bidirectional between 16 and 32).
   enum class Path { automatic, fft, direct };
   Path path = Path::automatic;
-  index_t direct_max_length = 96;
+  index_t direct_max_length = 48;
 
   index_t channels() const { return coefficients.size(0); }
   // The n the coefficients are for: their length (causal) or (length + 1) / 2 (bidirectional).
   index_t length() const { return causal ? coefficients.size(1) : (coefficients.size(1) + 1) / 2; }
   // Index of a_0 in a coefficient row.
   index_t center() const { return causal ? 0 : length() - 1; }
-  bool use_fft(index_t n) const { return path == Path::fft || (path == Path::automatic && n > direct_max_length); }
+  bool use_fft(index_t n) const {
+    return path == Path::fft || (path == Path::automatic && n > (causal ? direct_max_length : direct_max_length / 2));
+  }
 
   static index_t coefficient_count(bool causal, index_t n) { return causal ? n : (n > 0 ? 2 * n - 1 : 0); }
 
