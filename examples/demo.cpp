@@ -1,7 +1,7 @@
 // lcsm demo: every operator the library has, on a real-sized input, timed and checked against the
 // float64 reference: lightning attention forward, backward and decode; the scalar and vector gated
-// recurrences and cosFormer forward on the same q, k, v; TNN's Toeplitz convolution over C = 1024
-// channels of T tokens.
+// recurrences and cosFormer forward and decode on the same q, k, v; TNN's Toeplitz convolution over
+// C = 1024 channels of T tokens.
 //
 //   demo [--T 65536] [--threads 2] [--decode 1024] [--rows 64] [--seed 1]
 //
@@ -229,10 +229,11 @@ double rows_error(const std::vector<float>& out, index_t H, const Problem& p, Pe
   return e.value();
 }
 
-// Relative RMS error of the sampled heads of a float [N, H, K, V] state against [N, 1, K, V] ones.
-double state_error(const std::vector<float>& state, const Problem& p, PerHead& ref) {
+// Relative RMS error of the sampled heads of a float [N, H, K, V] state against [N, 1, K, V] ones
+// (a state of another size per head, cosFormer's [2K, V + 1], passes its size).
+double state_error(const std::vector<float>& state, const Problem& p, PerHead& ref, index_t per_head = 0) {
   RelRms e;
-  const index_t KV = p.K * p.V;
+  const index_t KV = per_head > 0 ? per_head : p.K * p.V;
   for (std::size_t s = 0; s < p.heads.size(); ++s)
     for (index_t n = 0; n < p.B; ++n)
       for (index_t i = 0; i < KV; ++i) e.add(state[(n * p.H + p.heads[s]) * KV + i], ref.data[s][n * KV + i]);
@@ -284,15 +285,15 @@ struct Report {
   // Prints the table; returns the number of checks above their bound (NaN counts as above).
   int print() const {
     int failed = 0;
-    std::printf("%-22s %9s %10s %11s   %-28s %10s\n", "operator", "tokens", "time [s]", "tokens/s",
+    std::printf("%-26s %9s %10s %11s   %-28s %10s\n", "operator", "tokens", "time [s]", "tokens/s",
                 "checked (float64 ref.)", "rel. RMS");
-    std::printf("%s\n", std::string(106, '-').c_str());
+    std::printf("%s\n", std::string(110, '-').c_str());
     for (const Section& s : sections) {
       for (std::size_t i = 0; i < std::max<std::size_t>(1, s.checks.size()); ++i) {
         if (i == 0)
-          std::printf("%-22s %9lld %10.3f %11s", s.op.c_str(), static_cast<long long>(s.tokens), s.seconds,
+          std::printf("%-26s %9lld %10.3f %11s", s.op.c_str(), static_cast<long long>(s.tokens), s.seconds,
                       si(static_cast<double>(s.tokens) / s.seconds).c_str());
-        else std::printf("%-22s %9s %10s %11s", "", "", "", "");
+        else std::printf("%-26s %9s %10s %11s", "", "", "", "");
         if (i < s.checks.size()) {
           const Check& c = s.checks[i];
           const bool ok = c.error <= c.bound;  // false for NaN
@@ -302,7 +303,7 @@ struct Report {
         std::printf("\n");
       }
     }
-    std::printf("%s\n", std::string(106, '-').c_str());
+    std::printf("%s\n", std::string(110, '-').c_str());
     return failed;
   }
 };
@@ -368,24 +369,35 @@ Section cpu_backward(const Problem& p) {
   return s;
 }
 
-// Decode: `decode_steps` calls of lcsm::step, one token each, from the prefill's final state.
-Section cpu_decode(const Problem& p, const std::vector<float>& prefill_state) {
-  const index_t n = p.opt.decode_steps, N = p.B, H = p.H, K = p.K, V = p.V;
-  Problem d;  // the decode tokens, [B, n, H, D], with the problem's shape and descriptor
-  d.B = p.B, d.T = n, d.H = H, d.K = K, d.V = V, d.op = p.op, d.device = p.device, d.opt = p.opt;
+// The decode tokens, [B, n, H, D] with n = decode_steps, as a problem of the same shape and
+// descriptor (the same tokens for every operator's decode).
+Problem decode_problem(const Problem& p) {
+  const index_t n = p.opt.decode_steps;
+  Problem d;
+  d.B = p.B, d.T = n, d.H = p.H, d.K = p.K, d.V = p.V, d.op = p.op, d.device = p.device, d.opt = p.opt;
   d.heads = p.heads;
-  d.q.resize(N * n * H * K);
-  d.k.resize(N * n * H * K);
-  d.v.resize(N * n * H * V);
+  d.q.resize(p.B * n * p.H * p.K);
+  d.k.resize(p.B * n * p.H * p.K);
+  d.v.resize(p.B * n * p.H * p.V);
   fill_random(d.q, p.opt.seed * 8 + 6, p.opt.threads);
   fill_random(d.k, p.opt.seed * 8 + 7, p.opt.threads);
   fill_random(d.v, p.opt.seed * 8 + 8, p.opt.threads);
+  return d;
+}
+
+// Token t of a [B, n, H, D] buffer as a [B, 1, H, D] view, the argument of one step() call.
+template <class X>
+View<X, 4> token(X* base, const Problem& d, index_t t, index_t D) {
+  return lcsm::view(base + t * d.H * D, {d.B, 1, d.H, D}, {d.T * d.H * D, d.H * D, D, 1});
+}
+
+// Decode: `decode_steps` calls of lcsm::step, one token each, from the prefill's final state.
+Section cpu_decode(const Problem& p, const std::vector<float>& prefill_state) {
+  const index_t n = p.opt.decode_steps, N = p.B, H = p.H, K = p.K, V = p.V;
+  const Problem d = decode_problem(p);
   std::vector<float> o(N * n * H * V), state = prefill_state;
   const auto sv = lcsm::view(state.data(), {N, H, K, V});
-  // Token t of the decode batch as a [B, 1, H, D] view (strides of the [B, n, H, D] buffers).
-  auto tok = [&](auto* base, index_t t, index_t D) {
-    return lcsm::view(base + t * H * D, {N, 1, H, D}, {n * H * D, H * D, D, 1});
-  };
+  auto tok = [&](auto* base, index_t t, index_t D) { return token(base, d, t, D); };
   const auto t0 = std::chrono::steady_clock::now();
   for (index_t t = 0; t < n; ++t)
     lcsm::step<float>(p.device, p.op, tok(d.q.data(), t, K), tok(d.k.data(), t, K), tok(d.v.data(), t, V),
@@ -415,12 +427,13 @@ Section cpu_decode(const Problem& p, const std::vector<float>& prefill_state) {
 // ---------------------------------------------------------------------------------------------
 // CPU sections: the other operator families on the same q, k, v (Toeplitz on its own input).
 
-// Log-gates of the form -softplus(x) / 16 (x uniform): per-token decays between about 0.88 and
-// 0.99, as Mamba-2 and GLA layers have them.
+// GLA's log-gates, logsigmoid(z) / 16, with pre-activations z = 2x + 2 (std 2, bias 2; x of unit
+// variance): per-token decays between about 0.90 and 0.9997, as trained Mamba-2 and GLA layers have
+// them. The slow ones carry tokens across thousands of steps, which the state check then covers.
 std::vector<float> make_gates(index_t n, std::uint64_t seed, int threads) {
   std::vector<float> g(n);
   fill_random(g, seed, threads);
-  for (float& x : g) x = -static_cast<float>(std::log1p(std::exp(static_cast<double>(x)))) / 16.0f;
+  for (float& x : g) x = -static_cast<float>(std::log1p(std::exp(-(2.0 * x + 2.0)))) / 16.0f;
   return g;
 }
 
@@ -488,7 +501,7 @@ Section cpu_cosformer_forward(const Problem& p) {
   std::vector<float> o(p.B * p.T * p.H * p.V);
   const auto t0 = std::chrono::steady_clock::now();
   lcsm::forward<float>(p.device, op, p.qv(), p.kv(), p.vv(), lcsm::view(o.data(), {p.B, p.T, p.H, p.V}));
-  Section s{"cosFormer forward", p.B * p.T, seconds_since(t0), {}};
+  Section s{"cosFormer forward (causal)", p.B * p.T, seconds_since(t0), {}};
 
   const auto r0 = std::chrono::steady_clock::now();
   const Sliced q(p.q, p, p.K), k(p.k, p, p.K), v(p.v, p, p.V);
@@ -500,6 +513,54 @@ Section cpu_cosformer_forward(const Problem& p) {
   s.reference_seconds = seconds_since(r0);
   s.checks.push_back({"o, " + std::to_string(p.rows.size()) + " rows x " + std::to_string(S) + " heads",
                       rows_error(o, p.H, p, ref_o, &p.rows), kBound});
+  return s;
+}
+
+// cosFormer decode: the weights depend on M, so a prefill of the T tokens with M fixed at T + n
+// (untimed), then n step() calls at positions T, T + 1, ..., checked against the float64
+// recurrence from the same prefill state.
+Section cpu_cosformer_decode(const Problem& p) {
+  const index_t n = p.opt.decode_steps, N = p.B, H = p.H, K = p.K, V = p.V;
+  const Problem d = decode_problem(p);
+  lcsm::CosFormerAttention op;
+  op.length = p.T + n;
+  std::vector<float> state(N * H * 2 * K * (V + 1));
+  const auto sv = lcsm::view(state.data(), {N, H, 2 * K, V + 1});
+  {
+    std::vector<float> prefill_o(p.B * p.T * H * V);
+    lcsm::forward<float>(p.device, op, p.qv(), p.kv(), p.vv(), lcsm::view(prefill_o.data(), {p.B, p.T, H, V}),
+                         {{}, sv});
+  }
+  const std::vector<float> prefill_state = state;
+  std::vector<index_t> position(N);  // of the token each step() call gets
+  op.positions = lcsm::view(static_cast<const index_t*>(position.data()), {N});
+  std::vector<float> o(N * n * H * V);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (index_t t = 0; t < n; ++t) {
+    std::fill(position.begin(), position.end(), p.T + t);
+    lcsm::step<float>(p.device, op, token(d.q.data(), d, t, K), token(d.k.data(), d, t, K), token(d.v.data(), d, t, V),
+                      token(o.data(), d, t, V), sv);
+  }
+  Section s{"cosFormer decode (step)", N * n, seconds_since(t0), {}};
+
+  const auto r0 = std::chrono::steady_clock::now();
+  const Sliced q(d.q, d, K), k(d.k, d, K), v(d.v, d, V);
+  const std::size_t S = p.heads.size();
+  const index_t per_head = 2 * K * (V + 1);
+  PerHead ref_o(N, n, V, S), ref_state(N, 1, per_head, S);
+  std::fill(position.begin(), position.end(), p.T);  // the first decode token's, for the reference
+  for (std::size_t i = 0; i < S; ++i) {
+    std::vector<double> s0(N * per_head);
+    for (index_t b = 0; b < N; ++b)
+      for (index_t j = 0; j < per_head; ++j) s0[b * per_head + j] = prefill_state[(b * H + p.heads[i]) * per_head + j];
+    lcsm::reference::cosformer_forward(op, q.head(i), k.head(i), v.head(i), ref_o.head(i),
+                                       lcsm::view(static_cast<const double*>(s0.data()), {N, 1, 2 * K, V + 1}),
+                                       lcsm::view(ref_state.data[i].data(), {N, 1, 2 * K, V + 1}));
+  }
+  s.reference_seconds = seconds_since(r0);
+  s.checks.push_back({"o, all " + std::to_string(n) + " steps x " + std::to_string(S) + " heads",
+                      rows_error(o, H, d, ref_o, nullptr), kBound});
+  s.checks.push_back({"state after the steps", state_error(state, d, ref_state, per_head), kBound});
   return s;
 }
 
@@ -526,7 +587,7 @@ Section cpu_toeplitz_forward(const Problem& p) {
   const auto t0 = std::chrono::steady_clock::now();
   lcsm::forward<float>(p.device, op, lcsm::view(static_cast<const float*>(x.data()), {1, n, C}),
                        lcsm::view(y.data(), {1, n, C}));
-  Section s{"Toeplitz fwd, C=1024", n, seconds_since(t0), {}};
+  Section s{"Toeplitz forward (causal)", n, seconds_since(t0), {}};
 
   const auto r0 = std::chrono::steady_clock::now();
   std::vector<double> xd(n * checked), ad(checked * n);  // channels c * (C / checked)
@@ -565,6 +626,10 @@ int main(int argc, char** argv) {
         static_cast<long long>(p.K), static_cast<long long>(p.V), static_cast<long long>(p.K), opt.threads,
         opt.threads == 1 ? "" : "s");
     std::printf(
+        "  gates logsigmoid(z)/16 (decays 0.90..0.9997); cosFormer ReLU, M = T (decode T + %lld);"
+        " Toeplitz C=1024, TNN MLP x 0.999^r\n",
+        static_cast<long long>(opt.decode_steps));
+    std::printf(
         "  float64 reference on heads %d and %d (lambda = %.4f and %.4f), %zu rows each (random + the last)\n\n",
         p.heads[0], p.heads[1], std::exp(p.op.log_decay[p.heads[0]]), std::exp(p.op.log_decay[p.heads[1]]),
         p.rows.size());
@@ -578,6 +643,7 @@ int main(int argc, char** argv) {
     report.add(cpu_gated_forward<false>(p));
     report.add(cpu_gated_forward<true>(p));
     report.add(cpu_cosformer_forward(p));
+    if (opt.decode_steps > 0) report.add(cpu_cosformer_decode(p));
     report.add(cpu_toeplitz_forward(p));
     // A GPU build adds its sections here (the same problem, lcsm::cuda::Device).
 
