@@ -151,6 +151,25 @@ struct WorkItem {
   index_t heads = 1;
 };
 
+// The (sequence, head, segment) items of the sequences cut into several segments: for each such
+// sequence of `count` segments and each head, segments first .. first + count - 2 (the starts
+// pass: first = 0, every segment but the last; the state-gradient pass: first = 1). Sizes
+// per_head[n * H + h] to `count` entries for those pairs, where the pass stores its results.
+template <class M>
+std::vector<WorkItem> cut_segment_items(const std::vector<Boundaries>& plan, index_t H, index_t first,
+                                        std::vector<std::vector<M>>& per_head) {
+  std::vector<WorkItem> todo;
+  for (index_t n = 0; n < static_cast<index_t>(plan.size()); ++n) {
+    const index_t count = static_cast<index_t>(plan[n].size()) - 1;
+    if (count < 2) continue;
+    for (index_t h = 0; h < H; ++h) {
+      per_head[n * H + h].resize(count);
+      for (index_t s = first; s < first + count - 1; ++s) todo.push_back({n, h, s});
+    }
+  }
+  return todo;
+}
+
 inline std::vector<WorkItem> work_items(const std::vector<Boundaries>& plan, index_t heads, index_t group = 1) {
   std::vector<WorkItem> items;
   for (index_t n = 0; n < static_cast<index_t>(plan.size()); ++n)

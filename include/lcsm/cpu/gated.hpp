@@ -36,12 +36,7 @@ std::vector<std::vector<Matrix<S>>> gated_segment_starts(GatedWorkspacePool<S>& 
                                                          const View<const S, 4>& initial, int threads) {
   const index_t H = pb.q.size(2);
   std::vector<std::vector<Matrix<S>>> starts(seqs.size() * H);
-  std::vector<WorkItem> todo;
-  for (index_t n = 0; n < seqs.size(); ++n)
-    for (index_t h = 0; h < H && plan[n].size() > 2; ++h) {
-      starts[n * H + h].resize(plan[n].size() - 1);
-      for (index_t s = 0; s + 2 < static_cast<index_t>(plan[n].size()); ++s) todo.push_back({n, h, s});
-    }
+  const std::vector<WorkItem> todo = cut_segment_items(plan, H, 0, starts);
   if (todo.empty()) return starts;
   parallel_for(threads, static_cast<index_t>(todo.size()), [&](index_t i, int worker) {
     const WorkItem it = todo[i];
@@ -79,12 +74,7 @@ std::vector<std::vector<Matrix<S>>> gated_segment_end_dstates(GatedWorkspacePool
                                                               const View<const S, 4>& d_final, int threads) {
   const index_t H = pb.q.size(2);
   std::vector<std::vector<Matrix<S>>> d_ends(seqs.size() * H);
-  std::vector<WorkItem> todo;
-  for (index_t n = 0; n < seqs.size(); ++n)
-    for (index_t h = 0; h < H && plan[n].size() > 2; ++h) {
-      d_ends[n * H + h].resize(plan[n].size() - 1);
-      for (index_t s = 1; s + 1 < static_cast<index_t>(plan[n].size()); ++s) todo.push_back({n, h, s});
-    }
+  const std::vector<WorkItem> todo = cut_segment_items(plan, H, 1, d_ends);
   if (todo.empty()) return d_ends;
   parallel_for(threads, static_cast<index_t>(todo.size()), [&](index_t i, int worker) {
     const WorkItem it = todo[i];
