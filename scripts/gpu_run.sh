@@ -20,18 +20,22 @@ if has tests; then
   echo "== tests"
   .device/lcsm_tests_cuda --rng-seed time -r compact "~[long]" >"$out/tests.txt" 2>&1 || status=1
   tail -n 3 "$out/tests.txt"
-  # bf16 again on the mma.sync kernel, which the wgmma kernel replaces for bf16 on Hopper.
-  LCSM_CUDA_MMA_SYNC=1 .device/lcsm_tests_cuda --rng-seed time -r compact "~[long]" >"$out/tests_mma_sync.txt" 2>&1 ||
-    status=1
-  echo "mma.sync kernel: $(tail -n 2 "$out/tests_mma_sync.txt" | tr '\n' ' ')"
+  # bf16 again on the portable (mma.sync) kernels, which the sm_90a kernels replace for bf16 on Hopper.
+  LCSM_TEST_KERNELS=portable LCSM_TEST_DTYPES=bf16 .device/lcsm_tests_cuda --rng-seed time -r compact "~[long]" \
+    >"$out/tests_portable.txt" 2>&1 || status=1
+  echo "portable kernels: $(tail -n 2 "$out/tests_portable.txt" | tr '\n' ' ')"
   LCSM_LONG_T=${LCSM_LONG_T:-1048576} .device/lcsm_tests_cuda --rng-seed time -s "[long]" >"$out/long.txt" 2>&1 || status=1
-  grep -E "1M-token check|passed|failed" "$out/long.txt" | tail -n 3
+  grep -E "1M-token check|passed|failed" "$out/long.txt" | tail -n 5
 fi
 if has sanitize; then
   echo "== compute-sanitizer"
   subset='lightning forward: head dimensions,lightning forward: varlen with per-sequence states,lightning decode: many sequences*,lightning forward: sequence lengths around the tile'
+  subset="$subset,gated forward: head dimensions,gated forward: varlen with per-sequence states,gated decode: many sequences*"
+  # bf16 runs the sm_90a kernels (lightning, scalar gate) and the mma.sync kernel (vector gate);
+  # float32 the mma.sync kernels with split inputs.
   for tool in ${LCSM_SANITIZE_TOOLS:-memcheck racecheck}; do
-    timeout ${LCSM_SANITIZE_TIMEOUT:-300} compute-sanitizer --tool "$tool" --error-exitcode 9 .device/lcsm_tests_cuda \
+    LCSM_TEST_DTYPES=${LCSM_SANITIZE_DTYPES:-bf16,f32} timeout ${LCSM_SANITIZE_TIMEOUT:-300} \
+      compute-sanitizer --tool "$tool" --error-exitcode 9 .device/lcsm_tests_cuda \
       --rng-seed 1 "$subset" >"$out/sanitize_$tool.txt" 2>&1
     rc=$?
     echo "$tool: exit $rc; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitize_$tool.txt" | tail -n 1)"

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """lcsm vs flash-linear-attention (Triton) vs PyTorch SDPA on the same GPU, inputs and shapes.
 
-Runs lcsm's CUDA lightning attention through its C ABI (liblcsm_capi.so, ctypes) next to fla's
-chunk_simple_gla(q, k, v, g_gamma=g, scale=scale) and fused_recurrent_simple_gla (decode) and
+Runs lcsm's CUDA lightning attention and gated recurrences through its C ABI (liblcsm_capi.so,
+ctypes) next to fla's chunk_simple_gla(q, k, v, g_gamma=g) (lightning), chunk_simple_gla(g=g)
+(scalar gate), chunk_gla(g=gk) (vector gate), their fused_recurrent_* kernels (decode) and
 PyTorch's causal scaled_dot_product_attention, in one process. Checks that lcsm matches fla on the
-same inputs (relative RMS < 1e-2 in bf16) and prints: shape, ours, fla, SDPA, ratios. Timings are
-medians of CUDA-event timings with the L2 cache flushed before every call.
+same inputs (relative RMS < 1e-2 in bf16), prints shape, ours, fla, SDPA, ratios, and the error of
+both against float64. Timings are medians of CUDA-event timings with the L2 cache flushed before
+every call.
 
     python3 bench/peers/gpu_peers.py --lib build/bench/peers/liblcsm_capi.so --json out.json
 """
@@ -35,7 +37,49 @@ class Lcsm:
         self.lib.lcsm_lightning_step.restype = ctypes.c_int
         self.lib.lcsm_lightning_step.argtypes = [ctypes.c_int, P, P, P, P, L, L, L, L, L, P, ctypes.c_double, P, P,
                                                  ctypes.c_char_p, ctypes.c_int]
+        self.lib.lcsm_gated_workspace.restype = L
+        self.lib.lcsm_gated_workspace.argtypes = [ctypes.c_int, ctypes.c_int, L, L, L, L, L]
+        self.lib.lcsm_gated_forward.restype = ctypes.c_int
+        self.lib.lcsm_gated_forward.argtypes = [ctypes.c_int, ctypes.c_int, P, P, P, P, P, L, L, L, L, L,
+                                                ctypes.c_double, P, P, P, L, ctypes.c_int, P, ctypes.c_char_p,
+                                                ctypes.c_int]
+        self.lib.lcsm_gated_step.restype = ctypes.c_int
+        self.lib.lcsm_gated_step.argtypes = [ctypes.c_int, ctypes.c_int, P, P, P, P, P, L, L, L, L, L,
+                                             ctypes.c_double, P, P, ctypes.c_char_p, ctypes.c_int]
         self.err = ctypes.create_string_buffer(1024)
+
+    def gated_forward(self, kind, q, k, v, g, scale, final_state=None, exact=True):
+        """kind 0: scalar gate g [B, T, H]; 1: vector gate g [B, T, H, K]; fp32 log-gates."""
+        B, T, H, K = q.shape
+        V = v.shape[-1]
+        dt = DTYPES[q.dtype]
+        o = torch.empty_like(v)
+        ws = self.lib.lcsm_gated_workspace(kind, dt, B, T, H, K, V)
+        work = torch.empty(max(ws, 1), dtype=torch.uint8, device=q.device)
+        fs = final_state.data_ptr() if final_state is not None else None
+        stream = torch.cuda.current_stream().cuda_stream
+
+        def run():
+            rc = self.lib.lcsm_gated_forward(kind, dt, q.data_ptr(), k.data_ptr(), v.data_ptr(), g.data_ptr(),
+                                             o.data_ptr(), B, T, H, K, V, scale, None, fs, work.data_ptr(), ws,
+                                             int(exact), stream, self.err, 1024)
+            if rc:
+                raise RuntimeError(self.err.value.decode())
+        return o, run
+
+    def gated_step(self, kind, q, k, v, g, scale, state):
+        B, n, H, K = q.shape
+        V = v.shape[-1]
+        o = torch.empty_like(v)
+        stream = torch.cuda.current_stream().cuda_stream
+
+        def run():
+            rc = self.lib.lcsm_gated_step(kind, DTYPES[q.dtype], q.data_ptr(), k.data_ptr(), v.data_ptr(),
+                                          g.data_ptr(), o.data_ptr(), B, n, H, K, V, scale, state.data_ptr(), stream,
+                                          self.err, 1024)
+            if rc:
+                raise RuntimeError(self.err.value.decode())
+        return o, run
 
     def forward(self, q, k, v, g, scale, final_state=None, exact=True):
         B, T, H, K = q.shape
@@ -128,12 +172,123 @@ def reference_fp64(q, k, v, g, scale):
     return o, state
 
 
+def gated_reference_fp64(q, k, v, g, scale):
+    """o and final state in float64 by the recurrence S = diag(exp(g_t)) S + k_t v_t^T (g [B,T,H] or
+    [B,T,H,K]); vectorised over batch and heads, one step per token."""
+    q, k, v, g = q.double(), k.double(), v.double(), g.double()
+    B, T, H, K = q.shape
+    if g.dim() == 3:
+        g = g[..., None].expand(B, T, H, K)
+    S = torch.zeros(B, H, K, v.shape[-1], dtype=torch.float64, device=q.device)
+    o = torch.empty_like(v)
+    for t in range(T):
+        S = torch.exp(g[:, t])[..., None] * S + k[:, t, :, :, None] * v[:, t, :, None, :]
+        o[:, t] = scale * torch.einsum("bhk,bhkv->bhv", q[:, t], S)
+    return o, S
+
+
+def fla_gates(shape, dev):
+    """fla's test gates: log-sigmoid(N(0, 1)) / 16 in fp32."""
+    return F.logsigmoid(torch.randn(*shape, device=dev, dtype=torch.float32)) / 16
+
+
+def run_gated(lc, args, results, dev, copy_bw):
+    from fla.ops.simple_gla import chunk_simple_gla, fused_recurrent_simple_gla
+    from fla.ops.gla import chunk_gla, fused_recurrent_gla
+    H, D = 16, 128
+    scale = 1.0 / math.sqrt(D)
+    families = [("scalar gate", 0, lambda q, k, v, g: chunk_simple_gla(q, k, v, g=g, scale=scale)),
+                ("vector gate", 1, lambda q, k, v, g: chunk_gla(q, k, v, g=g, scale=scale))]
+    shapes = [(1, T) for T in (4096, 16384, 65536, 262144, 1 << 20) if T <= args.max_t] + [(8, 8192)]
+    for label, kind, fla_fwd in families:
+        print(f"\n{label} forward: {'shape':>18} {'lcsm ms':>9} {'fast ms':>9} {'fla ms':>9} {'fla/lcsm':>9} "
+              f"{'fla/fast':>9} {'%copy':>6} {'lcsm-vs-fla':>12}", flush=True)
+        for B, T in shapes:
+            q, k, v = (torch.randn(B, T, H, D, device=dev, dtype=torch.bfloat16) for _ in range(3))
+            g = fla_gates((B, T, H) if kind == 0 else (B, T, H, D), dev)
+            o, run = lc.gated_forward(kind, q, k, v, g, scale)
+            ours = time_ms(run)
+            of, run_fast = lc.gated_forward(kind, q, k, v, g, scale, exact=False)
+            fast = time_ms(run_fast)
+            fo, _ = fla_fwd(q, k, v, g)
+            theirs = time_ms(lambda: fla_fwd(q, k, v, g))
+            run()
+            run_fast()
+            torch.cuda.synchronize()
+            diff, diff_fast = rel_rms(o, fo), rel_rms(of, fo)
+            floor_bytes = 4 * B * T * H * D * 2 + g.numel() * 4
+            frac = floor_bytes / (ours * 1e-3) / 1e12 / copy_bw
+            results["rows"].append(dict(op=label + " forward", B=B, T=T, H=H, D=D, lcsm_ms=ours, lcsm_fast_ms=fast,
+                                        fla_ms=theirs, lcsm_vs_fla=diff, lcsm_fast_vs_fla=diff_fast,
+                                        frac_copy_bw=frac))
+            print(f"{'':>{len(label) + 9}} {f'B={B} T={T}':>18} {ours:9.3f} {fast:9.3f} {theirs:9.3f} "
+                  f"{theirs / ours:9.2f} {theirs / fast:9.2f} {100 * frac:6.1f} {max(diff, diff_fast):12.2e}",
+                  flush=True)
+            if max(diff, diff_fast) > 1e-2:
+                print(f"  MISMATCH: lcsm vs fla relative RMS {diff:.3e} / fast {diff_fast:.3e} > 1e-2", flush=True)
+                results["mismatch"] = True
+            del q, k, v, g, o, of, fo
+    # Decode: one token for each of B sequences, fp32 state.
+    print(f"\n{'gated decode':>18} {'lcsm ms':>9} {'fla ms':>9} {'fla/lcsm':>9} {'%copy':>6} {'lcsm-vs-fla':>12}")
+    for label, kind, fla_step in [("scalar", 0, lambda q, k, v, g, s0: fused_recurrent_simple_gla(
+            q, k, v, g=g, scale=scale, initial_state=s0, output_final_state=True)),
+                                  ("vector", 1, lambda q, k, v, g, s0: fused_recurrent_gla(
+            q, k, v, gk=g, scale=scale, initial_state=s0, output_final_state=True))]:
+        for B in (64, 1):
+            q, k, v = (torch.randn(B, 1, H, D, device=dev, dtype=torch.bfloat16) for _ in range(3))
+            g = fla_gates((B, 1, H) if kind == 0 else (B, 1, H, D), dev)
+            s0 = torch.randn(B, H, D, D, device=dev, dtype=torch.float32)
+            s_ours = s0.clone()
+            o, run = lc.gated_step(kind, q, k, v, g, scale, s_ours)
+            ours = time_ms(run, reps=50)
+            s_ours.copy_(s0)
+            run()
+            fo, fs = fla_step(q, k, v, g, s0)
+            theirs = time_ms(lambda: fla_step(q, k, v, g, s0), reps=50)
+            torch.cuda.synchronize()
+            diff, sdiff = rel_rms(o, fo), rel_rms(s_ours, fs)
+            frac = 2 * B * H * D * D * 4 / (ours * 1e-3) / 1e12 / copy_bw
+            results["rows"].append(dict(op=label + " gate decode", B=B, T=1, H=H, D=D, lcsm_ms=ours, fla_ms=theirs,
+                                        lcsm_vs_fla=diff, state_vs_fla=sdiff, frac_copy_bw=frac))
+            print(f"{f'{label} B={B}':>18} {ours:9.4f} {theirs:9.4f} {theirs / ours:9.2f} {100 * frac:6.1f} "
+                  f"{max(diff, sdiff):12.2e}", flush=True)
+    # Fidelity against float64 (H = 4, T = 2K): both libraries' output and final state.
+    print(f"\n{'gated fidelity (rel RMS vs fp64)':>34} {'lcsm out':>9} {'fast out':>9} {'fla out':>9} "
+          f"{'yardstick':>10} {'lcsm state':>11} {'fast state':>11} {'fla state':>10}")
+    Hf, T = 4, 2048
+    for label, kind, fla_fwd in [("scalar", 0, lambda q, k, v, g: chunk_simple_gla(
+            q, k, v, g=g, scale=scale, output_final_state=True)),
+                                 ("vector", 1, lambda q, k, v, g: chunk_gla(q, k, v, g=g, scale=scale,
+                                                                            output_final_state=True))]:
+        for dt in (torch.bfloat16, torch.float16, torch.float32):
+            q, k, v = (torch.randn(1, T, Hf, D, device=dev).to(dt) for _ in range(3))
+            g = fla_gates((1, T, Hf) if kind == 0 else (1, T, Hf, D), dev)
+            ro, rs = gated_reference_fp64(q, k, v, g, scale)
+            st = torch.empty(1, Hf, D, D, device=dev, dtype=torch.float32)
+            sf = torch.empty_like(st)
+            o, run = lc.gated_forward(kind, q, k, v, g, scale, final_state=st)
+            ofast, run_fast = lc.gated_forward(kind, q, k, v, g, scale, final_state=sf, exact=False)
+            run()
+            run_fast()
+            fo, fs = fla_fwd(q, k, v, g)
+            torch.cuda.synchronize()
+            yard = rel_rms(ro.to(dt), ro)
+            row = dict(op=label + " gate fidelity", dtype=str(dt), lcsm_out=rel_rms(o, ro), fla_out=rel_rms(fo, ro),
+                       yardstick=yard, lcsm_state=rel_rms(st, rs), fla_state=rel_rms(fs, rs),
+                       lcsm_fast_out=rel_rms(ofast, ro), lcsm_fast_state=rel_rms(sf, rs))
+            results["rows"].append(row)
+            print(f"{label + ' ' + str(dt):>34} {row['lcsm_out']:9.2e} {row['lcsm_fast_out']:9.2e} "
+                  f"{row['fla_out']:9.2e} {yard:10.2e} {row['lcsm_state']:11.2e} {row['lcsm_fast_state']:11.2e} "
+                  f"{row['fla_state']:10.2e}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", required=True)
     ap.add_argument("--json", default=None)
     ap.add_argument("--max-t", type=int, default=1 << 20)
     ap.add_argument("--sdpa-max-t", type=int, default=1 << 20)
+    ap.add_argument("--families", default="lightning,gated", help="comma-separated: lightning, gated")
     args = ap.parse_args()
     torch.manual_seed(0)
     dev = torch.device("cuda")
@@ -156,6 +311,13 @@ def main():
     print(f"# {results['device']}  torch {torch.__version__}  fla {results['fla']}  copy {copy_bw:.2f} TB/s  "
           f"bf16 matmul {mm_tflops:.0f} TFLOP/s", flush=True)
 
+    if "gated" in args.families:
+        run_gated(lc, args, results, dev, copy_bw)
+    if "lightning" not in args.families:
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=1)
+        return 1 if results.get("mismatch") else 0
     H, D = 16, 128
     scale = 1.0 / math.sqrt(D)
     g = minimax_decay(H).to(dev)

@@ -1,5 +1,6 @@
-// A C ABI over lcsm's CUDA lightning attention, so the peers script (Python, ctypes) can run it
-// on PyTorch tensors in the same process as fla and SDPA. Contiguous [B, T, H, D] tensors only.
+// A C ABI over lcsm's CUDA lightning attention and gated recurrences, so the peers script (Python,
+// ctypes) can run them on PyTorch tensors in the same process as fla and SDPA. Contiguous
+// [B, T, H, D] tensors only; gates fp32 [B, T, H] (scalar, kind 0) or [B, T, H, K] (vector, kind 1).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -36,8 +37,30 @@ lcsm::LightningAttention make_op(const double* log_decay, long long H, double sc
   lcsm::LightningAttention op;
   op.log_decay.assign(log_decay, log_decay + H);
   op.scale = scale;
-  op.precision = exact ? lcsm::LightningAttention::Precision::exact : lcsm::LightningAttention::Precision::fast;
+  op.precision = exact ? lcsm::Precision::exact : lcsm::Precision::fast;
   return op;
+}
+
+// f(op) with the gated descriptor of `kind` over the gate g (device memory).
+template <class T, class F>
+void with_gated_op(int kind, const float* g, long long B, long long T, long long H, long long K, double scale,
+                   int exact, F&& f) {
+  const auto precision = exact ? lcsm::Precision::exact : lcsm::Precision::fast;
+  if (kind == 0) {
+    lcsm::ScalarGatedAttention<T> op;
+    op.log_gate = lcsm::view(g, {B, T, H});
+    op.scale = scale;
+    op.precision = precision;
+    f(op);
+  } else if (kind == 1) {
+    lcsm::VectorGatedAttention<T> op;
+    op.log_gate = lcsm::view(g, {B, T, H, K});
+    op.scale = scale;
+    op.precision = precision;
+    f(op);
+  } else {
+    throw lcsm::Error("lcsm_capi: gate kind must be 0 (scalar) or 1 (vector)");
+  }
 }
 
 }  // namespace
@@ -89,6 +112,58 @@ int lcsm_lightning_step(int dtype, const void* q, const void* k, const void* v, 
                      lcsm::view(static_cast<const T_*>(k), {B, n, H, K}),
                      lcsm::view(static_cast<const T_*>(v), {B, n, H, V}), lcsm::view(static_cast<T_*>(o), {B, n, H, V}),
                      lcsm::view(state, {B, H, K, V}));
+    });
+  });
+}
+
+// Scratch bytes for lcsm_gated_forward with these shapes.
+long long lcsm_gated_workspace(int kind, int dtype, long long B, long long T, long long H, long long K, long long V) {
+  long long bytes = 0;
+  dispatch(dtype, [&](auto tag) {
+    using T_ = decltype(tag);
+    const lcsm::View<const T_, 4> q(nullptr, {B, T, H, K}, lcsm::contiguous_strides<4>({B, T, H, K}));
+    const lcsm::View<const T_, 4> v(nullptr, {B, T, H, V}, lcsm::contiguous_strides<4>({B, T, H, V}));
+    with_gated_op<T_>(kind, nullptr, B, T, H, K, 1.0, 1, [&](const auto& op) {
+      bytes = static_cast<long long>(lcsm::cuda::forward_workspace_bytes<T_>(op, q, v));
+    });
+  });
+  return bytes;
+}
+
+int lcsm_gated_forward(int kind, int dtype, const void* q, const void* k, const void* v, const float* g, void* o,
+                       long long B, long long T, long long H, long long K, long long V, double scale,
+                       const float* initial_state, float* final_state, void* workspace, long long workspace_bytes,
+                       int exact, void* stream, char* error, int error_len) {
+  return guarded(error, error_len, [&] {
+    dispatch(dtype, [&](auto tag) {
+      using T_ = decltype(tag);
+      lcsm::cuda::Device dev{static_cast<cudaStream_t>(stream), {workspace, static_cast<std::size_t>(workspace_bytes)}};
+      lcsm::StateIO<float> st;
+      if (initial_state) st.initial = lcsm::view(initial_state, {B, H, K, V});
+      if (final_state) st.final = lcsm::view(final_state, {B, H, K, V});
+      with_gated_op<T_>(kind, g, B, T, H, K, scale, exact, [&](const auto& op) {
+        lcsm::forward<T_>(dev, op, lcsm::view(static_cast<const T_*>(q), {B, T, H, K}),
+                          lcsm::view(static_cast<const T_*>(k), {B, T, H, K}),
+                          lcsm::view(static_cast<const T_*>(v), {B, T, H, V}),
+                          lcsm::view(static_cast<T_*>(o), {B, T, H, V}), st);
+      });
+    });
+  });
+}
+
+int lcsm_gated_step(int kind, int dtype, const void* q, const void* k, const void* v, const float* g, void* o,
+                    long long B, long long n, long long H, long long K, long long V, double scale, float* state,
+                    void* stream, char* error, int error_len) {
+  return guarded(error, error_len, [&] {
+    dispatch(dtype, [&](auto tag) {
+      using T_ = decltype(tag);
+      with_gated_op<T_>(kind, g, B, n, H, K, scale, 1, [&](const auto& op) {
+        lcsm::step<T_>(lcsm::cuda::Device{static_cast<cudaStream_t>(stream), {}}, op,
+                       lcsm::view(static_cast<const T_*>(q), {B, n, H, K}),
+                       lcsm::view(static_cast<const T_*>(k), {B, n, H, K}),
+                       lcsm::view(static_cast<const T_*>(v), {B, n, H, V}),
+                       lcsm::view(static_cast<T_*>(o), {B, n, H, V}), lcsm::view(state, {B, H, K, V}));
+      });
     });
   });
 }

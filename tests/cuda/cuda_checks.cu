@@ -39,24 +39,49 @@ float bf16_to_float(std::uint16_t b) {
 
 }  // namespace
 
-LongRunResult run_long_sequence(std::int64_t T, int H, int check_heads, std::uint64_t seed) {
+// log-sigmoid(N(0, 1)) / 16, fp32: the gates of fla's tests (strictly negative, mean about -0.05).
+__global__ void fill_log_gate(float* out, std::int64_t n, std::uint64_t seed) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::uint64_t r = splitmix(seed ^ splitmix(static_cast<std::uint64_t>(i)));
+    const float u1 = (static_cast<float>(r >> 40) + 1.0f) * (1.0f / 16777217.0f);
+    const float u2 = static_cast<float>((r >> 16) & 0xFFFFFF) * (1.0f / 16777216.0f);
+    const float x = sqrtf(-2.0f * logf(u1)) * cospif(2.0f * u2);
+    out[i] = -log1pf(expf(-x)) / 16.0f;
+  }
+}
+
+LongRunResult run_long_sequence(LongFamily family, std::int64_t T, int H, int check_heads, std::uint64_t seed) {
   constexpr int D = 128;
   const auto start = std::chrono::steady_clock::now();
   const std::int64_t n = T * H * D;
+  const std::int64_t gate_width = family == LongFamily::vector_gate ? D : 1;
   DeviceBuffer q(n * 2), k(n * 2), v(n * 2), o(n * 2), sT(static_cast<std::size_t>(H) * D * D * 4);
+  DeviceBuffer gate(family == LongFamily::lightning ? 0 : T * H * gate_width * 4);
   fill_normal_bf16<<<4096, 256>>>(static_cast<__nv_bfloat16*>(q.get()), n, seed);
   fill_normal_bf16<<<4096, 256>>>(static_cast<__nv_bfloat16*>(k.get()), n, seed + 1);
   fill_normal_bf16<<<4096, 256>>>(static_cast<__nv_bfloat16*>(v.get()), n, seed + 2);
+  if (family != LongFamily::lightning)
+    fill_log_gate<<<4096, 256>>>(static_cast<float*>(gate.get()), T * H * gate_width, seed + 3);
   LCSM_CUDA_CHECK(cudaGetLastError());
-  LightningAttention op;
-  op.log_decay = decay::minimax(H, 0, 80);
+  LightningAttention light;
+  light.log_decay = decay::minimax(H, 0, 80);
+  ScalarGatedAttention<__nv_bfloat16> scalar;
+  scalar.log_gate = lcsm::view(static_cast<const float*>(gate.get()), {1, T, H});
+  VectorGatedAttention<__nv_bfloat16> vector;
+  vector.log_gate = lcsm::view(static_cast<const float*>(gate.get()), {1, T, H, D});
   auto view = [&](const DeviceBuffer& b) { return lcsm::view(static_cast<__nv_bfloat16*>(b.get()), {1, T, H, D}); };
   const auto qv = view(q), kv = view(k), vv = view(v), ov = view(o);
-  const DeviceBuffer workspace(cuda::forward_workspace_bytes<__nv_bfloat16>(op, qv, vv));
-  cuda::Device dev{nullptr, {workspace.get(), workspace.bytes()}};
-  lcsm::forward<__nv_bfloat16>(dev, op, qv, kv, vv, ov,
-                               {View<const float, 4>{}, lcsm::view(static_cast<float*>(sT.get()), {1, H, D, D})});
-  LCSM_CUDA_CHECK(cudaDeviceSynchronize());
+  const StateIO<float> states{View<const float, 4>{}, lcsm::view(static_cast<float*>(sT.get()), {1, H, D, D})};
+  auto run = [&](const auto& op) {
+    const DeviceBuffer workspace(cuda::forward_workspace_bytes<__nv_bfloat16>(op, qv, vv));
+    lcsm::forward<__nv_bfloat16>(cuda::Device{nullptr, {workspace.get(), workspace.bytes()}}, op, qv, kv, vv, ov,
+                                 states);
+    LCSM_CUDA_CHECK(cudaDeviceSynchronize());
+  };
+  if (family == LongFamily::lightning) run(light);
+  else if (family == LongFamily::scalar_gate) run(scalar);
+  else run(vector);
 
   // Sampled rows: every head in check_heads, 64 positions spread over the sequence plus the last.
   std::vector<std::int64_t> positions;
@@ -67,32 +92,39 @@ LongRunResult run_long_sequence(std::int64_t T, int H, int check_heads, std::uin
   LCSM_CUDA_CHECK(cudaMemcpy(state_host.data(), sT.get(), sT.bytes(), cudaMemcpyDeviceToHost));
   for (int hi = 0; hi < check_heads; ++hi) {
     const int h = (hi * (H - 1)) / std::max(1, check_heads - 1);
-    // One head's q, k, v, o rows, brought back with a strided copy.
+    // One head's q, k, v, o rows (and gates), brought back with strided copies.
     std::vector<std::uint16_t> hq(T * D), hk(T * D), hv(T * D), ho(T * D);
-    auto fetch = [&](std::vector<std::uint16_t>& dst, const DeviceBuffer& src) {
-      LCSM_CUDA_CHECK(cudaMemcpy2D(dst.data(), D * 2,
-                                   static_cast<char*>(src.get()) + static_cast<std::size_t>(h) * D * 2,
-                                   static_cast<std::size_t>(H) * D * 2, D * 2, T, cudaMemcpyDeviceToHost));
+    std::vector<float> hg(family == LongFamily::lightning ? 0 : T * gate_width);
+    auto fetch = [&](void* dst, const DeviceBuffer& src, std::size_t row_bytes) {
+      LCSM_CUDA_CHECK(cudaMemcpy2D(dst, row_bytes,
+                                   static_cast<char*>(src.get()) + static_cast<std::size_t>(h) * row_bytes,
+                                   static_cast<std::size_t>(H) * row_bytes, row_bytes, T, cudaMemcpyDeviceToHost));
     };
-    fetch(hq, q);
-    fetch(hk, k);
-    fetch(hv, v);
-    fetch(ho, o);
-    // float64 recurrence, value columns split over threads.
-    const double lambda = std::exp(op.log_decay[h]), scale = 1.0 / std::sqrt(static_cast<double>(D));
+    fetch(hq.data(), q, D * 2);
+    fetch(hk.data(), k, D * 2);
+    fetch(hv.data(), v, D * 2);
+    fetch(ho.data(), o, D * 2);
+    if (!hg.empty()) fetch(hg.data(), gate, gate_width * 4);
+    // float64 recurrence, value columns split over threads; decay per (token, key row).
+    const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+    const double head_decay = std::exp(light.log_decay[h]);
     const int threads = std::max(1u, std::min(16u, std::thread::hardware_concurrency()));
     std::vector<double> out(positions.size() * D), final_state(D * D);
     std::vector<std::thread> pool;
     for (int w = 0; w < threads; ++w)
       pool.emplace_back([&, w] {
         const int c0 = D * w / threads, c1 = D * (w + 1) / threads, width = c1 - c0;
-        std::vector<double> S(static_cast<std::size_t>(D) * width, 0.0), kr(D), qr(D);
+        std::vector<double> S(static_cast<std::size_t>(D) * width, 0.0), kr(D), qr(D), decay(D);
         std::size_t next = 0;
         for (std::int64_t t = 0; t < T; ++t) {
           for (int d = 0; d < D; ++d) kr[d] = bf16_to_float(hk[t * D + d]);
+          if (family == LongFamily::lightning) std::fill(decay.begin(), decay.end(), head_decay);
+          else if (family == LongFamily::scalar_gate) std::fill(decay.begin(), decay.end(), std::exp(double(hg[t])));
+          else
+            for (int d = 0; d < D; ++d) decay[d] = std::exp(static_cast<double>(hg[t * D + d]));
           for (int d = 0; d < D; ++d)
             for (int c = 0; c < width; ++c)
-              S[d * width + c] = lambda * S[d * width + c] + kr[d] * bf16_to_float(hv[t * D + c0 + c]);
+              S[d * width + c] = decay[d] * S[d * width + c] + kr[d] * bf16_to_float(hv[t * D + c0 + c]);
           if (next < positions.size() && positions[next] == t) {
             for (int d = 0; d < D; ++d) qr[d] = bf16_to_float(hq[t * D + d]);
             for (int c = 0; c < width; ++c) {

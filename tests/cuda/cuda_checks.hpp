@@ -15,10 +15,13 @@ struct LongRunResult {
   std::vector<double> sampled_output, sampled_reference;  // for the tolerance
 };
 
-// Lightning forward, bf16, B = 1, H heads, K = V = 128, T tokens (T H D >= 2^31 exercises 64-bit
-// indexing): inputs generated on the GPU, outputs of `check_heads` sampled heads at sampled
-// positions and their final states compared with a float64 recurrence on the host.
-LongRunResult run_long_sequence(std::int64_t T, int H, int check_heads, std::uint64_t seed);
+enum class LongFamily { lightning, scalar_gate, vector_gate };
+
+// A forward of the family, bf16, B = 1, H heads, K = V = 128, T tokens (T H D >= 2^31 exercises
+// 64-bit indexing): inputs (and gates, fp32 log-sigmoid(N(0, 1)) / 16 as fla's tests draw them)
+// generated on the GPU, outputs of `check_heads` sampled heads at sampled positions and their
+// final states compared with a float64 recurrence on the host.
+LongRunResult run_long_sequence(LongFamily family, std::int64_t T, int H, int check_heads, std::uint64_t seed);
 
 // Calls that must throw; returns the exception message ("" when nothing was thrown).
 std::string forward_without_workspace_message();

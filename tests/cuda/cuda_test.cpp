@@ -9,19 +9,33 @@
 using namespace lcsm::test;
 using Catch::Contains;
 
-TEST_CASE("cuda lightning: 1M tokens, 16 heads, D = 128 against float64 on sampled rows", "[cuda][long]") {
+namespace {
+
+void check_long(LongFamily family, const char* what) {
   const char* env = std::getenv("LCSM_LONG_T");
   const std::int64_t T = env ? std::atoll(env) : (1 << 20);
-  const LongRunResult r = run_long_sequence(T, 16, 2, fresh_seed());
-  INFO("T=" << T << " output rel_rms=" << r.output_rel_rms << " (bf16 yardstick " << r.output_yardstick
+  const LongRunResult r = run_long_sequence(family, T, 16, 2, fresh_seed());
+  INFO(what << " T=" << T << " output rel_rms=" << r.output_rel_rms << " (bf16 yardstick " << r.output_yardstick
             << ") final state rel_rms=" << r.state_rel_rms << " rows=" << r.sampled_rows << " in " << r.seconds
             << " s");
   const Verdict v = judge(r.sampled_output, r.sampled_reference, tolerance(Dtype::bf16, r.sampled_reference));
   INFO(v.str());
   CHECK(v.ok);
   CHECK(r.state_rel_rms <= 1e-5);
-  WARN("1M-token check: output rel_rms " << r.output_rel_rms << " (yardstick " << r.output_yardstick
-                                         << "), final state rel_rms " << r.state_rel_rms);
+  WARN(what << " 1M-token check: output rel_rms " << r.output_rel_rms << " (yardstick " << r.output_yardstick
+            << "), final state rel_rms " << r.state_rel_rms);
+}
+
+}  // namespace
+
+TEST_CASE("cuda lightning: 1M tokens, 16 heads, D = 128 against float64 on sampled rows", "[cuda][long]") {
+  check_long(LongFamily::lightning, "lightning");
+}
+TEST_CASE("cuda scalar gate: 1M tokens, 16 heads, D = 128 against float64 on sampled rows", "[cuda][long][gated]") {
+  check_long(LongFamily::scalar_gate, "scalar gate");
+}
+TEST_CASE("cuda vector gate: 1M tokens, 16 heads, D = 128 against float64 on sampled rows", "[cuda][long][gated]") {
+  check_long(LongFamily::vector_gate, "vector gate");
 }
 
 TEST_CASE("cuda lightning: errors", "[cuda][validation]") {

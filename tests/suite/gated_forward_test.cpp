@@ -297,3 +297,29 @@ TEST_CASE("gated decode: many sequences, one token", "[gated][step]") {
       CHECK(vs.ok);
     }
 }
+
+TEST_CASE("gated forward: fast precision stays within bf16 rounding", "[gated][forward][precision]") {
+  // Precision::fast rounds the state, the decayed operands and the scores to bf16 once on
+  // tensor-core backends: judged against twice the bf16 yardstick whatever the input type. CPU
+  // backends ignore it.
+  if (!ops()) return;
+  for (GateKind g : kGates)
+    for (Dtype dt : backend().dtypes())
+      for (bool state : {false, true}) {
+        const std::uint64_t seed = fresh_seed();
+        const GatedCase c = gated_case(g, 2, 700, 3, 128, 128, GateStrength::weak, state);
+        INFO(backend().name() << " " << name(dt) << " " << c.str() << " seed=" << seed);
+        GatedProblemData p(c, dt, seed);
+        p.spec.precision = Precision::fast;
+        Tensor o = p.output(), sT = p.state_output();
+        ops()->forward(p.spec, p.gate, p.q, p.k, p.v, o, p.initial(), &sT, p.offsets());
+        std::vector<double> ro, rs;
+        p.reference(ro, rs);
+        const Verdict vo = judge(o.to_double(), ro, tolerance(Dtype::bf16, ro, 2.0));
+        INFO("output: " << vo.str());
+        CHECK(vo.ok);
+        const Verdict vs = judge(sT.to_double(), rs, {1e-2, 1e-1});
+        INFO("final state: " << vs.str());
+        CHECK(vs.ok);
+      }
+}

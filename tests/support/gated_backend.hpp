@@ -5,6 +5,7 @@
 
 #include <optional>
 
+#include "lcsm/core/precision.hpp"
 #include "support/backend.hpp"
 
 namespace lcsm::test {
@@ -18,7 +19,8 @@ struct GatedSpec {
   GateKind kind = GateKind::scalar;
   std::optional<double> scale;
   index_t chunk = 64;
-  index_t sub_chunk = 16;  // vector gate only
+  index_t sub_chunk = 16;                  // vector gate only
+  Precision precision = Precision::exact;  // tensor-core backends only
 };
 
 struct GatedBackwardOut {

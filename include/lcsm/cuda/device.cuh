@@ -15,10 +15,17 @@ struct Workspace {
   std::size_t bytes = 0;
 };
 
+// Which kernels a call may run. `automatic` takes the fastest for the device and the shapes
+// (warpgroup MMAs on Hopper for bf16 with K <= 128); `portable` keeps to the mma.sync kernels that
+// serve every sm_80+ device, so that they can be compared with, and tested on, a Hopper card. Both
+// compute the same function within the dtype's tolerance.
+enum class Kernels { automatic, portable };
+
 // All work is enqueued on `stream`; no call synchronises the host with the device.
 struct Device {
   cudaStream_t stream = nullptr;
   Workspace workspace;
+  Kernels kernels = Kernels::automatic;
 };
 
 }  // namespace lcsm::cuda

@@ -16,6 +16,7 @@
 
 #include "lcsm/core/dtype.hpp"
 #include "lcsm/core/error.hpp"
+#include "lcsm/core/precision.hpp"
 #include "lcsm/core/tensor.hpp"
 #include "lcsm/core/validate.hpp"
 
@@ -66,8 +67,11 @@ void check_log_gate(const char* where, const View<const G, Rank>& g, const Shape
 struct GatedOptions {
   // Multiplies q; 1/sqrt(K) when unset.
   std::optional<double> scale;
-  // Tokens per block of the chunked algorithm (CPU backend).
+  // Tokens per block of the chunked algorithm (CPU backend; the CUDA kernels pick their own tile).
   index_t chunk = 64;
+  // Tensor-core backends: exact (default) or fast rounding of the products (core/precision.hpp).
+  using Precision = lcsm::Precision;
+  Precision precision = Precision::exact;
 
   double scale_for(index_t key_dim) const { return scale ? *scale : 1.0 / std::sqrt(static_cast<double>(key_dim)); }
   void check_options(const char* where) const {
@@ -84,9 +88,15 @@ struct ScalarGatedAttention : GatedOptions {
   View<const Gate, 3> log_gate;
 
   // Throws lcsm::Error for a gate that does not fit [B, T, H] or holds a value that is not finite and <= 0.
-  void check(const char* where, index_t batch, index_t time, index_t heads, index_t /*key_dim*/) const {
-    check_options(where);
+  void check(const char* where, index_t batch, index_t time, index_t heads, index_t key_dim) const {
+    check_layout(where, batch, time, heads, key_dim);
     detail::check_log_gate<Gate, 3>(where, log_gate, {batch, time, heads}, "[B, T, H]");
+  }
+  // The same without reading the gate's values: for a gate in device memory.
+  void check_layout(const char* where, index_t batch, index_t time, index_t heads, index_t /*key_dim*/) const {
+    check_options(where);
+    detail::check_memory(where, "op.log_gate", log_gate);
+    detail::check_shape(where, "op.log_gate", log_gate, {batch, time, heads}, "[B, T, H]");
   }
 };
 
@@ -99,10 +109,16 @@ struct VectorGatedAttention : GatedOptions {
   index_t sub_chunk = 16;
 
   void check(const char* where, index_t batch, index_t time, index_t heads, index_t key_dim) const {
+    check_layout(where, batch, time, heads, key_dim);
+    detail::check_log_gate<Gate, 4>(where, log_gate, {batch, time, heads, key_dim}, "[B, T, H, K]");
+  }
+  // The same without reading the gate's values: for a gate in device memory.
+  void check_layout(const char* where, index_t batch, index_t time, index_t heads, index_t key_dim) const {
     check_options(where);
     detail::check_argument(sub_chunk >= 1 && sub_chunk <= chunk, where, "op.sub_chunk",
                            detail::concat("1 <= sub_chunk <= chunk = ", chunk), sub_chunk);
-    detail::check_log_gate<Gate, 4>(where, log_gate, {batch, time, heads, key_dim}, "[B, T, H, K]");
+    detail::check_memory(where, "op.log_gate", log_gate);
+    detail::check_shape(where, "op.log_gate", log_gate, {batch, time, heads, key_dim}, "[B, T, H, K]");
   }
 };
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "lcsm/core/error.hpp"
+#include "lcsm/core/precision.hpp"
 #include "lcsm/core/tensor.hpp"
 
 namespace lcsm {
@@ -24,11 +25,8 @@ struct LightningAttention {
   std::optional<double> scale;
   // Tokens per block of the chunked algorithm (CPU backend; the CUDA kernels pick their own tile).
   index_t chunk = 64;
-  // Tensor-core backends: `exact` keeps ~16 mantissa bits in every product that feeds the state or
-  // the output (a hi + lo bf16 split of the state and of the decayed keys); `fast` rounds them to
-  // bf16 once, as flash-linear-attention does, for fewer matrix instructions. The CPU backend
-  // always computes in the input's precision.
-  enum class Precision { exact, fast };
+  // Tensor-core backends: exact (default) or fast rounding of the products (core/precision.hpp).
+  using Precision = lcsm::Precision;
   Precision precision = Precision::exact;
 
   double scale_for(index_t key_dim) const { return scale ? *scale : 1.0 / std::sqrt(static_cast<double>(key_dim)); }

@@ -19,7 +19,7 @@
 
 #include <cstdint>
 
-#include "lcsm/cuda/mma.cuh"
+#include "lcsm/cuda/primitives/copy.cuh"
 
 namespace lcsm::cuda::detail {
 
@@ -38,8 +38,6 @@ template <int kPending>
 __device__ __forceinline__ void wgmma_wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
 }
-// Makes this thread's generic-proxy shared-memory writes (st.shared, cp.async) visible to wgmma.
-__device__ __forceinline__ void fence_async_shared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
 // D (+)= A B, m64n64k16, A and B from shared memory. kTransA / kTransB: MN-major operand.
 template <int kTransA, int kTransB>
@@ -113,6 +111,28 @@ __device__ __forceinline__ void wgmma_m64n128k16_rs(float (&d)[64], const std::u
         "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]),
         "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(static_cast<int>(accumulate)), "n"(kTransB));
+}
+
+// The hi/lo products of the warpgroup kernels, written once: D += A_hi B (+ A_lo B when kLo), A from
+// registers (m64nNk16) or from shared memory (two descriptors).
+template <bool kLo, int kTransB>
+__device__ __forceinline__ void wgmma_split_rs(float (&d)[32], const std::uint32_t (&hi)[4],
+                                               const std::uint32_t (&lo)[4], std::uint64_t b) {
+  wgmma_m64n64k16_rs<kTransB>(d, hi, b, true);
+  if constexpr (kLo) wgmma_m64n64k16_rs<kTransB>(d, lo, b, true);
+}
+template <bool kLo, int kTransB>
+__device__ __forceinline__ void wgmma_split_rs(float (&d)[64], const std::uint32_t (&hi)[4],
+                                               const std::uint32_t (&lo)[4], std::uint64_t b) {
+  wgmma_m64n128k16_rs<kTransB>(d, hi, b, true);
+  if constexpr (kLo) wgmma_m64n128k16_rs<kTransB>(d, lo, b, true);
+}
+// D (+)= A (B_hi + B_lo): B split, A and B from shared memory.
+template <bool kLo>
+__device__ __forceinline__ void wgmma_split_ss(float (&d)[32], std::uint64_t a, std::uint64_t b_hi, std::uint64_t b_lo,
+                                               bool accumulate) {
+  wgmma_m64n64k16_ss<0, 0>(d, a, b_hi, accumulate);
+  if constexpr (kLo) wgmma_m64n64k16_ss<0, 0>(d, a, b_lo, true);
 }
 
 }  // namespace lcsm::cuda::detail

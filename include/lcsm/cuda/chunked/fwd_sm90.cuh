@@ -1,46 +1,53 @@
-// Lightning attention on Hopper warpgroup MMAs (sm_90a): bf16 inputs, K <= 128, 128 value columns
-// per CTA in two warpgroups of 64 columns each. The warpgroups share the chunk's tiles (loaded
-// once) and each computes the scores it needs itself (Q K^T twice: cheaper than a trip of P
-// through shared memory and a barrier).
+// The chunked forward on Hopper warpgroup MMAs (sm_90a): bf16 inputs, K <= 128, the per-head and
+// the scalar-gate decays, 128 value columns per CTA in two warpgroups of 64 columns each. The
+// warpgroups share the chunk's tiles (loaded once) and each computes the scores it needs itself
+// (Q K^T twice: cheaper than a trip of P through shared memory and a barrier).
 //
-// Per chunk of C = 64 tokens (S: the K x 64 state block at the chunk start):
+// Per chunk of C = 64 tokens (S: the K x 64 state block at the chunk start; factors from the decay
+// policy, chunked/decay.cuh):
 //   P   = Q K^T (.) D               m64n64,  A = Q, B = K                 (shared memory)
-//   O   = diag(lambda^(i+1)) Q S    m64n64,  A = Q, B = S (bf16 hi, lo)   (shared memory)
+//   O   = diag(exp(G_i)) Q S        m64n64,  A = Q, B = S (bf16 hi, lo)   (shared memory)
 //       + P V                       m64n64,  A = P (registers), B = V (MN-major)
-//   S^T = lambda^c S^T + (V^T diag(lambda^(c-1-j))) K
+//   S^T = exp(G_{c-1}) S^T + (V^T diag(exp(G_{c-1} - G_j))) K
 //                                   m64n128, A = decayed V^T (registers), B = K (MN-major)
 // The state lives in registers as the accumulator of its update, transposed (value rows, key
 // columns), and goes to shared memory once per chunk as the B operand of Q S; the scores go from
 // accumulator to A fragment without leaving registers. In exact mode the state, the scores and the
 // decayed values keep a lo bf16 term (products hi * x + lo * x), as in the mma.sync kernel
-// (lightning_kernels.cuh), which serves every other shape and type. Segments, their delta launch
-// and the scan are shared with it.
+// (chunked/fwd_sm80.cuh), which serves every other shape, type and the vector gate. Segments,
+// their delta launch and the scan are shared with it.
 #pragma once
 
 #include <cuda_bf16.h>
 
 #include <cstdint>
 
-#include "lcsm/cuda/lightning_kernels.cuh"
-#include "lcsm/cuda/lightning_params.cuh"
-#include "lcsm/cuda/mma.cuh"
-#include "lcsm/cuda/wgmma.cuh"
+#include "lcsm/cuda/chunked/decay.cuh"
+#include "lcsm/cuda/chunked/params.cuh"
+#include "lcsm/cuda/chunked/work.cuh"
+#include "lcsm/cuda/primitives/copy.cuh"
+#include "lcsm/cuda/primitives/mma_sm80.cuh"
+#include "lcsm/cuda/primitives/split_bf16.cuh"
+#include "lcsm/cuda/primitives/wgmma_sm90.cuh"
 
 namespace lcsm::cuda::detail {
 
-template <bool kExact>
-struct WgmmaTraits {
+template <bool kExact, DecayKind kDecay>
+struct Sm90Traits {
+  static_assert(kDecay != DecayKind::key, "the vector gate runs on the mma.sync kernel");
+  static constexpr bool kTokenGate = kDecay == DecayKind::token;
   // kValues per warpgroup, kValueTile per CTA.
   static constexpr int kChunk = 64, kKeys = 128, kValues = 64, kValueTile = 128, kThreads = 256;
-  // Blocked tiles (wgmma.cuh), bf16 elements.
+  // Blocked tiles (wgmma_sm90.cuh), bf16 elements; a stage ends with the chunk's gates (floats).
   static constexpr int kQ = kChunk * kKeys, kK = kChunk * kKeys, kV = kChunk * kValueTile;
-  static constexpr int kStage = kQ + kK + kV;
+  static constexpr int kStageTiles = kQ + kK + kV;
+  static constexpr int kStage = kStageTiles + (kTokenGate ? 2 * kChunk : 0);
   static constexpr int kStages = 2;
   static constexpr int kS = kValueTile * kKeys;  // the state operand, [value][key], hi (and lo)
   static constexpr int kOffS = kStages * kStage;
-  static constexpr int kOffO = kOffS + (kExact ? 2 : 1) * kS;        // output staging [token][value], swizzled
-  static constexpr int kOffPow = (kOffO + kChunk * kValueTile) * 2;  // bytes
-  static constexpr int kSmemBytes = kOffPow + (kChunk + 1) * 4;
+  static constexpr int kOffO = kOffS + (kExact ? 2 : 1) * kS;          // output staging [token][value], swizzled
+  static constexpr int kOffDecay = (kOffO + kChunk * kValueTile) * 2;  // bytes: lambda^p, or per-warp gate scans
+  static constexpr int kSmemBytes = kOffDecay + (kTokenGate ? (kThreads / 32) * kChunk * 8 : (kChunk + 1) * 4);
 };
 
 // Element offset of (r, c) in a blocked tile of `cols` columns.
@@ -73,7 +80,7 @@ __device__ __forceinline__ void load_blocked(__nv_bfloat16* tile, const __nv_bfl
 }
 
 template <class Tr, bool kDeltaOnly>
-__device__ __forceinline__ void load_wgmma_chunk(__nv_bfloat16* stage, const LightningParams& p, const Item& it,
+__device__ __forceinline__ void load_wgmma_chunk(__nv_bfloat16* stage, const RecurrenceParams& p, const Item& it,
                                                  std::int64_t tg, int c, int h, int c0) {
   const std::int64_t h64 = h;
   const auto* q = static_cast<const __nv_bfloat16*>(p.q) + it.batch * p.sq.s0 + h64 * p.sq.s2;
@@ -82,7 +89,10 @@ __device__ __forceinline__ void load_wgmma_chunk(__nv_bfloat16* stage, const Lig
   if (!kDeltaOnly) load_blocked<Tr::kChunk, Tr::kKeys>(stage, q, p.sq.s1, tg, c, 0, p.key_dim);
   load_blocked<Tr::kChunk, Tr::kKeys>(stage + Tr::kQ, k, p.sk.s1, tg, c, 0, p.key_dim);
   load_blocked<Tr::kChunk, Tr::kValueTile>(stage + Tr::kQ + Tr::kK, v, p.sv.s1, tg, c, c0, p.value_dim);
-  asm volatile("cp.async.commit_group;\n" ::);
+  if constexpr (Tr::kTokenGate)
+    load_token_gates<Tr::kChunk, Tr::kThreads>(reinterpret_cast<float*>(stage + Tr::kStageTiles), p, it.batch, tg, c,
+                                               h);
+  cp_async_commit();
 }
 
 // Accumulator element i of a thread: row and column inside the warpgroup's m64nN tile.
@@ -111,28 +121,30 @@ __device__ __forceinline__ void state_t_to_global(const float (&s)[64], float* g
   }
 }
 
-template <bool kExact, bool kDeltaOnly>
-__global__ void __launch_bounds__(256, 1) lightning_wgmma_kernel(const __grid_constant__ LightningParams p) {
+template <DecayKind kDecay, bool kExact, bool kDeltaOnly>
+__global__ void __launch_bounds__(256, 1) chunk_kernel_sm90(const __grid_constant__ RecurrenceParams p) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using Tr = WgmmaTraits<kExact>;
+  using Tr = Sm90Traits<kExact, kDecay>;
   constexpr int C = Tr::kChunk;
   extern __shared__ __align__(128) unsigned char wgmma_smem[];
   auto* smem = reinterpret_cast<__nv_bfloat16*>(wgmma_smem);
   __nv_bfloat16* sO = smem + Tr::kOffO;
-  float* pw = reinterpret_cast<float*>(wgmma_smem + Tr::kOffPow);
 
-  const int vb = blockIdx.x % p.value_blocks;
-  const int h = (blockIdx.x / p.value_blocks) % p.heads;
-  const std::int64_t item_index = blockIdx.x / (static_cast<std::int64_t>(p.value_blocks) * p.heads);
+  const BlockCoords bc = block_coords(p);
+  const std::int64_t item_index = bc.item;
   Item it;
   if (!decode_item(p, item_index, it)) return;
   const bool last_segment = it.segment + 1 >= it.segments;
   if (kDeltaOnly && last_segment) return;
 
-  const int wg = threadIdx.x / 128, warp = threadIdx.x / 32 % 4, lane = threadIdx.x % 32;
-  const int K = p.key_dim, V = p.value_dim, tile_c0 = vb * Tr::kValueTile, c0 = tile_c0 + wg * Tr::kValues;
-  const double g = p.log_decay[h];
-  for (int i = threadIdx.x; i <= C; i += Tr::kThreads) pw[i] = static_cast<float>(exp(g * i));
+  const int wg = threadIdx.x / 128, warp = threadIdx.x / 32 % 4, lane = threadIdx.x % 32, h = bc.head;
+  const int K = p.key_dim, V = p.value_dim, tile_c0 = bc.value_block * Tr::kValueTile, c0 = tile_c0 + wg * Tr::kValues;
+  auto decay = [&] {
+    if constexpr (Tr::kTokenGate)
+      return TokenDecay<C>::make(reinterpret_cast<float2*>(wgmma_smem + Tr::kOffDecay) + (threadIdx.x / 32) * C);
+    else return HeadDecay::make<C>(p, h, reinterpret_cast<float*>(wgmma_smem + Tr::kOffDecay));
+  }();
+  double segment_log2 = 0;  // the segment's total log2-decay (scalar gate)
 
   // This warpgroup's rows of the state operand (hi; lo kS further).
   __nv_bfloat16* sSh = smem + Tr::kOffS + wg * Tr::kValues * Tr::kKeys;
@@ -173,19 +185,24 @@ __global__ void __launch_bounds__(256, 1) lightning_wgmma_kernel(const __grid_co
     __nv_bfloat16* sQ = smem + stage * Tr::kStage;
     __nv_bfloat16* sK = sQ + Tr::kQ;
     __nv_bfloat16* sV = sK + Tr::kK;
-    asm volatile("cp.async.wait_group 0;\n" ::);
+    cp_async_wait<0>();
     fence_async_shared();
-    __syncthreads();       // this chunk's tiles and the state operand visible to all (and to wgmma)
+    __syncthreads();  // this chunk's tiles and the state operand visible to all (and to wgmma)
+    if constexpr (Tr::kTokenGate) {
+      decay.prepare(reinterpret_cast<const float*>(sQ + Tr::kStageTiles));
+      segment_log2 += decay.chunk_log2;
+    }
     if (t + C < it.end) {  // the next chunk's loads, into the stage the previous chunk released
       const std::int64_t cn = it.end - t - C < C ? it.end - t - C : C;
       load_wgmma_chunk<Tr, kDeltaOnly>(smem + (stage ^ 1) * Tr::kStage, p, it, tg + C, static_cast<int>(cn), h,
                                        tile_c0);
     }
 
-    // ---- S^T = lambda^c S^T + (V^T diag(lambda^(c-1-j))) K, issued first: it reads the tiles and
-    // the registers only, while Q S below reads the previous state from its shared-memory copy. ----
+    // ---- S^T = exp(G_{c-1}) S^T + (V^T diag(exp(G_{c-1} - G_j))) K, issued first: it reads the
+    // tiles and the registers only, while Q S below reads the previous state from its shared-memory
+    // copy. ----
     {
-      const float lc = pw[c];
+      const float lc = decay.state(c);
 #pragma unroll
       for (int i = 0; i < 64; ++i) S[i] *= lc;
       std::uint32_t vh[4][4], vl[kExact ? 4 : 1][4];
@@ -196,11 +213,11 @@ __global__ void __launch_bounds__(256, 1) lightning_wgmma_kernel(const __grid_co
         std::uint32_t x[4];
         ldmatrix_x4_trans(x, sV + jb * 8 * Tr::kValueTile + vblk * 64 + (lane % 8) * 8);
         const int j0 = kk * 16 + 2 * (lane % 4);
-        const float w0 = j0 < c ? pw[c - 1 - j0] : 0.f, w1 = j0 + 1 < c ? pw[c - 2 - j0] : 0.f;
-        const float w8 = j0 + 8 < c ? pw[c - 9 - j0] : 0.f, w9 = j0 + 9 < c ? pw[c - 10 - j0] : 0.f;
+        const float w0 = decay.key(j0, c), w1 = decay.key(j0 + 1, c);
+        const float w8 = decay.key(j0 + 8, c), w9 = decay.key(j0 + 9, c);
 #pragma unroll
         for (int r = 0; r < 4; ++r) {
-          const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&x[r]));
+          const float2 f = unpack_bf16(x[r]);
           std::uint32_t hi, lo;
           split_pack_bf16(f.x * (r < 2 ? w0 : w8), f.y * (r < 2 ? w1 : w9), hi, lo);
           vh[kk][r] = hi;
@@ -209,11 +226,9 @@ __global__ void __launch_bounds__(256, 1) lightning_wgmma_kernel(const __grid_co
       }
       wgmma_fence();
 #pragma unroll
-      for (int kk = 0; kk < C / 16; ++kk) {
-        const std::uint64_t bk = wgmma_descriptor(sK + kk * 2 * 8 * Tr::kKeys, Tr::kKeys * 16, 128);
-        wgmma_m64n128k16_rs<1>(S, vh[kk], bk, true);
-        if constexpr (kExact) wgmma_m64n128k16_rs<1>(S, vl[kk], bk, true);
-      }
+      for (int kk = 0; kk < C / 16; ++kk)
+        wgmma_split_rs<kExact, 1>(S, vh[kk], vl[kExact ? kk : 0],
+                                  wgmma_descriptor(sK + kk * 2 * 8 * Tr::kKeys, Tr::kKeys * 16, 128));
       wgmma_commit();
     }
 
@@ -228,12 +243,10 @@ __global__ void __launch_bounds__(256, 1) lightning_wgmma_kernel(const __grid_co
                                  wgmma_descriptor(sK + kk * 128, 128, Tr::kKeys * 16), kk > 0);
       wgmma_commit();
 #pragma unroll
-      for (int kk = 0; kk < Tr::kKeys / 16; ++kk) {
-        const std::uint64_t aq = wgmma_descriptor(sQ + kk * 128, 128, Tr::kKeys * 16);
-        wgmma_m64n64k16_ss<0, 0>(O, aq, wgmma_descriptor(sSh + kk * 128, 128, Tr::kKeys * 16), kk > 0);
-        if constexpr (kExact)
-          wgmma_m64n64k16_ss<0, 0>(O, aq, wgmma_descriptor(sSl + kk * 128, 128, Tr::kKeys * 16), true);
-      }
+      for (int kk = 0; kk < Tr::kKeys / 16; ++kk)
+        wgmma_split_ss<kExact>(O, wgmma_descriptor(sQ + kk * 128, 128, Tr::kKeys * 16),
+                               wgmma_descriptor(sSh + kk * 128, 128, Tr::kKeys * 16),
+                               wgmma_descriptor(sSl + kk * 128, 128, Tr::kKeys * 16), kk > 0);
       wgmma_commit();
       wgmma_wait<1>();  // the state update and P
       // Causal decay mask as a select; the accumulator becomes P's A fragments (hi, lo).
@@ -246,8 +259,9 @@ __global__ void __launch_bounds__(256, 1) lightning_wgmma_kernel(const __grid_co
 #pragma unroll
         for (int r = 0; r < 4; ++r) {
           const int i = 8 * kk + 2 * r, d = d0 + 8 * ((i >> 1) & 1) - 8 * (i >> 2);
-          const float x0 = d >= 0 ? A[i] * pw[d] : 0.f;
-          const float x1 = d >= 1 ? A[i + 1] * pw[d - 1] : 0.f;
+          const int row = warp * 16 + lane / 4 + 8 * ((i >> 1) & 1), col = row - d;
+          const float x0 = d >= 0 ? A[i] * decay.mask(row, col) : 0.f;
+          const float x1 = d >= 1 ? A[i + 1] * decay.mask(row, col + 1) : 0.f;
           std::uint32_t hi, lo;
           split_pack_bf16(x0, x1, hi, lo);
           ph[kk][r] = hi;
@@ -255,18 +269,16 @@ __global__ void __launch_bounds__(256, 1) lightning_wgmma_kernel(const __grid_co
         }
       wgmma_wait<0>();                      // Q S
       if (t + C < it.end) state_to_tile();  // the next chunk's operand: Q S no longer reads the tile
-      const float q_decay_top = pw[warp * 16 + lane / 4 + 1], q_decay_bottom = pw[warp * 16 + lane / 4 + 9];
+      const float q_decay_top = decay.row(warp * 16 + lane / 4), q_decay_bottom = decay.row(warp * 16 + lane / 4 + 8);
 #pragma unroll
       for (int i = 0; i < 32; ++i) O[i] *= (i & 2) ? q_decay_bottom : q_decay_top;  // lambda^(i+1), i the token
       // ---- O += P V. ----
       wgmma_fence();
 #pragma unroll
-      for (int kk = 0; kk < C / 16; ++kk) {
-        const std::uint64_t bv =
-            wgmma_descriptor(sV + kk * 2 * 8 * Tr::kValueTile + wg * 8 * 64, Tr::kValueTile * 16, 128);
-        wgmma_m64n64k16_rs<1>(O, ph[kk], bv, true);
-        if constexpr (kExact) wgmma_m64n64k16_rs<1>(O, pl[kk], bv, true);
-      }
+      for (int kk = 0; kk < C / 16; ++kk)
+        wgmma_split_rs<kExact, 1>(
+            O, ph[kk], pl[kExact ? kk : 0],
+            wgmma_descriptor(sV + kk * 2 * 8 * Tr::kValueTile + wg * 8 * 64, Tr::kValueTile * 16, 128));
       wgmma_commit();
     }
     wgmma_wait<0>();
@@ -296,11 +308,17 @@ __global__ void __launch_bounds__(256, 1) lightning_wgmma_kernel(const __grid_co
     stage ^= 1;
   }
 
-  if (kDeltaOnly) state_t_to_global(S, p.segment_states, ws, item_index + 1, h, c0, K, V);
-  else if (last_segment && p.final_state) state_t_to_global(S, p.final_state, p.s_final, it.seq, h, c0, K, V);
+  if (kDeltaOnly) {
+    state_t_to_global(S, p.segment_states, ws, item_index + 1, h, c0, K, V);
+    if constexpr (Tr::kTokenGate)
+      if (bc.value_block == 0 && threadIdx.x == 0)
+        p.segment_log_decay[item_index * p.heads + h] = static_cast<float>(segment_log2);
+  } else if (last_segment && p.final_state) {
+    state_t_to_global(S, p.final_state, p.s_final, it.seq, h, c0, K, V);
+  }
 #else
   // Built for a target without sm_90a's wgmma: the host never launches this body (it checks for
-  // this marker's static shared memory, see wgmma_kernels_available).
+  // this marker's static shared memory, see sm90_kernels_available in chunked/launch.cuh).
   __shared__ int no_wgmma_marker[1];
   no_wgmma_marker[0] = p.heads;
   __syncthreads();

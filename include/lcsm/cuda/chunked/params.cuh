@@ -1,4 +1,5 @@
-// The arguments of the lightning-attention kernels, passed by value (FlashAttention-2 style).
+// The arguments of every kernel of the chunked engine (forward, segment scan, decode), passed by
+// value (FlashAttention-2 style) and filled once per call by make_params (chunked/run.cuh).
 #pragma once
 
 #include <cstdint>
@@ -7,12 +8,12 @@ namespace lcsm::cuda::detail {
 
 constexpr int kMaxHeads = 256;  // per-head log-decays travel inside the parameter block
 
-// Element strides of a rank-4 view.
+// Element strides of a rank-4 view (rank-3 gates use the first three).
 struct Strides4 {
   std::int64_t s0, s1, s2, s3;
 };
 
-struct LightningParams {
+struct RecurrenceParams {
   // q, k [B, T, H, K]; v, o [B, T, H, V] (element type fixed by the kernel's template).
   const void* q;
   const void* k;
@@ -24,7 +25,13 @@ struct LightningParams {
   std::int64_t batch, time;
   int heads, key_dim, value_dim, value_blocks;
   float scale;
+
+  // The decay, as the kernel's decay policy reads it (chunked/decay_*.cuh): per-head log-decays
+  // (lightning), or the fp32 log-gate [B, T, H] (scalar gate) / [B, T, H, K] (vector gate).
   double log_decay[kMaxHeads];
+  const float* log_gate;
+  Strides4 sg;
+  bool gate_vectorized;  // vector gate rows unit-stride and 16-byte aligned
 
   // Sequences: B rows of T tokens, or cu_seqlens over row 0 (device memory, int32 or int64).
   const void* cu_seqlens;
@@ -44,24 +51,17 @@ struct LightningParams {
   Strides4 s_initial;
   float* final_state;
   Strides4 s_final;
-  // Workspace [max_items, H, K, V] fp32: segment contributions, then segment start states.
-  float* segment_states;
-};
 
-struct StepParams {
-  const void* q;
-  const void* k;
-  const void* v;
-  void* o;
-  Strides4 sq, sk, sv, so;
-  float* state;  // [B, H, K, V], advanced in place
+  // Workspace: segment contributions, then segment start states [max_items, H, K, V]; each
+  // segment's total log-decay [max_items, H, gate width] (per-token gates only).
+  float* segment_states;
+  float* segment_log_decay;
+
+  // Decode: the state [B, H, K, V] advanced in place, and the tokens staged per pass over it.
+  float* state;
   Strides4 ss;
   bool state_vectorized;  // unit-stride, 16-byte aligned rows: float4 access
-  std::int64_t batch, tokens;
-  int heads, key_dim, value_dim;
-  int token_group;  // tokens staged in shared memory per pass over the state
-  float scale;
-  float decay[kMaxHeads];  // lambda_h = exp(g_h)
+  int token_group;
 };
 
 }  // namespace lcsm::cuda::detail

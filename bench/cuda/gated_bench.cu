@@ -1,0 +1,110 @@
+// CUDA gated-recurrence benchmarks: the scalar gate ([B, T, H] fp32) and the vector gate
+// ([B, T, H, K] fp32), forward in both precisions and decode, with the counters of common.cuh.
+// bytes/s counts q, k, v read once, o written once and the gate read once. Gates are fla's test
+// gates, log-sigmoid(N(0, 1)) / 16.
+#include "common.cuh"
+
+namespace {
+
+using namespace lcsm_bench;
+
+template <int kUnused = 0>
+__global__ void fill_gates(float* g, std::int64_t n, std::uint64_t seed) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    std::uint64_t x = (static_cast<std::uint64_t>(i) + seed) * 0x9E3779B97F4A7C15ull;
+    x ^= x >> 31;
+    x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 29;
+    const float u = (static_cast<float>(x >> 40) / 16777216.0f - 0.5f) * 3.4641f;
+    g[i] = -log1pf(expf(-u)) / 16.0f;
+  }
+}
+
+// A descriptor over a gate buffer: scalar [B, T, H] or vector [B, T, H, D].
+template <class E>
+lcsm::ScalarGatedAttention<E> gated_op(std::integral_constant<bool, false>, const float* g, std::int64_t B,
+                                       std::int64_t T, std::int64_t H, std::int64_t) {
+  lcsm::ScalarGatedAttention<E> op;
+  op.log_gate = lcsm::view(g, {B, T, H});
+  return op;
+}
+template <class E>
+lcsm::VectorGatedAttention<E> gated_op(std::integral_constant<bool, true>, const float* g, std::int64_t B,
+                                       std::int64_t T, std::int64_t H, std::int64_t D) {
+  lcsm::VectorGatedAttention<E> op;
+  op.log_gate = lcsm::view(g, {B, T, H, D});
+  return op;
+}
+
+template <class E, bool kVector, bool kExact = true>
+void BM_gated_forward(benchmark::State& state) {
+  const std::int64_t B = state.range(0), T = state.range(1), H = state.range(2), D = 128;
+  const std::int64_t n = B * T * H * D, gates = B * T * H * (kVector ? D : 1);
+  Buffer q(n * sizeof(E)), k(n * sizeof(E)), v(n * sizeof(E)), o(n * sizeof(E)), g(gates * 4);
+  for (void* p : {q.p, k.p, v.p}) fill_inputs<E>(p, n, 1234);
+  fill_gates<><<<2048, 256>>>(static_cast<float*>(g.p), gates, 99);
+  LCSM_CUDA_CHECK(cudaDeviceSynchronize());
+  auto op = gated_op<E>(std::integral_constant<bool, kVector>{}, static_cast<const float*>(g.p), B, T, H, D);
+  op.precision = kExact ? lcsm::Precision::exact : lcsm::Precision::fast;
+  auto view = [&](void* p) { return lcsm::view(static_cast<E*>(p), {B, T, H, D}); };
+  const auto qv = view(q.p), kv = view(k.p), vv = view(v.p), ov = view(o.p);
+  const std::size_t ws_bytes = lcsm::cuda::forward_workspace_bytes<E>(op, qv, vv);
+  Buffer ws(ws_bytes);
+  lcsm::cuda::Device dev{nullptr, {ws.p, ws_bytes}};
+  const double median = run_timed(state, [&] { lcsm::forward<E>(dev, op, qv, kv, vv, ov); });
+  forward_counters(state, median, static_cast<double>(B * T), static_cast<double>(H), 4.0 * n * sizeof(E) + 4.0 * gates,
+                   D);
+}
+
+template <bool kVector>
+void BM_gated_decode(benchmark::State& state) {
+  using T = __nv_bfloat16;
+  const std::int64_t B = state.range(0), H = 16, D = 128, gates = B * H * (kVector ? D : 1);
+  Buffer q(B * H * D * 2), k(B * H * D * 2), v(B * H * D * 2), o(B * H * D * 2), s(B * H * D * D * 4), g(gates * 4);
+  for (void* p : {q.p, k.p, v.p}) fill_inputs<T>(p, B * H * D, 7);
+  fill_gates<><<<256, 256>>>(static_cast<float*>(g.p), gates, 5);
+  LCSM_CUDA_CHECK(cudaMemset(s.p, 0, B * H * D * D * 4));
+  const auto op = gated_op<T>(std::integral_constant<bool, kVector>{}, static_cast<const float*>(g.p), B, 1, H, D);
+  auto view = [&](void* p) { return lcsm::view(static_cast<T*>(p), {B, 1, H, D}); };
+  const auto sv = lcsm::view(static_cast<float*>(s.p), {B, H, D, D});
+  const double median = run_timed(
+      state, [&] { lcsm::step<T>(lcsm::cuda::Device{}, op, view(q.p), view(k.p), view(v.p), view(o.p), sv); });
+  const double bytes = 2.0 * B * H * D * D * 4 + 4.0 * B * H * D * 2 + 4.0 * gates;
+  using C = benchmark::Counter;
+  state.counters["median_ms"] = median * 1e3;
+  state.counters["bytes_per_second"] = C(bytes / median, C::kDefaults, C::OneK::kIs1000);
+  state.counters["frac_copy"] = bytes / median / copy_bandwidth();
+}
+
+void shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"B", "T", "H"});
+  for (std::int64_t T : {4096, 16384, 65536, 262144, 1 << 20}) b->Args({1, T, 16});
+  b->Args({8, 8192, 16});
+  b->UseManualTime()->Unit(benchmark::kMillisecond);
+}
+
+}  // namespace
+
+BENCHMARK_TEMPLATE(BM_gated_forward, __nv_bfloat16, false)->Name("BM_scalar_gate_forward<bf16>")->Apply(shapes);
+BENCHMARK_TEMPLATE(BM_gated_forward, __nv_bfloat16, false, false)
+    ->Name("BM_scalar_gate_forward_fast<bf16>")
+    ->Apply(shapes);
+BENCHMARK_TEMPLATE(BM_gated_forward, __nv_bfloat16, true)->Name("BM_vector_gate_forward<bf16>")->Apply(shapes);
+BENCHMARK_TEMPLATE(BM_gated_forward, __nv_bfloat16, true, false)
+    ->Name("BM_vector_gate_forward_fast<bf16>")
+    ->Apply(shapes);
+BENCHMARK_TEMPLATE(BM_gated_decode, false)
+    ->Name("BM_scalar_gate_decode")
+    ->ArgNames({"B"})
+    ->Arg(64)
+    ->Arg(1)
+    ->UseManualTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK_TEMPLATE(BM_gated_decode, true)
+    ->Name("BM_vector_gate_decode")
+    ->ArgNames({"B"})
+    ->Arg(64)
+    ->Arg(1)
+    ->UseManualTime()
+    ->Unit(benchmark::kMicrosecond);

@@ -1,0 +1,127 @@
+// Decay policies of the chunked engine: how the factors of one chunk are formed. Per chunk of c
+// tokens with G_i the cumulative log-decay through token i of the chunk (G_{-1} = 0):
+//   output rows  O_i += exp(G_i) q_i S                   row(i)
+//   scores       P_ij = exp(G_i - G_j) q_i . k_j, j <= i  mask(i, j)
+//   state        S = exp(G_{c-1}) S + sum_j exp(G_{c-1} - G_j) k_j v_j^T   state(c), key(j, c)
+// Every argument of an exponential is <= 0, so nothing overflows and a strong decay underflows to
+// the zero it rounds to.
+//   HeadDecay   lightning attention: G_i = (i + 1) g_h, a table of lambda^p per CTA.
+//   TokenDecay  a scalar gate [B, T, H]: G from a per-warp scan of the chunk's gates in double.
+//   key         a vector gate [B, T, H, K]: per-key factors, formed by the kernel itself
+//               (chunked/key_gate_sm80.cuh).
+// Device code, except DecayKind and its traits.
+#pragma once
+
+#include <cstdint>
+
+#include "lcsm/cuda/chunked/params.cuh"
+#include "lcsm/cuda/primitives/copy.cuh"
+
+namespace lcsm::cuda::detail {
+
+constexpr double kLog2e = 1.4426950408889634;
+
+// The decay of a family: the one template parameter that tells the engine's kernels apart.
+enum class DecayKind { head, token, key };
+
+constexpr bool per_token(DecayKind d) { return d != DecayKind::head; }
+// Log-decays per (segment, head) the segment scan needs: none, one, or one per key.
+inline int gate_width(DecayKind d, int key_dim) {
+  return d == DecayKind::head ? 0 : d == DecayKind::token ? 1 : key_dim;
+}
+
+struct HeadDecay {
+  const float* pw;  // lambda^p, p = 0 .. C (shared memory)
+  bool decayed;
+
+  // Fills the table (visible after the kernel's next barrier).
+  template <int C>
+  __device__ static HeadDecay make(const RecurrenceParams& p, int h, float* table) {
+    const double g = p.log_decay[h];
+    for (int i = threadIdx.x; i <= C; i += blockDim.x) table[i] = static_cast<float>(exp(g * i));
+    return {table, g != 0.0};
+  }
+  __device__ void prepare(const float* /*gates*/) {}
+  __device__ bool active() const { return decayed; }
+  __device__ float row(int i) const { return pw[i + 1]; }
+  __device__ float key(int j, int c) const { return j < c ? pw[c - 1 - j] : 0.f; }
+  __device__ float mask(int i, int j) const { return pw[i - j]; }
+  __device__ float state(int c) const { return pw[c]; }
+};
+
+// G is kept in log2 units (exp2f is one MUFU instruction), summed in double and stored as a float
+// pair hi + lo, so that G_i - G_j = (hi_i - hi_j) + (lo_i - lo_j) is as exact as the float it becomes
+// however long the chunk's gates sum to, at full-rate float cost (no double arithmetic per element).
+template <int C>
+struct TokenDecay {
+  static constexpr int kPerLane = C / 32;
+  static_assert(C == 32 || C == 64, "one or two tokens per lane");
+  float2* G;              // this warp's slice: log2 of the cumulative gate through token i, as hi + lo
+  double chunk_log2 = 0;  // G_{C-1} of the chunk last prepared (gates past c are zero)
+
+  __device__ static TokenDecay make(float2* warp_slice) { return {warp_slice}; }
+  // gates: the chunk's C log-gates (zero past its end) in shared memory. A warp-wide scan; the
+  // warp's slice is ready for every lane when this returns.
+  __device__ void prepare(const float* gates) {
+    const int lane = threadIdx.x % 32;
+    double x[kPerLane], sum = 0;
+#pragma unroll
+    for (int e = 0; e < kPerLane; ++e) sum += (x[e] = static_cast<double>(gates[lane * kPerLane + e]));
+    double inclusive = sum;
+#pragma unroll
+    for (int d = 1; d < 32; d *= 2) {
+      const double y = __shfl_up_sync(0xFFFFFFFFu, inclusive, d);
+      if (lane >= d) inclusive += y;
+    }
+    double run = __shfl_up_sync(0xFFFFFFFFu, inclusive, 1);
+    if (lane == 0) run = 0;
+#pragma unroll
+    for (int e = 0; e < kPerLane; ++e) {
+      run += x[e];
+      const double g2 = run * kLog2e;
+      const float hi = static_cast<float>(g2);
+      G[lane * kPerLane + e] = make_float2(hi, static_cast<float>(g2 - hi));
+    }
+    chunk_log2 = __shfl_sync(0xFFFFFFFFu, inclusive, 31) * kLog2e;
+    __syncwarp();
+  }
+  __device__ static float difference(float2 a, float2 b) { return (a.x - b.x) + (a.y - b.y); }
+  __device__ bool active() const { return true; }
+  __device__ float row(int i) const { return exp2f(G[i].x + G[i].y); }
+  __device__ float key(int j, int c) const { return j < c ? exp2f(difference(G[c - 1], G[j])) : 0.f; }
+  __device__ float mask(int i, int j) const { return exp2f(difference(G[i], G[j])); }
+  __device__ float state(int c) const { return exp2f(G[c - 1].x + G[c - 1].y); }
+};
+
+// The chunk's log-gates into a stage, with the chunk's q/k/v copies: C values (scalar gate) or C
+// rows of K values at a pitch of kPitch floats (vector gate); zero past the chunk's end and past K.
+template <int C, int kThreads>
+__device__ __forceinline__ void load_token_gates(float* dst, const RecurrenceParams& p, std::int64_t batch,
+                                                 std::int64_t t0, int count, int h) {
+  for (int r = threadIdx.x; r < C; r += kThreads) {
+    if (r < count) cp_async_4(dst + r, p.log_gate + batch * p.sg.s0 + (t0 + r) * p.sg.s1 + h * p.sg.s2);
+    else dst[r] = 0.f;
+  }
+}
+template <int C, int KT, int kPitch, int kThreads>
+__device__ __forceinline__ void load_key_gates(float* dst, const RecurrenceParams& p, std::int64_t batch,
+                                               std::int64_t t0, int count, int h) {
+  const float* head = p.log_gate + batch * p.sg.s0 + h * p.sg.s2;
+  constexpr int kGroups = KT / 4;
+  for (int g = threadIdx.x; g < C * kGroups; g += kThreads) {
+    const int r = g / kGroups, k0 = (g % kGroups) * 4;
+    float* d = dst + r * kPitch + k0;
+    const float* src = head + (t0 + r) * p.sg.s1 + k0 * p.sg.s3;
+    if (r < count && p.gate_vectorized && k0 + 4 <= p.key_dim) {
+      cp_async_16(d, src);
+      continue;
+    }
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      if (r < count && k0 + e < p.key_dim) cp_async_4(d + e, src + e * p.sg.s3);
+      else d[e] = 0.f;
+    }
+  }
+}
+
+}  // namespace lcsm::cuda::detail

@@ -1,0 +1,92 @@
+// The segment scan: segment contributions -> segment start states, and (varlen) the first segment
+// of every sequence. Both kernels are small next to the chunk kernels; device code.
+#pragma once
+
+#include <cstdint>
+
+#include "lcsm/cuda/chunked/decay.cuh"
+#include "lcsm/cuda/chunked/params.cuh"
+#include "lcsm/cuda/chunked/work.cuh"
+
+namespace lcsm::cuda::detail {
+
+constexpr int kScanThreads = 256;
+
+// One thread per state element (row r, column c) of one (sequence, head). Slot first + s holds the
+// contribution of segment s - 1 on entry and the state before segment s on exit:
+//   slot[first] = initial;  slot[first + s + 1] = D(s) slot[first + s] + delta(s),
+// with D(s) the decay over segment s: lambda^len (head), 2^(segment log2-decay) (gates; per key row
+// for the vector gate). Only this kernel reads the initial state of a cut sequence, so final_state
+// may alias it. Grid: x = element blocks x heads x sequences.
+template <DecayKind kDecay>
+__global__ void __launch_bounds__(kScanThreads) segment_scan_kernel(const __grid_constant__ RecurrenceParams p) {
+  const std::int64_t kv = static_cast<std::int64_t>(p.key_dim) * p.value_dim;
+  const std::int64_t element_blocks = (kv + kScanThreads - 1) / kScanThreads;
+  const std::int64_t block = blockIdx.x;
+  const std::int64_t e = (block % element_blocks) * kScanThreads + threadIdx.x;
+  const int h = static_cast<int>((block / element_blocks) % p.heads);
+  const std::int64_t n = block / (element_blocks * p.heads);
+  if (e >= kv) return;
+  const int r = static_cast<int>(e / p.value_dim), c = static_cast<int>(e % p.value_dim);
+  std::int64_t first, count, length;
+  if (!p.cu_seqlens) {
+    first = n * p.segments_per_seq;
+    count = p.segments_per_seq;
+    length = p.time;
+  } else {
+    first = p.segment_offsets[n];
+    count = p.segment_offsets[n + 1] - first;
+    length = cu_offset(p, n + 1) - cu_offset(p, n);
+  }
+  float running =
+      p.initial_state
+          ? p.initial_state[n * p.s_initial.s0 + h * p.s_initial.s1 + r * p.s_initial.s2 + c * p.s_initial.s3]
+          : 0.f;
+  p.segment_states[(first * p.heads + h) * kv + e] = running;
+  for (std::int64_t s = 0; s + 1 < count; ++s) {
+    float decay;
+    if constexpr (kDecay == DecayKind::head) {
+      const std::int64_t len = (s + 1) * p.segment_len <= length ? p.segment_len : length - s * p.segment_len;
+      decay = static_cast<float>(exp(p.log_decay[h] * len));
+    } else if constexpr (kDecay == DecayKind::token) {
+      decay = exp2f(p.segment_log_decay[(first + s) * p.heads + h]);
+    } else {
+      decay = exp2f(p.segment_log_decay[((first + s) * p.heads + h) * p.key_dim + r]);
+    }
+    float* slot = p.segment_states + ((first + s + 1) * p.heads + h) * kv + e;
+    running = decay * running + *slot;
+    *slot = running;
+  }
+}
+
+// Varlen: segment_offsets[n] = sum over m < n of max(1, ceil(len_m / segment_len)), one block.
+template <int kUnused = 0>
+__global__ void segment_offsets_kernel(const __grid_constant__ RecurrenceParams p, std::int64_t* offsets) {
+  __shared__ std::int64_t carry;
+  __shared__ std::int64_t partial[1024];
+  if (threadIdx.x == 0) carry = 0;
+  __syncthreads();
+  for (std::int64_t base = 0; base < p.sequences; base += blockDim.x) {
+    const std::int64_t n = base + threadIdx.x;
+    std::int64_t count = 0;
+    if (n < p.sequences) {
+      const std::int64_t len = cu_offset(p, n + 1) - cu_offset(p, n);
+      count = len <= 0 ? 1 : (len + p.segment_len - 1) / p.segment_len;
+    }
+    partial[threadIdx.x] = count;
+    __syncthreads();
+    for (int d = 1; d < static_cast<int>(blockDim.x); d *= 2) {  // Hillis-Steele inclusive scan
+      const std::int64_t add = threadIdx.x >= static_cast<unsigned>(d) ? partial[threadIdx.x - d] : 0;
+      __syncthreads();
+      partial[threadIdx.x] += add;
+      __syncthreads();
+    }
+    if (n < p.sequences) offsets[n] = carry + partial[threadIdx.x] - count;
+    __syncthreads();
+    if (threadIdx.x == blockDim.x - 1) carry += partial[threadIdx.x];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) offsets[p.sequences] = carry;
+}
+
+}  // namespace lcsm::cuda::detail

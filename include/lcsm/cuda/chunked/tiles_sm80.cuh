@@ -1,0 +1,226 @@
+// The mma.sync (sm_80+) kernel's traits, shared-memory layout, tile loads and state fragments.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "lcsm/cuda/chunked/decay.cuh"
+#include "lcsm/cuda/chunked/params.cuh"
+#include "lcsm/cuda/chunked/work.cuh"
+#include "lcsm/cuda/dtype.cuh"
+#include "lcsm/cuda/primitives/copy.cuh"
+#include "lcsm/cuda/primitives/split_bf16.cuh"
+
+namespace lcsm::cuda::detail {
+
+// Tile shapes for head dimension K <= KT, value columns per CTA VT, element type T, whether the
+// state and decayed operands keep a lo bf16 term (kExact), and the decay policy.
+template <class T, int KT, int VT, bool kExact, DecayKind kDecay>
+struct Sm80Traits {
+  static constexpr bool kKeyGate = kDecay == DecayKind::key, kTokenGate = kDecay == DecayKind::token;
+  static constexpr int kKeyTile = KT;
+  static constexpr int kValueBlock = VT;
+  static constexpr int kChunk = kKeyGate ? 16 : (KT > 128 ? 32 : 64);  // tokens per chunk
+  // 4 warps per scheduler hide latency; the vector gate's 16-token chunk has 16 rows, so its warps
+  // split the value columns only (two n-tiles each).
+  static constexpr int kWarps = kKeyGate ? VT / 16 : (KT > 128 ? 8 : 16);
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr bool kSplitInputs = !std::is_same_v<T, __nv_bfloat16>;  // inputs not exact in bf16
+  static constexpr bool kExactState = kExact;
+  // Double-buffered loads (cp.async of the next chunk during this one) where shared memory allows.
+  static constexpr int kStages = kKeyGate || (!kSplitInputs && KT <= 128) ? 2 : 1;
+  static constexpr int kKP = KT + 8, kVP = VT + 8, kPP = kChunk + 8;  // padded rows: no ldmatrix conflicts
+  static constexpr int kGP = KT + 4;                                  // vector-gate rows (floats)
+  // Score / output partition: kChunk / 16 row blocks of 16 tokens x the rest of the warps over columns.
+  static constexpr int kRowWarps = kChunk / 16, kColWarps = kWarps / kRowWarps;
+  static constexpr int kScoreColWarps = kColWarps < kChunk / 16 ? kColWarps : kChunk / 16;  // >= 2 n-tiles each
+  static constexpr int kScoreTiles = kChunk / 8 / kScoreColWarps;  // n-tiles of 8 per warp (scores)
+  static constexpr int kOutTiles = VT / 8 / kColWarps;             // n-tiles of 8 per warp (outputs)
+  static_assert(kScoreTiles % 2 == 0 && kOutTiles % 2 == 0, "x4 ldmatrix covers two n-tiles");
+  // State partition: KT / 16 row tiles over the warps, the rest of the warps split the columns.
+  static constexpr int kStateRowWarps = KT / 16 < kWarps ? KT / 16 : kWarps;
+  static constexpr int kStateColWarps = kWarps / kStateRowWarps;
+  static constexpr int kStateMTiles = KT / 16 / kStateRowWarps;
+  static constexpr int kStateNTiles = VT / 8 / kStateColWarps;
+
+  // Shared memory, bf16 elements first. A stage holds Q, K, V (hi, then lo for split inputs) and
+  // the chunk's gates (floats).
+  static constexpr int kQ = kChunk * kKP, kV = kChunk * kVP, kS = KT * kVP, kP = kChunk * kPP;
+  static constexpr int kStageTiles = (kSplitInputs ? 2 : 1) * (2 * kQ + kV);
+  static constexpr int kGateFloats = kKeyGate ? kChunk * kGP : (kTokenGate ? kChunk : 0);
+  static constexpr int kStage = kStageTiles + 2 * kGateFloats;         // in bf16 elements
+  static constexpr bool kSplitP = kSplitInputs || kExact;              // P keeps a lo term
+  static constexpr bool kLoQK = kSplitInputs || (kKeyGate && kExact);  // Q, K operands with a lo term
+  static constexpr int kOffStages = 0;
+  static constexpr int kOffP = kOffStages + kStages * kStage;
+  static constexpr int kOffSh = kOffP + (kSplitP ? 2 : 1) * kP;
+  static constexpr int kOffSl = kOffSh + kS;
+  // 16-bit outputs are staged in smem and written as whole 16-byte vectors.
+  static constexpr bool kStageOutput = sizeof(T) == 2;
+  static constexpr int kOffO = kOffSl + (kExact ? kS : 0);
+  // Vector gate: the decayed operands q e^L and k e^(T - L), hi and lo.
+  static constexpr int kOffDecayed = kOffO + (kStageOutput ? kChunk * kVP : 0);
+  static constexpr int kElems = kOffDecayed + (kKeyGate ? 4 * kQ : 0);
+  // Bytes past the bf16 area: the lambda^p table, the per-warp gate scans, or the per-key state factors.
+  static constexpr int kOffDecay = kElems * 2;
+  static constexpr int kDecayBytes = kKeyGate ? KT * 4 : (kTokenGate ? kWarps * kChunk * 8 : (kChunk + 1) * 4);
+  static constexpr int kSmemBytes = kOffDecay + kDecayBytes;
+  static_assert(kSmemBytes <= 227 * 1024, "tile does not fit in shared memory");
+  static_assert(kStage % 8 == 0 && kOffDecay % 16 == 0, "16-byte aligned regions");
+};
+
+// Loads rows [t0, t0 + kRows) x columns [c0, c0 + kWidth) of one head (head points at its
+// element (token 0, column 0)) into smem: hi, and lo when the type is not exact in bf16. Whatever
+// lies outside [0, count) x [0, dim) is zero-filled. kRows, kWidth and the thread count are
+// compile-time, so the index arithmetic reduces to shifts and one multiply-add per row.
+template <class T, bool kSplit, int kRows, int kWidth, int kThreads>
+__device__ __forceinline__ void load_tile(__nv_bfloat16* hi, __nv_bfloat16* lo, int pitch, const T* head,
+                                          std::int64_t row_stride, std::int64_t col_stride, std::int64_t t0, int count,
+                                          int c0, int dim, bool vectorized) {
+  constexpr int kGroups = kWidth / 8, kTotal = kRows * kGroups;
+#pragma unroll
+  for (int i = 0; i < (kTotal + kThreads - 1) / kThreads; ++i) {
+    const int g = static_cast<int>(threadIdx.x) + i * kThreads;
+    if (kTotal % kThreads != 0 && g >= kTotal) break;
+    const int r = g / kGroups, c = (g % kGroups) * 8;
+    __nv_bfloat16* dh = hi + r * pitch + c;
+    const int col = c0 + c;
+    if (r >= count || col >= dim) {
+      *reinterpret_cast<uint4*>(dh) = make_uint4(0, 0, 0, 0);
+      if constexpr (kSplit) *reinterpret_cast<uint4*>(lo + r * pitch + c) = make_uint4(0, 0, 0, 0);
+      continue;
+    }
+    const T* src = head + (t0 + r) * row_stride + col * col_stride;
+    if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+      if (vectorized && col + 8 <= dim) {
+        cp_async_16(dh, src);
+        continue;
+      }
+    }
+    float x[8];
+    if (vectorized && col + 8 <= dim) {
+      if constexpr (sizeof(T) == 2) {
+        const uint4 raw = *reinterpret_cast<const uint4*>(src);
+        const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+        for (int k = 0; k < 8; ++k) x[k] = to_float(e[k]);
+      } else {
+        const float4 a = reinterpret_cast<const float4*>(src)[0], b = reinterpret_cast<const float4*>(src)[1];
+        x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w, x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
+      }
+    } else {
+#pragma unroll
+      for (int k = 0; k < 8; ++k) x[k] = col + k < dim ? to_float(src[k * col_stride]) : 0.f;
+    }
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      __nv_bfloat16 h16, l16;
+      split_bf16(x[k], h16, l16);
+      dh[k] = h16;
+      if constexpr (kSplit) lo[r * pitch + c + k] = l16;
+    }
+  }
+}
+
+// The shared-memory tiles of one stage.
+template <class Tr>
+struct StageTiles {
+  __nv_bfloat16 *qh, *kh, *vh, *ql, *kl, *vl;
+  float* gates;
+  __device__ explicit StageTiles(__nv_bfloat16* stage) {
+    qh = stage, kh = qh + Tr::kQ, vh = kh + Tr::kQ;
+    ql = vh + Tr::kV, kl = ql + Tr::kQ, vl = kl + Tr::kQ;  // split inputs only
+    gates = reinterpret_cast<float*>(stage + Tr::kStageTiles);
+  }
+};
+
+// Issues the loads of one chunk's q (unless kDeltaOnly), k, v tiles and gates into a stage.
+template <class T, class Tr, bool kDeltaOnly>
+__device__ __forceinline__ void load_chunk(__nv_bfloat16* stage, const RecurrenceParams& p, const Item& it,
+                                           std::int64_t tg, int c, int h, int c0) {
+  constexpr bool kSplit = Tr::kSplitInputs;
+  constexpr int C = Tr::kChunk, KT = Tr::kKeyTile, VT = Tr::kValueBlock;
+  const StageTiles<Tr> s(stage);
+  const std::int64_t h64 = h;
+  if (!kDeltaOnly)  // a segment's state contribution needs only k, v (and the gates)
+    load_tile<T, kSplit, C, KT, Tr::kThreads>(s.qh, s.ql, Tr::kKP,
+                                              static_cast<const T*>(p.q) + it.batch * p.sq.s0 + h64 * p.sq.s2, p.sq.s1,
+                                              p.sq.s3, tg, c, 0, p.key_dim, p.vectorized);
+  load_tile<T, kSplit, C, KT, Tr::kThreads>(s.kh, s.kl, Tr::kKP,
+                                            static_cast<const T*>(p.k) + it.batch * p.sk.s0 + h64 * p.sk.s2, p.sk.s1,
+                                            p.sk.s3, tg, c, 0, p.key_dim, p.vectorized);
+  load_tile<T, kSplit, C, VT, Tr::kThreads>(s.vh, s.vl, Tr::kVP,
+                                            static_cast<const T*>(p.v) + it.batch * p.sv.s0 + h64 * p.sv.s2, p.sv.s1,
+                                            p.sv.s3, tg, c, c0, p.value_dim, p.vectorized);
+  if constexpr (Tr::kKeyGate) load_key_gates<C, KT, Tr::kGP, Tr::kThreads>(s.gates, p, it.batch, tg, c, h);
+  if constexpr (Tr::kTokenGate) load_token_gates<C, Tr::kThreads>(s.gates, p, it.batch, tg, c, h);
+  cp_async_commit();
+}
+
+// The element (row, col) of this warp's state tile (m, j, e), relative to the CTA's block.
+template <class Tr>
+__device__ __forceinline__ void state_coords(int warp, int lane, int m, int j, int e, int& row, int& col) {
+  row = ((warp % Tr::kStateRowWarps) * Tr::kStateMTiles + m) * 16 + lane / 4 + (e >= 2 ? 8 : 0);
+  col = ((warp / Tr::kStateRowWarps) * Tr::kStateNTiles + j) * 8 + 2 * (lane % 4) + (e & 1);
+}
+
+template <class Tr>
+using StateRegs = float[Tr::kStateMTiles][Tr::kStateNTiles][4];
+
+// This warp's state tiles <-> a [K, V] fp32 state slice in global memory (absent: zeros).
+template <class Tr>
+__device__ __forceinline__ void state_from_global(StateRegs<Tr>& acc, const float* s, const Strides4& st,
+                                                  std::int64_t n, int h, int col0, int K, int V) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+#pragma unroll
+  for (int m = 0; m < Tr::kStateMTiles; ++m)
+#pragma unroll
+    for (int j = 0; j < Tr::kStateNTiles; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        int r, c;
+        state_coords<Tr>(warp, lane, m, j, e, r, c);
+        c += col0;
+        acc[m][j][e] = (s && r < K && c < V) ? s[n * st.s0 + h * st.s1 + r * st.s2 + c * st.s3] : 0.f;
+      }
+}
+template <class Tr>
+__device__ __forceinline__ void state_to_global(const StateRegs<Tr>& acc, float* s, const Strides4& st, std::int64_t n,
+                                                int h, int col0, int K, int V) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+#pragma unroll
+  for (int m = 0; m < Tr::kStateMTiles; ++m)
+#pragma unroll
+    for (int j = 0; j < Tr::kStateNTiles; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        int r, c;
+        state_coords<Tr>(warp, lane, m, j, e, r, c);
+        c += col0;
+        if (r < K && c < V) s[n * st.s0 + h * st.s1 + r * st.s2 + c * st.s3] = acc[m][j][e];
+      }
+}
+
+// The state block as the next chunk's MMA operand: bf16 hi (and lo when exact), [KT rows][VT columns].
+template <class Tr>
+__device__ __forceinline__ void state_to_smem(const StateRegs<Tr>& acc, __nv_bfloat16* sh, __nv_bfloat16* sl) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+#pragma unroll
+  for (int m = 0; m < Tr::kStateMTiles; ++m)
+#pragma unroll
+    for (int j = 0; j < Tr::kStateNTiles; ++j)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        int r, c;
+        state_coords<Tr>(warp, lane, m, j, 2 * half, r, c);
+        std::uint32_t h32, l32;
+        split_pack_bf16(acc[m][j][2 * half], acc[m][j][2 * half + 1], h32, l32);
+        *reinterpret_cast<std::uint32_t*>(sh + r * Tr::kVP + c) = h32;
+        if constexpr (Tr::kExactState) *reinterpret_cast<std::uint32_t*>(sl + r * Tr::kVP + c) = l32;
+      }
+}
+
+}  // namespace lcsm::cuda::detail
