@@ -27,7 +27,7 @@ inline int step_floats_per_token(DecayKind decay, int key_dim, int value_dim) {
 }
 
 template <class T, DecayKind kDecay>
-__global__ void __launch_bounds__(kStepThreads) step_kernel(const __grid_constant__ RecurrenceParams p) {
+__global__ void __launch_bounds__(kStepThreads, 2) step_kernel(const __grid_constant__ RecurrenceParams p) {
   extern __shared__ float step_smem[];
   const int K = p.key_dim, V = p.value_dim, G = p.token_group;
   float* sq = step_smem;   // [G][K]  q * scale

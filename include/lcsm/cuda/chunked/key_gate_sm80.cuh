@@ -112,8 +112,21 @@ __device__ __forceinline__ void key_gate_operands(const StageTiles<Tr>& st, cons
   }
   if constexpr (!kDeltaOnly) {
     // P_ij for j <= i, zero above the diagonal; rows and columns past the chunk's end have zero q, k.
+    // Entries in triangular order, the C (C + 1) / 2 sums first, so that the lanes of a warp do the
+    // same work (the exponentials, 16 a cycle per SM, are the cost).
+    constexpr int kLower = C * (C + 1) / 2;
     for (int e = threadIdx.x; e < C * C; e += Tr::kThreads) {
-      const int i = e / C, j = e % C;
+      int i = 0, j;
+      if (e < kLower) {
+        while ((i + 1) * (i + 2) / 2 <= e) ++i;
+        j = e - i * (i + 1) / 2;
+      } else {  // strictly upper: (row j, column i) of the strict lower triangle, transposed
+        const int u = e - kLower;
+        int r = 1;
+        while ((r + 1) * r / 2 <= u) ++r;
+        i = u - r * (r - 1) / 2;
+        j = r;
+      }
       float acc = 0.f;
       if (j <= i) {
         for (int k0 = 0; k0 < KT; k0 += 8) {
@@ -121,7 +134,8 @@ __device__ __forceinline__ void key_gate_operands(const StageTiles<Tr>& st, cons
           load8<kSplit>(qi, st.qh + i * Tr::kKP + k0, st.ql + i * Tr::kKP + k0);
           load8<kSplit>(kj, st.kh + j * Tr::kKP + k0, st.kl + j * Tr::kKP + k0);
 #pragma unroll
-          for (int u = 0; u < 8; ++u) acc += qi[u] * kj[u] * exp2f(L[i * Tr::kGP + k0 + u] - L[j * Tr::kGP + k0 + u]);
+          for (int u = 0; u < 8; ++u)
+            acc += qi[u] * kj[u] * exp2f(L[i * Tr::kGP + k0 + u] - L[j * Tr::kGP + k0 + u]);
         }
       }
       __nv_bfloat16 hi, lo;

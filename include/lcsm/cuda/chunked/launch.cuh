@@ -27,13 +27,14 @@ inline int current_device() {
 }
 
 // cudaFuncSetAttribute applies to the current device: set a kernel's dynamic shared-memory limit
-// once per device (up to 64 devices are remembered; beyond that it is set on every call).
-template <class Kernel>
-void allow_shared_memory(Kernel kernel, int bytes) {
+// once per device (up to 64 devices are remembered; beyond that it is set on every call). The
+// kernel is a template argument so that every kernel has its own flags (kernels share a type).
+template <auto kKernel>
+void allow_shared_memory(int bytes) {
   static bool done[64] = {};
   const int device = current_device();
   if (device < 64 && done[device]) return;
-  LCSM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  LCSM_CUDA_CHECK(cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
   if (device < 64) done[device] = true;
 }
 
@@ -46,8 +47,8 @@ inline unsigned grid_size(std::int64_t blocks, const char* what) {
 
 template <class T, class Tr, bool kDeltaOnly>
 void launch_sm80(const RecurrenceParams& p, std::int64_t items, cudaStream_t stream) {
-  auto kernel = chunk_kernel_sm80<T, Tr, kDeltaOnly>;
-  allow_shared_memory(kernel, Tr::kSmemBytes);
+  constexpr auto kernel = chunk_kernel_sm80<T, Tr, kDeltaOnly>;
+  allow_shared_memory<kernel>(Tr::kSmemBytes);
   const std::int64_t blocks = items * p.heads * p.value_blocks;
   if (blocks == 0) return;
   kernel<<<grid_size(blocks, "work items"), Tr::kThreads, Tr::kSmemBytes, stream>>>(p);
@@ -57,8 +58,8 @@ void launch_sm80(const RecurrenceParams& p, std::int64_t items, cudaStream_t str
 template <DecayKind kDecay, bool kExact, bool kDeltaOnly>
 void launch_sm90(const RecurrenceParams& p, std::int64_t items, cudaStream_t stream) {
   using Tr = Sm90Traits<kExact, kDecay>;
-  auto kernel = chunk_kernel_sm90<kDecay, kExact, kDeltaOnly>;
-  allow_shared_memory(kernel, Tr::kSmemBytes);
+  constexpr auto kernel = chunk_kernel_sm90<kDecay, kExact, kDeltaOnly>;
+  allow_shared_memory<kernel>(Tr::kSmemBytes);
   const std::int64_t blocks = items * p.heads * p.value_blocks;
   if (blocks == 0) return;
   kernel<<<grid_size(blocks, "work items"), Tr::kThreads, Tr::kSmemBytes, stream>>>(p);

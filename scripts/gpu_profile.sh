@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine (carry .device): Nsight Compute on single launches of the CUDA benchmarks,
+# to see where a kernel's time goes (achieved bandwidth, tensor-pipe use, stall reasons).
+#   usage: scripts/gpu_profile.sh 'BENCHMARK_REGEX|KERNEL_REGEX|LAUNCH_SKIP|NAME' ...
+# e.g. 'BM_scalar_gate_forward<bf16>/B:1/T:65536/|chunk_kernel_sm90|1|scalar64k' profiles the second
+# sm90 chunk launch (the output pass of the warm-up call) and writes $OUT/scalar64k.txt.
+set -uo pipefail
+out=${OUT:-/tmp/lcsm-out}
+mkdir -p "$out"
+export LD_LIBRARY_PATH="$PWD/.device/lib:${LD_LIBRARY_PATH:-}"
+.device/lcsm_bench_cuda --benchmark_list_tests >/dev/null 2>&1 || cp .device/lib/libstdc++.so.6.fallback .device/lib/libstdc++.so.6
+ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
+sections="--section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats --section InstructionStats --section LaunchStats --section Occupancy"
+for spec in "$@"; do
+  IFS='|' read -r bench kernel skip name <<<"$spec"
+  timeout ${LCSM_PROFILE_TIMEOUT:-120} "$ncu" --clock-control none $sections --kernel-name "regex:$kernel" \
+    --launch-skip "$skip" --launch-count 1 .device/lcsm_bench_cuda --benchmark_filter="$bench" \
+    --benchmark_min_time=0.001 >"$out/$name.txt" 2>&1
+  echo "== $name (exit $?)"
+  grep -E "^\s+(Duration|DRAM Throughput|Memory Throughput|Compute \(SM\) Throughput|Registers Per Thread|Executed Ipc Active|Issue Slots Busy|No Eligible|Warp Cycles Per Issued Instruction|Achieved Occupancy)" "$out/$name.txt" | sed -E 's/ +/ /g'
+done
