@@ -42,18 +42,18 @@ lcsm::LightningAttention make_op(const double* log_decay, long long H, double sc
 }
 
 // f(op) with the gated descriptor of `kind` over the gate g (device memory).
-template <class T, class F>
+template <class E, class F>
 void with_gated_op(int kind, const float* g, long long B, long long T, long long H, long long K, double scale,
                    int exact, F&& f) {
   const auto precision = exact ? lcsm::Precision::exact : lcsm::Precision::fast;
   if (kind == 0) {
-    lcsm::ScalarGatedAttention<T> op;
+    lcsm::ScalarGatedAttention<E> op;
     op.log_gate = lcsm::view(g, {B, T, H});
     op.scale = scale;
     op.precision = precision;
     f(op);
   } else if (kind == 1) {
-    lcsm::VectorGatedAttention<T> op;
+    lcsm::VectorGatedAttention<E> op;
     op.log_gate = lcsm::view(g, {B, T, H, K});
     op.scale = scale;
     op.precision = precision;
