@@ -153,8 +153,8 @@ std::vector<std::string> batch_cases(const std::string& dir) {
   if (!f) return {};
   std::vector<std::string> cases;
   try {
-    for (const json& c : json::parse(f).at("cases"))
-      cases.push_back((fs::path(dir) / c.at("dir").get<std::string>()).string());
+    const json parsed = json::parse(f);  // named: a loop over a temporary's member would dangle
+    for (const json& c : parsed.at("cases")) cases.push_back((fs::path(dir) / c.at("dir").get<std::string>()).string());
   } catch (const json::exception& e) {
     fail(index.string(), ": malformed batch index: ", e.what());
   }

@@ -10,6 +10,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <new>
+#include <string>
 
 #include "commands.hpp"
 #include "error.hpp"
@@ -47,6 +48,13 @@ int main(int argc, char** argv) {
   run->add_option("--repeat", repeats, "timed calls after one warm-up call; the median is printed (default 3)")
       ->check(CLI::Range(1, 1000000));
 
+  const std::string first = argc > 1 ? argv[1] : "";
+  if (!first.empty() && first[0] != '-' && first != "generate" && first != "check" && first != "run") {
+    std::fprintf(stderr,
+                 "lcsm-ref: error: unknown command '%s' (expected generate, check or run; see lcsm-ref --help)\n",
+                 argv[1]);
+    return 2;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
