@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -302,12 +303,14 @@ Timing time_warm(Call&& call) {
 }
 
 // A line saying what the demo is doing now (the float64 references take most of its time).
-template <class... Args>
-void progress(const char* format, Args... args) {
+__attribute__((format(printf, 1, 2))) void progress(const char* format, ...) {
+  std::va_list args;
+  va_start(args, format);
   std::printf("  ... ");
-  std::printf(format, args...);
+  std::vprintf(format, args);
   std::printf("\n");
   std::fflush(stdout);
+  va_end(args);
 }
 
 std::string si(double x) {
@@ -320,6 +323,14 @@ std::string si(double x) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.1f %s", x, units[u]);
   return buf;
+}
+
+// A count: exact below 1000, "22.9k" above.
+std::string count_text(long n) {
+  if (n < 1000) return std::to_string(n);
+  std::string t = si(static_cast<double>(n));
+  t.erase(std::remove(t.begin(), t.end(), ' '), t.end());
+  return t;
 }
 
 struct Report {
@@ -342,7 +353,7 @@ struct Report {
         if (i == 0)
           std::printf("%-26s %9lld %10.3f %11s %8.3f %8s", s.op.c_str(), static_cast<long long>(s.tokens),
                       s.timing.seconds, si(static_cast<double>(s.tokens) / s.timing.seconds).c_str(),
-                      s.timing.first_seconds, ("(" + si(static_cast<double>(s.timing.first_faults)) + ")").c_str());
+                      s.timing.first_seconds, ("(" + count_text(s.timing.first_faults) + ")").c_str());
         else std::printf("%-26s %9s %10s %11s %17s", "", "", "", "", "");
         if (i < s.checks.size()) {
           const Check& c = s.checks[i];
