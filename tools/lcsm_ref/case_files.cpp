@@ -61,6 +61,10 @@ void write_case(const std::string& dir, const Problem& pr) {
   else m["problem"].update({{"H", d.H}, {"K", d.K}, {"V", d.V}});
   if (!d.decay.empty()) m["problem"]["decay"] = d.decay;
   if (d.op == Operator::cosformer || d.op == Operator::toeplitz) m["problem"]["causal"] = d.causal;
+  if (d.op == Operator::cosformer) {
+    m["problem"].update({{"map", d.elu ? "elu" : "relu"}, {"pos", d.pos}});
+    if (d.M) m["problem"]["M"] = *d.M;
+  }
   json conventions = {{"layout", kLayout}};
   for (const auto& [key, text] : pr.conventions) conventions[key] = text;
   m["conventions"] = conventions;
