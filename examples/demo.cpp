@@ -12,11 +12,15 @@
 // error over randomly sampled rows (and over the whole final state). The exit status is non-zero
 // when an error is above its bound.
 //
-// Each operator is one section: a function that takes the shared problem, runs the operator,
-// and adds rows to the report. A backend (the CUDA one, say) adds its own sections.
+// Each operator is one section: a function that takes the shared problem, runs the operator twice
+// (a first call, then the timed warm call: see time_warm) and adds rows to the report; a line
+// before each step says what the demo is doing. A backend (the CUDA one, say) adds its own sections.
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -253,13 +257,61 @@ struct Check {
   double bound;        // the error it must stay below
 };
 
+// What one call of an operator cost: the first call of a section and the warm call after it.
+struct Timing {
+  double seconds = 0;                 // the warm call: what tokens/s reports
+  double first_seconds = 0;           // the first call
+  long first_faults = 0, faults = 0;  // page faults (minor + major) during each
+};
+
 struct Section {
   std::string op;
   index_t tokens;
-  double seconds;
+  Timing timing;
   std::vector<Check> checks;
   double reference_seconds = 0;
 };
+
+long page_faults() {
+  rusage r{};
+  getrusage(RUSAGE_SELF, &r);
+  return r.ru_minflt + r.ru_majflt;
+}
+
+// Runs call() twice and times each. The first call of an operator in a process pays for what a model
+// running step after step does not: the first touch of memory no one has written yet (the kernel
+// maps and zero-fills each 4 KiB page then: docs/performance.md, "The demo") and the allocation of
+// its scratch; the second, warm call is what a benchmark measures, and what tokens/s reports.
+// reset() (untimed) restores what a call consumes (a decode state advanced in place).
+template <class Reset, class Call>
+Timing time_warm(Reset&& reset, Call&& call) {
+  Timing t;
+  for (int pass = 0; pass < 2; ++pass) {
+    reset();
+    const long f0 = page_faults();
+    const auto t0 = std::chrono::steady_clock::now();
+    call();
+    const double sec = seconds_since(t0);
+    (pass == 0 ? t.first_seconds : t.seconds) = sec;
+    (pass == 0 ? t.first_faults : t.faults) = page_faults() - f0;
+  }
+  return t;
+}
+template <class Call>
+Timing time_warm(Call&& call) {
+  return time_warm([] {}, call);
+}
+
+// A line saying what the demo is doing now (the float64 references take most of its time).
+__attribute__((format(printf, 1, 2))) void progress(const char* format, ...) {
+  std::va_list args;
+  va_start(args, format);
+  std::printf("  ... ");
+  std::vprintf(format, args);
+  std::printf("\n");
+  std::fflush(stdout);
+  va_end(args);
+}
 
 std::string si(double x) {
   const char* units[] = {"", "k", "M", "G", "T"};
@@ -271,6 +323,14 @@ std::string si(double x) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.1f %s", x, units[u]);
   return buf;
+}
+
+// A count: exact below 1000, "22.9k" above.
+std::string count_text(long n) {
+  if (n < 1000) return std::to_string(n);
+  std::string t = si(static_cast<double>(n));
+  t.erase(std::remove(t.begin(), t.end(), ' '), t.end());
+  return t;
 }
 
 struct Report {
@@ -285,15 +345,16 @@ struct Report {
   // Prints the table; returns the number of checks above their bound (NaN counts as above).
   int print() const {
     int failed = 0;
-    std::printf("%-26s %9s %10s %11s   %-28s %10s\n", "operator", "tokens", "time [s]", "tokens/s",
-                "checked (float64 ref.)", "rel. RMS");
-    std::printf("%s\n", std::string(110, '-').c_str());
+    std::printf("%-26s %9s %10s %11s %17s   %-28s %10s\n", "operator", "tokens", "time [s]", "tokens/s",
+                "1st call [s] (pf)", "checked (float64 ref.)", "rel. RMS");
+    std::printf("%s\n", std::string(128, '-').c_str());
     for (const Section& s : sections) {
       for (std::size_t i = 0; i < std::max<std::size_t>(1, s.checks.size()); ++i) {
         if (i == 0)
-          std::printf("%-26s %9lld %10.3f %11s", s.op.c_str(), static_cast<long long>(s.tokens), s.seconds,
-                      si(static_cast<double>(s.tokens) / s.seconds).c_str());
-        else std::printf("%-26s %9s %10s %11s", "", "", "", "");
+          std::printf("%-26s %9lld %10.3f %11s %8.3f %8s", s.op.c_str(), static_cast<long long>(s.tokens),
+                      s.timing.seconds, si(static_cast<double>(s.tokens) / s.timing.seconds).c_str(),
+                      s.timing.first_seconds, ("(" + count_text(s.timing.first_faults) + ")").c_str());
+        else std::printf("%-26s %9s %10s %11s %17s", "", "", "", "", "");
         if (i < s.checks.size()) {
           const Check& c = s.checks[i];
           const bool ok = c.error <= c.bound;  // false for NaN
@@ -303,7 +364,7 @@ struct Report {
         std::printf("\n");
       }
     }
-    std::printf("%s\n", std::string(110, '-').c_str());
+    std::printf("%s\n", std::string(128, '-').c_str());
     return failed;
   }
 };
@@ -317,11 +378,15 @@ constexpr double kBound = 1e-4;  // float32 against float64: the errors are ~1e-
 Section cpu_forward(const Problem& p, std::vector<float>* final_state_out) {
   const index_t N = p.B;
   std::vector<float> o(p.B * p.T * p.H * p.V), state(N * p.H * p.K * p.V);
-  const auto t0 = std::chrono::steady_clock::now();
-  lcsm::forward<float>(p.device, p.op, p.qv(), p.kv(), p.vv(), lcsm::view(o.data(), {p.B, p.T, p.H, p.V}),
-                       {{}, lcsm::view(state.data(), {N, p.H, p.K, p.V})});
-  Section s{"lightning forward", p.B * p.T, seconds_since(t0), {}};
+  progress("lightning forward: a first call, then the timed warm call");
+  const Timing timing = time_warm([&] {
+    lcsm::forward<float>(p.device, p.op, p.qv(), p.kv(), p.vv(), lcsm::view(o.data(), {p.B, p.T, p.H, p.V}),
+                         {{}, lcsm::view(state.data(), {N, p.H, p.K, p.V})});
+  });
+  Section s{"lightning forward", p.B * p.T, timing, {}};
 
+  progress("lightning forward: float64 reference on %zu heads x %lld tokens", p.heads.size(),
+           static_cast<long long>(p.T));
   const auto r0 = std::chrono::steady_clock::now();
   const Sliced q(p.q, p, p.K), k(p.k, p, p.K), v(p.v, p, p.V);
   const std::size_t S = p.heads.size();
@@ -342,12 +407,16 @@ Section cpu_forward(const Problem& p, std::vector<float>* final_state_out) {
 Section cpu_backward(const Problem& p) {
   std::vector<float> d_o(p.B * p.T * p.H * p.V), dq(p.q.size()), dk(p.k.size()), dv(p.v.size()), dg(p.H);
   fill_random(d_o, p.opt.seed * 8 + 5, p.opt.threads);
-  const auto t0 = std::chrono::steady_clock::now();
-  lcsm::backward<float>(p.device, p.op, p.qv(), p.kv(), p.vv(), lcsm::view(d_o.data(), {p.B, p.T, p.H, p.V}),
-                        lcsm::view(dq.data(), {p.B, p.T, p.H, p.K}), lcsm::view(dk.data(), {p.B, p.T, p.H, p.K}),
-                        lcsm::view(dv.data(), {p.B, p.T, p.H, p.V}), {}, lcsm::view(dg.data(), {p.H}));
-  Section s{"lightning backward", p.B * p.T, seconds_since(t0), {}};
+  progress("lightning backward: a first call, then the timed warm call");
+  const Timing timing = time_warm([&] {
+    lcsm::backward<float>(p.device, p.op, p.qv(), p.kv(), p.vv(), lcsm::view(d_o.data(), {p.B, p.T, p.H, p.V}),
+                          lcsm::view(dq.data(), {p.B, p.T, p.H, p.K}), lcsm::view(dk.data(), {p.B, p.T, p.H, p.K}),
+                          lcsm::view(dv.data(), {p.B, p.T, p.H, p.V}), {}, lcsm::view(dg.data(), {p.H}));
+  });
+  Section s{"lightning backward", p.B * p.T, timing, {}};
 
+  progress("lightning backward: float64 reference on %zu heads x %lld tokens", p.heads.size(),
+           static_cast<long long>(p.T));
   const auto r0 = std::chrono::steady_clock::now();
   const Sliced q(p.q, p, p.K), k(p.k, p, p.K), v(p.v, p, p.V), g(d_o, p, p.V);
   const std::size_t S = p.heads.size();
@@ -398,11 +467,15 @@ Section cpu_decode(const Problem& p, const std::vector<float>& prefill_state) {
   std::vector<float> o(N * n * H * V), state = prefill_state;
   const auto sv = lcsm::view(state.data(), {N, H, K, V});
   auto tok = [&](auto* base, index_t t, index_t D) { return token(base, d, t, D); };
-  const auto t0 = std::chrono::steady_clock::now();
-  for (index_t t = 0; t < n; ++t)
-    lcsm::step<float>(p.device, p.op, tok(d.q.data(), t, K), tok(d.k.data(), t, K), tok(d.v.data(), t, V),
-                      tok(o.data(), t, V), sv);
-  Section s{"lightning decode (step)", N * n, seconds_since(t0), {}};
+  progress("lightning decode: %lld steps, twice from the prefill state (the second timed)", static_cast<long long>(n));
+  const Timing timing = time_warm([&] { state = prefill_state; },
+                                  [&] {
+                                    for (index_t t = 0; t < n; ++t)
+                                      lcsm::step<float>(p.device, p.op, tok(d.q.data(), t, K), tok(d.k.data(), t, K),
+                                                        tok(d.v.data(), t, V), tok(o.data(), t, V), sv);
+                                  });
+  Section s{"lightning decode (step)", N * n, timing, {}};
+  progress("lightning decode: float64 reference on %zu heads", p.heads.size());
 
   // Reference: the recurrence over the n tokens, from the same starting state in float64.
   const auto r0 = std::chrono::steady_clock::now();
@@ -464,10 +537,14 @@ Section cpu_gated_forward(const Problem& p) {
   if constexpr (vector_gate) op.log_gate = lcsm::view(g.data(), {p.B, p.T, p.H, p.K});
   else op.log_gate = lcsm::view(g.data(), {p.B, p.T, p.H});
   std::vector<float> o(p.B * p.T * p.H * p.V), state(N * p.H * p.K * p.V);
-  const auto t0 = std::chrono::steady_clock::now();
-  lcsm::forward<float>(p.device, op, p.qv(), p.kv(), p.vv(), lcsm::view(o.data(), {p.B, p.T, p.H, p.V}),
-                       {{}, lcsm::view(state.data(), {N, p.H, p.K, p.V})});
-  Section s{vector_gate ? "vector gate forward" : "scalar gate forward", p.B * p.T, seconds_since(t0), {}};
+  const char* what = vector_gate ? "vector gate forward" : "scalar gate forward";
+  progress("%s: a first call, then the timed warm call", what);
+  const Timing timing = time_warm([&] {
+    lcsm::forward<float>(p.device, op, p.qv(), p.kv(), p.vv(), lcsm::view(o.data(), {p.B, p.T, p.H, p.V}),
+                         {{}, lcsm::view(state.data(), {N, p.H, p.K, p.V})});
+  });
+  Section s{what, p.B * p.T, timing, {}};
+  progress("%s: float64 reference on %zu heads x %lld tokens", what, p.heads.size(), static_cast<long long>(p.T));
 
   const auto r0 = std::chrono::steady_clock::now();
   const Sliced q(p.q, p, p.K), k(p.k, p, p.K), v(p.v, p, p.V);
@@ -499,9 +576,13 @@ Section cpu_gated_forward(const Problem& p) {
 Section cpu_cosformer_forward(const Problem& p) {
   lcsm::CosFormerAttention op;
   std::vector<float> o(p.B * p.T * p.H * p.V);
-  const auto t0 = std::chrono::steady_clock::now();
-  lcsm::forward<float>(p.device, op, p.qv(), p.kv(), p.vv(), lcsm::view(o.data(), {p.B, p.T, p.H, p.V}));
-  Section s{"cosFormer forward (causal)", p.B * p.T, seconds_since(t0), {}};
+  progress("cosFormer forward: a first call, then the timed warm call");
+  const Timing timing = time_warm([&] {
+    lcsm::forward<float>(p.device, op, p.qv(), p.kv(), p.vv(), lcsm::view(o.data(), {p.B, p.T, p.H, p.V}));
+  });
+  Section s{"cosFormer forward (causal)", p.B * p.T, timing, {}};
+  progress("cosFormer forward: float64 reference on %zu heads x %lld tokens", p.heads.size(),
+           static_cast<long long>(p.T));
 
   const auto r0 = std::chrono::steady_clock::now();
   const Sliced q(p.q, p, p.K), k(p.k, p, p.K), v(p.v, p, p.V);
@@ -527,6 +608,7 @@ Section cpu_cosformer_decode(const Problem& p) {
   std::vector<float> state(N * H * 2 * K * (V + 1));
   const auto sv = lcsm::view(state.data(), {N, H, 2 * K, V + 1});
   {
+    progress("cosFormer decode: the prefill with M = T + %lld (untimed)", static_cast<long long>(n));
     std::vector<float> prefill_o(p.B * p.T * H * V);
     lcsm::forward<float>(p.device, op, p.qv(), p.kv(), p.vv(), lcsm::view(prefill_o.data(), {p.B, p.T, H, V}),
                          {{}, sv});
@@ -535,13 +617,18 @@ Section cpu_cosformer_decode(const Problem& p) {
   std::vector<index_t> position(N);  // of the token each step() call gets
   op.positions = lcsm::view(static_cast<const index_t*>(position.data()), {N});
   std::vector<float> o(N * n * H * V);
-  const auto t0 = std::chrono::steady_clock::now();
-  for (index_t t = 0; t < n; ++t) {
-    std::fill(position.begin(), position.end(), p.T + t);
-    lcsm::step<float>(p.device, op, token(d.q.data(), d, t, K), token(d.k.data(), d, t, K), token(d.v.data(), d, t, V),
-                      token(o.data(), d, t, V), sv);
-  }
-  Section s{"cosFormer decode (step)", N * n, seconds_since(t0), {}};
+  progress("cosFormer decode: %lld steps, twice from the prefill state (the second timed)", static_cast<long long>(n));
+  const Timing timing =
+      time_warm([&] { state = prefill_state; },
+                [&] {
+                  for (index_t t = 0; t < n; ++t) {
+                    std::fill(position.begin(), position.end(), p.T + t);
+                    lcsm::step<float>(p.device, op, token(d.q.data(), d, t, K), token(d.k.data(), d, t, K),
+                                      token(d.v.data(), d, t, V), token(o.data(), d, t, V), sv);
+                  }
+                });
+  Section s{"cosFormer decode (step)", N * n, timing, {}};
+  progress("cosFormer decode: float64 reference on %zu heads", p.heads.size());
 
   const auto r0 = std::chrono::steady_clock::now();
   const Sliced q(d.q, d, K), k(d.k, d, K), v(d.v, d, V);
@@ -581,13 +668,19 @@ Section cpu_toeplitz_forward(const Problem& p) {
       {lcsm::view(static_cast<const float*>(w1.data()), {C, F}),
        lcsm::view(static_cast<const float*>(b1.data()), {C})}};
   mlp.gamma = 0.999;
+  progress("Toeplitz: TNN coefficients for %lld channels x %lld positions", static_cast<long long>(C),
+           static_cast<long long>(n));
   lcsm::tnn::coefficients(mlp, true, n, lcsm::view(a.data(), {C, n}));
   lcsm::ToeplitzConvolution<float> op;
   op.coefficients = lcsm::view(static_cast<const float*>(a.data()), {C, n});
-  const auto t0 = std::chrono::steady_clock::now();
-  lcsm::forward<float>(p.device, op, lcsm::view(static_cast<const float*>(x.data()), {1, n, C}),
-                       lcsm::view(y.data(), {1, n, C}));
-  Section s{"Toeplitz forward (causal)", n, seconds_since(t0), {}};
+  progress("Toeplitz forward: a first call, then the timed warm call");
+  const Timing timing = time_warm([&] {
+    lcsm::forward<float>(p.device, op, lcsm::view(static_cast<const float*>(x.data()), {1, n, C}),
+                         lcsm::view(y.data(), {1, n, C}));
+  });
+  Section s{"Toeplitz forward (causal)", n, timing, {}};
+  progress("Toeplitz forward: float64 direct sums on %zu rows x %lld channels", p.rows.size(),
+           static_cast<long long>(checked));
 
   const auto r0 = std::chrono::steady_clock::now();
   std::vector<double> xd(n * checked), ad(checked * n);  // channels c * (C / checked)
@@ -615,6 +708,8 @@ int main(int argc, char** argv) {
   const Options opt = parse(argc, argv);
   try {
     const auto t0 = std::chrono::steady_clock::now();
+    std::printf("  ... making the inputs\n");
+    std::fflush(stdout);
     const Problem p = make_problem(opt);
     std::printf(
         "lcsm demo: lightning attention (MiniMax-01 linear layer shape), gated recurrences, cosFormer and"

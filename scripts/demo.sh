@@ -2,8 +2,8 @@
 # Builds the demo (examples/) in Release for this machine's CPU (-DLCSM_NATIVE=ON) and runs it:
 # lightning attention forward, backward and decode at T = 65536, H = 16, K = V = 128, then the
 # scalar and vector gated recurrences, cosFormer forward and decode and a C = 1024 Toeplitz
-# convolution, each timed and checked against the float64 reference. Installs what is missing
-# first (scripts/deps.sh).
+# convolution, each timed (the warm second call; the first call's time and page faults beside it)
+# and checked against the float64 reference. Installs what is missing first (scripts/deps.sh).
 #   usage: scripts/demo.sh [demo options: --T N --threads N --decode N --rows N --seed N]
 # Environment: LCSM_DEMO_BUILD_DIR (build-demo), LCSM_CMAKE_ARGS, LCSM_SKIP_DEPS=1.
 set -euo pipefail

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds lcsm and runs its test suite: installs what is missing (scripts/deps.sh), configures
 # $LCSM_BUILD_DIR (default build/, relative to the repository root) with Ninja, builds and runs
-# ctest. Exits non-zero on any failure.
+# ctest (the CPU suite, and lcsm-ref's tests). Exits non-zero on any failure.
 #
 # Where CMake finds nvcc (on PATH, or CUDACXX) the CUDA test runner and CUDA examples are
 # built too, but CUDA tests are only registered with CTest when LCSM_TEST_CUDA=ON (a machine with a
@@ -12,7 +12,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-scripts/deps.sh
+# lcsm-ref (tools/) and its tests need CLI11, nlohmann/json and NumPy; without them CMake skips it.
+scripts/deps.sh libcli11-dev nlohmann-json3-dev python3-numpy
 
 build=${LCSM_BUILD_DIR:-build}
 read -r -a extra <<<"${LCSM_CMAKE_ARGS:-}"

@@ -6,7 +6,7 @@
 namespace lcsm {
 
 // The state and the accumulators are float for every 16- and 32-bit input type and double for
-// double inputs (DESIGN.md section 2).
+// double inputs (docs/design.md, section 2: conventions).
 template <class T>
 struct StateType {
   using type = float;

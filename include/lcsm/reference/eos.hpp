@@ -19,7 +19,7 @@
 
 namespace lcsm::reference {
 
-// The oscillation kinds of DESIGN.md section 1, for documentation and for reducing dg.
+// The oscillation kinds of the model (docs/design.md, section 1), for documentation and for reducing dg.
 enum class Oscillation { none, head, token, token_key };
 
 // One EOS instance. All views are [B, T, H, K] (shrink, expand, log_decay) or [B, T, H, V]
