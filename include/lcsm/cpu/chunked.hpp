@@ -1,13 +1,19 @@
-// Pieces of the chunked (lightning) algorithm shared by the CPU operators: decay powers, the causal
-// decay mask, and how a sequence is cut into segments that run on different threads.
+// The one engine of the chunked CPU operators (lightning attention, the gated recurrences, cosFormer).
+// A family file holds only its block kernels and its entry points and includes this file, never
+// another family's. Here: the causal block products with a Toeplitz or per-entry mask; included:
+// moving rows in and out (chunk_io.hpp), the segment plan and the block walks (segments.hpp), the
+// segment-state scans (segment_scan.hpp), per-worker scratch (device.hpp) and decode (decode.hpp).
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
-#include "lcsm/core/sequences.hpp"
 #include "lcsm/cpu/chunk_io.hpp"
+#include "lcsm/cpu/decode.hpp"
+#include "lcsm/cpu/device.hpp"
+#include "lcsm/cpu/segment_scan.hpp"
+#include "lcsm/cpu/segments.hpp"
 
 namespace lcsm::cpu::detail {
 
@@ -17,34 +23,6 @@ Vector<S> decay_powers(double g, index_t C) {
   Vector<S> pw(C + 1);
   for (index_t p = 0; p <= C; ++p) pw(p) = static_cast<S>(std::exp(g * static_cast<double>(p)));
   return pw;
-}
-
-// The unblocked forms of causal_scores' mask and causal_times (below), kept for callers that hold
-// a whole dense block.
-// a(i, j) *= lambda^(i-j) for j <= i, and 0 above the diagonal: a select, never a multiply by an
-// out-of-range power.
-template <class Block, class S>
-void apply_causal_decay(Block&& a, index_t rows, const Vector<S>& pw, bool decayed) {
-  for (index_t i = 0; i < rows; ++i) {
-    S* row = &a(i, 0);
-    if (decayed)
-      for (index_t j = 0; j <= i; ++j) row[j] *= pw(i - j);
-    for (index_t j = i + 1; j < rows; ++j) row[j] = S(0);
-  }
-}
-
-// out = tri(a) * b, with tri(a) the lower (or upper) triangle of a, whose other half is already
-// zero. A dense product is exact for finite b; when b holds NaN or Inf, 0 * NaN would leak it into
-// rows that do not depend on it, so the product then skips the zero half explicitly.
-template <class A, class B, class Out>
-void triangular_product(const A& a, bool lower, const B& b, Out&& out) {
-  if (b.allFinite()) {
-    out.noalias() = a * b;
-    return;
-  }
-  out.setZero();
-  for (index_t i = 0; i < a.rows(); ++i)
-    for (index_t j = lower ? 0 : i; j <= (lower ? i : a.cols() - 1); ++j) out.row(i) += a(i, j) * b.row(j);
 }
 
 // True when every entry of m is finite: x * 0 is 0 for finite x and NaN otherwise, and Eigen
@@ -74,36 +52,65 @@ struct Decay {
 // chunk but at least 16 rows, a size Eigen's kernels still run at full speed.
 inline index_t causal_panel(index_t c) { return std::max<index_t>(16, (c + 3) / 4); }
 
-// a.block(r0, 0, n, r1) = x.middleRows(r0, n) * y.topRows(r1)^T for each row block [r0, r1) of the
-// first c rows: the lower block triangle of x y^T. Then the causal decay mask on those entries:
-// a(i, j) *= lambda^(i-j) for j <= i, a(i, j) = 0 for i < j < r1 (a select, never a multiply).
-// Entries right of r1 are left unset; the products below never read them.
-// between() runs after each product (the caller's prefetches).
-template <class MA, class MX, class MY, class S, class F>
-void causal_scores(MA& a, const MX& x, const MY& y, index_t c, const Decay<S>& d, F&& between) {
-  const index_t p = causal_panel(c), C = d.chunk();
+// No prefetches between products.
+struct NoPrefetch {
+  void operator()() const {}
+};
+
+// Masks of a causal score block, applied to entries j = 0..i of row i (a select where the mask is
+// zero, never a multiply by an out-of-range factor):
+//   ToeplitzMask: a(i, j) *= f(i - j) from a Decay (lightning's lambda^(i-j), cosFormer's weights);
+//   EntryMask: a(i, j) *= m(i, j) (the scalar gate's e^{G_i - G_j}); NoMask: none.
+template <class S>
+struct ToeplitzMask {
+  const Decay<S>& d;
+  void operator()(index_t i, S* row) const {
+    if (!d.decayed) return;
+    const S* f = d.rev.data() + (d.chunk() - 1 - i);
+    for (index_t j = 0; j <= i; ++j) row[j] *= f[j];
+  }
+};
+template <class M>
+struct EntryMask {
+  const M& m;
+  template <class S>
+  void operator()(index_t i, S* row) const {
+    const S* f = &m(i, 0);
+    for (index_t j = 0; j <= i; ++j) row[j] *= f[j];
+  }
+};
+struct NoMask {
+  template <class S>
+  void operator()(index_t, S*) const {}
+};
+
+// a.block(r0, 0, n, r1) = x.middleRows(r0, n) * y.topRows(r1)^T for each panel [r0, r1) of p rows
+// of the first c rows: the lower block triangle of x y^T. Then the mask on those entries and
+// a(i, j) = 0 for i < j < r1. Entries right of r1 are left unset; the products below never read
+// them. between() runs after each product (the caller's prefetches).
+template <class MA, class MX, class MY, class Mask, class F = NoPrefetch>
+void panel_scores(MA& a, const MX& x, const MY& y, index_t c, index_t p, const Mask& mask, F&& between = {}) {
+  using S = typename MA::Scalar;
   for (index_t r0 = 0; r0 < c; r0 += p) {
     const index_t r1 = std::min(c, r0 + p);
     a.block(r0, 0, r1 - r0, r1).noalias() = x.middleRows(r0, r1 - r0) * y.topRows(r1).transpose();
     between();
     for (index_t i = r0; i < r1; ++i) {
       S* row = &a(i, 0);
-      if (d.decayed) {
-        const S* f = d.rev.data() + (C - 1 - i);
-        for (index_t j = 0; j <= i; ++j) row[j] *= f[j];
-      }
+      mask(i, row);
       for (index_t j = i + 1; j < r1; ++j) row[j] = S(0);
     }
   }
 }
 
 // out.topRows(c) = tril(a) * b (lower) or triu(a^T) * b, i.e. a^T * b with a lower (transposed),
-// from the blocks causal_scores formed. The zero entries inside the diagonal blocks take part in
-// the dense products, which is exact for finite b; when b holds NaN or Inf (b_finite false), 0 * NaN
-// would leak it into rows that do not depend on it, so the product then skips the zeros exactly.
-template <class MA, class MB, class MO, class F>
-void causal_times(const MA& a, bool transposed, const MB& b, MO& out, index_t c, bool b_finite, F&& between) {
-  const index_t p = causal_panel(c);
+// from the panels of p rows panel_scores formed. The zero entries inside the diagonal panels take
+// part in the dense products, which is exact for finite b; when b holds NaN or Inf (b_finite
+// false), 0 * NaN would leak it into rows that do not depend on it, so the product then skips the
+// zeros exactly.
+template <class MA, class MB, class MO, class F = NoPrefetch>
+void panel_times(const MA& a, bool transposed, const MB& b, MO& out, index_t c, index_t p, bool b_finite,
+                 F&& between = {}) {
   if (!b_finite) {
     out.topRows(c).setZero();
     for (index_t i = 0; i < c; ++i)
@@ -123,75 +130,14 @@ void causal_times(const MA& a, bool transposed, const MB& b, MO& out, index_t c,
   }
 }
 
-// Token ranges of one sequence that run as separate work items: boundaries[0] = 0, back() = length.
-using Boundaries = std::vector<index_t>;
-
-// One segment per sequence while there are at least as many (sequence, head) pairs as threads;
-// otherwise each sequence is cut, at chunk boundaries, into up to threads / pairs segments of at
-// least `min_chunks` chunks, so a single long head still uses every thread.
-inline std::vector<Boundaries> plan_segments(const Sequences& seqs, index_t heads, index_t chunk, int threads,
-                                             index_t min_chunks = 4) {
-  const index_t pairs = std::max<index_t>(1, seqs.size() * heads);
-  const index_t wanted = pairs >= threads ? 1 : (threads + pairs - 1) / pairs;
-  std::vector<Boundaries> plan(seqs.size());
-  for (index_t n = 0; n < seqs.size(); ++n) {
-    const index_t length = seqs[n].length, chunks = (length + chunk - 1) / chunk;
-    const index_t parts = std::max<index_t>(1, std::min(wanted, chunks / min_chunks));
-    Boundaries& b = plan[n];
-    for (index_t p = 0; p < parts; ++p) b.push_back(std::min(length, (chunks * p / parts) * chunk));
-    b.push_back(length);
-  }
-  return plan;
+// The same with a Toeplitz decay mask and panels of causal_panel(c) rows.
+template <class MA, class MX, class MY, class S, class F = NoPrefetch>
+void causal_scores(MA& a, const MX& x, const MY& y, index_t c, const Decay<S>& d, F&& between = {}) {
+  panel_scores(a, x, y, c, causal_panel(c), ToeplitzMask<S>{d}, between);
 }
-
-// A (sequence, head, segment) work item; `heads` consecutive heads from `head` where the operator
-// runs a group of heads together.
-struct WorkItem {
-  index_t seq, head, segment;
-  index_t heads = 1;
-};
-
-// The (sequence, head, segment) items of the sequences cut into several segments: for each such
-// sequence of `count` segments and each head, segments first .. first + count - 2 (the starts
-// pass: first = 0, every segment but the last; the state-gradient pass: first = 1). Sizes
-// per_head[n * H + h] to `count` entries for those pairs, where the pass stores its results.
-template <class M>
-std::vector<WorkItem> cut_segment_items(const std::vector<Boundaries>& plan, index_t H, index_t first,
-                                        std::vector<std::vector<M>>& per_head) {
-  std::vector<WorkItem> todo;
-  for (index_t n = 0; n < static_cast<index_t>(plan.size()); ++n) {
-    const index_t count = static_cast<index_t>(plan[n].size()) - 1;
-    if (count < 2) continue;
-    for (index_t h = 0; h < H; ++h) {
-      per_head[n * H + h].resize(count);
-      for (index_t s = first; s < first + count - 1; ++s) todo.push_back({n, h, s});
-    }
-  }
-  return todo;
-}
-
-inline std::vector<WorkItem> work_items(const std::vector<Boundaries>& plan, index_t heads, index_t group = 1) {
-  std::vector<WorkItem> items;
-  for (index_t n = 0; n < static_cast<index_t>(plan.size()); ++n)
-    for (index_t h = 0; h < heads; h += group)
-      for (index_t s = 0; s + 1 < static_cast<index_t>(plan[n].size()); ++s)
-        items.push_back({n, h, s, std::min(group, heads - h)});
-  return items;
-}
-
-// How many heads of a sequence one work item runs together, block by block. In [B, T, H, D] memory
-// the rows of the H heads of a token share one or two pages: a group of G heads walks each page
-// once per block instead of G times (each of the G rows is otherwise a TLB miss, which a prefetch
-// cannot hide). Up to 8 heads (8 x 128 floats is one 4 KiB page), while every thread still gets
-// at least two items to balance; 1 when sequences are cut into segments.
-constexpr index_t kMaxGroup = 8;
-
-inline index_t head_group(const Sequences& seqs, const std::vector<Boundaries>& plan, index_t heads, int threads) {
-  for (const auto& b : plan)
-    if (b.size() > 2) return 1;
-  const index_t pairs = seqs.size() * heads;
-  return std::max<index_t>(
-      1, std::min<index_t>({kMaxGroup, heads, pairs / (2 * static_cast<index_t>(std::max(threads, 1)))}));
+template <class MA, class MB, class MO, class F = NoPrefetch>
+void causal_times(const MA& a, bool transposed, const MB& b, MO& out, index_t c, bool b_finite, F&& between = {}) {
+  panel_times(a, transposed, b, out, c, causal_panel(c), b_finite, between);
 }
 
 }  // namespace lcsm::cpu::detail

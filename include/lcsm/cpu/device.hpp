@@ -1,9 +1,11 @@
-// The CPU backend's device handle and its fork-join parallel loop.
+// The CPU backend's device handle, its fork-join parallel loop and the workers' own scratch.
 #pragma once
 
 #include <algorithm>
 #include <atomic>
 #include <exception>
+#include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -51,5 +53,28 @@ void parallel_for(int threads, index_t items, Body&& body) {
   for (auto& t : pool) t.join();
   if (error) std::rethrow_exception(error);
 }
+
+namespace detail {
+
+// One workspace per worker of a parallel_for, made on first use from the constructor's arguments.
+template <class Workspace>
+class WorkspacePool {
+ public:
+  template <class... Args>
+  explicit WorkspacePool(int workers, Args... args)
+      : slots_(static_cast<std::size_t>(std::max(workers, 1))),
+        make_([=] { return std::make_unique<Workspace>(args...); }) {}
+  Workspace& operator[](int worker) {
+    auto& slot = slots_[static_cast<std::size_t>(worker)];
+    if (!slot) slot = make_();
+    return *slot;
+  }
+
+ private:
+  std::vector<std::unique_ptr<Workspace>> slots_;
+  std::function<std::unique_ptr<Workspace>()> make_;
+};
+
+}  // namespace detail
 
 }  // namespace lcsm::cpu

@@ -19,7 +19,6 @@
 #include <vector>
 
 #include "lcsm/core/dtype.hpp"
-#include "lcsm/cpu/device.hpp"
 #include "lcsm/cpu/gated_common.hpp"
 #include "lcsm/cpu/gated_scalar.hpp"
 #include "lcsm/cpu/gated_vector.hpp"
@@ -29,130 +28,94 @@
 namespace lcsm {
 namespace cpu::detail {
 
-// The state before each segment s >= 1 of cut sequences, indexed [n * H + h][s] (see above).
+// A gate as the segment scans see it (cpu/segment_scan.hpp): a segment decays a state by
+// diag(e^{sum of its log-gates}); its contributions are the kernel's blocks from a zero state.
 template <class Kernel, class T, class S>
-std::vector<std::vector<Matrix<S>>> gated_segment_starts(GatedWorkspacePool<S>& pool, const GatedProblem<T, S>& pb,
-                                                         const Sequences& seqs, const std::vector<Boundaries>& plan,
-                                                         const View<const S, 4>& initial, int threads) {
-  const index_t H = pb.q.size(2);
-  std::vector<std::vector<Matrix<S>>> starts(seqs.size() * H);
-  const std::vector<WorkItem> todo = cut_segment_items(plan, H, 0, starts);
-  if (todo.empty()) return starts;
-  parallel_for(threads, static_cast<index_t>(todo.size()), [&](index_t i, int worker) {
-    const WorkItem it = todo[i];
-    Matrix<S> delta(pb.K, pb.V);
-    bool zero = true;
-    const index_t begin = plan[it.seq][it.segment], end = plan[it.seq][it.segment + 1];
-    for (index_t t = begin; t < end; t += pb.C) {
-      const index_t c = std::min(pb.C, end - t);
-      const NextRows next{t + c, std::min(pb.C, end - t - c), it.head};
-      Kernel::forward_block(pool[worker], pb, seqs[it.seq], it.head, t, c, delta, zero, true, View<T, 4>{}, next);
-    }
-    if (zero) delta.setZero();
-    starts[it.seq * H + it.head][it.segment + 1] = std::move(delta);
-  });
-  for (index_t n = 0; n < seqs.size(); ++n)
-    for (index_t h = 0; h < H && plan[n].size() > 2; ++h) {
-      auto& st = starts[n * H + h];
-      Matrix<S> running(pb.K, pb.V);
-      if (initial.present()) load_state(initial, n, h, running);
-      else running.setZero();
-      for (std::size_t s = 1; s < st.size(); ++s) {
-        decay_rows(running, total_gate(pb, seqs[n], h, plan[n][s - 1], plan[n][s]));
-        running += st[s];
-        st[s] = running;
-      }
-    }
-  return starts;
-}
+struct GatedScan : MatrixScanState<S> {
+  using State = Matrix<S>;
+  WorkspacePool<GatedWorkspace<S>>& pool;
+  const GatedProblem<T, S>& pb;
+  const Sequences& seqs;
+  const View<const T, 4>* d_o = nullptr;  // backward only
 
-// The state gradient after each segment but the last of cut sequences, indexed [n * H + h][s].
-template <class Kernel, class T, class S>
-std::vector<std::vector<Matrix<S>>> gated_segment_end_dstates(GatedWorkspacePool<S>& pool, const GatedProblem<T, S>& pb,
-                                                              const View<const T, 4>& d_o, const Sequences& seqs,
-                                                              const std::vector<Boundaries>& plan,
-                                                              const View<const S, 4>& d_final, int threads) {
-  const index_t H = pb.q.size(2);
-  std::vector<std::vector<Matrix<S>>> d_ends(seqs.size() * H);
-  const std::vector<WorkItem> todo = cut_segment_items(plan, H, 1, d_ends);
-  if (todo.empty()) return d_ends;
-  parallel_for(threads, static_cast<index_t>(todo.size()), [&](index_t i, int worker) {
-    const WorkItem it = todo[i];
-    Matrix<S> gamma(pb.K, pb.V);
+  State delta(int worker, const WorkItem& it, index_t begin, index_t end) const {
+    State d(pb.K, pb.V);
     bool zero = true;
-    const index_t begin = plan[it.seq][it.segment], end = plan[it.seq][it.segment + 1];
-    const index_t blocks = (end - begin + pb.C - 1) / pb.C;
-    for (index_t m = blocks - 1; m >= 0; --m) {
-      const index_t t = begin + m * pb.C;
-      Kernel::dk_block(pool[worker], pb, d_o, seqs[it.seq], it.head, t, std::min(pb.C, end - t), gamma, zero, true,
+    walk_forward(begin, end, pb.C, it.head, 1, true, [&](index_t, index_t t, index_t c, bool, const NextRows& next) {
+      Kernel::forward_block(pool[worker], pb, seqs[it.seq], it.head, t, c, d, zero, true, View<T, 4>{}, next);
+    });
+    if (zero) d.setZero();
+    return d;
+  }
+  State gamma(int worker, const WorkItem& it, index_t begin, index_t end) const {
+    State d(pb.K, pb.V);
+    bool zero = true;
+    walk_backward(begin, end, pb.C, it.head, 1, true, [&](index_t, index_t t, index_t c, bool, const NextRows&) {
+      Kernel::dk_block(pool[worker], pb, *d_o, seqs[it.seq], it.head, t, c, d, zero, true,
                        static_cast<const View<T, 4>*>(nullptr), static_cast<const View<T, 4>*>(nullptr), View<S, 4>{},
                        nullptr);
-    }
-    if (zero) gamma.setZero();
-    d_ends[it.seq * H + it.head][it.segment - 1] = std::move(gamma);
-  });
-  for (index_t n = 0; n < seqs.size(); ++n)
-    for (index_t h = 0; h < H && plan[n].size() > 2; ++h) {
-      auto& de = d_ends[n * H + h];
-      const index_t last = static_cast<index_t>(de.size()) - 1;
-      Matrix<S> running(pb.K, pb.V);
-      if (d_final.present()) load_state(d_final, n, h, running);
-      else running.setZero();
-      de[last] = running;
-      for (index_t s = last - 1; s >= 0; --s) {
-        decay_rows(running, total_gate(pb, seqs[n], h, plan[n][s + 1], plan[n][s + 2]));
-        running += de[s];
-        de[s] = running;
+    });
+    if (zero) d.setZero();
+    return d;
+  }
+  void decay(State& s, index_t n, index_t h, index_t begin, index_t end) const {
+    decay_rows(s, total_gate(pb, seqs[n], h, begin, end));
+  }
+};
+
+// The dg of a cut sequence's tokens is a suffix sum over the whole sequence: every segment but the
+// last adds the totals of the segments after it (totals: per work item, W sums per head).
+template <class S>
+void add_later_segment_totals(int threads, const SegmentPlan& sp, index_t W, const std::vector<double>& totals,
+                              const View<S, 4>& dg) {
+  std::vector<WorkItem> fix;
+  std::vector<std::vector<double>> offsets;
+  for (index_t n = 0; n < sp.seqs.size(); ++n) {
+    if (!sp.cut(n)) continue;
+    for (index_t h = 0; h < sp.heads; ++h) {
+      std::vector<double> running(W, 0.0);
+      for (index_t s = sp.segments(n) - 1; s >= 0; --s) {
+        if (s < sp.segments(n) - 1) {
+          fix.push_back({n, h, s});
+          offsets.push_back(running);
+        }
+        index_t idx = 0;  // the item (n, h, s): cut sequences run one head per item
+        while (!(sp.items[idx].seq == n && sp.items[idx].head == h && sp.items[idx].segment == s)) ++idx;
+        for (index_t d = 0; d < W; ++d) running[d] += totals[idx * sp.group * W + d];
       }
     }
-  return d_ends;
-}
-
-// The states a work item's heads start from: the segment's start, the initial state, or zero.
-template <class S>
-void initial_states(GatedWorkspace<S>& ws, const WorkItem& it, index_t H,
-                    const std::vector<std::vector<Matrix<S>>>& starts, const View<const S, 4>& initial, bool* zero) {
-  for (index_t g = 0; g < it.heads; ++g) {
-    const index_t h = it.head + g;
-    zero[g] = true;
-    if (it.segment > 0) {
-      ws.states[g] = starts[it.seq * H + h][it.segment];
-      zero[g] = false;
-    } else if (initial.present()) {
-      load_state(initial, it.seq, h, ws.states[g]);
-      zero[g] = false;
-    }
   }
+  parallel_for(threads, static_cast<index_t>(fix.size()), [&](index_t i, int) {
+    const WorkItem it = fix[i];
+    const Sequence sq = sp.seqs[it.seq];
+    for (index_t t = sp.begin(it); t < sp.end(it); ++t)
+      for (index_t d = 0; d < W; ++d)
+        dg(sq.batch, sq.start + t, it.head, d) =
+            static_cast<S>(static_cast<double>(dg(sq.batch, sq.start + t, it.head, d)) + offsets[i][d]);
+  });
 }
 
 template <class Kernel, class T, class S>
 void gated_forward(const cpu::Device& device, const GatedProblem<T, S>& pb, const lcsm::detail::ProblemShape& p,
                    const StateIO<S>& state, const CuSeqlens& cu, const View<T, 4>& o) {
-  const Sequences seqs(p.batch, p.time, cu);
   const int threads = device.thread_count();
-  const auto plan = plan_segments(seqs, p.heads, pb.C, threads);
-  const auto items = work_items(plan, p.heads, head_group(seqs, plan, p.heads, threads));
-  GatedWorkspacePool<S> pool(threads, pb.C, pb.K, pb.V, pb.gate_width());
-  const auto starts = gated_segment_starts<Kernel>(pool, pb, seqs, plan, state.initial, threads);
-  parallel_for(threads, static_cast<index_t>(items.size()), [&](index_t i, int worker) {
-    const WorkItem it = items[i];
+  const SegmentPlan sp(Sequences(p.batch, p.time, cu), p.heads, pb.C, threads);
+  WorkspacePool<GatedWorkspace<S>> pool(threads, pb.C, pb.K, pb.V, pb.gate_width());
+  const auto starts =
+      segment_start_states(GatedScan<Kernel, T, S>{{pb.K, pb.V}, pool, pb, sp.seqs}, sp, state.initial, threads);
+  parallel_for(threads, static_cast<index_t>(sp.items.size()), [&](index_t i, int worker) {
+    const WorkItem it = sp.items[i];
     GatedWorkspace<S>& ws = pool[worker];
     ws.ensure_states(it.heads, pb.K, pb.V);
-    const bool want_state = it.segment + 2 == static_cast<index_t>(plan[it.seq].size()) && state.final.present();
+    const bool want_state = sp.last(it) && state.final.present();
     bool zero[kMaxGroup];
-    initial_states(ws, it, p.heads, starts, state.initial, zero);
-    const Sequence sq = seqs[it.seq];
-    const index_t begin = plan[it.seq][it.segment], end = plan[it.seq][it.segment + 1];
-    for (index_t t = begin; t < end; t += pb.C) {
-      const index_t c = std::min(pb.C, end - t);
-      const bool update = t + c < end || want_state;
-      for (index_t g = 0; g < it.heads; ++g) {
-        // Next: the same rows of the group's next head, or the first head's next rows.
-        const NextRows next =
-            g + 1 < it.heads ? NextRows{t, c, it.head + g + 1} : NextRows{t + c, std::min(pb.C, end - t - c), it.head};
-        Kernel::forward_block(ws, pb, sq, it.head + g, t, c, ws.states[g], zero[g], update, o, next);
-      }
-    }
+    for (index_t g = 0; g < it.heads; ++g)
+      zero[g] = !item_start(starts, sp, it, it.head + g, state.initial, ws.states[g], load_state<S>);
+    const Sequence sq = sp.seqs[it.seq];
+    walk_forward(sp.begin(it), sp.end(it), pb.C, it.head, it.heads, want_state,
+                 [&](index_t g, index_t t, index_t c, bool update, const NextRows& next) {
+                   Kernel::forward_block(ws, pb, sq, it.head + g, t, c, ws.states[g], zero[g], update, o, next);
+                 });
     if (want_state)
       for (index_t g = 0; g < it.heads; ++g) {
         if (zero[g]) ws.states[g].setZero();
@@ -165,60 +128,46 @@ template <class Kernel, class T, class S>
 void gated_backward(const cpu::Device& device, const GatedProblem<T, S>& pb, const lcsm::detail::ProblemShape& p,
                     const View<const T, 4>& d_o, const View<T, 4>& dq, const View<T, 4>& dk, const View<T, 4>& dv,
                     const StateGrads<S>& states, const View<S, 4>& dg, const CuSeqlens& cu) {
-  const Sequences seqs(p.batch, p.time, cu);
   const int threads = device.thread_count();
-  const auto plan = plan_segments(seqs, p.heads, pb.C, threads);
-  const index_t group = head_group(seqs, plan, p.heads, threads), W = pb.gate_width();
-  const auto items = work_items(plan, p.heads, group);
-  GatedWorkspacePool<S> pool(threads, pb.C, pb.K, pb.V, W);
-  const auto starts = gated_segment_starts<Kernel>(pool, pb, seqs, plan, states.initial, threads);
-  const auto d_ends = gated_segment_end_dstates<Kernel>(pool, pb, d_o, seqs, plan, states.d_final, threads);
-  std::vector<double> totals(items.size() * group * W, 0.0);  // the dg suffix sum over each item's tokens
+  const SegmentPlan sp(Sequences(p.batch, p.time, cu), p.heads, pb.C, threads);
+  const index_t group = sp.group, W = pb.gate_width();
+  WorkspacePool<GatedWorkspace<S>> pool(threads, pb.C, pb.K, pb.V, W);
+  const GatedScan<Kernel, T, S> scan{{pb.K, pb.V}, pool, pb, sp.seqs, &d_o};
+  const auto starts = segment_start_states(scan, sp, states.initial, threads);
+  const auto d_ends = segment_end_dstates(scan, sp, states.d_final, threads);
+  std::vector<double> totals(sp.items.size() * group * W, 0.0);  // the dg suffix sum over each item's tokens
 
-  parallel_for(threads, static_cast<index_t>(items.size()), [&](index_t i, int worker) {
-    const WorkItem it = items[i];
+  parallel_for(threads, static_cast<index_t>(sp.items.size()), [&](index_t i, int worker) {
+    const WorkItem it = sp.items[i];
     GatedWorkspace<S>& ws = pool[worker];
     ws.ensure_states(2 * it.heads, pb.K, pb.V);
-    const Sequence sq = seqs[it.seq];
-    const index_t begin = plan[it.seq][it.segment], end = plan[it.seq][it.segment + 1];
-    const bool first = it.segment == 0, last = it.segment + 2 == static_cast<index_t>(plan[it.seq].size());
+    const Sequence sq = sp.seqs[it.seq];
     // dq, walking forwards from the states before the segment.
     bool zero[kMaxGroup], dzero[kMaxGroup];
-    initial_states(ws, it, p.heads, starts, states.initial, zero);
-    const bool want_final = last && states.d_final.present() && dg.present();
-    for (index_t t = begin; t < end; t += pb.C) {
-      const index_t c = std::min(pb.C, end - t);
-      const bool update = t + c < end || want_final;
-      for (index_t g = 0; g < it.heads; ++g)
-        Kernel::dq_block(ws, pb, d_o, sq, it.head + g, t, c, ws.states[g], zero[g], update, dq, dg);
-    }
+    for (index_t g = 0; g < it.heads; ++g)
+      zero[g] = !item_start(starts, sp, it, it.head + g, states.initial, ws.states[g], load_state<S>);
+    const bool want_final = sp.last(it) && states.d_final.present() && dg.present();
+    walk_forward(sp.begin(it), sp.end(it), pb.C, it.head, it.heads, want_final,
+                 [&](index_t g, index_t t, index_t c, bool update, const NextRows&) {
+                   Kernel::dq_block(ws, pb, d_o, sq, it.head + g, t, c, ws.states[g], zero[g], update, dq, dg);
+                 });
     // dk, dv, walking backwards from the state gradients after the segment.
     double* acc = totals.data() + i * group * W;
     for (index_t g = 0; g < it.heads; ++g) {
-      const index_t h = it.head + g;
       Matrix<S>& ds = ws.states[it.heads + g];
-      dzero[g] = true;
-      if (!last) {
-        ds = d_ends[it.seq * p.heads + h][it.segment];
-        dzero[g] = false;
-      } else if (states.d_final.present()) {
-        load_state(states.d_final, it.seq, h, ds);
-        dzero[g] = false;
-        if (want_final && !zero[g]) {  // sum_v dS_T (.) S_T: the final state's own dependence on the gates
-          const Matrix<S>& sT = ws.states[g];
-          for (index_t r = 0; r < pb.K; ++r)
-            acc[g * W + (W == 1 ? 0 : r)] += static_cast<double>((ds.row(r).array() * sT.row(r).array()).sum());
-        }
+      dzero[g] = !item_end(d_ends, sp, it, it.head + g, states.d_final, ds, load_state<S>);
+      if (want_final && !zero[g]) {  // sum_v dS_T (.) S_T: the final state's own dependence on the gates
+        const Matrix<S>& sT = ws.states[g];
+        for (index_t r = 0; r < pb.K; ++r)
+          acc[g * W + (W == 1 ? 0 : r)] += static_cast<double>((ds.row(r).array() * sT.row(r).array()).sum());
       }
     }
-    const bool want_dinitial = first && states.d_initial.present();
-    const index_t blocks = (end - begin + pb.C - 1) / pb.C;
-    for (index_t m = blocks - 1; m >= 0; --m) {
-      const index_t t = begin + m * pb.C, c = std::min(pb.C, end - t);
-      for (index_t g = 0; g < it.heads; ++g)
-        Kernel::dk_block(ws, pb, d_o, sq, it.head + g, t, c, ws.states[it.heads + g], dzero[g], m > 0 || want_dinitial,
-                         &dk, &dv, dg, acc + g * W);
-    }
+    const bool want_dinitial = sp.first(it) && states.d_initial.present();
+    walk_backward(sp.begin(it), sp.end(it), pb.C, it.head, it.heads, want_dinitial,
+                  [&](index_t g, index_t t, index_t c, bool update, const NextRows&) {
+                    Kernel::dk_block(ws, pb, d_o, sq, it.head + g, t, c, ws.states[it.heads + g], dzero[g], update, &dk,
+                                     &dv, dg, acc + g * W);
+                  });
     if (want_dinitial)
       for (index_t g = 0; g < it.heads; ++g) {
         if (dzero[g]) ws.states[it.heads + g].setZero();
@@ -226,61 +175,7 @@ void gated_backward(const cpu::Device& device, const GatedProblem<T, S>& pb, con
       }
   });
   if (!dg.present()) return;
-  // Cut sequences: every segment but the last adds the totals of the segments after it.
-  std::vector<WorkItem> fix;
-  std::vector<std::vector<double>> offsets;
-  for (index_t n = 0; n < seqs.size(); ++n) {
-    const index_t segments = static_cast<index_t>(plan[n].size()) - 1;
-    if (segments < 2) continue;
-    for (index_t h = 0; h < p.heads; ++h) {
-      std::vector<double> running(W, 0.0);
-      for (index_t s = segments - 1; s >= 0; --s) {
-        if (s < segments - 1) {
-          fix.push_back({n, h, s});
-          offsets.push_back(running);
-        }
-        index_t idx = 0;  // the item (n, h, s): cut sequences run one head per item
-        while (!(items[idx].seq == n && items[idx].head == h && items[idx].segment == s)) ++idx;
-        for (index_t d = 0; d < W; ++d) running[d] += totals[idx * group * W + d];
-      }
-    }
-  }
-  parallel_for(threads, static_cast<index_t>(fix.size()), [&](index_t i, int) {
-    const WorkItem it = fix[i];
-    const Sequence sq = seqs[it.seq];
-    for (index_t t = plan[it.seq][it.segment]; t < plan[it.seq][it.segment + 1]; ++t)
-      for (index_t d = 0; d < W; ++d)
-        dg(sq.batch, sq.start + t, it.head, d) =
-            static_cast<S>(static_cast<double>(dg(sq.batch, sq.start + t, it.head, d)) + offsets[i][d]);
-  });
-}
-
-// One decode token on columns [0, Wd) of a K x Wd strip of a state (row stride ld):
-//   s_r = lambda_r s_r + k_r v,  out = sum_r q_r s_r, in one pass over the strip.
-template <int Wd, class S>
-void gated_decode_strip(S* s, index_t ld, index_t K, const S* q, const S* k, const S* v, const S* lambda, S* out) {
-  S acc[Wd] = {}, vv[Wd];
-  for (int c = 0; c < Wd; ++c) vv[c] = v[c];
-  for (index_t r = 0; r < K; ++r) {
-    S* row = s + r * ld;
-    const S kr = k[r], qr = q[r], lr = lambda[r];
-    for (int c = 0; c < Wd; ++c) {
-      const S x = lr * row[c] + kr * vv[c];
-      row[c] = x;
-      acc[c] += qr * x;
-    }
-  }
-  for (int c = 0; c < Wd; ++c) out[c] = acc[c];
-}
-
-template <class S>
-void gated_decode_token(S* s, index_t ld, index_t K, index_t V, const S* q, const S* k, const S* v, const S* lambda,
-                        S* out) {
-  constexpr int Wd = 512 / static_cast<int>(sizeof(S));
-  index_t c = 0;
-  for (; c + Wd <= V; c += Wd) gated_decode_strip<Wd>(s + c, ld, K, q, k, v + c, lambda, out + c);
-  for (; c + Wd / 4 <= V; c += Wd / 4) gated_decode_strip<Wd / 4>(s + c, ld, K, q, k, v + c, lambda, out + c);
-  for (; c < V; ++c) gated_decode_strip<1>(s + c, ld, K, q, k, v + c, lambda, out + c);
+  add_later_segment_totals(threads, sp, W, totals, dg);
 }
 
 // The recurrent form, token by token: advances state [B, H, K, V] in place by the n tokens.
@@ -290,18 +185,7 @@ void gated_decode(const cpu::Device& device, const lcsm::detail::ProblemShape& p
                   const View<const S, 4>& gate, double scale_d) {
   const index_t K = p.key_dim, V = p.value_dim, W = gate.size(3);
   const S scale = static_cast<S>(scale_d);
-  const int threads =
-      static_cast<int>(std::min<index_t>(device.thread_count(), std::max<index_t>(1, p.batch * p.heads * K * V >> 20)));
-  parallel_for(threads, p.batch * p.heads, [&](index_t item, int) {
-    const index_t b = item / p.heads, h = item % p.heads;
-    Matrix<S> local;
-    const bool direct = state.stride(3) == 1;
-    if (!direct) {
-      local.resize(K, V);
-      load_state(View<const S, 4>(state), b, h, local);
-    }
-    S* s = direct ? &state(b, h, 0, 0) : local.data();
-    const index_t ld = direct ? state.stride(2) : V;
+  for_each_state_slice(device, state, [&](index_t b, index_t h, S* s, index_t ld) {
     std::vector<S> buf(3 * K + 2 * V);
     S *qv = buf.data(), *kv = qv + K, *lam = kv + K, *vv = lam + K, *out = vv + V;
     for (index_t t = 0; t < p.time; ++t) {
@@ -311,10 +195,9 @@ void gated_decode(const cpu::Device& device, const lcsm::detail::ProblemShape& p
         lam[d] = W == 1 && d > 0 ? lam[0] : static_cast<S>(std::exp(gate(b, t, h, W == 1 ? 0 : d)));
       }
       for (index_t c = 0; c < V; ++c) vv[c] = static_cast<S>(v(b, t, h, c));
-      gated_decode_token(s, ld, K, V, qv, kv, vv, lam, out);
+      decode_token(s, ld, K, V, qv, kv, vv, RowDecay<S>{lam}, out);
       for (index_t c = 0; c < V; ++c) o(b, t, h, c) = static_cast<T>(out[c]);
     }
-    if (!direct) store_state(local, state, b, h);
   });
 }
 

@@ -1,16 +1,12 @@
 // What the two gated CPU operators share: the problem they run, their workspace, the cumulative
-// log-gates of a block (in double), exponentials of non-positive differences, and the causal block
-// products over row panels of a given height.
+// log-gates of a block (in double) and exponentials of non-positive differences.
 #pragma once
 
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
-#include <memory>
 #include <vector>
 
-#include "lcsm/core/sequences.hpp"
-#include "lcsm/cpu/chunk_io.hpp"
 #include "lcsm/cpu/chunked.hpp"
 
 namespace lcsm::cpu::detail {
@@ -46,26 +42,6 @@ struct GatedWorkspace {
   void ensure_states(index_t n, index_t K, index_t V) {
     while (static_cast<index_t>(states.size()) < n) states.emplace_back(K, V);
   }
-};
-
-template <class S>
-class GatedWorkspacePool {
- public:
-  GatedWorkspacePool(int workers, index_t C, index_t K, index_t V, index_t W)
-      : slots_(workers), C_(C), K_(K), V_(V), W_(W) {}
-  GatedWorkspace<S>& operator[](int worker) {
-    if (!slots_[worker]) slots_[worker] = std::make_unique<GatedWorkspace<S>>(C_, K_, V_, W_);
-    return *slots_[worker];
-  }
-
- private:
-  std::vector<std::unique_ptr<GatedWorkspace<S>>> slots_;
-  index_t C_, K_, V_, W_;
-};
-
-// No prefetches between products.
-struct NoPrefetch {
-  void operator()() const {}
 };
 
 // Sets up the prefetches of one forward block: its own output rows (written at its end) and the
@@ -130,54 +106,6 @@ void exp_of_difference(double x, const double* lo, index_t n, S* out, Eigen::Arr
   Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>> o(out, n);
   o = drow.head(n).template cast<S>();
   o = o.exp();
-}
-
-// a.block(b, 0, e - b, e) = x.middleRows(b, e - b) * y.topRows(e)^T for each panel [b, e) of p rows
-// of the first c rows (the lower block triangle of x y^T); inside the diagonal panel the entries
-// above the diagonal are set to zero; entries right of a panel's end are never formed. When `mask`
-// is given, a(i, j) *= mask(i, j) for j <= i.
-// `between()` runs after each panel's product (the caller's prefetches).
-template <class MA, class MX, class MY, class MM, class F = NoPrefetch>
-void panel_scores(MA& a, const MX& x, const MY& y, index_t c, index_t p, const MM* mask, F&& between = {}) {
-  using S = typename MA::Scalar;
-  for (index_t b = 0; b < c; b += p) {
-    const index_t e = std::min(c, b + p);
-    a.block(b, 0, e - b, e).noalias() = x.middleRows(b, e - b) * y.topRows(e).transpose();
-    for (index_t i = b; i < e; ++i) {
-      S* row = &a(i, 0);
-      if (mask) {
-        const S* m = &(*mask)(i, 0);
-        for (index_t j = 0; j <= i; ++j) row[j] *= m[j];
-      }
-      for (index_t j = i + 1; j < e; ++j) row[j] = S(0);
-    }
-    between();
-  }
-}
-
-// out.topRows(c) = tril(a) * b, or tril(a)^T * b when transposed, from the panels panel_scores
-// formed. The zeros inside the diagonal panels take part in dense products, exact for finite b;
-// when b holds NaN or Inf, the zero half is skipped explicitly (0 * NaN would leak it).
-template <class MA, class MB, class MO, class F = NoPrefetch>
-void panel_times(const MA& a, bool transposed, const MB& b, MO& out, index_t c, index_t p, bool b_finite,
-                 F&& between = {}) {
-  if (!b_finite) {
-    out.topRows(c).setZero();
-    for (index_t i = 0; i < c; ++i)
-      for (index_t j = 0; j <= i; ++j) {
-        if (transposed) out.row(j) += a(i, j) * b.row(i);
-        else out.row(i) += a(i, j) * b.row(j);
-      }
-    return;
-  }
-  for (index_t r0 = 0; r0 < c; r0 += p) {
-    const index_t r1 = std::min(c, r0 + p);
-    if (transposed)  // out[r0:r1] = a[r0:c, r0:r1]^T b[r0:c]
-      out.middleRows(r0, r1 - r0).noalias() = a.block(r0, r0, c - r0, r1 - r0).transpose() * b.middleRows(r0, c - r0);
-    else  // out[r0:r1] = a[r0:r1, 0:r1] b[0:r1]
-      out.middleRows(r0, r1 - r0).noalias() = a.block(r0, 0, r1 - r0, r1) * b.topRows(r1);
-    between();
-  }
 }
 
 // S = diag(exp(total)) S, total the log-gate sum per row (one value for every row when W = 1).

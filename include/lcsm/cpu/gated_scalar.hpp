@@ -63,7 +63,7 @@ struct ScalarGateKernel {
     if (out) {
       auto Q = ws.q.topRows(c);
       auto K = ws.k.topRows(c);
-      panel_scores(ws.a, Q, K, c, panel(c), &ws.mask, between);
+      panel_scores(ws.a, Q, K, c, panel(c), EntryMask<Matrix<S>>{ws.mask}, between);
       panel_times(ws.a, false, Vb, ws.o, c, panel(c), all_finite(Vb), between);
       if (!zero) ws.o.topRows(c).noalias() += ws.qd.topRows(c) * state;
       between();
@@ -89,7 +89,7 @@ struct ScalarGateKernel {
     auto Vb = ws.v.topRows(c);
     auto dO = ws.d_o.topRows(c);
     auto dQ = ws.dq.topRows(c);
-    panel_scores(ws.p, dO, Vb, c, panel(c), &ws.mask);
+    panel_scores(ws.p, dO, Vb, c, panel(c), EntryMask<Matrix<S>>{ws.mask});
     panel_times(ws.p, false, K, ws.dq, c, panel(c), all_finite(K));
     if (!zero) dQ.noalias() += ws.dod.topRows(c) * state.transpose();
     if (dg.present())
@@ -118,8 +118,8 @@ struct ScalarGateKernel {
       auto Vb = ws.v.topRows(c);
       auto dK = ws.dk.topRows(c);
       auto dV = ws.dv.topRows(c);
-      panel_scores(ws.p, dO, Vb, c, panel(c), &ws.mask);
-      panel_scores(ws.a, Q, K, c, panel(c), &ws.mask);
+      panel_scores(ws.p, dO, Vb, c, panel(c), EntryMask<Matrix<S>>{ws.mask});
+      panel_scores(ws.a, Q, K, c, panel(c), EntryMask<Matrix<S>>{ws.mask});
       panel_times(ws.p, true, Q, ws.dk, c, panel(c), all_finite(Q));
       panel_times(ws.a, true, dO, ws.dv, c, panel(c), all_finite(dO));
       if (!zero) {

@@ -148,7 +148,7 @@ struct VectorGateKernel {
     load_rows(d_o, b, t0, c, h, S(1), ws.d_o);
     auto Vb = ws.v.topRows(c);
     auto dO = ws.d_o.topRows(c);
-    panel_scores(ws.p, dO, Vb, c, s, static_cast<const Matrix<S>*>(nullptr));
+    panel_scores(ws.p, dO, Vb, c, s, NoMask{});
     for (index_t i0 = 0; i0 < c; i0 += s) {
       const index_t e = std::min(c, i0 + s);
       if (i0 > 0) {
@@ -196,7 +196,7 @@ struct VectorGateKernel {
       auto Vb = ws.v.topRows(c);
       auto dK = ws.dk.topRows(c);
       auto dV = ws.dv.topRows(c);
-      panel_scores(ws.p, dO, Vb, c, s, static_cast<const Matrix<S>*>(nullptr));
+      panel_scores(ws.p, dO, Vb, c, s, NoMask{});
       scores(ws, c, s);
       panel_times(ws.a, true, dO, ws.dv, c, s, all_finite(dO));
       // Sub-chunks from the last: x.middleRows(e, c - e) = Q (.) e^{G_i - E_J} for the later tokens.

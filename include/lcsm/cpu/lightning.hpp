@@ -26,7 +26,6 @@
 
 #include "lcsm/core/dtype.hpp"
 #include "lcsm/cpu/chunked.hpp"
-#include "lcsm/cpu/device.hpp"
 #include "lcsm/ops/lightning.hpp"
 #include "lcsm/ops/problem.hpp"
 
@@ -105,15 +104,6 @@ struct HeadRun {
   bool zero;
 };
 
-// The next block of a group walking forwards: the same rows of the group's next head, or the first
-// head's next rows after the last head. The heads of a group share the pages of their rows, so only
-// one prefetch pass in G meets pages the TLB has not seen yet.
-inline NextRows next_rows_forward(index_t g, index_t G, const index_t* heads, index_t t, index_t c, index_t end,
-                                  index_t C) {
-  if (g + 1 < G) return {t, c, heads[g + 1]};
-  return {t + c, std::min(C, end - t - c), heads[0]};
-}
-
 // One block of one head of the forward:
 //   O = causal(Q K^T) V  (the lower block triangle only),  O += Qd S,  S = lambda^c S + Kd^T V.
 template <class T, class S>
@@ -143,21 +133,15 @@ void forward_block(LightningWorkspace<S>& ws, const LightningProblem<T>& pb, Hea
   pf.issue_all();
 }
 
-// Forward over tokens [begin, end) of one sequence for a group of heads, block by block and head by
-// head within a block, from their states (zero where run.zero), leaving the states after `end`
-// there when want_state.
+// Forward over tokens [begin, end) of one sequence for a group of heads, from their states (zero
+// where run.zero), leaving the states after `end` there when want_state.
 template <class T, class S>
 void forward_range(LightningWorkspace<S>& ws, const LightningProblem<T>& pb, std::vector<HeadRun<S>>& runs,
                    const Sequence& sq, index_t begin, index_t end, const View<T, 4>& o, bool want_state) {
-  const index_t G = static_cast<index_t>(runs.size());
-  index_t heads[kMaxGroup];
-  for (index_t g = 0; g < G; ++g) heads[g] = runs[g].h;
-  for (index_t t = begin; t < end; t += pb.C) {
-    const index_t c = std::min(pb.C, end - t);
-    const bool update = t + c < end || want_state;
-    for (index_t g = 0; g < G; ++g)
-      forward_block(ws, pb, runs[g], sq, t, c, update, o, next_rows_forward(g, G, heads, t, c, end, pb.C));
-  }
+  walk_forward(begin, end, pb.C, runs[0].h, static_cast<index_t>(runs.size()), want_state,
+               [&](index_t g, index_t t, index_t c, bool update, const NextRows& next) {
+                 forward_block(ws, pb, runs[g], sq, t, c, update, o, next);
+               });
   if (want_state)
     for (auto& r : runs)
       if (r.zero) r.state->setZero();
@@ -216,25 +200,17 @@ void backward_keys_block(LightningWorkspace<S>& ws, const LightningProblem<T>& p
 }
 
 // The gradients of the states before tokens [begin, end) from the ones after them (runs[g].state,
-// zero where runs[g].zero), for a group of heads, walking blocks backwards (head by head within a
-// block): dS = lambda^c dS' + (diag(lambda^i) Q)^T dO. With dk, also dk and dv of those tokens and
+// zero where runs[g].zero), for a group of heads, walking blocks backwards:
+// dS = lambda^c dS' + (diag(lambda^i) Q)^T dO. With dk, also dk and dv of those tokens and
 // dg[g] -= sum_t t k_t . dk_t. Leaves the state gradients before `begin` when want_dstate.
 template <class T, class S>
 void backward_keys_range(LightningWorkspace<S>& ws, const LightningProblem<T>& pb, const View<const T, 4>& d_o,
                          std::vector<HeadRun<S>>& runs, const Sequence& sq, index_t begin, index_t end,
                          const View<T, 4>* dk, const View<T, 4>* dv, double* dg, bool want_dstate) {
-  const index_t G = static_cast<index_t>(runs.size());
-  index_t heads[kMaxGroup];
-  for (index_t g = 0; g < G; ++g) heads[g] = runs[g].h;
-  const index_t blocks = (end - begin + pb.C - 1) / pb.C;
-  for (index_t m = blocks - 1; m >= 0; --m) {
-    const index_t t = begin + m * pb.C, c = std::min(pb.C, end - t);
-    const index_t prev = m > 0 ? pb.C : 0;  // the block before this one, next in this walk
-    for (index_t g = 0; g < G; ++g) {
-      const NextRows next = g + 1 < G ? NextRows{t, c, heads[g + 1]} : NextRows{t - prev, prev, heads[0]};
-      backward_keys_block(ws, pb, d_o, runs[g], sq, t, c, m > 0 || want_dstate, dk, dv, dg[g], next);
-    }
-  }
+  walk_backward(begin, end, pb.C, runs[0].h, static_cast<index_t>(runs.size()), want_dstate,
+                [&](index_t g, index_t t, index_t c, bool update, const NextRows& next) {
+                  backward_keys_block(ws, pb, d_o, runs[g], sq, t, c, update, dk, dv, dg[g], next);
+                });
   if (want_dstate)
     for (auto& r : runs)
       if (r.zero) r.state->setZero();
@@ -282,139 +258,56 @@ template <class T, class S>
 void backward_queries_range(LightningWorkspace<S>& ws, const LightningProblem<T>& pb, const View<const T, 4>& d_o,
                             std::vector<HeadRun<S>>& runs, const Sequence& sq, index_t begin, index_t end,
                             const View<T, 4>& dq, double* dg, bool want_state) {
-  const index_t G = static_cast<index_t>(runs.size());
-  index_t heads[kMaxGroup];
-  for (index_t g = 0; g < G; ++g) heads[g] = runs[g].h;
-  for (index_t t = begin; t < end; t += pb.C) {
-    const index_t c = std::min(pb.C, end - t);
-    const bool update = t + c < end || want_state;
-    for (index_t g = 0; g < G; ++g)
-      backward_queries_block(ws, pb, d_o, runs[g], sq, t, c, update, dq, dg[g],
-                             next_rows_forward(g, G, heads, t, c, end, pb.C));
-  }
+  walk_forward(begin, end, pb.C, runs[0].h, static_cast<index_t>(runs.size()), want_state,
+               [&](index_t g, index_t t, index_t c, bool update, const NextRows& next) {
+                 backward_queries_block(ws, pb, d_o, runs[g], sq, t, c, update, dq, dg[g], next);
+               });
   if (want_state)
     for (auto& r : runs)
       if (r.zero) r.state->setZero();
 }
 
-// One workspace per worker thread, made on first use.
-template <class S>
-class WorkspacePool {
- public:
-  WorkspacePool(int workers, index_t C, index_t K, index_t V) : slots_(workers), C_(C), K_(K), V_(V) {}
-  LightningWorkspace<S>& operator[](int worker) {
-    if (!slots_[worker]) slots_[worker] = std::make_unique<LightningWorkspace<S>>(C_, K_, V_);
-    return *slots_[worker];
+// Lightning as the segment scans see it (cpu/segment_scan.hpp): a segment of L tokens decays a
+// state by lambda^L; its forward contribution is sum_j lambda^(L-j) k_j v_j^T, its backward one
+// sum_i lambda^i q_i do_i^T.
+template <class T, class S>
+struct LightningScan : MatrixScanState<S> {
+  using State = Matrix<S>;
+  WorkspacePool<LightningWorkspace<S>>& pool;
+  const LightningProblem<T>& pb;
+  const Sequences& seqs;
+  const View<const T, 4>* d_o = nullptr;  // backward only
+
+  double g(index_t h) const { return (*pb.log_decay)[h]; }
+  State delta(int worker, const WorkItem& it, index_t begin, index_t end) const {
+    State d(pb.K, pb.V);
+    state_delta(pool[worker], pb, Decay<S>(g(it.head), pb.C), seqs[it.seq], it.head, begin, end, d);
+    return d;
   }
-
- private:
-  std::vector<std::unique_ptr<LightningWorkspace<S>>> slots_;
-  index_t C_, K_, V_;
-};
-
-// For sequences cut into several segments: the state before each segment (s >= 1), from each
-// segment's own contribution (pass 1, in parallel) combined in order:
-//   start[s + 1] = lambda^len(s) start[s] + delta[s],  start[0] = initial state.
-// Indexed [n * H + h][s]; empty for uncut sequences.
-template <class T, class S>
-std::vector<std::vector<Matrix<S>>> segment_start_states(WorkspacePool<S>& pool, const LightningProblem<T>& pb,
-                                                         const Sequences& seqs, const std::vector<Boundaries>& plan,
-                                                         const View<const S, 4>& initial, int threads) {
-  const index_t H = static_cast<index_t>(pb.log_decay->size());
-  std::vector<std::vector<Matrix<S>>> starts(seqs.size() * H);
-  const std::vector<WorkItem> todo = cut_segment_items(plan, H, 0, starts);
-  if (todo.empty()) return starts;
-  parallel_for(threads, static_cast<index_t>(todo.size()), [&](index_t i, int worker) {
-    const WorkItem it = todo[i];
-    const double g = (*pb.log_decay)[it.head];
-    Matrix<S> delta(pb.K, pb.V);
-    state_delta(pool[worker], pb, Decay<S>(g, pb.C), seqs[it.seq], it.head, plan[it.seq][it.segment],
-                plan[it.seq][it.segment + 1], delta);
-    starts[it.seq * H + it.head][it.segment + 1] = std::move(delta);
-  });
-  for (index_t n = 0; n < seqs.size(); ++n)
-    for (index_t h = 0; h < H && plan[n].size() > 2; ++h) {
-      auto& st = starts[n * H + h];
-      Matrix<S> running(pb.K, pb.V);
-      if (initial.present()) load_state(initial, n, h, running);
-      else running.setZero();
-      for (std::size_t s = 1; s < st.size(); ++s) {
-        const double len = static_cast<double>(plan[n][s] - plan[n][s - 1]);
-        running = static_cast<S>(std::exp((*pb.log_decay)[h] * len)) * running + st[s];
-        st[s] = running;
-      }
-    }
-  return starts;
-}
-
-// The mirror image for backward: the state gradient after each segment but the last, from each
-// later segment's own contribution gamma[s] = sum_i lambda^i q_i do_i^T (pass 1, in parallel):
-//   d_end[s] = lambda^len(s+1) d_end[s + 1] + gamma[s + 1],  d_end[last] = d_final_state.
-template <class T, class S>
-std::vector<std::vector<Matrix<S>>> segment_end_dstates(WorkspacePool<S>& pool, const LightningProblem<T>& pb,
-                                                        const View<const T, 4>& d_o, const Sequences& seqs,
-                                                        const std::vector<Boundaries>& plan,
-                                                        const View<const S, 4>& d_final, int threads) {
-  const index_t H = static_cast<index_t>(pb.log_decay->size());
-  std::vector<std::vector<Matrix<S>>> d_ends(seqs.size() * H);
-  const std::vector<WorkItem> todo = cut_segment_items(plan, H, 1, d_ends);
-  if (todo.empty()) return d_ends;
-  parallel_for(threads, static_cast<index_t>(todo.size()), [&](index_t i, int worker) {
-    const WorkItem it = todo[i];
-    const double g = (*pb.log_decay)[it.head];
+  State gamma(int worker, const WorkItem& it, index_t begin, index_t end) const {
     LightningWorkspace<S>& ws = pool[worker];
     double unused = 0;
-    std::vector<HeadRun<S>> runs{{it.head, Decay<S>(g, pb.C), &ws.dstate, true}};
-    backward_keys_range<T, S>(ws, pb, d_o, runs, seqs[it.seq], plan[it.seq][it.segment], plan[it.seq][it.segment + 1],
-                              nullptr, nullptr, &unused, true);
-    d_ends[it.seq * H + it.head][it.segment - 1] = ws.dstate;
-  });
-  for (index_t n = 0; n < seqs.size(); ++n)
-    for (index_t h = 0; h < H && plan[n].size() > 2; ++h) {
-      auto& de = d_ends[n * H + h];
-      const index_t last = static_cast<index_t>(de.size()) - 1;
-      Matrix<S> running(pb.K, pb.V);
-      if (d_final.present()) load_state(d_final, n, h, running);
-      else running.setZero();
-      de[last] = running;
-      for (index_t s = last - 1; s >= 0; --s) {
-        const double len = static_cast<double>(plan[n][s + 2] - plan[n][s + 1]);
-        running = static_cast<S>(std::exp((*pb.log_decay)[h] * len)) * running + de[s];
-        de[s] = running;
-      }
-    }
-  return d_ends;
-}
-
-// One decode token on columns [0, W) of a K x W strip of a state (row stride ld):
-//   s_r = lambda s_r + k_r v,  out = sum_r q_r s_r,
-// in one pass over the strip, updating a row and using it while it is in registers. W is a
-// compile-time width so that the W accumulators and v stay in vector registers.
-template <int W, class S>
-void decode_strip(S* s, index_t ld, index_t K, const S* q, const S* k, const S* v, S lambda, S* out) {
-  S acc[W] = {}, vv[W];
-  for (int c = 0; c < W; ++c) vv[c] = v[c];
-  for (index_t r = 0; r < K; ++r) {
-    S* row = s + r * ld;
-    const S kr = k[r], qr = q[r];
-    for (int c = 0; c < W; ++c) {
-      const S x = lambda * row[c] + kr * vv[c];
-      row[c] = x;
-      acc[c] += qr * x;
-    }
+    std::vector<HeadRun<S>> runs{{it.head, Decay<S>(g(it.head), pb.C), &ws.dstate, true}};
+    backward_keys_range<T, S>(ws, pb, *d_o, runs, seqs[it.seq], begin, end, nullptr, nullptr, &unused, true);
+    return ws.dstate;
   }
-  for (int c = 0; c < W; ++c) out[c] = acc[c];
-}
+  void decay(State& s, index_t, index_t h, index_t begin, index_t end) const {
+    s *= static_cast<S>(std::exp(g(h) * static_cast<double>(end - begin)));
+  }
+};
 
-// The same over all V columns: strips of 512 bytes (128 floats: 8 + 8 AVX-512 registers), then
-// narrower ones, then single columns.
+// The runs of a work item's heads, from the states before its segment (zero where none).
 template <class S>
-void decode_token(S* s, index_t ld, index_t K, index_t V, const S* q, const S* k, const S* v, S lambda, S* out) {
-  constexpr int W = 512 / static_cast<int>(sizeof(S));
-  index_t c = 0;
-  for (; c + W <= V; c += W) decode_strip<W>(s + c, ld, K, q, k, v + c, lambda, out + c);
-  for (; c + W / 4 <= V; c += W / 4) decode_strip<W / 4>(s + c, ld, K, q, k, v + c, lambda, out + c);
-  for (; c < V; ++c) decode_strip<1>(s + c, ld, K, q, k, v + c, lambda, out + c);
+std::vector<HeadRun<S>> start_runs(const LightningAttention& op, const SegmentPlan& sp, const WorkItem& it,
+                                   const PerSegment<Matrix<S>>& starts, const View<const S, 4>& initial,
+                                   Matrix<S>* states) {
+  std::vector<HeadRun<S>> runs;
+  for (index_t g = 0; g < it.heads; ++g) {
+    const index_t h = it.head + g;
+    const bool loaded = item_start(starts, sp, it, h, initial, states[g], load_state<S>);
+    runs.push_back({h, Decay<S>(op.log_decay[h], op.chunk), &states[g], !loaded});
+  }
+  return runs;
 }
 
 }  // namespace cpu::detail
@@ -430,33 +323,19 @@ void forward(const cpu::Device& device, const LightningAttention& op, detail::id
   const auto p = lcsm::detail::check_forward(where, q, k, v, o, state, cu_seqlens);
   op.check(where, p.heads);
   const LightningProblem<T> pb{q, k, v, p.key_dim, p.value_dim, op.chunk, op.scale_for(p.key_dim), &op.log_decay};
-  const Sequences seqs(p.batch, p.time, cu_seqlens);
   const int threads = device.thread_count();
-  const auto plan = plan_segments(seqs, p.heads, op.chunk, threads);
-  const auto items = work_items(plan, p.heads, head_group(seqs, plan, p.heads, threads));
-  WorkspacePool<S> pool(threads, op.chunk, p.key_dim, p.value_dim);
-  const auto starts = segment_start_states(pool, pb, seqs, plan, state.initial, threads);
+  const SegmentPlan sp(Sequences(p.batch, p.time, cu_seqlens), p.heads, op.chunk, threads);
+  WorkspacePool<LightningWorkspace<S>> pool(threads, op.chunk, p.key_dim, p.value_dim);
+  const auto starts = segment_start_states(LightningScan<T, S>{{p.key_dim, p.value_dim}, pool, pb, sp.seqs}, sp,
+                                           state.initial, threads);
 
-  cpu::parallel_for(threads, static_cast<index_t>(items.size()), [&](index_t i, int worker) {
-    const WorkItem it = items[i];
+  cpu::parallel_for(threads, static_cast<index_t>(sp.items.size()), [&](index_t i, int worker) {
+    const WorkItem it = sp.items[i];
     LightningWorkspace<S>& ws = pool[worker];
     ws.ensure_states(it.heads);
-    const bool last = it.segment + 2 == static_cast<index_t>(plan[it.seq].size());
-    const bool want_state = last && state.final.present();
-    std::vector<HeadRun<S>> runs;
-    for (index_t g = 0; g < it.heads; ++g) {
-      const index_t h = it.head + g;
-      HeadRun<S> r{h, Decay<S>(op.log_decay[h], op.chunk), &ws.states[g], true};
-      if (it.segment > 0) {
-        *r.state = starts[it.seq * p.heads + h][it.segment];
-        r.zero = false;
-      } else if (state.initial.present()) {
-        load_state(state.initial, it.seq, h, *r.state);
-        r.zero = false;
-      }
-      runs.push_back(std::move(r));
-    }
-    forward_range(ws, pb, runs, seqs[it.seq], plan[it.seq][it.segment], plan[it.seq][it.segment + 1], o, want_state);
+    const bool want_state = sp.last(it) && state.final.present();
+    auto runs = start_runs(op, sp, it, starts, state.initial, ws.states.data());
+    forward_range(ws, pb, runs, sp.seqs[it.seq], sp.begin(it), sp.end(it), o, want_state);
     if (want_state)
       for (const auto& r : runs) store_state(*r.state, state.final, it.seq, r.h);
   });
@@ -480,65 +359,43 @@ void backward(const cpu::Device& device, const LightningAttention& op, detail::i
     lcsm::detail::check_shape(where, "d_log_decay", d_log_decay, {p.heads}, "[H]");
   }
   const LightningProblem<T> pb{q, k, v, p.key_dim, p.value_dim, op.chunk, op.scale_for(p.key_dim), &op.log_decay};
-  const Sequences seqs(p.batch, p.time, cu_seqlens);
   const int threads = device.thread_count();
-  const auto plan = plan_segments(seqs, p.heads, op.chunk, threads);
-  const index_t group = head_group(seqs, plan, p.heads, threads);
-  const auto items = work_items(plan, p.heads, group);
-  WorkspacePool<S> pool(threads, op.chunk, p.key_dim, p.value_dim);
-  const auto starts = segment_start_states(pool, pb, seqs, plan, states.initial, threads);
-  const auto d_ends = segment_end_dstates(pool, pb, d_o, seqs, plan, states.d_final, threads);
-  std::vector<double> dg(items.size() * group, 0.0);  // [item][head of the group]
+  const SegmentPlan sp(Sequences(p.batch, p.time, cu_seqlens), p.heads, op.chunk, threads);
+  WorkspacePool<LightningWorkspace<S>> pool(threads, op.chunk, p.key_dim, p.value_dim);
+  const LightningScan<T, S> scan{{p.key_dim, p.value_dim}, pool, pb, sp.seqs, &d_o};
+  const auto starts = segment_start_states(scan, sp, states.initial, threads);
+  const auto d_ends = segment_end_dstates(scan, sp, states.d_final, threads);
+  std::vector<double> dg(sp.items.size() * sp.group, 0.0);  // [item][head of the group]
 
-  cpu::parallel_for(threads, static_cast<index_t>(items.size()), [&](index_t i, int worker) {
-    const WorkItem it = items[i];
+  cpu::parallel_for(threads, static_cast<index_t>(sp.items.size()), [&](index_t i, int worker) {
+    const WorkItem it = sp.items[i];
     LightningWorkspace<S>& ws = pool[worker];
     ws.ensure_states(2 * it.heads);
-    const Sequence sq = seqs[it.seq];
-    const index_t begin = plan[it.seq][it.segment], end = plan[it.seq][it.segment + 1];
-    const bool first = it.segment == 0, last = it.segment + 2 == static_cast<index_t>(plan[it.seq].size());
-    double* dgi = dg.data() + i * group;
+    const Sequence sq = sp.seqs[it.seq];
+    double* dgi = dg.data() + i * sp.group;
     // dq, walking forwards from the states before the segment.
-    std::vector<HeadRun<S>> runs, druns;
-    for (index_t g = 0; g < it.heads; ++g) {
-      const index_t h = it.head + g;
-      HeadRun<S> r{h, Decay<S>(op.log_decay[h], op.chunk), &ws.states[g], true};
-      if (!first) {
-        *r.state = starts[it.seq * p.heads + h][it.segment];
-        r.zero = false;
-      } else if (states.initial.present()) {
-        load_state(states.initial, it.seq, h, *r.state);
-        r.zero = false;
-      }
-      runs.push_back(r);
-    }
-    const bool want_final = last && states.d_final.present() && d_log_decay.present();
-    backward_queries_range(ws, pb, d_o, runs, sq, begin, end, dq, dgi, want_final);
+    auto runs = start_runs(op, sp, it, starts, states.initial, ws.states.data());
+    const bool want_final = sp.last(it) && states.d_final.present() && d_log_decay.present();
+    backward_queries_range(ws, pb, d_o, runs, sq, sp.begin(it), sp.end(it), dq, dgi, want_final);
     // dk, dv, walking backwards from the state gradients after the segment.
+    std::vector<HeadRun<S>> druns;
     for (index_t g = 0; g < it.heads; ++g) {
-      const index_t h = it.head + g;
-      HeadRun<S> r{h, runs[g].d, &ws.states[it.heads + g], true};
-      if (!last) {
-        *r.state = d_ends[it.seq * p.heads + h][it.segment];
-        r.zero = false;
-      } else if (states.d_final.present()) {
-        load_state(states.d_final, it.seq, h, *r.state);
-        r.zero = false;
-        if (want_final)  // T <dS_T, S_T>: the final state's own dependence on g
-          dgi[g] +=
-              static_cast<double>(sq.length) * static_cast<double>((r.state->array() * runs[g].state->array()).sum());
-      }
+      HeadRun<S> r{runs[g].h, runs[g].d, &ws.states[it.heads + g], true};
+      r.zero = !item_end(d_ends, sp, it, r.h, states.d_final, *r.state, load_state<S>);
+      if (want_final)  // T <dS_T, S_T>: the final state's own dependence on g
+        dgi[g] +=
+            static_cast<double>(sq.length) * static_cast<double>((r.state->array() * runs[g].state->array()).sum());
       druns.push_back(r);
     }
-    const bool want_dinitial = first && states.d_initial.present();
-    backward_keys_range(ws, pb, d_o, druns, sq, begin, end, &dk, &dv, dgi, want_dinitial);
+    const bool want_dinitial = sp.first(it) && states.d_initial.present();
+    backward_keys_range(ws, pb, d_o, druns, sq, sp.begin(it), sp.end(it), &dk, &dv, dgi, want_dinitial);
     if (want_dinitial)
       for (const auto& r : druns) store_state(*r.state, states.d_initial, it.seq, r.h);
   });
   if (d_log_decay.present()) {
     std::vector<double> per_head(p.heads, 0.0);
-    for (std::size_t i = 0; i < items.size(); ++i)
-      for (index_t g = 0; g < items[i].heads; ++g) per_head[items[i].head + g] += dg[i * group + g];
+    for (std::size_t i = 0; i < sp.items.size(); ++i)
+      for (index_t g = 0; g < sp.items[i].heads; ++g) per_head[sp.items[i].head + g] += dg[i * sp.group + g];
     for (index_t h = 0; h < p.heads; ++h) d_log_decay(h) = static_cast<S>(per_head[h]);
   }
 }
@@ -556,20 +413,8 @@ void step(const cpu::Device& device, const LightningAttention& op, detail::ident
   op.check(where, p.heads);
   const index_t K = p.key_dim, V = p.value_dim;
   const S scale = static_cast<S>(op.scale_for(K));
-  // Small decodes are not worth a thread: split only above ~1M state elements.
-  const int threads =
-      static_cast<int>(std::min<index_t>(device.thread_count(), std::max<index_t>(1, p.batch * p.heads * K * V >> 20)));
-  cpu::parallel_for(threads, p.batch * p.heads, [&](index_t item, int) {
-    const index_t b = item / p.heads, h = item % p.heads;
-    const S lambda = static_cast<S>(std::exp(op.log_decay[h]));
-    Matrix<S> local;
-    const bool direct = state.stride(3) == 1;
-    if (!direct) {
-      local.resize(K, V);
-      load_state(View<const S, 4>(state), b, h, local);
-    }
-    S* s = direct ? &state(b, h, 0, 0) : local.data();
-    const index_t ld = direct ? state.stride(2) : V;
+  for_each_state_slice(device, state, [&](index_t b, index_t h, S* s, index_t ld) {
+    const SameDecay<S> lambda{static_cast<S>(std::exp(op.log_decay[h]))};
     std::vector<S> buf(2 * K + 2 * V);
     S *qv = buf.data(), *kv = qv + K, *vv = kv + K, *out = vv + V;
     for (index_t t = 0; t < p.time; ++t) {
@@ -581,7 +426,6 @@ void step(const cpu::Device& device, const LightningAttention& op, detail::ident
       decode_token(s, ld, K, V, qv, kv, vv, lambda, out);
       for (index_t c = 0; c < V; ++c) o(b, t, h, c) = static_cast<T>(out[c]);
     }
-    if (!direct) store_state(local, state, b, h);
   });
 }
 

@@ -342,7 +342,7 @@ void forward(const cpu::Device& device, const ToeplitzConvolution<T>& op, detail
   const Sequences seqs(p.batch, p.time, cu_seqlens);
   const int threads = device.thread_count();
   const auto items = toeplitz_items(p.channels, p.sequences, threads);
-  std::vector<ToeplitzWorkspace<T>> pool(threads);
+  WorkspacePool<ToeplitzWorkspace<T>> pool(threads);
 
   cpu::parallel_for(threads, static_cast<index_t>(items.size()), [&](index_t i, int worker) {
     const ToeplitzItem it = items[i];
@@ -397,7 +397,7 @@ void backward(const cpu::Device& device, const ToeplitzConvolution<T>& op, detai
   const auto items = toeplitz_items(p.channels, p.sequences, threads);
   const bool split = !items.empty() && items[0].seq1 - items[0].seq0 < p.sequences;
   const index_t count = op.coefficients.size(1);
-  std::vector<ToeplitzWorkspace<T>> pool(threads);
+  WorkspacePool<ToeplitzWorkspace<T>> pool(threads);
   std::vector<std::vector<double>> partial(split && da.present() ? items.size() : 0);
 
   cpu::parallel_for(threads, static_cast<index_t>(items.size()), [&](index_t i, int worker) {
