@@ -1,7 +1,11 @@
 // The chunked forward on Hopper warpgroup MMAs (sm_90a): bf16 inputs, K <= 128, the per-head and
-// the scalar-gate decays, 128 value columns per CTA in two warpgroups of 64 columns each. The
-// warpgroups share the chunk's tiles (loaded once) and each computes the scores it needs itself
-// (Q K^T twice: cheaper than a trip of P through shared memory and a barrier).
+// the scalar-gate decays, 128 value columns per CTA. Warp-specialised: a producer warpgroup loads
+// the chunks' tiles by cp.async into a ring of stages (an mbarrier per stage says full, another
+// says empty), and two consumer warpgroups of 64 value columns each run the chunks. The consumers
+// share the tiles and each computes the scores it needs itself (Q K^T twice: cheaper than a trip of
+// P through shared memory), and nothing makes them wait for each other: no CTA-wide barrier in the
+// loop, so one consumer's matrix products overlap the other's masking, conversions and stores, and
+// the loads run up to kStages chunks ahead.
 //
 // Per chunk of C = 64 tokens (S: the K x 64 state block at the chunk start; factors from the decay
 // policy, chunked/decay.cuh):
@@ -25,6 +29,7 @@
 #include "lcsm/cuda/chunked/decay.cuh"
 #include "lcsm/cuda/chunked/params.cuh"
 #include "lcsm/cuda/chunked/work.cuh"
+#include "lcsm/cuda/primitives/barrier_sm90.cuh"
 #include "lcsm/cuda/primitives/copy.cuh"
 #include "lcsm/cuda/primitives/mma_sm80.cuh"
 #include "lcsm/cuda/primitives/split_bf16.cuh"
@@ -36,18 +41,25 @@ template <bool kExact, DecayKind kDecay>
 struct Sm90Traits {
   static_assert(kDecay != DecayKind::key, "the vector gate runs on the mma.sync kernel");
   static constexpr bool kTokenGate = kDecay == DecayKind::token;
-  // kValues per warpgroup, kValueTile per CTA.
-  static constexpr int kChunk = 64, kKeys = 128, kValues = 64, kValueTile = 128, kThreads = 256;
+  // kValues per consumer warpgroup, kValueTile per CTA; one producer warpgroup.
+  static constexpr int kChunk = 64, kKeys = 128, kValues = 64, kValueTile = 128;
+  static constexpr int kConsumers = 2, kProducerThreads = 128, kThreads = 128 * (1 + kConsumers);
+  static constexpr int kProducerRegisters = 56, kConsumerRegisters = 224;  // 128 x 56 + 256 x 224 <= 64K
   // Blocked tiles (wgmma_sm90.cuh), bf16 elements; a stage ends with the chunk's gates (floats).
   static constexpr int kQ = kChunk * kKeys, kK = kChunk * kKeys, kV = kChunk * kValueTile;
   static constexpr int kStageTiles = kQ + kK + kV;
   static constexpr int kStage = kStageTiles + (kTokenGate ? 2 * kChunk : 0);
-  static constexpr int kStages = 2;
-  static constexpr int kS = kValueTile * kKeys;  // the state operand, [value][key], hi (and lo)
+  static constexpr int kStages = kExact ? 2 : 3;  // as many as the shared memory holds
+  // Per consumer: its rows of the state operand [value][key] (hi, and lo when exact), and its
+  // output staging [token][value] (swizzled).
+  static constexpr int kS = kValues * kKeys, kSPer = (kExact ? 2 : 1) * kS, kOPer = kChunk * kValues;
   static constexpr int kOffS = kStages * kStage;
-  static constexpr int kOffO = kOffS + (kExact ? 2 : 1) * kS;          // output staging [token][value], swizzled
-  static constexpr int kOffDecay = (kOffO + kChunk * kValueTile) * 2;  // bytes: lambda^p, or per-warp gate scans
-  static constexpr int kSmemBytes = kOffDecay + (kTokenGate ? (kThreads / 32) * kChunk * 8 : (kChunk + 1) * 4);
+  static constexpr int kOffO = kOffS + kConsumers * kSPer;
+  static constexpr int kOffDecay = (kOffO + kConsumers * kOPer) * 2;  // bytes: lambda^p, or per-warp gate scans
+  static constexpr int kDecayBytes = kTokenGate ? kConsumers * 4 * kChunk * 8 : (kChunk + 1) * 4;
+  static constexpr int kOffBarriers = (kOffDecay + kDecayBytes + 15) / 16 * 16;  // full[kStages], empty[kStages]
+  static constexpr int kSmemBytes = kOffBarriers + 2 * kStages * 8;
+  static_assert(kSmemBytes <= 227 * 1024, "stages do not fit in shared memory");
 };
 
 // Element offset of (r, c) in a blocked tile of `cols` columns.
@@ -59,13 +71,11 @@ __device__ __forceinline__ int blocked(int r, int c, int cols) {
 // cp.async; rows >= count and columns >= dim are zero. Consecutive threads fill one core matrix;
 // a thread's column is the same in every pass and its row advances by a fixed step, so one base
 // pointer serves all its copies.
-template <int kRows, int kCols>
+template <int kRows, int kCols, int kThreads>
 __device__ __forceinline__ void load_blocked(__nv_bfloat16* tile, const __nv_bfloat16* head, std::int64_t row_stride,
-                                             std::int64_t t0, int count, int c0, int dim) {
-  constexpr int kThreads = 256;
+                                             std::int64_t t0, int count, int c0, int dim, int tid) {
   constexpr int kColBlocks = kCols / 8, kPasses = kRows * kColBlocks / kThreads;
   constexpr int kRowStep = kThreads / kColBlocks;  // rows between a thread's passes
-  const int tid = static_cast<int>(threadIdx.x);
   const int cb = (tid >> 3) % kColBlocks, r0 = (tid & 7) + (tid / (8 * kColBlocks)) * 8;
   const int col = c0 + cb * 8;
   __nv_bfloat16* dst = tile + blocked(r0, cb * 8, kCols);
@@ -79,20 +89,26 @@ __device__ __forceinline__ void load_blocked(__nv_bfloat16* tile, const __nv_bfl
   }
 }
 
+// The producer's loads of one chunk into a stage (q unless kDeltaOnly, k, v, the gates), by its
+// kProducerThreads threads (tid < kProducerThreads).
 template <class Tr, bool kDeltaOnly>
 __device__ __forceinline__ void load_wgmma_chunk(__nv_bfloat16* stage, const RecurrenceParams& p, const Item& it,
-                                                 std::int64_t tg, int c, int h, int c0) {
+                                                 std::int64_t tg, int c, int h, int c0, int tid) {
+  constexpr int kT = Tr::kProducerThreads;
   const std::int64_t h64 = h;
   const auto* q = static_cast<const __nv_bfloat16*>(p.q) + it.batch * p.sq.s0 + h64 * p.sq.s2;
   const auto* k = static_cast<const __nv_bfloat16*>(p.k) + it.batch * p.sk.s0 + h64 * p.sk.s2;
   const auto* v = static_cast<const __nv_bfloat16*>(p.v) + it.batch * p.sv.s0 + h64 * p.sv.s2;
-  if (!kDeltaOnly) load_blocked<Tr::kChunk, Tr::kKeys>(stage, q, p.sq.s1, tg, c, 0, p.key_dim);
-  load_blocked<Tr::kChunk, Tr::kKeys>(stage + Tr::kQ, k, p.sk.s1, tg, c, 0, p.key_dim);
-  load_blocked<Tr::kChunk, Tr::kValueTile>(stage + Tr::kQ + Tr::kK, v, p.sv.s1, tg, c, c0, p.value_dim);
-  if constexpr (Tr::kTokenGate)
-    load_token_gates<Tr::kChunk, Tr::kThreads>(reinterpret_cast<float*>(stage + Tr::kStageTiles), p, it.batch, tg, c,
-                                               h);
-  cp_async_commit();
+  if (!kDeltaOnly) load_blocked<Tr::kChunk, Tr::kKeys, kT>(stage, q, p.sq.s1, tg, c, 0, p.key_dim, tid);
+  load_blocked<Tr::kChunk, Tr::kKeys, kT>(stage + Tr::kQ, k, p.sk.s1, tg, c, 0, p.key_dim, tid);
+  load_blocked<Tr::kChunk, Tr::kValueTile, kT>(stage + Tr::kQ + Tr::kK, v, p.sv.s1, tg, c, c0, p.value_dim, tid);
+  if constexpr (Tr::kTokenGate) {
+    float* gates = reinterpret_cast<float*>(stage + Tr::kStageTiles);
+    for (int r = tid; r < Tr::kChunk; r += kT) {
+      if (r < c) cp_async_4(gates + r, p.log_gate + it.batch * p.sg.s0 + (tg + r) * p.sg.s1 + h64 * p.sg.s2);
+      else gates[r] = 0.f;
+    }
+  }
 }
 
 // Accumulator element i of a thread: row and column inside the warpgroup's m64nN tile.
@@ -121,14 +137,34 @@ __device__ __forceinline__ void state_t_to_global(const float (&s)[64], float* g
   }
 }
 
+// The producer warpgroup: every chunk of the segment into the ring, a stage once both consumers
+// have released it. A stage's `full` barrier counts each producer thread twice: once when its
+// cp.async copies land, once (release) for its zero-fill stores.
+template <class Tr, bool kDeltaOnly>
+__device__ __forceinline__ void produce_chunks(__nv_bfloat16* smem, std::uint64_t* full, std::uint64_t* empty,
+                                               const RecurrenceParams& p, const Item& it, int h, int c0) {
+  const int tid = static_cast<int>(threadIdx.x);
+  int n = 0;
+  for (std::int64_t t = it.begin; t < it.end; t += Tr::kChunk, ++n) {
+    const int s = n % Tr::kStages, round = n / Tr::kStages;
+    if (round > 0) mbarrier_wait(&empty[s], (round - 1) & 1);
+    const int c = static_cast<int>(it.end - t < Tr::kChunk ? it.end - t : Tr::kChunk);
+    load_wgmma_chunk<Tr, kDeltaOnly>(smem + s * Tr::kStage, p, it, it.start + t, c, h, c0, tid);
+    mbarrier_arrive_on_copies(&full[s]);
+    mbarrier_arrive(&full[s]);
+  }
+}
+
 template <DecayKind kDecay, bool kExact, bool kDeltaOnly>
-__global__ void __launch_bounds__(256, 1) chunk_kernel_sm90(const __grid_constant__ RecurrenceParams p) {
+__global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
+    chunk_kernel_sm90(const __grid_constant__ RecurrenceParams p) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Tr = Sm90Traits<kExact, kDecay>;
   constexpr int C = Tr::kChunk;
   extern __shared__ __align__(128) unsigned char wgmma_smem[];
   auto* smem = reinterpret_cast<__nv_bfloat16*>(wgmma_smem);
-  __nv_bfloat16* sO = smem + Tr::kOffO;
+  auto* full = reinterpret_cast<std::uint64_t*>(wgmma_smem + Tr::kOffBarriers);
+  std::uint64_t* empty = full + Tr::kStages;
 
   const BlockCoords bc = block_coords(p);
   const std::int64_t item_index = bc.item;
@@ -137,25 +173,44 @@ __global__ void __launch_bounds__(256, 1) chunk_kernel_sm90(const __grid_constan
   const bool last_segment = it.segment + 1 >= it.segments;
   if (kDeltaOnly && last_segment) return;
 
-  const int wg = threadIdx.x / 128, warp = threadIdx.x / 32 % 4, lane = threadIdx.x % 32, h = bc.head;
-  const int K = p.key_dim, V = p.value_dim, tile_c0 = bc.value_block * Tr::kValueTile, c0 = tile_c0 + wg * Tr::kValues;
+  const int wg = threadIdx.x / 128, h = bc.head, tile_c0 = bc.value_block * Tr::kValueTile;
   auto decay = [&] {
     if constexpr (Tr::kTokenGate)
-      return TokenDecay<C>::make(reinterpret_cast<float2*>(wgmma_smem + Tr::kOffDecay) + (threadIdx.x / 32) * C);
+      return TokenDecay<C>::make(reinterpret_cast<float2*>(wgmma_smem + Tr::kOffDecay) +
+                                 (threadIdx.x < 128 ? 0 : threadIdx.x / 32 - 4) * C);  // consumer warps
     else return HeadDecay::make<C>(p, h, reinterpret_cast<float*>(wgmma_smem + Tr::kOffDecay));
   }();
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < Tr::kStages; ++s) {
+      mbarrier_init(&full[s], 2 * Tr::kProducerThreads);
+      mbarrier_init(&empty[s], Tr::kConsumers * 128);
+    }
+    mbarrier_init_fence();
+  }
+  __syncthreads();  // the barriers and the lambda^p table; the only CTA-wide barrier
+
+  if (wg == 0) {
+    registers_decrease<Tr::kProducerRegisters>();
+    produce_chunks<Tr, kDeltaOnly>(smem, full, empty, p, it, h, tile_c0);
+    return;
+  }
+  registers_increase<Tr::kConsumerRegisters>();
+  const int cw = wg - 1, warp = threadIdx.x / 32 % 4, lane = threadIdx.x % 32, wg_thread = threadIdx.x % 128;
+  const int K = p.key_dim, V = p.value_dim, c0 = tile_c0 + cw * Tr::kValues;
   double segment_log2 = 0;  // the segment's total log2-decay (scalar gate)
 
-  // This warpgroup's rows of the state operand (hi; lo kS further).
-  __nv_bfloat16* sSh = smem + Tr::kOffS + wg * Tr::kValues * Tr::kKeys;
+  // This consumer's state operand (hi; lo kS further) and output staging.
+  __nv_bfloat16* sSh = smem + Tr::kOffS + cw * Tr::kSPer;
   __nv_bfloat16* sSl = sSh + Tr::kS;  // exact only
-  float S[64];                        // S^T: value rows c0 + acc_row(i), key columns acc_col(i)
+  __nv_bfloat16* sO = smem + Tr::kOffO + cw * Tr::kOPer;
+  float S[64];  // S^T: value rows c0 + acc_row(i), key columns acc_col(i)
   const Strides4 ws{static_cast<std::int64_t>(p.heads) * K * V, static_cast<std::int64_t>(K) * V, V, 1};
   if (!kDeltaOnly && p.segment_states) state_t_from_global(S, p.segment_states, ws, item_index, h, c0, K, V);
   else if (!kDeltaOnly && p.initial_state) state_t_from_global(S, p.initial_state, p.s_initial, it.seq, h, c0, K, V);
   else state_t_from_global(S, nullptr, p.s_initial, 0, 0, c0, K, V);
 
-  // The state as the B operand of Q S: [value][key] blocked, bf16 hi (and lo).
+  // The state as the B operand of Q S: [value][key] blocked, bf16 hi (and lo), then visible to
+  // this warpgroup's wgmma (the proxy fence) and to all its threads (a named barrier).
   // Accumulator element i sits at blocked(acc_row(i), acc_col(i), cols) = a per-thread base plus
   // a compile-time offset: written that way so that no per-element address stays live.
   const int fragment_base = warp * 16 * 8 + (lane / 4) * 8 + 2 * (lane % 4);  // times cols / 8 for row blocks
@@ -170,32 +225,26 @@ __global__ void __launch_bounds__(256, 1) chunk_kernel_sm90(const __grid_constan
       if constexpr (kExact) *reinterpret_cast<std::uint32_t*>(hi_base + Tr::kS + off) = lo;
     }
   };
-  if (!kDeltaOnly) state_to_tile();
-
-  auto* o = static_cast<__nv_bfloat16*>(p.o);
-  int stage = 0;
-  if (it.begin < it.end) {
-    const std::int64_t c = it.end - it.begin < C ? it.end - it.begin : C;
-    load_wgmma_chunk<Tr, kDeltaOnly>(smem, p, it, it.start + it.begin, static_cast<int>(c), h, tile_c0);
+  const int named = 1 + cw;  // this consumer's named barrier
+  if (!kDeltaOnly) {
+    state_to_tile();
+    fence_async_shared();
+    named_barrier_sync(named, 128);
   }
 
-  for (std::int64_t t = it.begin; t < it.end; t += C) {
+  auto* o = static_cast<__nv_bfloat16*>(p.o);
+  int n = 0;
+  for (std::int64_t t = it.begin; t < it.end; t += C, ++n) {
     const int c = static_cast<int>(it.end - t < C ? it.end - t : C);
     const std::int64_t tg = it.start + t;
+    const int stage = n % Tr::kStages;
     __nv_bfloat16* sQ = smem + stage * Tr::kStage;
     __nv_bfloat16* sK = sQ + Tr::kQ;
     __nv_bfloat16* sV = sK + Tr::kK;
-    cp_async_wait<0>();
-    fence_async_shared();
-    __syncthreads();  // this chunk's tiles and the state operand visible to all (and to wgmma)
+    mbarrier_wait(&full[stage], (n / Tr::kStages) & 1);  // this chunk's tiles have landed
     if constexpr (Tr::kTokenGate) {
       decay.prepare(reinterpret_cast<const float*>(sQ + Tr::kStageTiles));
       segment_log2 += decay.chunk_log2;
-    }
-    if (t + C < it.end) {  // the next chunk's loads, into the stage the previous chunk released
-      const std::int64_t cn = it.end - t - C < C ? it.end - t - C : C;
-      load_wgmma_chunk<Tr, kDeltaOnly>(smem + (stage ^ 1) * Tr::kStage, p, it, tg + C, static_cast<int>(cn), h,
-                                       tile_c0);
     }
 
     // ---- S^T = exp(G_{c-1}) S^T + (V^T diag(exp(G_{c-1} - G_j))) K, issued first: it reads the
@@ -209,7 +258,7 @@ __global__ void __launch_bounds__(256, 1) chunk_kernel_sm90(const __grid_constan
 #pragma unroll
       for (int kk = 0; kk < C / 16; ++kk) {
         // Matrices: (values 16w..+7, tokens 16kk..+7), (values +8, same tokens), (values, tokens +8), (+8, +8).
-        const int m = lane / 8, jb = 2 * kk + (m >> 1), vblk = wg * 8 + 2 * warp + (m & 1);
+        const int m = lane / 8, jb = 2 * kk + (m >> 1), vblk = cw * 8 + 2 * warp + (m & 1);
         std::uint32_t x[4];
         ldmatrix_x4_trans(x, sV + jb * 8 * Tr::kValueTile + vblk * 64 + (lane % 8) * 8);
         const int j0 = kk * 16 + 2 * (lane % 4);
@@ -267,21 +316,28 @@ __global__ void __launch_bounds__(256, 1) chunk_kernel_sm90(const __grid_constan
           ph[kk][r] = hi;
           if constexpr (kExact) pl[kk][r] = lo;
         }
-      wgmma_wait<0>();                      // Q S
-      if (t + C < it.end) state_to_tile();  // the next chunk's operand: Q S no longer reads the tile
+      wgmma_wait<0>();  // Q S: the state tile is free
+      if (t + C < it.end) {
+        state_to_tile();  // the next chunk's operand
+        fence_async_shared();
+      }
+      // Every thread of this consumer is past this chunk's Q S (the tile may be rewritten) and past
+      // the previous chunk's output stores (sO may be rewritten).
+      named_barrier_sync(named, 128);
       const float q_decay_top = decay.row(warp * 16 + lane / 4), q_decay_bottom = decay.row(warp * 16 + lane / 4 + 8);
 #pragma unroll
-      for (int i = 0; i < 32; ++i) O[i] *= (i & 2) ? q_decay_bottom : q_decay_top;  // lambda^(i+1), i the token
+      for (int i = 0; i < 32; ++i) O[i] *= (i & 2) ? q_decay_bottom : q_decay_top;  // exp(G_i), i the token
       // ---- O += P V. ----
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < C / 16; ++kk)
         wgmma_split_rs<kExact, 1>(
             O, ph[kk], pl[kExact ? kk : 0],
-            wgmma_descriptor(sV + kk * 2 * 8 * Tr::kValueTile + wg * 8 * 64, Tr::kValueTile * 16, 128));
+            wgmma_descriptor(sV + kk * 2 * 8 * Tr::kValueTile + cw * 8 * 64, Tr::kValueTile * 16, 128));
       wgmma_commit();
     }
     wgmma_wait<0>();
+    mbarrier_arrive(&empty[stage]);  // this thread is done with the stage (its wgmma reads completed)
 
     if (!kDeltaOnly) {
       // Outputs: scaled, staged as [token][value] bf16 (16-byte groups XOR-swizzled by the row, so
@@ -289,29 +345,28 @@ __global__ void __launch_bounds__(256, 1) chunk_kernel_sm90(const __grid_constan
       const int r0 = warp * 16 + lane / 4;
 #pragma unroll
       for (int i = 0; i < 32; i += 2) {
-        const int row = r0 + ((i >> 1) & 1) * 8, col = wg * Tr::kValues + (i >> 2) * 8 + 2 * (lane % 4);
-        *reinterpret_cast<__nv_bfloat162*>(sO + row * Tr::kValueTile + (((col >> 3) ^ (row & 7)) << 3) + (col & 7)) =
+        const int row = r0 + ((i >> 1) & 1) * 8, col = (i >> 2) * 8 + 2 * (lane % 4);
+        *reinterpret_cast<__nv_bfloat162*>(sO + row * Tr::kValues + (((col >> 3) ^ (row & 7)) << 3) + (col & 7)) =
             __floats2bfloat162_rn(p.scale * O[i], p.scale * O[i + 1]);
       }
-      __syncthreads();
+      named_barrier_sync(named, 128);
       __nv_bfloat16* head = o + it.batch * p.so.s0 + static_cast<std::int64_t>(h) * p.so.s2;
-      constexpr int kGroups = Tr::kValueTile / 8;
+      constexpr int kGroups = Tr::kValues / 8;
 #pragma unroll
-      for (int i = 0; i < C * kGroups / Tr::kThreads; ++i) {
-        const int gi = threadIdx.x + i * Tr::kThreads;
-        const int row = gi / kGroups, cb = gi % kGroups, col = tile_c0 + cb * 8;
+      for (int i = 0; i < C * kGroups / 128; ++i) {
+        const int gi = wg_thread + i * 128;
+        const int row = gi / kGroups, cb = gi % kGroups, col = c0 + cb * 8;
         if (row < c && col < V)
           *reinterpret_cast<uint4*>(head + (tg + row) * p.so.s1 + col) =
-              *reinterpret_cast<const uint4*>(sO + row * Tr::kValueTile + ((cb ^ (row & 7)) << 3));
+              *reinterpret_cast<const uint4*>(sO + row * Tr::kValues + ((cb ^ (row & 7)) << 3));
       }
     }
-    stage ^= 1;
   }
 
   if (kDeltaOnly) {
     state_t_to_global(S, p.segment_states, ws, item_index + 1, h, c0, K, V);
     if constexpr (Tr::kTokenGate)
-      if (bc.value_block == 0 && threadIdx.x == 0)
+      if (bc.value_block == 0 && cw == 0 && wg_thread == 0)
         p.segment_log_decay[item_index * p.heads + h] = static_cast<float>(segment_log2);
   } else if (last_segment && p.final_state) {
     state_t_to_global(S, p.final_state, p.s_final, it.seq, h, c0, K, V);
