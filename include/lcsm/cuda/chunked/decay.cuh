@@ -16,6 +16,7 @@
 
 #include "lcsm/cuda/chunked/params.cuh"
 #include "lcsm/cuda/primitives/copy.cuh"
+#include "lcsm/cuda/primitives/exp2.cuh"
 
 namespace lcsm::cuda::detail {
 
@@ -49,17 +50,21 @@ struct HeadDecay {
   __device__ float state(int c) const { return pw[c]; }
 };
 
-// G is kept in log2 units (exp2f is one MUFU instruction), summed in double and stored as a float
-// pair hi + lo, so that G_i - G_j = (hi_i - hi_j) + (lo_i - lo_j) is as exact as the float it becomes
-// however long the chunk's gates sum to, at full-rate float cost (no double arithmetic per element).
+// G is kept in log2 units (one MUFU instruction per factor), summed in double and stored as a
+// float pair hi + lo, so that G_i - G_j = (hi_i - hi_j) + (lo_i - lo_j) is as exact as the float it
+// becomes however long the chunk's gates sum to, at full-rate float cost. The per-token factors
+// exp(G_i) and exp(G_{C-1} - G_i) are formed once per chunk by the warp's scan (two per lane), so
+// row(), key() and state() are loads; mask() forms its factor per score.
 template <int C>
 struct TokenDecay {
   static constexpr int kPerLane = C / 32;
   static_assert(C == 32 || C == 64, "one or two tokens per lane");
-  float2* G;              // this warp's slice: log2 of the cumulative gate through token i, as hi + lo
-  double chunk_log2 = 0;  // G_{C-1} of the chunk last prepared (gates past c are zero)
+  // Per token of this warp's slice: G hi, G lo, exp(G_i), exp(G_{C-1} - G_i) (gates past c are
+  // zero, so G_{C-1} = G_{c-1}).
+  float4* slice;
+  double chunk_log2 = 0;  // G_{C-1} of the chunk last prepared
 
-  __device__ static TokenDecay make(float2* warp_slice) { return {warp_slice}; }
+  __device__ static TokenDecay make(float4* warp_slice) { return {warp_slice}; }
   // gates: the chunk's C log-gates (zero past its end) in shared memory. A warp-wide scan; the
   // warp's slice is ready for every lane when this returns.
   __device__ void prepare(const float* gates) {
@@ -75,22 +80,26 @@ struct TokenDecay {
     }
     double run = __shfl_up_sync(0xFFFFFFFFu, inclusive, 1);
     if (lane == 0) run = 0;
+    const double last = __shfl_sync(0xFFFFFFFFu, inclusive, 31) * kLog2e;
 #pragma unroll
     for (int e = 0; e < kPerLane; ++e) {
       run += x[e];
       const double g2 = run * kLog2e;
       const float hi = static_cast<float>(g2);
-      G[lane * kPerLane + e] = make_float2(hi, static_cast<float>(g2 - hi));
+      slice[lane * kPerLane + e] = make_float4(hi, static_cast<float>(g2 - hi), exp2_ftz(static_cast<float>(g2)),
+                                               exp2_ftz(static_cast<float>(last - g2)));
     }
-    chunk_log2 = __shfl_sync(0xFFFFFFFFu, inclusive, 31) * kLog2e;
+    chunk_log2 = last;
     __syncwarp();
   }
-  __device__ static float difference(float2 a, float2 b) { return (a.x - b.x) + (a.y - b.y); }
   __device__ bool active() const { return true; }
-  __device__ float row(int i) const { return exp2f(G[i].x + G[i].y); }
-  __device__ float key(int j, int c) const { return j < c ? exp2f(difference(G[c - 1], G[j])) : 0.f; }
-  __device__ float mask(int i, int j) const { return exp2f(difference(G[i], G[j])); }
-  __device__ float state(int c) const { return exp2f(G[c - 1].x + G[c - 1].y); }
+  __device__ float row(int i) const { return slice[i].z; }
+  __device__ float key(int j, int c) const { return j < c ? slice[j].w : 0.f; }
+  __device__ float mask(int i, int j) const {
+    const float4 a = slice[i], b = slice[j];
+    return exp2_ftz((a.x - b.x) + (a.y - b.y));
+  }
+  __device__ float state(int /*c*/) const { return slice[C - 1].z; }
 };
 
 // The chunk's log-gates into a stage, with the chunk's q/k/v copies: C values (scalar gate) or C

@@ -53,7 +53,7 @@ __device__ __forceinline__ auto chunk_decay(const RecurrenceParams& p, int h, un
   if constexpr (Tr::kKeyGate) {
     return NoChunkDecay{};
   } else if constexpr (Tr::kTokenGate) {
-    return TokenDecay<Tr::kChunk>::make(reinterpret_cast<float2*>(smem_raw + Tr::kOffDecay) +
+    return TokenDecay<Tr::kChunk>::make(reinterpret_cast<float4*>(smem_raw + Tr::kOffDecay) +
                                         (threadIdx.x / 32) * Tr::kChunk);
   } else {
     return HeadDecay::make<Tr::kChunk>(p, h, reinterpret_cast<float*>(smem_raw + Tr::kOffDecay));

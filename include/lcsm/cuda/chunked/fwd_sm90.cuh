@@ -56,7 +56,7 @@ struct Sm90Traits {
   static constexpr int kOffS = kStages * kStage;
   static constexpr int kOffO = kOffS + kConsumers * kSPer;
   static constexpr int kOffDecay = (kOffO + kConsumers * kOPer) * 2;  // bytes: lambda^p, or per-warp gate scans
-  static constexpr int kDecayBytes = kTokenGate ? kConsumers * 4 * kChunk * 8 : (kChunk + 1) * 4;
+  static constexpr int kDecayBytes = kTokenGate ? kConsumers * 4 * kChunk * 16 : (kChunk + 1) * 4;
   static constexpr int kOffBarriers = (kOffDecay + kDecayBytes + 15) / 16 * 16;  // full[kStages], empty[kStages]
   static constexpr int kSmemBytes = kOffBarriers + 2 * kStages * 8;
   static_assert(kSmemBytes <= 227 * 1024, "stages do not fit in shared memory");
@@ -176,7 +176,7 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
   const int wg = threadIdx.x / 128, h = bc.head, tile_c0 = bc.value_block * Tr::kValueTile;
   auto decay = [&] {
     if constexpr (Tr::kTokenGate)
-      return TokenDecay<C>::make(reinterpret_cast<float2*>(wgmma_smem + Tr::kOffDecay) +
+      return TokenDecay<C>::make(reinterpret_cast<float4*>(wgmma_smem + Tr::kOffDecay) +
                                  (threadIdx.x < 128 ? 0 : threadIdx.x / 32 - 4) * C);  // consumer warps
     else return HeadDecay::make<C>(p, h, reinterpret_cast<float*>(wgmma_smem + Tr::kOffDecay));
   }();

@@ -15,6 +15,7 @@
 
 #include "lcsm/cuda/chunked/decay.cuh"
 #include "lcsm/cuda/chunked/tiles_sm80.cuh"
+#include "lcsm/cuda/primitives/exp2.cuh"
 #include "lcsm/cuda/primitives/split_bf16.cuh"
 
 namespace lcsm::cuda::detail {
@@ -80,7 +81,7 @@ __device__ __forceinline__ void key_gate_cumulate(float* gates, float* state_fac
       run += gates[r * Tr::kGP + k] * static_cast<float>(kLog2e);
       gates[r * Tr::kGP + k] = run;
     }
-    state_factor[k] = exp2f(run);
+    state_factor[k] = exp2_ftz(run);
     segment_log2[u] += run;
   }
 }
@@ -101,12 +102,12 @@ __device__ __forceinline__ void key_gate_operands(const StageTiles<Tr>& st, cons
     for (int e = 0; e < 8; ++e) l[e] = L[r * Tr::kGP + k0 + e];
     load8<kSplit>(x, st.kh + off, st.kl + off);
 #pragma unroll
-    for (int e = 0; e < 8; ++e) x[e] *= exp2f(T[k0 + e] - l[e]);
+    for (int e = 0; e < 8; ++e) x[e] *= exp2_ftz(T[k0 + e] - l[e]);
     store8<Tr::kLoQK>(x, kg.kh + off, kg.kl + off);
     if constexpr (!kDeltaOnly) {
       load8<kSplit>(x, st.qh + off, st.ql + off);
 #pragma unroll
-      for (int e = 0; e < 8; ++e) x[e] *= exp2f(l[e]);
+      for (int e = 0; e < 8; ++e) x[e] *= exp2_ftz(l[e]);
       store8<Tr::kLoQK>(x, kg.qh + off, kg.ql + off);
     }
   }
@@ -135,7 +136,7 @@ __device__ __forceinline__ void key_gate_operands(const StageTiles<Tr>& st, cons
           load8<kSplit>(kj, st.kh + j * Tr::kKP + k0, st.kl + j * Tr::kKP + k0);
 #pragma unroll
           for (int u = 0; u < 8; ++u)
-            acc += qi[u] * kj[u] * exp2f(L[i * Tr::kGP + k0 + u] - L[j * Tr::kGP + k0 + u]);
+            acc += qi[u] * kj[u] * exp2_ftz(L[i * Tr::kGP + k0 + u] - L[j * Tr::kGP + k0 + u]);
         }
       }
       __nv_bfloat16 hi, lo;

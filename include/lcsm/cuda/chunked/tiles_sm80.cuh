@@ -66,7 +66,7 @@ struct Sm80Traits {
   static constexpr int kElems = kOffDecayed + (kKeyGate ? 4 * kQ : 0);
   // Bytes past the bf16 area: the lambda^p table, the per-warp gate scans, or the per-key state factors.
   static constexpr int kOffDecay = kElems * 2;
-  static constexpr int kDecayBytes = kKeyGate ? KT * 4 : (kTokenGate ? kWarps * kChunk * 8 : (kChunk + 1) * 4);
+  static constexpr int kDecayBytes = kKeyGate ? KT * 4 : (kTokenGate ? kWarps * kChunk * 16 : (kChunk + 1) * 4);
   static constexpr int kSmemBytes = kOffDecay + kDecayBytes;
   static_assert(kSmemBytes <= 227 * 1024, "tile does not fit in shared memory");
   static_assert(kStage % 8 == 0 && kOffDecay % 16 == 0, "16-byte aligned regions");
