@@ -11,11 +11,19 @@ export LD_LIBRARY_PATH="$PWD/.device/lib:${LD_LIBRARY_PATH:-}"
 .device/lcsm_bench_cuda --benchmark_list_tests >/dev/null 2>&1 || cp .device/lib/libstdc++.so.6.fallback .device/lib/libstdc++.so.6
 ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
 sections="--section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats --section InstructionStats --section LaunchStats --section Occupancy"
+# Stall reasons: warps stalled per issued instruction, by reason.
+stalls=""
+for r in barrier long_scoreboard short_scoreboard wait math_pipe_throttle mio_throttle lg_throttle membar sleeping \
+  dispatch_stall no_instruction not_selected selected misc branch_resolving drain imc_miss tex_throttle; do
+  stalls="$stalls,smsp__average_warps_issue_stalled_${r}_per_issue_active.ratio"
+done
+sections="$sections --metrics ${stalls#,}"
 for spec in "$@"; do
   IFS='|' read -r bench kernel skip name <<<"$spec"
   timeout ${LCSM_PROFILE_TIMEOUT:-120} "$ncu" --clock-control none $sections --kernel-name "regex:$kernel" \
     --launch-skip "$skip" --launch-count 1 .device/lcsm_bench_cuda --benchmark_filter="$bench" \
     --benchmark_min_time=0.001 >"$out/$name.txt" 2>&1
   echo "== $name (exit $?)"
+  grep -E "stalled_.*ratio" "$out/$name.txt" | awk '$NF+0 > 0.2 {sub(/smsp__average_warps_issue_stalled_/, "", $1); print "  stall", $1, $NF}'
   grep -E "^\s+(Duration|DRAM Throughput|Memory Throughput|Compute \(SM\) Throughput|Registers Per Thread|Executed Ipc Active|Issue Slots Busy|No Eligible|Warp Cycles Per Issued Instruction|Achieved Occupancy)" "$out/$name.txt" | sed -E 's/ +/ /g'
 done
