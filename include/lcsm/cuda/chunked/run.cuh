@@ -18,6 +18,7 @@
 #include "lcsm/core/sequences.hpp"
 #include "lcsm/core/tensor.hpp"
 #include "lcsm/core/validate.hpp"
+#include "lcsm/cuda/chunked/instances.cuh"
 #include "lcsm/cuda/chunked/launch.cuh"
 #include "lcsm/cuda/chunked/params.cuh"
 #include "lcsm/cuda/chunked/plan.cuh"
@@ -197,3 +198,9 @@ void run_step(RecurrenceParams p, const View<float, 4>& state, cudaStream_t stre
 }
 
 }  // namespace lcsm::cuda::detail
+
+#ifdef LCSM_CUDA_EXTERN_INSTANCES  // compiled once elsewhere: see instances.cuh
+LCSM_CUDA_INSTANCES_OF_DECAY(extern, head)
+LCSM_CUDA_INSTANCES_OF_DECAY(extern, token)
+LCSM_CUDA_INSTANCES_OF_DECAY(extern, key)
+#endif
