@@ -17,14 +17,14 @@
 
 // The instances of one decay kind (head: lightning; token: scalar gate; key: vector gate) for the
 // three input types, declared (LCSM_CUDA_DECLARE_INSTANCES) or defined (LCSM_CUDA_INSTANTIATE).
-#define LCSM_CUDA_INSTANCES_OF_TYPE(PREFIX, T, DECAY)                                                               \
-  PREFIX template void lcsm::cuda::detail::run_forward<T, lcsm::cuda::detail::DecayKind::DECAY>(                    \
-      lcsm::cuda::detail::RecurrenceParams, const lcsm::cuda::detail::ChunkPlan&, const lcsm::cuda::Device&,       \
-      lcsm::Precision);                                                                                             \
-  PREFIX template void lcsm::cuda::detail::run_step<T, lcsm::cuda::detail::DecayKind::DECAY>(                       \
+#define LCSM_CUDA_INSTANCES_OF_TYPE(PREFIX, T, DECAY)                                                        \
+  PREFIX template void lcsm::cuda::detail::run_forward<T, lcsm::cuda::detail::DecayKind::DECAY>(             \
+      lcsm::cuda::detail::RecurrenceParams, const lcsm::cuda::detail::ChunkPlan&, const lcsm::cuda::Device&, \
+      lcsm::Precision);                                                                                      \
+  PREFIX template void lcsm::cuda::detail::run_step<T, lcsm::cuda::detail::DecayKind::DECAY>(                \
       lcsm::cuda::detail::RecurrenceParams, const lcsm::View<float, 4>&, cudaStream_t);
-#define LCSM_CUDA_INSTANCES_OF_DECAY(PREFIX, DECAY)         \
-  LCSM_CUDA_INSTANCES_OF_TYPE(PREFIX, float, DECAY)         \
-  LCSM_CUDA_INSTANCES_OF_TYPE(PREFIX, __half, DECAY)        \
+#define LCSM_CUDA_INSTANCES_OF_DECAY(PREFIX, DECAY)  \
+  LCSM_CUDA_INSTANCES_OF_TYPE(PREFIX, float, DECAY)  \
+  LCSM_CUDA_INSTANCES_OF_TYPE(PREFIX, __half, DECAY) \
   LCSM_CUDA_INSTANCES_OF_TYPE(PREFIX, __nv_bfloat16, DECAY)
 #define LCSM_CUDA_INSTANTIATE(DECAY) LCSM_CUDA_INSTANCES_OF_DECAY(, DECAY)
