@@ -16,7 +16,8 @@
 #include <cuda_runtime.h>
 
 // The instances of one decay kind (head: lightning; token: scalar gate; key: vector gate) for the
-// three input types, declared (LCSM_CUDA_DECLARE_INSTANCES) or defined (LCSM_CUDA_INSTANTIATE).
+// three input types: PREFIX extern declares them (run.cuh, under LCSM_CUDA_EXTERN_INSTANCES), an
+// empty PREFIX defines them (LCSM_CUDA_INSTANTIATE).
 #define LCSM_CUDA_INSTANCES_OF_TYPE(PREFIX, T, DECAY)                                                        \
   PREFIX template void lcsm::cuda::detail::run_forward<T, lcsm::cuda::detail::DecayKind::DECAY>(             \
       lcsm::cuda::detail::RecurrenceParams, const lcsm::cuda::detail::ChunkPlan&, const lcsm::cuda::Device&, \
