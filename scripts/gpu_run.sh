@@ -4,6 +4,8 @@
 # set, the Google Benchmark CUDA suite and the peers comparison. Full logs and JSON go to $OUT;
 # the short tables come last on stdout.
 #   usage: scripts/gpu_run.sh [all|tests|sanitize|bench|peers]...
+# Environment: LCSM_BENCH_FILTER (a --benchmark_filter regex), LCSM_PEERS_ARGS (extra arguments of
+# gpu_peers.py, e.g. --families gated), LCSM_LONG_T, LCSM_SANITIZE_TOOLS, LCSM_SANITIZE_DTYPES.
 set -uo pipefail
 out=${OUT:-/tmp/lcsm-out}
 mkdir -p "$out"
@@ -45,14 +47,14 @@ fi
 if has bench; then
   echo "== benchmarks"
   .device/lcsm_bench_cuda --benchmark_out="$out/bench.json" --benchmark_out_format=json \
-    --benchmark_min_time=0.2 >"$out/bench.txt" 2>&1 || status=1
+    --benchmark_filter="${LCSM_BENCH_FILTER:-.}" --benchmark_min_time=0.2 >"$out/bench.txt" 2>&1 || status=1
   grep -E "^BM_" "$out/bench.txt" | sed -E 's/ +/ /g' | cut -c1-200
 fi
 if has peers; then
   echo "== peers"
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl &&
     export PYTHONPATH=/tmp/site
-  PYTHONUNBUFFERED=1 python3 .device/gpu_peers.py --lib .device/liblcsm_capi.so --json "$out/peers.json" \
+  PYTHONUNBUFFERED=1 python3 .device/gpu_peers.py --lib .device/liblcsm_capi.so --json "$out/peers.json" ${LCSM_PEERS_ARGS:-} \
     >"$out/peers.txt" 2>&1 || status=1
   cat "$out/peers.txt" | tail -n 20
 fi

@@ -78,16 +78,23 @@ inline GatedCase gated_varlen_case(GateKind kind, std::vector<index_t> lengths, 
   return c;
 }
 
-inline std::vector<double> gate_values(std::mt19937_64& rng, index_t n, GateStrength g, Dtype dtype) {
+// Gate values in logical [B, T, H, width] order. mixed: each token of a head is strong (-20) with
+// probability 1/8 (scalar) or 1/16 (vector: all its keys, so that runs of 16 gentle tokens, which a
+// tensor-core backend may treat differently from steep ones, occur in about a third of the chunks),
+// else uniform in [-1, 0].
+inline std::vector<double> gate_values(std::mt19937_64& rng, index_t n, GateStrength g, Dtype dtype, index_t width) {
   std::vector<double> x(n, 0.0);
   std::uniform_real_distribution<double> weak(-2e-3, 0.0), unit(-1.0, 0.0);
-  std::uniform_int_distribution<int> eighth(0, 7);
-  for (auto& y : x) {
+  std::uniform_int_distribution<int> pick(0, width > 1 ? 15 : 7);
+  bool strong_token = false;
+  for (index_t i = 0; i < n; ++i) {
+    double& y = x[static_cast<std::size_t>(i)];
+    if (i % width == 0) strong_token = pick(rng) == 0;
     switch (g) {
       case GateStrength::none: y = 0; break;
       case GateStrength::weak: y = weak(rng); break;
       case GateStrength::strong: y = -20.0; break;
-      case GateStrength::mixed: y = eighth(rng) == 0 ? -20.0 : unit(rng); break;
+      case GateStrength::mixed: y = strong_token ? -20.0 : unit(rng); break;
     }
     y = round_to(dtype, y);
   }
@@ -116,7 +123,7 @@ struct GatedProblemData {
     qd = normal_values(rng, q.numel(), dt);
     kd = normal_values(rng, k.numel(), dt);
     vd = normal_values(rng, v.numel(), dt);
-    gd = gate_values(rng, gate.numel(), c.gate, state_dtype(dt));
+    gd = gate_values(rng, gate.numel(), c.gate, state_dtype(dt), c.gate_width());
     q.assign(qd);
     k.assign(kd);
     v.assign(vd);

@@ -46,8 +46,12 @@ __device__ __forceinline__ void load_b_trans(SplitB& b, const __nv_bfloat16* hi,
   if constexpr (kLo) ldmatrix_x4_trans(b.lo, lo + off);
 }
 
-// The decay policy object of a kernel (the vector gate has none: key_gate_sm80.cuh).
-struct NoChunkDecay {};
+// The decay policy object of a kernel (the vector gate has none: key_gate_sm80.cuh; its scores, when
+// separable, are masked only).
+struct NoChunkDecay {
+  __device__ bool active() const { return false; }
+  __device__ float mask(int, int) const { return 1.f; }
+};
 template <class Tr>
 __device__ __forceinline__ auto chunk_decay(const RecurrenceParams& p, int h, unsigned char* smem_raw) {
   if constexpr (Tr::kKeyGate) {
@@ -60,22 +64,22 @@ __device__ __forceinline__ auto chunk_decay(const RecurrenceParams& p, int h, un
   }
 }
 
-// Scores of rows [r0, r0 + 16) x this warp's columns, decay mask, P (hi, lo) to smem.
-template <class Tr, class Decay>
-__device__ __forceinline__ void scores_sm80(const StageTiles<Tr>& st, __nv_bfloat16* sPh, __nv_bfloat16* sPl,
+// Scores of rows [r0, r0 + 16) x this warp's columns, decay mask, P (hi, lo) to smem. The operands
+// are q, k (lightning, scalar gate) or the vector gate's Q~, K^; kSplit: they carry a lo term.
+template <class Tr, bool kSplit, class Decay>
+__device__ __forceinline__ void scores_sm80(const __nv_bfloat16* qh, const __nv_bfloat16* ql, const __nv_bfloat16* kh,
+                                            const __nv_bfloat16* kl, __nv_bfloat16* sPh, __nv_bfloat16* sPl,
                                             const Decay& decay, int r0, int cw, int lane) {
-  constexpr bool kSplit = Tr::kSplitInputs;
   float A[Tr::kScoreTiles][4] = {};
   const int n0 = cw * Tr::kScoreTiles * 8;
 #pragma unroll
   for (int kk = 0; kk < Tr::kKeyTile / 16; ++kk) {
     SplitA q;
-    load_a<kSplit>(q, st.qh, st.ql, (r0 + lane % 16) * Tr::kKP + kk * 16 + (lane / 16) * 8);
+    load_a<kSplit>(q, qh, ql, (r0 + lane % 16) * Tr::kKP + kk * 16 + (lane / 16) * 8);
 #pragma unroll
     for (int np = 0; np < Tr::kScoreTiles / 2; ++np) {
       SplitB k;
-      load_b<kSplit>(k, st.kh, st.kl,
-                     (n0 + np * 16 + lane % 8 + (lane / 16) * 8) * Tr::kKP + kk * 16 + ((lane / 8) % 2) * 8);
+      load_b<kSplit>(k, kh, kl, (n0 + np * 16 + lane % 8 + (lane / 16) * 8) * Tr::kKP + kk * 16 + ((lane / 8) % 2) * 8);
       split_mma<kSplit, kSplit>(A[2 * np], A[2 * np + 1], q, k);
     }
   }
@@ -245,17 +249,37 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
     __syncthreads();  // chunk data (and the state operand) visible to all
 
     if constexpr (Tr::kKeyGate) {
-      key_gate_cumulate<Tr>(st.gates, kg.state_factor, segment_log2);
-      __syncthreads();  // L and e^T
-      key_gate_operands<Tr, kDeltaOnly>(st, kg, sPh, sPl);
+      const bool gentle = key_gate_cumulate<Tr>(st.gates, kg.state_factor, segment_log2);
+      const bool steep = __syncthreads_or(!gentle) != 0;  // L and e^T
+      const bool separable = Tr::kSeparableScores && !kDeltaOnly && !steep;
+      key_gate_operands<Tr, kDeltaOnly>(st, kg, sPh, sPl, separable);
+      __syncthreads();  // Q~, K~ (and K^, or P)
+      if (separable && cw < Tr::kScoreColWarps)
+        scores_sm80<Tr, true>(kg.qh, kg.ql, kg.uh, kg.ul, sPh, sPl, decay, r0, cw, lane);
+        // S = diag(e^T) S + K~^T V, in registers while the score warps form P (the outputs read the
+        // state operand, S's copy in shared memory, which is replaced only after the last barrier).
+#pragma unroll
+      for (int m = 0; m < Tr::kStateMTiles; ++m)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          int row, col;
+          state_coords<Tr>(warp, lane, m, 0, e, row, col);
+          const float f = kg.state_factor[row];
+#pragma unroll
+          for (int j = 0; j < Tr::kStateNTiles; ++j) S[m][j][e] *= f;
+        }
+      state_update_sm80<Tr>(
+          S, st, kg.kh, kg.kl, [](int) { return 1.f; }, warp, lane);
+      if (separable) __syncthreads();  // P complete
     } else {
       if constexpr (Tr::kTokenGate) {
         decay.prepare(st.gates);
         segment_log2[0] += decay.chunk_log2;
       }
-      if (!kDeltaOnly && cw < Tr::kScoreColWarps) scores_sm80<Tr>(st, sPh, sPl, decay, r0, cw, lane);
+      if (!kDeltaOnly && cw < Tr::kScoreColWarps)
+        scores_sm80<Tr, Tr::kSplitInputs>(st.qh, st.ql, st.kh, st.kl, sPh, sPl, decay, r0, cw, lane);
+      __syncthreads();  // P complete
     }
-    __syncthreads();  // P (and the vector gate's operands) complete
 
     if (!kDeltaOnly) {
       float O[Tr::kOutTiles][4] = {};
@@ -296,21 +320,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
         }
     }
 
-    // ---- S = exp(G_{c-1}) S + W^T V. ----
-    if constexpr (Tr::kKeyGate) {
-#pragma unroll
-      for (int m = 0; m < Tr::kStateMTiles; ++m)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          int row, col;
-          state_coords<Tr>(warp, lane, m, 0, e, row, col);
-          const float f = kg.state_factor[row];
-#pragma unroll
-          for (int j = 0; j < Tr::kStateNTiles; ++j) S[m][j][e] *= f;
-        }
-      state_update_sm80<Tr>(
-          S, st, kg.kh, kg.kl, [](int) { return 1.f; }, warp, lane);
-    } else {
+    // ---- S = exp(G_{c-1}) S + W^T V (the vector gate's is above). ----
+    if constexpr (!Tr::kKeyGate) {
       if (decay.active()) {
         const float f = decay.state(c);
 #pragma unroll

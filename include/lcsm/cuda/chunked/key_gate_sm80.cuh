@@ -1,11 +1,17 @@
-// The vector gate's chunk factors on the mma.sync kernel. A chunk is one sub-chunk of 16 tokens:
-// with L_i the cumulative log-gate of token i inside the chunk (per key) and T = L_15,
+// The vector gate's chunk factors on the mma.sync kernel. A chunk is one sub-chunk of C = 32 tokens
+// (16 for K > 128): with L_i the cumulative log-gate of token i inside the chunk (per key) and
+// T = L_{C-1},
 //   O_i  = (q_i (.) e^{L_i}) S + sum_{j <= i} P_ij v_j,   P_ij = sum_k q_ik k_jk e^{L_ik - L_jk}
 //   S    = diag(e^T) S + sum_j (k_j (.) e^{T - L_j}) v_j^T
-// Every exponent is <= 0 (L is non-increasing). The decayed operands Q~ = q (.) e^L and
-// K~ = k (.) e^{T - L} are formed once per chunk into shared memory (hi, and lo when exact or for
-// split inputs) and feed the same MMAs as lightning's q and k; the diagonal scores P, which no
-// single pair of scalings can give safely, are summed elementwise (136 pairs x K per chunk).
+// Every exponent of the output and state terms is <= 0 (L is non-increasing). The decayed operands
+// Q~ = q (.) e^L and K~ = k (.) e^{T - L} are formed once per chunk into shared memory (hi, and lo
+// when exact or for split inputs) and feed the same MMAs as lightning's q and k.
+// The diagonal scores P: where the chunk's gates are gentle (|L| <= kSeparableRange, log2 units,
+// for every key and token) P = mask(Q~ K^T) with K^ = k (.) e^{-L}, one MMA tile: the factors e^{-L_j} lie in
+// [1, 2^64], so K^ neither overflows nor loses bits (bf16 has float's exponent range), and each
+// product q_ik k_jk e^{L_ik} e^{-L_jk} carries the same relative rounding as the elementwise factor
+// e^{L_ik - L_jk}. Where a chunk is steeper (or its gates are not finite) P is summed elementwise,
+// C (C + 1) / 2 pairs x K, with only exponentials of non-positive numbers.
 // L is kept in log2 units in place of the gates. Device code.
 #pragma once
 
@@ -24,9 +30,11 @@ namespace lcsm::cuda::detail {
 template <class Tr>
 struct KeyGateTiles {
   __nv_bfloat16 *qh, *ql, *kh, *kl;  // Q~ and K~
+  __nv_bfloat16 *uh, *ul;            // K^ (Tr::kSeparableScores only)
   float* state_factor;               // e^{T}, per key
   __device__ KeyGateTiles(__nv_bfloat16* smem, unsigned char* smem_raw) {
     qh = smem + Tr::kOffDecayed, ql = qh + Tr::kQ, kh = ql + Tr::kQ, kl = kh + Tr::kQ;
+    uh = kl + Tr::kQ, ul = uh + Tr::kQ;
     state_factor = reinterpret_cast<float*>(smem_raw + Tr::kOffDecay);
   }
 };
@@ -52,6 +60,12 @@ __device__ __forceinline__ void load8(float (&x)[8], const __nv_bfloat16* hi, co
   }
 }
 
+// Eight floats from a 16-byte aligned row of shared memory.
+__device__ __forceinline__ void load_floats8(float (&x)[8], const float* src) {
+  const float4 a = reinterpret_cast<const float4*>(src)[0], b = reinterpret_cast<const float4*>(src)[1];
+  x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w, x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
+}
+
 // Eight floats as bf16 hi (and lo) 16-byte rows.
 template <bool kLo>
 __device__ __forceinline__ void store8(const float (&x)[8], __nv_bfloat16* hi, __nv_bfloat16* lo) {
@@ -62,55 +76,80 @@ __device__ __forceinline__ void store8(const float (&x)[8], __nv_bfloat16* hi, _
   if constexpr (kLo) *reinterpret_cast<uint4*>(lo) = make_uint4(l[0], l[1], l[2], l[3]);
 }
 
+// The largest |L| (log2 units, any key and token of a chunk) for which the diagonal scores are one
+// MMA tile.
+constexpr float kSeparableRange = 64.f;
+
 // Step 1, one thread per key: the gates of the stage become L (log2 units, in place), the state
 // factor e^T is stored, and T is added to the segment's running total (log2, double, per key).
+// Returns whether this thread's keys are gentle (|L_i| <= kSeparableRange for every i; false for NaN).
 template <class Tr>
 constexpr int kKeysPerThread = (Tr::kKeyTile + Tr::kThreads - 1) / Tr::kThreads;
 
 template <class Tr>
-__device__ __forceinline__ void key_gate_cumulate(float* gates, float* state_factor,
+__device__ __forceinline__ bool key_gate_cumulate(float* gates, float* state_factor,
                                                   double (&segment_log2)[kKeysPerThread<Tr>]) {
   constexpr int C = Tr::kChunk, KT = Tr::kKeyTile;
+  bool gentle = true;
 #pragma unroll
   for (int u = 0; u < kKeysPerThread<Tr>; ++u) {
     const int k = static_cast<int>(threadIdx.x) + u * Tr::kThreads;
     if (k >= KT) break;
+    float g[C];  // all loads first: the sum's chain is then register latency only
+#pragma unroll
+    for (int r = 0; r < C; ++r) g[r] = gates[r * Tr::kGP + k];
     float run = 0.f;
 #pragma unroll
     for (int r = 0; r < C; ++r) {
-      run += gates[r * Tr::kGP + k] * static_cast<float>(kLog2e);
+      run += g[r] * static_cast<float>(kLog2e);
       gates[r * Tr::kGP + k] = run;
+      // Every L, not only T: gates are not read for their sign on the GPU (a positive one is the
+      // caller's error, but still must not turn K^ into infinities).
+      gentle = gentle && run >= -kSeparableRange && run <= kSeparableRange;
     }
     state_factor[k] = exp2_ftz(run);
     segment_log2[u] += run;
   }
+  return gentle;
 }
 
-// Step 2 (after a barrier): Q~ (unless kDeltaOnly) and K~ from the stage's q, k and L; then the
-// diagonal scores P (unless kDeltaOnly) into sPh / sPl.
+// Step 2 (after a barrier): Q~ (unless kDeltaOnly) and K~ from the stage's q, k and L; then, unless
+// kDeltaOnly, either K^ (separable: the caller forms P from Q~ and K^ after a barrier) or the
+// diagonal scores P elementwise into sPh / sPl.
 template <class Tr, bool kDeltaOnly>
 __device__ __forceinline__ void key_gate_operands(const StageTiles<Tr>& st, const KeyGateTiles<Tr>& kg,
-                                                  __nv_bfloat16* sPh, __nv_bfloat16* sPl) {
+                                                  __nv_bfloat16* sPh, __nv_bfloat16* sPl, bool separable) {
   constexpr int C = Tr::kChunk, KT = Tr::kKeyTile, kGroups = KT / 8;
   constexpr bool kSplit = Tr::kSplitInputs;
   const float* L = st.gates;
   const float* T = L + (C - 1) * Tr::kGP;  // gates past the chunk's end are zero: L_{C-1} = L_{c-1}
   for (int g = threadIdx.x; g < C * kGroups; g += Tr::kThreads) {
     const int r = g / kGroups, k0 = (g % kGroups) * 8, off = r * Tr::kKP + k0;
-    float l[8], x[8];
+    float l[8], t[8], k[8], x[8];
+    load_floats8(l, L + r * Tr::kGP + k0);
+    load_floats8(t, T + k0);
+    load8<kSplit>(k, st.kh + off, st.kl + off);
 #pragma unroll
-    for (int e = 0; e < 8; ++e) l[e] = L[r * Tr::kGP + k0 + e];
-    load8<kSplit>(x, st.kh + off, st.kl + off);
-#pragma unroll
-    for (int e = 0; e < 8; ++e) x[e] *= exp2_ftz(T[k0 + e] - l[e]);
+    for (int e = 0; e < 8; ++e) x[e] = k[e] * exp2_ftz(t[e] - l[e]);
     store8<Tr::kLoQK>(x, kg.kh + off, kg.kl + off);
     if constexpr (!kDeltaOnly) {
+      if constexpr (Tr::kSeparableScores) {
+        if (separable) {
+#pragma unroll
+          for (int e = 0; e < 8; ++e) x[e] = k[e] * exp2_ftz(-l[e]);
+          store8<true>(x, kg.uh + off, kg.ul + off);
+        }
+      }
       load8<kSplit>(x, st.qh + off, st.ql + off);
 #pragma unroll
       for (int e = 0; e < 8; ++e) x[e] *= exp2_ftz(l[e]);
-      store8<Tr::kLoQK>(x, kg.qh + off, kg.ql + off);
+      // The scores' operands keep their lo terms in fast mode too (P is then rounded once, as the
+      // elementwise sum is); the output's Q~ S reads the lo term only when kLoQK.
+      if (Tr::kSeparableScores && separable) store8<true>(x, kg.qh + off, kg.ql + off);
+      else store8<Tr::kLoQK>(x, kg.qh + off, kg.ql + off);
     }
   }
+  if (Tr::kSeparableScores && separable) return;
   if constexpr (!kDeltaOnly) {
     // P_ij for j <= i, zero above the diagonal; rows and columns past the chunk's end have zero q, k.
     // Entries in triangular order, the C (C + 1) / 2 sums first, so that the lanes of a warp do the

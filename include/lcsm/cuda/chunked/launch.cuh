@@ -149,6 +149,9 @@ void dispatch_sm80(const RecurrenceParams& p, const ChunkPlan& plan, bool exact,
     } else {
       by_precision(I256{}, I64{});
     }
+  } else if constexpr (kDecay == DecayKind::key) {
+    if (p.key_dim <= 128) by_precision(I128{}, std::integral_constant<int, kKeyGateValueTile>{});
+    else by_precision(I256{}, I64{});
   } else {
     if (p.key_dim <= 128) by_precision(I128{}, I128{});
     else by_precision(I256{}, I64{});

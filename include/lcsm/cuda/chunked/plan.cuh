@@ -25,8 +25,16 @@ struct TileShape {
   int chunk, value_tile;
 };
 
+// The vector gate's value tile for K <= 128 (64 or 128): a compile-time knob for tuning runs only
+// (it changes the speed, not the results beyond rounding order); the default is the measured best.
+#ifndef LCSM_CUDA_KEY_GATE_VALUE_TILE
+#define LCSM_CUDA_KEY_GATE_VALUE_TILE 128
+#endif
+constexpr int kKeyGateValueTile = LCSM_CUDA_KEY_GATE_VALUE_TILE;
+static_assert(kKeyGateValueTile == 64 || kKeyGateValueTile == 128, "LCSM_CUDA_KEY_GATE_VALUE_TILE: 64 or 128");
+
 inline TileShape tile_shape(DecayKind decay, std::int64_t key_dim, std::int64_t value_dim) {
-  if (decay == DecayKind::key) return {16, key_dim > 128 ? 64 : 128};  // chunk = sub-chunk (key_gate_sm80.cuh)
+  if (decay == DecayKind::key) return key_dim > 128 ? TileShape{16, 64} : TileShape{32, kKeyGateValueTile};
   if (key_dim > 128) return {32, 64};
   if (decay == DecayKind::token) return {64, 128};
   return {64, value_dim <= 64 ? 64 : 128};

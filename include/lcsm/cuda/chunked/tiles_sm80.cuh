@@ -23,15 +23,17 @@ struct Sm80Traits {
   static constexpr bool kKeyGate = kDecay == DecayKind::key, kTokenGate = kDecay == DecayKind::token;
   static constexpr int kKeyTile = KT;
   static constexpr int kValueBlock = VT;
-  static constexpr int kChunk = kKeyGate ? 16 : (KT > 128 ? 32 : 64);  // tokens per chunk
-  // 4 warps per scheduler hide latency; the vector gate's 16-token chunk has 16 rows, so its warps
-  // split the value columns only (two n-tiles each).
+  // Tokens per chunk. The vector gate's chunk is its sub-chunk (key_gate_sm80.cuh): 32 tokens where
+  // shared memory allows (K <= 128), else 16.
+  static constexpr int kChunk = kKeyGate ? (KT <= 128 ? 32 : 16) : (KT > 128 ? 32 : 64);
+  // 4 warps per scheduler hide latency; the vector gate's chunk has 16 or 32 rows, so its warps
+  // split the value columns (and the two row blocks of a 32-token chunk).
   static constexpr int kWarps = kKeyGate ? VT / 16 : (KT > 128 ? 8 : 16);
   static constexpr int kThreads = kWarps * 32;
   static constexpr bool kSplitInputs = !std::is_same_v<T, __nv_bfloat16>;  // inputs not exact in bf16
   static constexpr bool kExactState = kExact;
   // Double-buffered loads (cp.async of the next chunk during this one) where shared memory allows.
-  static constexpr int kStages = kKeyGate || (!kSplitInputs && KT <= 128) ? 2 : 1;
+  static constexpr int kStages = kKeyGate ? (KT <= 128 && kSplitInputs ? 1 : 2) : (!kSplitInputs && KT <= 128 ? 2 : 1);
   static constexpr int kKP = KT + 8, kVP = VT + 8, kPP = kChunk + 8;  // padded rows: no ldmatrix conflicts
   static constexpr int kGP = KT + 4;                                  // vector-gate rows (floats)
   // Score / output partition: kChunk / 16 row blocks of 16 tokens x the rest of the warps over columns.
@@ -61,9 +63,12 @@ struct Sm80Traits {
   // 16-bit outputs are staged in smem and written as whole 16-byte vectors.
   static constexpr bool kStageOutput = sizeof(T) == 2;
   static constexpr int kOffO = kOffSl + (kExact ? kS : 0);
-  // Vector gate: the decayed operands q e^L and k e^(T - L), hi and lo.
+  // Vector gate: the decayed operands q e^L and k e^(T - L), hi and lo; and, where shared memory
+  // allows (K <= 128), k e^(-L) for the diagonal scores of chunks whose gates are gentle enough
+  // (key_gate_sm80.cuh).
+  static constexpr bool kSeparableScores = kKeyGate && KT <= 128;
   static constexpr int kOffDecayed = kOffO + (kStageOutput ? kChunk * kVP : 0);
-  static constexpr int kElems = kOffDecayed + (kKeyGate ? 4 * kQ : 0);
+  static constexpr int kElems = kOffDecayed + (kKeyGate ? (kSeparableScores ? 6 : 4) * kQ : 0);
   // Bytes past the bf16 area: the lambda^p table, the per-warp gate scans, or the per-key state factors.
   static constexpr int kOffDecay = kElems * 2;
   static constexpr int kDecayBytes = kKeyGate ? KT * 4 : (kTokenGate ? kWarps * kChunk * 16 : (kChunk + 1) * 4);
