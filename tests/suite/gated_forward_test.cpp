@@ -85,6 +85,36 @@ TEST_CASE("gated forward: 64K tokens, strong and weak gates", "[gated][forward][
         check_forward(gated_case(g, 1, 65536, 1, 16, 16, s, true), dt);
 }
 
+// Faint gates over 64K tokens (constant in time; per key from -1e-6 to -1e-4 for the vector gate):
+// the state is decayed 1024 times by factors within 1e-2 of 1. A float state may gather rounding
+// like the square root of the number of blocks, never linearly (a factor rounded the same way in
+// every block: the vector gate's error was 3.1e-5 at 64K, the last 4K tokens 12x worse than the
+// first 4K).
+TEST_CASE("gated forward: faint gates over 64K tokens", "[gated][forward][long][accuracy]") {
+  if (!ops()) return;
+  for (GateKind g : kGates)
+    for (Dtype dt : backend().dtypes()) {
+      const std::uint64_t seed = fresh_seed();
+      const GatedCase c = gated_case(g, 1, 65536, 1, 16, 16, GateStrength::faint, false);
+      INFO(backend().name() << " " << name(dt) << " " << c.str() << " seed=" << seed);
+      const GatedProblemData p(c, dt, seed);
+      Tensor o = p.output(), sT = p.state_output();
+      ops()->forward(p.spec, p.gate, p.q, p.k, p.v, o, nullptr, &sT, nullptr);
+      std::vector<double> ro, rs;
+      p.reference(ro, rs);
+      const std::vector<double> got = o.to_double();
+      const Verdict vo = judge(got, ro, tolerance(dt, ro));
+      INFO("output: " << vo.str());
+      CHECK(vo.ok);
+      const Verdict vs = judge(sT.to_double(), rs, tolerance(state_dtype(dt), rs));
+      INFO("final state: " << vs.str());
+      CHECK(vs.ok);
+      const Growth gr = error_growth(got, ro, 16, 4096);
+      INFO(gr.str());
+      CHECK(gr.within(6.0, 1e-7));
+    }
+}
+
 TEST_CASE("gated forward: long sequence, K = V = 128", "[gated][forward][long]") {
   if (!ops()) return;
   for (GateKind g : kGates)

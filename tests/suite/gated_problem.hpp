@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <random>
 #include <sstream>
 #include <string>
@@ -16,8 +17,10 @@ namespace lcsm::test {
 
 // none: g = 0; weak: g in [-2e-3, 0] (cancellation-prone: the state sums ~1000 tokens); strong:
 // g = -20 per token (e^{-G} would overflow anything); mixed: g in [-1, 0] with one token in eight
-// at -20, so that weak gates follow strong ones inside a block.
-enum class GateStrength { none, weak, strong, mixed };
+// at -20, so that weak gates follow strong ones inside a block; faint: constant in time, per key from
+// -1e-6 (key 0) to -1e-4 (key K - 1) on a log scale (the scalar gate: -1e-6), so that a decay factor
+// rounded the same way in every block would show over 64K tokens.
+enum class GateStrength { none, weak, strong, mixed, faint };
 
 inline const char* name(GateStrength g) {
   switch (g) {
@@ -25,6 +28,7 @@ inline const char* name(GateStrength g) {
     case GateStrength::weak: return "weak";
     case GateStrength::strong: return "strong";
     case GateStrength::mixed: return "mixed";
+    case GateStrength::faint: return "faint";
   }
   return "?";
 }
@@ -78,23 +82,27 @@ inline GatedCase gated_varlen_case(GateKind kind, std::vector<index_t> lengths, 
   return c;
 }
 
-// Gate values in logical [B, T, H, width] order. mixed: each token of a head is strong (-20) with
-// probability 1/8 (scalar) or 1/16 (vector: all its keys, so that runs of 16 gentle tokens, which a
-// tensor-core backend may treat differently from steep ones, occur in about a third of the chunks),
-// else uniform in [-1, 0].
-inline std::vector<double> gate_values(std::mt19937_64& rng, index_t n, GateStrength g, Dtype dtype, index_t width) {
+// Gate values in logical [B, T, H, W] order (W = 1: scalar gate, K: vector gate; the last index
+// runs over the W keys). mixed: each token of a head is strong (-20) with probability 1/8 (scalar)
+// or 1/16 (vector: all its keys, so that runs of gentle tokens, which a tensor-core backend may
+// treat differently from steep ones, fill about a third of 16-token chunks), else uniform in
+// [-1, 0]. faint: -1e-6 (scalar), -1e-6 .. -1e-4 across the keys (vector).
+inline std::vector<double> gate_values(std::mt19937_64& rng, index_t n, GateStrength g, Dtype dtype, index_t W = 1) {
   std::vector<double> x(n, 0.0);
   std::uniform_real_distribution<double> weak(-2e-3, 0.0), unit(-1.0, 0.0);
-  std::uniform_int_distribution<int> pick(0, width > 1 ? 15 : 7);
+  std::uniform_int_distribution<int> pick(0, W > 1 ? 15 : 7);
   bool strong_token = false;
   for (index_t i = 0; i < n; ++i) {
     double& y = x[static_cast<std::size_t>(i)];
-    if (i % width == 0) strong_token = pick(rng) == 0;
+    if (i % W == 0) strong_token = pick(rng) == 0;
     switch (g) {
       case GateStrength::none: y = 0; break;
       case GateStrength::weak: y = weak(rng); break;
       case GateStrength::strong: y = -20.0; break;
       case GateStrength::mixed: y = strong_token ? -20.0 : unit(rng); break;
+      case GateStrength::faint:
+        y = W == 1 ? -1e-6 : -1e-6 * std::pow(100.0, static_cast<double>(i % W) / static_cast<double>(W - 1));
+        break;
     }
     y = round_to(dtype, y);
   }

@@ -67,6 +67,33 @@ TEST_CASE("lightning forward: long sequence", "[lightning][forward][long]") {
   }
 }
 
+// lambda = exp(-1e-6) over 64K tokens: the state is decayed 1024 times by lambda^64 ~ 1 - 6.4e-5. A
+// float state may gather rounding like the square root of the number of blocks, never linearly (a
+// factor rounded the same way in every block: 7e-6 at 64K before, the last 4K tokens 14x worse than
+// the first 4K). One head, K = V = 16: quick.
+TEST_CASE("lightning forward: faint decay over 64K tokens", "[lightning][forward][long][accuracy]") {
+  for (Dtype dt : backend().dtypes()) {
+    const std::uint64_t seed = fresh_seed();
+    const LightningCase c = make(1, 65536, 1, 16, 16, DecayKind::faint, false);
+    INFO(backend().name() << " " << name(dt) << " " << c.str() << " seed=" << seed);
+    const LightningProblemData p(c, dt, seed);
+    Tensor o = p.output(), sT = p.state_output();
+    backend().lightning_forward(p.op, p.q, p.k, p.v, o, nullptr, &sT, nullptr);
+    std::vector<double> ro, rs;
+    p.reference(ro, rs);
+    const std::vector<double> got = o.to_double();
+    const Verdict vo = judge(got, ro, tolerance(dt, ro));
+    INFO("output: " << vo.str());
+    CHECK(vo.ok);
+    const Verdict vs = judge(sT.to_double(), rs, tolerance(state_dtype(dt), rs));
+    INFO("final state: " << vs.str());
+    CHECK(vs.ok);
+    const Growth g = error_growth(got, ro, 16, 4096);
+    INFO(g.str());
+    CHECK(g.within(6.0, 1e-7));
+  }
+}
+
 TEST_CASE("lightning forward: [B, H, T, D] memory through strides", "[lightning][forward]") {
   for (Dtype dt : backend().dtypes()) {
     LightningCase c = make(2, 150, 3, 64, 32, DecayKind::mixed, true);

@@ -71,6 +71,29 @@ inline Tolerance tolerance(Dtype out, const std::vector<double>& ref, double sla
   return {0, 0};
 }
 
+// The error growth along a sequence: the relative RMS error of the first and of the last `window`
+// tokens of a [1, T, ...] output (`per_token` values each, row-major).
+struct Growth {
+  double first, last;
+  bool within(double factor, double floor) const { return last <= factor * first + floor; }
+  std::string str() const {
+    std::ostringstream s;
+    s << "rel_rms over the first tokens " << first << ", over the last " << last;
+    return s.str();
+  }
+};
+
+inline Growth error_growth(const std::vector<double>& out, const std::vector<double>& ref, std::size_t per_token,
+                           std::size_t window) {
+  const std::size_t n = window * per_token;
+  auto part = [&](std::size_t begin) {
+    return error_stats(std::vector<double>(out.begin() + begin, out.begin() + begin + n),
+                       std::vector<double>(ref.begin() + begin, ref.begin() + begin + n))
+        .rel_rms;
+  };
+  return {part(0), part(ref.size() - n)};
+}
+
 struct Verdict {
   bool ok;
   ErrorStats stats;

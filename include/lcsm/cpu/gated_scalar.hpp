@@ -16,10 +16,10 @@ namespace lcsm::cpu::detail {
 
 struct ScalarGateKernel {
   // The block's gate factors: G (ws.G), f = e^{G_i} (query side), ff = e^{G_c - G_j} (key side), and
-  // the decay mask D (ws.mask, lower triangle) when `with_mask`.
+  // the decay mask D (ws.mask, lower triangle) when `with_mask`. Returns e^{G_c} (DecayFactor).
   template <class T, class S>
-  static S prepare(GatedWorkspace<S>& ws, const GatedProblem<T, S>& pb, const Sequence& sq, index_t t, index_t c,
-                   index_t h, bool with_mask) {
+  static DecayFactor<S> prepare(GatedWorkspace<S>& ws, const GatedProblem<T, S>& pb, const Sequence& sq, index_t t,
+                                index_t c, index_t h, bool with_mask) {
     load_cumulative_gate(pb, sq, t, c, h, ws.G);
     const double* G = ws.G.data();  // W = 1: column vector, contiguous
     const double Gc = G[c - 1];
@@ -29,20 +29,20 @@ struct ScalarGateKernel {
     }
     if (with_mask)
       for (index_t i = 0; i < c; ++i) exp_of_difference<S>(G[i], G, i + 1, &ws.mask(i, 0), ws.drow);
-    return static_cast<S>(std::exp(Gc));
+    return DecayFactor<S>(Gc);
   }
 
   static index_t panel(index_t c) { return causal_panel(c); }
 
   // S = e^{G_c} S + Kd^T V (S = Kd^T V when S is zero).
   template <class S, class MK, class MV>
-  static void advance(Matrix<S>& state, bool& zero, S total, const MK& Kd, const MV& Vb) {
+  static void advance(Matrix<S>& state, bool& zero, const DecayFactor<S>& total, const MK& Kd, const MV& Vb) {
     if (zero) {
       state.noalias() = Kd.transpose() * Vb;
       zero = false;
       return;
     }
-    state *= total;
+    apply_decay(state, total);
     state.noalias() += Kd.transpose() * Vb;
   }
 
@@ -52,7 +52,7 @@ struct ScalarGateKernel {
                             index_t t, index_t c, Matrix<S>& state, bool& zero, bool update, const View<T, 4>& o,
                             const NextRows& next) {
     const bool out = o.present();
-    const S total = prepare(ws, pb, sq, t, c, h, out);
+    const DecayFactor<S> total = prepare(ws, pb, sq, t, c, h, out);
     const index_t b = sq.batch, t0 = sq.start + t;
     load_rows_decayed(pb.k, b, t0, c, h, S(1), ws.k, ws.ff.data(), ws.kd);
     load_rows(pb.v, b, t0, c, h, S(1), ws.v);
@@ -78,7 +78,7 @@ struct ScalarGateKernel {
   static void dq_block(GatedWorkspace<S>& ws, const GatedProblem<T, S>& pb, const View<const T, 4>& d_o,
                        const Sequence& sq, index_t h, index_t t, index_t c, Matrix<S>& state, bool& zero, bool update,
                        const View<T, 4>& dq, const View<S, 4>& dg) {
-    const S total = prepare(ws, pb, sq, t, c, h, true);
+    const DecayFactor<S> total = prepare(ws, pb, sq, t, c, h, true);
     const index_t b = sq.batch, t0 = sq.start + t;
     const S scale = static_cast<S>(pb.scale);
     load_rows(pb.q, b, t0, c, h, scale, ws.q);
@@ -105,7 +105,7 @@ struct ScalarGateKernel {
   static void dk_block(GatedWorkspace<S>& ws, const GatedProblem<T, S>& pb, const View<const T, 4>& d_o,
                        const Sequence& sq, index_t h, index_t t, index_t c, Matrix<S>& dstate, bool& zero, bool update,
                        const View<T, 4>* dk, const View<T, 4>* dv, const View<S, 4>& dg, double* acc) {
-    const S total = prepare(ws, pb, sq, t, c, h, dk != nullptr);
+    const DecayFactor<S> total = prepare(ws, pb, sq, t, c, h, dk != nullptr);
     const index_t b = sq.batch, t0 = sq.start + t;
     load_rows_decayed(pb.q, b, t0, c, h, static_cast<S>(pb.scale), ws.q, ws.f.data(), ws.qd);
     load_rows(d_o, b, t0, c, h, S(1), ws.d_o);

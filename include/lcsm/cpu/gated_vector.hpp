@@ -92,6 +92,14 @@ struct VectorGateKernel {
     out = x.cwiseProduct(ws.lf.row(i)).cwiseProduct(ws.pre.row(i / s));
   }
 
+  // state = diag(e^{G_c}) state, each row's factor from the double G (DecayFactor), not the float
+  // product pre.row(n): a state decayed block after block must not round the same way in every block.
+  template <class S>
+  static void decay_state(const GatedWorkspace<S>& ws, Matrix<S>& state, index_t c) {
+    const double* Gc = ws.G.row(c - 1).data();
+    for (index_t r = 0; r < state.rows(); ++r) apply_decay(state.row(r), DecayFactor<S>(Gc[r]));
+  }
+
   // state = diag(e^{G_c}) state + (K (.) e^{G_c - G_j})^T V.
   template <class S, class MV>
   static void advance(GatedWorkspace<S>& ws, Matrix<S>& state, bool& zero, const MV& Vb, index_t c, index_t s) {
@@ -102,8 +110,7 @@ struct VectorGateKernel {
       zero = false;
       return;
     }
-    const auto total = ws.pre.row((c + s - 1) / s);
-    for (index_t r = 0; r < state.rows(); ++r) state.row(r) *= total(r);
+    decay_state(ws, state, c);
     state.noalias() += ws.kd.topRows(c).transpose() * Vb;
   }
 
@@ -247,8 +254,7 @@ struct VectorGateKernel {
         dstate.noalias() = ws.qd.topRows(c).transpose() * dO;
         zero = false;
       } else {
-        const auto total = ws.pre.row((c + s - 1) / s);
-        for (index_t r = 0; r < dstate.rows(); ++r) dstate.row(r) *= total(r);
+        decay_state(ws, dstate, c);
         dstate.noalias() += ws.qd.topRows(c).transpose() * dO;
       }
     }

@@ -72,7 +72,7 @@ void advance_state(Matrix<S>& state, bool& state_is_zero, const Decay<S>& d, ind
     state_is_zero = false;
     return;
   }
-  if (d.decayed) state *= d.pw(c);
+  if (d.decayed) apply_decay(state, d.block(c));
   state.noalias() += Kd.transpose() * Vb;
 }
 
