@@ -1,14 +1,15 @@
 // CUDA gated-recurrence benchmarks: the scalar gate ([B, T, H] fp32) and the vector gate
 // ([B, T, H, K] fp32), forward in both precisions and decode, with the counters of common.cuh.
 // bytes/s counts q, k, v read once, o written once and the gate read once. Gates are fla's test
-// gates, log-sigmoid(N(0, 1)) / 16.
+// gates, log-sigmoid(N(0, 1)) / 16; the _steep entries use log-sigmoid(N(0, 1)) - 3 (a per-token
+// decay of e^-3 or more: the vector gate's chunks then all take the elementwise diagonal path).
 #include "common.cuh"
 
 namespace {
 
 using namespace lcsm_bench;
 
-template <int kUnused = 0>
+template <bool kSteep = false>
 __global__ void fill_gates(float* g, std::int64_t n, std::uint64_t seed) {
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
@@ -17,7 +18,7 @@ __global__ void fill_gates(float* g, std::int64_t n, std::uint64_t seed) {
     x *= 0xBF58476D1CE4E5B9ull;
     x ^= x >> 29;
     const float u = (static_cast<float>(x >> 40) / 16777216.0f - 0.5f) * 3.4641f;
-    g[i] = -log1pf(expf(-u)) / 16.0f;
+    g[i] = kSteep ? -log1pf(expf(-u)) - 3.0f : -log1pf(expf(-u)) / 16.0f;
   }
 }
 
@@ -37,13 +38,13 @@ lcsm::VectorGatedAttention<E> gated_op(std::integral_constant<bool, true>, const
   return op;
 }
 
-template <class E, bool kVector, bool kExact = true>
+template <class E, bool kVector, bool kExact = true, bool kSteep = false>
 void BM_gated_forward(benchmark::State& state) {
   const std::int64_t B = state.range(0), T = state.range(1), H = state.range(2), D = 128;
   const std::int64_t n = B * T * H * D, gates = B * T * H * (kVector ? D : 1);
   Buffer q(n * sizeof(E)), k(n * sizeof(E)), v(n * sizeof(E)), o(n * sizeof(E)), g(gates * 4);
   for (void* p : {q.p, k.p, v.p}) fill_inputs<E>(p, n, 1234);
-  fill_gates<><<<2048, 256>>>(static_cast<float*>(g.p), gates, 99);
+  fill_gates<kSteep><<<2048, 256>>>(static_cast<float*>(g.p), gates, 99);
   LCSM_CUDA_CHECK(cudaDeviceSynchronize());
   auto op = gated_op<E>(std::integral_constant<bool, kVector>{}, static_cast<const float*>(g.p), B, T, H, D);
   op.precision = kExact ? lcsm::Precision::exact : lcsm::Precision::fast;
@@ -94,6 +95,18 @@ BENCHMARK_TEMPLATE(BM_gated_forward, __nv_bfloat16, true)->Name("BM_vector_gate_
 BENCHMARK_TEMPLATE(BM_gated_forward, __nv_bfloat16, true, false)
     ->Name("BM_vector_gate_forward_fast<bf16>")
     ->Apply(shapes);
+BENCHMARK_TEMPLATE(BM_gated_forward, __nv_bfloat16, false, true, true)
+    ->Name("BM_scalar_gate_forward_steep<bf16>")
+    ->ArgNames({"B", "T", "H"})
+    ->Args({1, 65536, 16})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_gated_forward, __nv_bfloat16, true, true, true)
+    ->Name("BM_vector_gate_forward_steep<bf16>")
+    ->ArgNames({"B", "T", "H"})
+    ->Args({1, 65536, 16})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_gated_decode, false)
     ->Name("BM_scalar_gate_decode")
     ->ArgNames({"B"})

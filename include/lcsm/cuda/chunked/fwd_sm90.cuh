@@ -37,7 +37,10 @@
 
 namespace lcsm::cuda::detail {
 
-template <bool kExact, DecayKind kDecay>
+// kDeltaOnly: the layout of the segment-delta launch, which reads k and v only and keeps no state
+// operand or output staging: its stages are two-thirds the size and it runs twice as many ahead
+// (the loads in flight are what bound a pass that only streams k and v).
+template <bool kExact, DecayKind kDecay, bool kDeltaOnly = false>
 struct Sm90Traits {
   static_assert(kDecay != DecayKind::key, "the vector gate runs on the mma.sync kernel");
   static constexpr bool kTokenGate = kDecay == DecayKind::token;
@@ -46,13 +49,14 @@ struct Sm90Traits {
   static constexpr int kConsumers = 2, kProducerThreads = 128, kThreads = 128 * (1 + kConsumers);
   static constexpr int kProducerRegisters = 56, kConsumerRegisters = 224;  // 128 x 56 + 256 x 224 <= 64K
   // Blocked tiles (wgmma_sm90.cuh), bf16 elements; a stage ends with the chunk's gates (floats).
-  static constexpr int kQ = kChunk * kKeys, kK = kChunk * kKeys, kV = kChunk * kValueTile;
+  static constexpr int kQ = kDeltaOnly ? 0 : kChunk * kKeys, kK = kChunk * kKeys, kV = kChunk * kValueTile;
   static constexpr int kStageTiles = kQ + kK + kV;
   static constexpr int kStage = kStageTiles + (kTokenGate ? 2 * kChunk : 0);
-  static constexpr int kStages = kExact ? 2 : 3;  // as many as the shared memory holds
+  static constexpr int kStages = kDeltaOnly ? 6 : (kExact ? 2 : 3);  // as many as the shared memory holds
   // Per consumer: its rows of the state operand [value][key] (hi, and lo when exact), and its
   // output staging [token][value] (swizzled).
-  static constexpr int kS = kValues * kKeys, kSPer = (kExact ? 2 : 1) * kS, kOPer = kChunk * kValues;
+  static constexpr int kS = kValues * kKeys, kSPer = kDeltaOnly ? 0 : (kExact ? 2 : 1) * kS;
+  static constexpr int kOPer = kDeltaOnly ? 0 : kChunk * kValues;
   static constexpr int kOffS = kStages * kStage;
   static constexpr int kOffO = kOffS + kConsumers * kSPer;
   static constexpr int kOffDecay = (kOffO + kConsumers * kOPer) * 2;  // bytes: lambda^p, or per-warp gate scans
@@ -159,7 +163,7 @@ template <DecayKind kDecay, bool kExact, bool kDeltaOnly>
 __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
     chunk_kernel_sm90(const __grid_constant__ RecurrenceParams p) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using Tr = Sm90Traits<kExact, kDecay>;
+  using Tr = Sm90Traits<kExact, kDecay, kDeltaOnly>;
   constexpr int C = Tr::kChunk;
   extern __shared__ __align__(128) unsigned char wgmma_smem[];
   auto* smem = reinterpret_cast<__nv_bfloat16*>(wgmma_smem);

@@ -57,7 +57,7 @@ void launch_sm80(const RecurrenceParams& p, std::int64_t items, cudaStream_t str
 
 template <DecayKind kDecay, bool kExact, bool kDeltaOnly>
 void launch_sm90(const RecurrenceParams& p, std::int64_t items, cudaStream_t stream) {
-  using Tr = Sm90Traits<kExact, kDecay>;
+  using Tr = Sm90Traits<kExact, kDecay, kDeltaOnly>;
   constexpr auto kernel = chunk_kernel_sm90<kDecay, kExact, kDeltaOnly>;
   allow_shared_memory<kernel>(Tr::kSmemBytes);
   const std::int64_t blocks = items * p.heads * p.value_blocks;
