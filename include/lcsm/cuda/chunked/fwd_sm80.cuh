@@ -254,10 +254,14 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
       const bool separable = Tr::kSeparableScores && !kDeltaOnly && !steep;
       key_gate_operands<Tr, kDeltaOnly>(st, kg, sPh, sPl, separable);
       __syncthreads();  // Q~, K~ (and K^, or P)
-      if (separable && cw < Tr::kScoreColWarps)
-        scores_sm80<Tr, true>(kg.qh, kg.ql, kg.uh, kg.ul, sPh, sPl, decay, r0, cw, lane);
-        // S = diag(e^T) S + K~^T V, in registers while the score warps form P (the outputs read the
-        // state operand, S's copy in shared memory, which is replaced only after the last barrier).
+      // The score MMAs: all of P (separable), or a steep chunk's off-diagonal blocks (C = 32).
+      const bool score_mma = separable || (Tr::kSeparableScores && !kDeltaOnly && rw != cw);
+      if (score_mma && cw < Tr::kScoreColWarps) {
+        scores_sm80<Tr, true>(separable ? kg.qh : kg.uh, separable ? kg.ql : kg.ul, kg.uh, kg.ul, sPh, sPl, decay, r0,
+                              cw, lane);
+      }
+      // S = diag(e^T) S + K~^T V, in registers while the score warps form P (the outputs read the
+      // state operand, S's copy in shared memory, which is replaced only after the last barrier).
 #pragma unroll
       for (int m = 0; m < Tr::kStateMTiles; ++m)
 #pragma unroll
@@ -270,7 +274,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
         }
       state_update_sm80<Tr>(
           S, st, kg.kh, kg.kl, [](int) { return 1.f; }, warp, lane);
-      if (separable) __syncthreads();  // P complete
+      if (Tr::kSeparableScores && !kDeltaOnly) __syncthreads();  // P complete
     } else {
       if constexpr (Tr::kTokenGate) {
         decay.prepare(st.gates);

@@ -114,8 +114,12 @@ __device__ __forceinline__ bool key_gate_cumulate(float* gates, float* state_fac
 }
 
 // Step 2 (after a barrier): Q~ (unless kDeltaOnly) and K~ from the stage's q, k and L; then, unless
-// kDeltaOnly, either K^ (separable: the caller forms P from Q~ and K^ after a barrier) or the
-// diagonal scores P elementwise into sPh / sPl.
+// kDeltaOnly, the operands of the caller's score MMAs (after a barrier) into the K^ tile and, for a
+// steep chunk, its diagonal 16 x 16 blocks of P elementwise into sPh / sPl:
+//   separable: K^ = k e^{-L} (all rows), P = mask(Q~ K^T);
+//   steep, C = 32: rows j < 16 k_j e^{L_15 - L_j}, rows i >= 16 q_i e^{L_i - L_15} (exponents <= 0),
+//   whose product is the off-diagonal block of P (rows 16.., columns ..15); the two diagonal blocks
+//   elementwise (2 x 136 pairs x K instead of 528 x K).
 template <class Tr, bool kDeltaOnly>
 __device__ __forceinline__ void key_gate_operands(const StageTiles<Tr>& st, const KeyGateTiles<Tr>& kg,
                                                   __nv_bfloat16* sPh, __nv_bfloat16* sPl, bool separable) {
@@ -123,6 +127,7 @@ __device__ __forceinline__ void key_gate_operands(const StageTiles<Tr>& st, cons
   constexpr bool kSplit = Tr::kSplitInputs;
   const float* L = st.gates;
   const float* T = L + (C - 1) * Tr::kGP;  // gates past the chunk's end are zero: L_{C-1} = L_{c-1}
+  const float* M = L + 15 * Tr::kGP;       // the first block's end: the off-diagonal block's centre
   for (int g = threadIdx.x; g < C * kGroups; g += Tr::kThreads) {
     const int r = g / kGroups, k0 = (g % kGroups) * 8, off = r * Tr::kKP + k0;
     float l[8], t[8], k[8], x[8];
@@ -133,16 +138,23 @@ __device__ __forceinline__ void key_gate_operands(const StageTiles<Tr>& st, cons
     for (int e = 0; e < 8; ++e) x[e] = k[e] * exp2_ftz(t[e] - l[e]);
     store8<Tr::kLoQK>(x, kg.kh + off, kg.kl + off);
     if constexpr (!kDeltaOnly) {
+      float q[8];
+      load8<kSplit>(q, st.qh + off, st.ql + off);
       if constexpr (Tr::kSeparableScores) {
+        static_assert(!Tr::kSeparableScores || C == 32, "the K^ tile's steep use assumes two 16-token blocks");
         if (separable) {
 #pragma unroll
           for (int e = 0; e < 8; ++e) x[e] = k[e] * exp2_ftz(-l[e]);
-          store8<true>(x, kg.uh + off, kg.ul + off);
-        }
-      }
-      load8<kSplit>(x, st.qh + off, st.ql + off);
+        } else {
+          float m[8];
+          load_floats8(m, M + k0);
 #pragma unroll
-      for (int e = 0; e < 8; ++e) x[e] *= exp2_ftz(l[e]);
+          for (int e = 0; e < 8; ++e) x[e] = r < 16 ? k[e] * exp2_ftz(m[e] - l[e]) : q[e] * exp2_ftz(l[e] - m[e]);
+        }
+        store8<true>(x, kg.uh + off, kg.ul + off);
+      }
+#pragma unroll
+      for (int e = 0; e < 8; ++e) x[e] = q[e] * exp2_ftz(l[e]);
       // The scores' operands keep their lo terms in fast mode too (P is then rounded once, as the
       // elementwise sum is); the output's Q~ S reads the lo term only when kLoQK.
       if (Tr::kSeparableScores && separable) store8<true>(x, kg.qh + off, kg.ql + off);
@@ -151,11 +163,13 @@ __device__ __forceinline__ void key_gate_operands(const StageTiles<Tr>& st, cons
   }
   if (Tr::kSeparableScores && separable) return;
   if constexpr (!kDeltaOnly) {
-    // P_ij for j <= i, zero above the diagonal; rows and columns past the chunk's end have zero q, k.
-    // Entries in triangular order, the C (C + 1) / 2 sums first, so that the lanes of a warp do the
-    // same work (the exponentials, 16 a cycle per SM, are the cost).
-    constexpr int kLower = C * (C + 1) / 2;
-    for (int e = threadIdx.x; e < C * C; e += Tr::kThreads) {
+    // The diagonal 16 x 16 blocks of P: P_ij for j <= i, zero above the diagonal; rows and columns
+    // past the chunk's end have zero q, k. Each block's entries in triangular order, its 136 sums
+    // first, so that the lanes of a warp do the same work (the exponentials, 16 a cycle per SM, are
+    // the cost).
+    constexpr int kLower = 16 * 17 / 2;
+    for (int n = threadIdx.x; n < C * 16; n += Tr::kThreads) {
+      const int b = (n / 256) * 16, e = n % 256;  // the block's first row and column; the entry
       int i = 0, j;
       if (e < kLower) {
         while ((i + 1) * (i + 2) / 2 <= e) ++i;
@@ -167,6 +181,7 @@ __device__ __forceinline__ void key_gate_operands(const StageTiles<Tr>& st, cons
         i = u - r * (r - 1) / 2;
         j = r;
       }
+      i += b, j += b;
       float acc = 0.f;
       if (j <= i) {
         for (int k0 = 0; k0 < KT; k0 += 8) {
