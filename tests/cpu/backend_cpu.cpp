@@ -12,6 +12,8 @@ GatedOps* cpu_gated_ops(const cpu::Device& device);  // gated_backend_cpu.cpp
 
 ToeplitzOps* cpu_toeplitz_ops(const cpu::Device& device);  // toeplitz_backend_cpu.cpp
 
+Probe* cpu_probe(const cpu::Device& device);  // probe_cpu.cpp
+
 namespace {
 
 template <class S>
@@ -36,6 +38,7 @@ class CpuBackend final : public Backend {
   CosformerOps* cosformer() override { return cpu_cosformer_ops(device_); }
   GatedOps* gated() override { return cpu_gated_ops(device_); }
   ToeplitzOps* toeplitz() override { return cpu_toeplitz_ops(device_); }
+  Probe* probe() override { return cpu_probe(device_); }
 
   void lightning_forward(const LightningAttention& op, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o,
                          const Tensor* s0, Tensor* sT, const Offsets* cu) override {

@@ -54,6 +54,7 @@ class CudaBackend final : public Backend {
   }
 
   GatedOps* gated() override { return cuda_gated_ops(); }
+  Probe* probe() override { return cuda_probe(); }
 };
 
 }  // namespace

@@ -73,5 +73,6 @@ struct DeviceOffsets {
 
 // The family files' entry points (each in its own translation unit, so they compile in parallel).
 GatedOps* cuda_gated_ops();
+Probe* cuda_probe();  // probe_cuda.cu
 
 }  // namespace lcsm::test

@@ -4,7 +4,9 @@
 
 #include "cuda/cuda_checks.hpp"
 #include "suite/seeds.hpp"
+#include "support/backend.hpp"
 #include "support/compare.hpp"
+#include "support/probe.hpp"
 
 using namespace lcsm::test;
 using Catch::Contains;
@@ -42,4 +44,23 @@ TEST_CASE("cuda lightning: errors", "[cuda][validation]") {
   CHECK_THAT(forward_without_workspace_message(),
              Contains("argument 'device.workspace'") && Contains("forward_workspace_bytes") && Contains("got 0 bytes"));
   CHECK_THAT(forward_with_large_key_dim_message(), Contains("K <= 256") && Contains("K = 320"));
+}
+
+// cu_seqlens in device memory is never read on the host: 2^58 sequences fit its extent check, and
+// N x H x K x V state elements (times 4) then overflow int64 before any plan is made (the suite's
+// arguments_test.cpp runs the shared aliasing and overflow cases on this backend too).
+TEST_CASE("cuda: a sequence count whose state sizes overflow is an error", "[cuda][validation][overflow]") {
+  Probe* p = backend().probe();
+  REQUIRE(p != nullptr);
+  ProbeCall c;
+  c.family = Family::lightning;
+  c.entry = Entry::forward;
+  c.views["q"] = {0, {1, 4, 2, 2}, {}};
+  c.views["k"] = {32, {1, 4, 2, 2}, {}};
+  c.views["v"] = {64, {1, 4, 2, 3}, {}};
+  c.views["o"] = {96, {1, 4, 2, 3}, {}};
+  c.offsets = {0, 1, 4};
+  CHECK(p->call(c, 256) == "");
+  c.offsets_count = std::int64_t{1} << 58;
+  CHECK_THAT(p->call(c, 256), Contains("'cu_seqlens'") && Contains("64 bits"));
 }

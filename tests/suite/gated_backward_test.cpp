@@ -127,7 +127,7 @@ TEST_CASE("gated backward: shapes, gates and states", "[gated][backward]") {
     for (Dtype dt : backend().dtypes()) {
       for (index_t T : {1, 63, 64, 65, 200})
         for (bool state : {false, true}) check_backward(gated_case(g, 2, T, 2, 32, 32, GateStrength::mixed, state), dt);
-      for (GateStrength s : {GateStrength::none, GateStrength::weak, GateStrength::strong})
+      for (GateStrength s : {GateStrength::none, GateStrength::weak, GateStrength::strong, GateStrength::floor})
         check_backward(gated_case(g, 1, 150, 3, 48, 40, s, true), dt);
       check_backward(gated_case(g, 1, 1000, 1, 64, 64, GateStrength::weak, true), dt);   // one head: segments
       check_backward(gated_case(g, 1, 1000, 1, 32, 32, GateStrength::mixed, true), dt);  // one head: segments

@@ -60,7 +60,8 @@ TEST_CASE("gated forward: gates from none to strong", "[gated][forward]") {
   if (!ops()) return;
   for (GateKind g : kGates)
     for (Dtype dt : backend().dtypes())
-      for (GateStrength s : {GateStrength::none, GateStrength::weak, GateStrength::strong, GateStrength::mixed})
+      for (GateStrength s :
+           {GateStrength::none, GateStrength::weak, GateStrength::strong, GateStrength::mixed, GateStrength::floor})
         for (bool state : {false, true}) check_forward(gated_case(g, 2, 300, 3, 64, 48, s, state), dt);
 }
 

@@ -19,8 +19,9 @@ namespace lcsm::test {
 // g = -20 per token (e^{-G} would overflow anything); mixed: g in [-1, 0] with one token in eight
 // at -20, so that weak gates follow strong ones inside a block; faint: constant in time, per key from
 // -1e-6 (key 0) to -1e-4 (key K - 1) on a log scale (the scalar gate: -1e-6), so that a decay factor
-// rounded the same way in every block would show over 64K tokens.
-enum class GateStrength { none, weak, strong, mixed, faint };
+// rounded the same way in every block would show over 64K tokens; floor: g in [-1, 0] with one token
+// in seven at -1000, the most negative gate an operator takes (lcsm::decay::min_log).
+enum class GateStrength { none, weak, strong, mixed, faint, floor };
 
 inline const char* name(GateStrength g) {
   switch (g) {
@@ -29,6 +30,7 @@ inline const char* name(GateStrength g) {
     case GateStrength::strong: return "strong";
     case GateStrength::mixed: return "mixed";
     case GateStrength::faint: return "faint";
+    case GateStrength::floor: return "floor";
   }
   return "?";
 }
@@ -84,13 +86,14 @@ inline GatedCase gated_varlen_case(GateKind kind, std::vector<index_t> lengths, 
 
 // Gate values in logical [B, T, H, W] order (W = 1: scalar gate, K: vector gate; the last index
 // runs over the W keys). mixed: each token of a head is strong (-20) with probability 1/8 (scalar)
-// or 1/16 (vector: all its keys, so that runs of gentle tokens, which a tensor-core backend may
-// treat differently from steep ones, fill about a third of 16-token chunks), else uniform in
-// [-1, 0]. faint: -1e-6 (scalar), -1e-6 .. -1e-4 across the keys (vector).
+// or 1/32 (vector: all its keys, so that runs of gentle tokens, which a tensor-core backend may
+// treat differently from steep ones, fill about a third of 32-token chunks), else uniform in
+// [-1, 0]. faint: -1e-6 (scalar), -1e-6 .. -1e-4 across the keys (vector). floor: -1000 with
+// probability 1/7, else uniform in [-1, 0].
 inline std::vector<double> gate_values(std::mt19937_64& rng, index_t n, GateStrength g, Dtype dtype, index_t W = 1) {
   std::vector<double> x(n, 0.0);
   std::uniform_real_distribution<double> weak(-2e-3, 0.0), unit(-1.0, 0.0);
-  std::uniform_int_distribution<int> pick(0, W > 1 ? 15 : 7);
+  std::uniform_int_distribution<int> pick(0, W > 1 ? 31 : 7), seventh(0, 6);
   bool strong_token = false;
   for (index_t i = 0; i < n; ++i) {
     double& y = x[static_cast<std::size_t>(i)];
@@ -103,6 +106,7 @@ inline std::vector<double> gate_values(std::mt19937_64& rng, index_t n, GateStre
       case GateStrength::faint:
         y = W == 1 ? -1e-6 : -1e-6 * std::pow(100.0, static_cast<double>(i % W) / static_cast<double>(W - 1));
         break;
+      case GateStrength::floor: y = seventh(rng) == 0 ? -1000.0 : unit(rng); break;
     }
     y = round_to(dtype, y);
   }

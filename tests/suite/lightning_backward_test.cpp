@@ -100,7 +100,7 @@ TEST_CASE("lightning backward: shapes, decays and states", "[lightning][backward
   for (Dtype dt : backend().dtypes()) {
     for (index_t T : {1, 63, 64, 65, 200})
       for (bool state : {false, true}) check_backward(make(2, T, 2, 32, 32, DecayKind::mixed, state), dt);
-    for (DecayKind d : {DecayKind::none, DecayKind::weak, DecayKind::strong, DecayKind::retnet})
+    for (DecayKind d : {DecayKind::none, DecayKind::weak, DecayKind::strong, DecayKind::retnet, DecayKind::floor})
       check_backward(make(1, 150, 3, 48, 40, d, true), dt);
     check_backward(make(1, 1000, 1, 64, 64, DecayKind::weak, true), dt);  // one head: cut into segments
     check_backward(make(1, 130, 2, 100, 60, DecayKind::mixed, true), dt);

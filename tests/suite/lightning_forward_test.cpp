@@ -56,7 +56,8 @@ TEST_CASE("lightning forward: head dimensions", "[lightning][forward]") {
 
 TEST_CASE("lightning forward: decay from none to strong", "[lightning][forward]") {
   for (Dtype dt : backend().dtypes())
-    for (DecayKind d : {DecayKind::none, DecayKind::weak, DecayKind::mixed, DecayKind::retnet, DecayKind::strong})
+    for (DecayKind d :
+         {DecayKind::none, DecayKind::weak, DecayKind::mixed, DecayKind::retnet, DecayKind::strong, DecayKind::floor})
       for (bool state : {false, true}) check_forward(make(2, 300, 4, 64, 64, d, state), dt);
 }
 

@@ -16,8 +16,9 @@
 namespace lcsm::test {
 
 // faint: g = -1e-6 on every head (lambda^64K = 0.94: a float state summed over 64K tokens, where a
-// decay factor rounded the same way in every block would show).
-enum class DecayKind { none, weak, strong, mixed, retnet, faint };
+// decay factor rounded the same way in every block would show); floor: -1000 (lcsm::decay::min_log,
+// the strongest decay an operator takes) on even heads, -0.1 on odd ones.
+enum class DecayKind { none, weak, strong, mixed, retnet, faint, floor };
 
 inline const char* name(DecayKind d) {
   switch (d) {
@@ -27,6 +28,7 @@ inline const char* name(DecayKind d) {
     case DecayKind::mixed: return "mixed";
     case DecayKind::retnet: return "retnet";
     case DecayKind::faint: return "faint";
+    case DecayKind::floor: return "floor";
   }
   return "?";
 }
@@ -38,6 +40,11 @@ inline std::vector<double> log_decays(DecayKind kind, index_t H) {
     case DecayKind::mixed: return decay::alibi(static_cast<int>(H));
     case DecayKind::retnet: return decay::retnet(static_cast<int>(H));
     case DecayKind::faint: return std::vector<double>(static_cast<std::size_t>(H), -1e-6);
+    case DecayKind::floor: {
+      std::vector<double> g(H);
+      for (index_t h = 0; h < H; ++h) g[h] = h % 2 == 0 ? decay::min_log : -0.1;
+      return g;
+    }
     case DecayKind::strong: {  // from -0.5 to -20: lambda^2 already under 1e-17 for the last head
       std::vector<double> g(H);
       for (index_t h = 0; h < H; ++h) g[h] = H == 1 ? -20.0 : -0.5 - 19.5 * static_cast<double>(h) / (H - 1);

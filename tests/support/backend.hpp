@@ -48,6 +48,7 @@ struct LightningBackwardOut {
 class GatedOps;
 class CosformerOps;
 class ToeplitzOps;
+class Probe;  // support/probe.hpp: calls over one arena, for the argument checks
 
 class Backend {
  public:
@@ -72,6 +73,7 @@ class Backend {
   virtual GatedOps* gated() { return nullptr; }
   virtual CosformerOps* cosformer() { return nullptr; }
   virtual ToeplitzOps* toeplitz() { return nullptr; }
+  virtual Probe* probe() { return nullptr; }
 };
 
 // Defined once per runner executable.

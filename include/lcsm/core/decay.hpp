@@ -8,6 +8,12 @@
 
 namespace lcsm::decay {
 
+// The most negative log-decay or log-gate an operator takes: g in [min_log, 0]. exp(-1000) is 0 in
+// float and in double, so a stronger decay means the same and can be clamped to min_log by the
+// caller; the bound keeps every cumulative sum of log-gates finite (a gate of -1e308 would make
+// them -inf, and their differences NaN) and its cancellation within double rounding.
+constexpr double min_log = -1000.0;
+
 // ALiBi slopes (Press et al.): 2^(-8(h+1)/H) for H a power of two; otherwise the slopes of the
 // nearest smaller power of two followed by every other slope of the next larger one.
 inline std::vector<double> alibi_slopes(int heads) {

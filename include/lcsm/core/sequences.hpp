@@ -60,24 +60,4 @@ class Sequences {
   CuSeqlens cu_;
 };
 
-namespace detail {
-
-// Validates offsets against a packed batch of `batch` rows and `time` tokens (host memory only).
-inline void check_cu_seqlens(const char* where, const CuSeqlens& cu, index_t batch, index_t time) {
-  if (!cu.present()) return;
-  check_argument(cu.count() >= 2 && cu.data() != nullptr, where, "cu_seqlens",
-                 "at least 2 offsets (N + 1 for N sequences) in non-null memory",
-                 concat(cu.count(), " offsets at ", cu.data()));
-  check_argument(batch == 1, where, "cu_seqlens", "a packed batch with B = 1", concat("B = ", batch));
-  check_argument(cu[0] == 0, where, "cu_seqlens", "offsets[0] = 0", concat("offsets[0] = ", cu[0]));
-  for (index_t n = 1; n < cu.count(); ++n)
-    if (cu[n] < cu[n - 1])
-      throw_argument(where, "cu_seqlens", "non-decreasing offsets",
-                     concat("offsets[", n, "] = ", cu[n], " < offsets[", n - 1, "] = ", cu[n - 1]));
-  const index_t last = cu[cu.count() - 1];
-  check_argument(last == time, where, "cu_seqlens", concat("offsets[N] = packed length T = ", time),
-                 concat("offsets[N] = ", last));
-}
-
-}  // namespace detail
 }  // namespace lcsm

@@ -10,6 +10,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -20,6 +21,42 @@
 namespace lcsm {
 
 using index_t = std::int64_t;
+
+namespace detail {
+
+// Checked int64 arithmetic on sizes, strides and positions that come from the caller: true when the
+// exact result did not fit (out is then unspecified). Every such computation in the library goes
+// through these (or is bounded by a value they checked), so no size wraps around.
+constexpr index_t kIndexMax = std::numeric_limits<index_t>::max();
+constexpr index_t kIndexMin = std::numeric_limits<index_t>::min();
+
+inline bool mul_overflows(index_t a, index_t b, index_t& out) {
+#if defined(__GNUC__) || defined(__clang__)
+  return __builtin_mul_overflow(a, b, &out);
+#else
+  if (a != 0 && b != 0 &&
+      (a > 0 ? (b > 0 ? a > kIndexMax / b : b < kIndexMin / a) : (b > 0 ? a < kIndexMin / b : a < kIndexMax / b)))
+    return true;
+  out = a * b;
+  return false;
+#endif
+}
+inline bool add_overflows(index_t a, index_t b, index_t& out) {
+#if defined(__GNUC__) || defined(__clang__)
+  return __builtin_add_overflow(a, b, &out);
+#else
+  if ((b > 0 && a > kIndexMax - b) || (b < 0 && a < kIndexMin - b)) return true;
+  out = a + b;
+  return false;
+#endif
+}
+// a * b, or kIndexMax where that overflows (for estimates that only need to be large).
+inline index_t saturating_mul(index_t a, index_t b) {
+  index_t out;
+  return mul_overflows(a, b, out) ? kIndexMax : out;
+}
+
+}  // namespace detail
 
 template <int Rank>
 using Shape = std::array<index_t, Rank>;
@@ -46,13 +83,24 @@ class View {
   index_t size(int dim) const { return shape_[dim]; }
   index_t stride(int dim) const { return strides_[dim]; }
 
+  // The number of elements; 0 when an extent is 0, detail::kIndexMax when the product overflows (the
+  // argument checks, core/validate.hpp, reject such views before anything else counts them).
   index_t numel() const {
+    for (index_t e : shape_)
+      if (e == 0) return 0;
     index_t n = 1;
-    for (index_t e : shape_) n *= e;
+    for (index_t e : shape_)
+      if (detail::mul_overflows(n, e, n)) return detail::kIndexMax;
     return n;
   }
-  // Absent: what a default-constructed View is. A present view may still hold zero elements.
-  bool absent() const { return data_ == nullptr && numel() == 0; }
+  // Absent: null data and an extent 0, what a default-constructed View is. A present view may still
+  // hold zero elements; a null view with no zero extent is present (and then an error).
+  bool absent() const {
+    if (data_ != nullptr) return false;
+    for (index_t e : shape_)
+      if (e == 0) return true;
+    return false;
+  }
   bool present() const { return !absent(); }
 
   template <class... Index>
@@ -85,14 +133,15 @@ class View {
   Shape<Rank> strides_{};
 };
 
-// Row-major strides for a shape.
+// Row-major strides for a shape (saturating: a shape whose strides overflow gives a view that the
+// argument checks reject).
 template <int Rank>
 Shape<Rank> contiguous_strides(const Shape<Rank>& shape) {
   Shape<Rank> strides{};
   index_t s = 1;
   for (int d = Rank - 1; d >= 0; --d) {
     strides[d] = s;
-    s *= shape[d];
+    s = detail::saturating_mul(s, shape[d]);
   }
   return strides;
 }

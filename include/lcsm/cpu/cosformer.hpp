@@ -109,16 +109,16 @@ void forward(const cpu::Device& device, const CosFormerAttention& op, detail::id
   using S = state_t<T>;
   using namespace cpu::detail;
   const char* where = "lcsm::forward(cpu, CosFormerAttention)";
-  const auto p = lcsm::detail::check_forward(where, q, k, v, o, StateIO<S>{}, cu_seqlens);
+  lcsm::detail::Operands ops(where);
+  ops.in("op.positions", op.positions);
+  const auto p =
+      lcsm::detail::check_forward(where, q, k, v, o, state, cu_seqlens, ops, lcsm::detail::StateLayout::cosformer);
   op.check(where);
-  lcsm::detail::check_cosformer_state(where, "initial_state", state.initial, p);
-  lcsm::detail::check_cosformer_state(where, "final_state", state.final, p);
-  lcsm::detail::check_state_alias(where, "final_state", state.final, "initial_state", state.initial);
-  lcsm::detail::check_disjoint(where, "final_state", state.final, "o", o);
   const int threads = device.thread_count();
-  const CosformerPlan cp(op, p, cu_seqlens, threads);
+  const Sequences seqs(p.batch, p.time, cu_seqlens);
   op.check_positions(
-      where, cp.seqs.size(), [&](index_t n) { return cp.seqs[n].length; }, false);
+      where, seqs.size(), [&](index_t n) { return seqs[n].length; }, false);
+  const CosformerPlan cp(op, p, cu_seqlens, threads);
   const CosformerProblem<T> pb{
       q, k, v, p.key_dim, p.value_dim, op.chunk, op.feature_map == CosFormerAttention::FeatureMap::relu, op.eps};
   WorkspacePool<CosformerWorkspace<S>> pool(threads, op.chunk, p.key_dim, p.value_dim);
@@ -154,15 +154,16 @@ void backward(const cpu::Device& device, const CosFormerAttention& op, detail::i
   using S = state_t<T>;
   using namespace cpu::detail;
   const char* where = "lcsm::backward(cpu, CosFormerAttention)";
-  const auto p = lcsm::detail::check_backward(where, q, k, v, d_o, dq, dk, dv, StateGrads<S>{}, cu_seqlens);
+  lcsm::detail::Operands ops(where);
+  ops.in("op.positions", op.positions);
+  const auto p = lcsm::detail::check_backward(where, q, k, v, d_o, dq, dk, dv, states, cu_seqlens, ops,
+                                              lcsm::detail::StateLayout::cosformer);
   op.check(where);
-  lcsm::detail::check_cosformer_state(where, "initial_state", states.initial, p);
-  lcsm::detail::check_cosformer_state(where, "d_final_state", states.d_final, p);
-  lcsm::detail::check_cosformer_state(where, "d_initial_state", states.d_initial, p);
   const int threads = device.thread_count();
-  const CosformerPlan cp(op, p, cu_seqlens, threads);
+  const Sequences seqs(p.batch, p.time, cu_seqlens);
   op.check_positions(
-      where, cp.seqs.size(), [&](index_t n) { return cp.seqs[n].length; }, false);
+      where, seqs.size(), [&](index_t n) { return seqs[n].length; }, false);
+  const CosformerPlan cp(op, p, cu_seqlens, threads);
   const CosformerProblem<T> pb{
       q, k, v, p.key_dim, p.value_dim, op.chunk, op.feature_map == CosFormerAttention::FeatureMap::relu, op.eps};
   const index_t H = p.heads, K2 = 2 * p.key_dim, V = p.value_dim;
@@ -240,15 +241,9 @@ void step(const cpu::Device& device, const CosFormerAttention& op, detail::ident
   using S = state_t<T>;
   using namespace cpu::detail;
   const char* where = "lcsm::step(cpu, CosFormerAttention)";
-  const auto p = lcsm::detail::check_qkv(where, q, k, v, CuSeqlens{});
-  lcsm::detail::check_output(where, "o", o);
-  lcsm::detail::check_shape(where, "o", o, v.shape(), "[B, n, H, V], the shape of v");
-  lcsm::detail::check_disjoint(where, "o", o, "q", q);
-  lcsm::detail::check_disjoint(where, "o", o, "k", k);
-  lcsm::detail::check_disjoint(where, "o", o, "v", v);
-  lcsm::detail::check_argument(state.present(), where, "state", "a [B, H, 2K, V+1] state to advance", "an absent view");
-  lcsm::detail::check_cosformer_state(where, "state", state, p);
-  lcsm::detail::check_disjoint(where, "state", state, "o", o);
+  lcsm::detail::Operands ops(where);
+  ops.in("op.positions", op.positions);
+  const auto p = lcsm::detail::check_step(where, q, k, v, o, state, ops, lcsm::detail::StateLayout::cosformer);
   op.check(where);
   lcsm::detail::check_argument(op.causal, where, "op.causal", "causal = true (decode is causal)", "false");
   lcsm::detail::check_argument(op.length.has_value(), where, "op.length",

@@ -14,13 +14,15 @@
 
 namespace lcsm::cpu {
 
-// Where and how wide CPU work runs. threads <= 0 means std::thread::hardware_concurrency().
+// Where and how wide CPU work runs. threads <= 0 means std::thread::hardware_concurrency(); more
+// than max_threads are capped at max_threads (a call never spawns or sizes scratch for more).
 struct Device {
+  static constexpr int max_threads = 1024;
   int threads = 1;
 
   int thread_count() const {
-    if (threads > 0) return threads;
-    return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+    if (threads > 0) return std::min(threads, max_threads);
+    return std::clamp(static_cast<int>(std::thread::hardware_concurrency()), 1, max_threads);
   }
 };
 

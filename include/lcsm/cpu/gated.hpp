@@ -217,15 +217,16 @@ GatedProblem<T, state_t<T>> gated_problem(const Op& op, const View<const T, 4>& 
   return {q, k, v, with_unit_key(op.log_gate), p.key_dim, p.value_dim, op.chunk, sub, op.scale_for(p.key_dim)};
 }
 
-// Validation and dispatch shared by the scalar and vector gates.
+// Validation and dispatch shared by the scalar and vector gates. The gate is an input of every call
+// (its values are read by op.check), d_log_gate an output of backward.
 template <class Kernel, class Op, class T>
 void forward_entry(const char* where, const cpu::Device& device, const Op& op, const View<const T, 4>& q,
                    const View<const T, 4>& k, const View<const T, 4>& v, const View<T, 4>& o,
                    const StateIO<state_t<T>>& state, const CuSeqlens& cu, index_t sub) {
-  const auto p = lcsm::detail::check_forward(where, q, k, v, o, state, cu);
+  lcsm::detail::Operands ops(where);
+  ops.in("op.log_gate", op.log_gate);
+  const auto p = lcsm::detail::check_forward(where, q, k, v, o, state, cu, ops);
   op.check(where, p.batch, p.time, p.heads, p.key_dim);
-  lcsm::detail::check_disjoint(where, "o", o, "op.log_gate", op.log_gate);
-  lcsm::detail::check_disjoint(where, "final_state", state.final, "op.log_gate", op.log_gate);
   gated_forward<Kernel>(device, gated_problem(op, q, k, v, p, sub), p, state, cu, o);
 }
 
@@ -234,31 +235,14 @@ void backward_entry(const char* where, const cpu::Device& device, const Op& op, 
                     const View<const T, 4>& k, const View<const T, 4>& v, const View<const T, 4>& d_o,
                     const View<T, 4>& dq, const View<T, 4>& dk, const View<T, 4>& dv,
                     const StateGrads<state_t<T>>& states, const DG& d_log_gate, const CuSeqlens& cu, index_t sub) {
-  using lcsm::detail::check_disjoint;
-  const auto p = lcsm::detail::check_backward(where, q, k, v, d_o, dq, dk, dv, states, cu);
+  lcsm::detail::Operands ops(where);
+  ops.in("op.log_gate", op.log_gate).out("d_log_gate", d_log_gate);
+  const auto p = lcsm::detail::check_backward(where, q, k, v, d_o, dq, dk, dv, states, cu, ops);
   op.check(where, p.batch, p.time, p.heads, p.key_dim);
-  check_disjoint(where, "dq", dq, "op.log_gate", op.log_gate);
-  check_disjoint(where, "dk", dk, "op.log_gate", op.log_gate);
-  check_disjoint(where, "dv", dv, "op.log_gate", op.log_gate);
-  check_disjoint(where, "d_initial_state", states.d_initial, "op.log_gate", op.log_gate);
-  if (d_log_gate.present()) {
-    const char* n = "d_log_gate";
-    lcsm::detail::check_output(where, n, d_log_gate);
+  if (d_log_gate.present())
     lcsm::detail::check_shape(
-        where, n, d_log_gate, op.log_gate.shape(),
+        where, "d_log_gate", d_log_gate, op.log_gate.shape(),
         DG::rank == 3 ? "[B, T, H], the shape of op.log_gate" : "[B, T, H, K], the shape of op.log_gate");
-    check_disjoint(where, n, d_log_gate, "op.log_gate", op.log_gate);
-    check_disjoint(where, n, d_log_gate, "q", q);
-    check_disjoint(where, n, d_log_gate, "k", k);
-    check_disjoint(where, n, d_log_gate, "v", v);
-    check_disjoint(where, n, d_log_gate, "do", d_o);
-    check_disjoint(where, n, d_log_gate, "dq", dq);
-    check_disjoint(where, n, d_log_gate, "dk", dk);
-    check_disjoint(where, n, d_log_gate, "dv", dv);
-    check_disjoint(where, n, d_log_gate, "initial_state", states.initial);
-    check_disjoint(where, n, d_log_gate, "d_final_state", states.d_final);
-    check_disjoint(where, n, d_log_gate, "d_initial_state", states.d_initial);
-  }
   gated_backward<Kernel>(device, gated_problem(op, q, k, v, p, sub), p, d_o, dq, dk, dv, states,
                          with_unit_key(d_log_gate), cu);
 }
@@ -267,10 +251,10 @@ template <class Op, class T>
 void step_entry(const char* where, const cpu::Device& device, const Op& op, const View<const T, 4>& q,
                 const View<const T, 4>& k, const View<const T, 4>& v, const View<T, 4>& o,
                 const View<state_t<T>, 4>& state) {
-  const auto p = lcsm::detail::check_step(where, q, k, v, o, state);
+  lcsm::detail::Operands ops(where);
+  ops.in("op.log_gate", op.log_gate);
+  const auto p = lcsm::detail::check_step(where, q, k, v, o, state, ops);
   op.check(where, p.batch, p.time, p.heads, p.key_dim);
-  lcsm::detail::check_disjoint(where, "o", o, "op.log_gate", op.log_gate);
-  lcsm::detail::check_disjoint(where, "state", state, "op.log_gate", op.log_gate);
   gated_decode(device, p, q, k, v, o, state, with_unit_key(op.log_gate), op.scale_for(p.key_dim));
 }
 

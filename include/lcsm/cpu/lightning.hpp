@@ -320,7 +320,9 @@ void forward(const cpu::Device& device, const LightningAttention& op, detail::id
   using S = state_t<T>;
   using namespace cpu::detail;
   const char* where = "lcsm::forward(cpu, LightningAttention)";
-  const auto p = lcsm::detail::check_forward(where, q, k, v, o, state, cu_seqlens);
+  lcsm::detail::Operands ops(where);
+  ops.in("op.log_decay", lcsm::detail::host_vector_view(op.log_decay));
+  const auto p = lcsm::detail::check_forward(where, q, k, v, o, state, cu_seqlens, ops);
   op.check(where, p.heads);
   const LightningProblem<T> pb{q, k, v, p.key_dim, p.value_dim, op.chunk, op.scale_for(p.key_dim), &op.log_decay};
   const int threads = device.thread_count();
@@ -352,12 +354,11 @@ void backward(const cpu::Device& device, const LightningAttention& op, detail::i
   using S = state_t<T>;
   using namespace cpu::detail;
   const char* where = "lcsm::backward(cpu, LightningAttention)";
-  const auto p = lcsm::detail::check_backward(where, q, k, v, d_o, dq, dk, dv, states, cu_seqlens);
+  lcsm::detail::Operands ops(where);
+  ops.in("op.log_decay", lcsm::detail::host_vector_view(op.log_decay)).out("d_log_decay", d_log_decay);
+  const auto p = lcsm::detail::check_backward(where, q, k, v, d_o, dq, dk, dv, states, cu_seqlens, ops);
   op.check(where, p.heads);
-  if (d_log_decay.present()) {
-    lcsm::detail::check_output(where, "d_log_decay", d_log_decay);
-    lcsm::detail::check_shape(where, "d_log_decay", d_log_decay, {p.heads}, "[H]");
-  }
+  if (d_log_decay.present()) lcsm::detail::check_shape(where, "d_log_decay", d_log_decay, {p.heads}, "[H]");
   const LightningProblem<T> pb{q, k, v, p.key_dim, p.value_dim, op.chunk, op.scale_for(p.key_dim), &op.log_decay};
   const int threads = device.thread_count();
   const SegmentPlan sp(Sequences(p.batch, p.time, cu_seqlens), p.heads, op.chunk, threads);
@@ -409,7 +410,9 @@ void step(const cpu::Device& device, const LightningAttention& op, detail::ident
   using S = state_t<T>;
   using namespace cpu::detail;
   const char* where = "lcsm::step(cpu, LightningAttention)";
-  const auto p = lcsm::detail::check_step(where, q, k, v, o, state);
+  lcsm::detail::Operands ops(where);
+  ops.in("op.log_decay", lcsm::detail::host_vector_view(op.log_decay));
+  const auto p = lcsm::detail::check_step(where, q, k, v, o, state, ops);
   op.check(where, p.heads);
   const index_t K = p.key_dim, V = p.value_dim;
   const S scale = static_cast<S>(op.scale_for(K));

@@ -120,13 +120,16 @@ PerSegment<typename Scan::State> segment_end_dstates(const Scan& f, const Segmen
   return v;
 }
 
-// The state head h of a work item starts from: its segment's scanned start (a later segment of a cut
-// sequence), else the caller's initial state, else none (false: the state is zero, nothing loaded).
+// The state head h of a work item starts from: its segment's scanned start (a segment of a cut
+// sequence, the first one too when there is an initial state: the scan loaded it before the work
+// items ran, so a final state written in place over it by the sequence's last segment cannot race
+// with this read), else the caller's initial state, else none (false: the state is zero).
 template <class State, class S, class Load>
 bool item_start(const PerSegment<State>& starts, const SegmentPlan& sp, const WorkItem& it, index_t h,
                 const View<const S, 4>& initial, State& out, Load&& load) {
-  if (!sp.first(it)) {
-    out = starts[it.seq * sp.heads + h][it.segment];
+  const auto& scanned = starts[it.seq * sp.heads + h];
+  if (!sp.first(it) || (!scanned.empty() && initial.present())) {
+    out = scanned[it.segment];
     return true;
   }
   if (initial.absent()) return false;

@@ -372,25 +372,17 @@ void backward(const cpu::Device& device, const ToeplitzConvolution<T>& op, detai
   using namespace cpu::detail;
   using S = state_t<T>;
   const char* where = "lcsm::backward(cpu, ToeplitzConvolution)";
-  const auto p = lcsm::detail::check_toeplitz_input(where, "x", x, cu_seqlens);
+  lcsm::detail::Operands ops(where);
+  const auto p = lcsm::detail::check_toeplitz_input(where, "x", x, cu_seqlens, ops);
+  ops.in("op.coefficients", op.coefficients);
   op.check(where, p.channels, p.longest, !cu_seqlens.present());
-  lcsm::detail::check_memory(where, "dy", dy);
+  ops.in("dy", dy);
   lcsm::detail::check_shape(where, "dy", dy, x.shape(), "[B, n, C], the shape of x");
-  if (dx.present()) {
-    lcsm::detail::check_output(where, "dx", dx);
-    lcsm::detail::check_shape(where, "dx", dx, x.shape(), "[B, n, C], the shape of x");
-    lcsm::detail::check_disjoint(where, "dx", dx, "x", x);
-    lcsm::detail::check_disjoint(where, "dx", dx, "dy", dy);
-    lcsm::detail::check_disjoint(where, "dx", dx, "op.coefficients", op.coefficients);
-  }
-  if (da.present()) {
-    lcsm::detail::check_output(where, "da", da);
+  ops.out("dx", dx).out("da", da);
+  if (dx.present()) lcsm::detail::check_shape(where, "dx", dx, x.shape(), "[B, n, C], the shape of x");
+  if (da.present())
     lcsm::detail::check_shape(where, "da", da, op.coefficients.shape(), "[C, count], the shape of op.coefficients");
-    lcsm::detail::check_disjoint(where, "da", da, "x", x);
-    lcsm::detail::check_disjoint(where, "da", da, "dy", dy);
-    lcsm::detail::check_disjoint(where, "da", da, "op.coefficients", op.coefficients);
-    lcsm::detail::check_disjoint(where, "da", da, "dx", dx);
-  }
+  ops.check();
   if (!dx.present() && !da.present()) return;
   const Sequences seqs(p.batch, p.time, cu_seqlens);
   const int threads = device.thread_count();
@@ -451,33 +443,33 @@ void step(const cpu::Device& device, const ToeplitzConvolution<T>& op, detail::i
           View<T, 3> y_t, ToeplitzHistory<T>& history) {
   using S = state_t<T>;
   const char* where = "lcsm::step(cpu, ToeplitzConvolution)";
-  const auto p = lcsm::detail::check_toeplitz_input(where, "x", x_t, CuSeqlens{});
+  lcsm::detail::Operands ops(where);
+  const auto p = lcsm::detail::check_toeplitz_input(where, "x", x_t, CuSeqlens{}, ops);
   const View<T, 3>& h = history.inputs;
   lcsm::detail::check_argument(op.causal, where, "op.causal", "true (decode needs the causal form)", "false");
   lcsm::detail::check_argument(h.present(), where, "history.inputs", "a [B, n_max, C] buffer", "an absent view");
-  lcsm::detail::check_output(where, "history.inputs", h);
+  ops.out("history.inputs", h);  // advanced in place: an output, disjoint from x, y and the coefficients
   lcsm::detail::check_argument(h.size(0) == p.batch && h.size(2) == p.channels, where, "history.inputs",
                                lcsm::detail::concat("[B, n_max, C] with B = ", p.batch, ", C = ", p.channels),
                                lcsm::detail::dims_string<3>(h.shape()));
   const index_t n_max = h.size(1), m = p.time;
+  ops.in("op.coefficients", op.coefficients);
   op.check(where, p.channels, n_max);
-  lcsm::detail::check_argument(history.position >= 0 && history.position + m <= n_max, where, "history.position",
+  // position + m <= n_max without computing position + m (a position near INT64_MAX must not wrap).
+  lcsm::detail::check_argument(history.position >= 0 && m <= n_max && history.position <= n_max - m, where,
+                               "history.position",
                                lcsm::detail::concat("room for ", m, " more tokens: 0 <= position <= n_max - ", m, " = ",
                                                     n_max - m, " (history too short)"),
                                history.position);
-  lcsm::detail::check_output(where, "y", y_t);
+  ops.out("y", y_t);
   lcsm::detail::check_shape(where, "y", y_t, x_t.shape(), "[B, m, C], the shape of x");
-  lcsm::detail::check_disjoint(where, "y", y_t, "x", x_t);
-  lcsm::detail::check_disjoint(where, "y", y_t, "history.inputs", h);
-  lcsm::detail::check_disjoint(where, "y", y_t, "op.coefficients", op.coefficients);
-  lcsm::detail::check_disjoint(where, "history.inputs", h, "x", x_t);
-  lcsm::detail::check_disjoint(where, "history.inputs", h, "op.coefficients", op.coefficients);
+  ops.check();
 
   const index_t C = p.channels, position = history.position;
   constexpr index_t kChannels = 64;
   const index_t blocks = (C + kChannels - 1) / kChannels;
   // A decode of a few thousand products is not worth a thread.
-  const index_t work = p.batch * C * m * (position + m);
+  const index_t work = lcsm::detail::saturating_mul(lcsm::detail::saturating_mul(p.batch * C, m), position + m);
   const int threads = static_cast<int>(std::min<index_t>(device.thread_count(), std::max<index_t>(1, work >> 16)));
   using StridedMap = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>, 0, Eigen::InnerStride<>>;
   cpu::parallel_for(threads, p.batch * blocks, [&](index_t item, int) {

@@ -43,10 +43,10 @@ void gated_forward(const char* where, const Device& device, const Op& op, const 
                    const StateIO<float>& state, const CuSeqlens& cu_seqlens) {
   static_assert(is_cuda_input_v<T>, "CUDA gated attention takes float, __half or __nv_bfloat16");
   constexpr DecayKind kDecay = decay_kind_of<Op>;
-  const auto shape = check_forward_call(where, q, k, v, o, state, cu_seqlens);
+  lcsm::detail::Operands ops(where);
+  ops.in("op.log_gate", op.log_gate);
+  const auto shape = check_forward_call(where, q, k, v, o, state, cu_seqlens, ops);
   op.check_layout(where, shape.batch, shape.time, shape.heads, shape.key_dim);
-  lcsm::detail::check_disjoint(where, "o", o, "op.log_gate", op.log_gate);
-  lcsm::detail::check_disjoint(where, "final_state", state.final, "op.log_gate", op.log_gate);
   if (shape.batch == 0 || shape.sequences == 0) return;
 
   const auto plan = plan_forward<kDecay>(shape, cu_seqlens.present());
@@ -62,10 +62,10 @@ void gated_step(const char* where, const Device& device, const Op& op, const Vie
                 const View<const T, 4>& k, const View<const T, 4>& v, const View<T, 4>& o,
                 const View<float, 4>& state) {
   static_assert(is_cuda_input_v<T>, "CUDA gated attention takes float, __half or __nv_bfloat16");
-  const auto shape = lcsm::detail::check_step(where, q, k, v, o, state);
+  lcsm::detail::Operands ops(where);
+  ops.in("op.log_gate", op.log_gate);
+  const auto shape = lcsm::detail::check_step(where, q, k, v, o, state, ops);
   op.check_layout(where, shape.batch, shape.time, shape.heads, shape.key_dim);
-  lcsm::detail::check_disjoint(where, "o", o, "op.log_gate", op.log_gate);
-  lcsm::detail::check_disjoint(where, "state", state, "op.log_gate", op.log_gate);
   check_step_dims(where, shape);
   if (shape.batch == 0 || shape.time == 0) return;
 

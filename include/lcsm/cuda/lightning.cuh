@@ -40,7 +40,9 @@ void forward(const cuda::Device& device, const LightningAttention& op, detail::i
   static_assert(cuda::detail::is_cuda_input_v<T>, "CUDA lightning attention takes float, __half or __nv_bfloat16");
   using cuda::detail::DecayKind;
   const char* where = "lcsm::forward(cuda, LightningAttention)";
-  const auto shape = cuda::detail::check_forward_call(where, q, k, v, o, state, cu_seqlens);
+  detail::Operands ops(where);
+  ops.in("op.log_decay", detail::host_vector_view(op.log_decay));
+  const auto shape = cuda::detail::check_forward_call(where, q, k, v, o, state, cu_seqlens, ops);
   op.check(where, shape.heads);
   detail::check_argument(shape.heads <= cuda::detail::kMaxHeads, where, "q",
                          detail::concat("H <= ", cuda::detail::kMaxHeads), detail::concat("H = ", shape.heads));
@@ -63,7 +65,9 @@ void step(const cuda::Device& device, const LightningAttention& op, detail::iden
   static_assert(cuda::detail::is_cuda_input_v<T>, "CUDA lightning attention takes float, __half or __nv_bfloat16");
   using cuda::detail::DecayKind;
   const char* where = "lcsm::step(cuda, LightningAttention)";
-  const auto shape = detail::check_step(where, q, k, v, o, state);
+  detail::Operands ops(where);
+  ops.in("op.log_decay", detail::host_vector_view(op.log_decay));
+  const auto shape = detail::check_step(where, q, k, v, o, state, ops);
   op.check(where, shape.heads);
   detail::check_argument(shape.heads <= cuda::detail::kMaxHeads, where, "q",
                          detail::concat("H <= ", cuda::detail::kMaxHeads), detail::concat("H = ", shape.heads));

@@ -73,26 +73,17 @@ struct CosFormerAttention {
     }
     for (index_t n = 0; n < sequences; ++n) {
       const index_t first = position_of(n), tokens = lengths(n);
-      if (tokens > 0 && first + tokens > length_for(first, tokens))
-        detail::throw_argument(
-            where, "op.length", "M >= position + length of every sequence",
-            detail::concat("M = ", length_for(first, tokens), " smaller than the length: sequence ", n, " at position ",
-                           first, " with ", tokens, " tokens reaches ", first + tokens));
+      if (tokens == 0) continue;
+      index_t end = 0;  // position + length, checked: positions near INT64_MAX must not wrap below M
+      if (detail::add_overflows(first, tokens, end))
+        detail::throw_argument(where, "op.positions", "position + length of every sequence within 64 bits",
+                               detail::concat("positions[", n, "] = ", first, " with ", tokens, " tokens"));
+      if (end > length_for(first, tokens))
+        detail::throw_argument(where, "op.length", "M >= position + length of every sequence",
+                               detail::concat("M = ", length_for(first, tokens), " smaller than the length: sequence ",
+                                              n, " at position ", first, " with ", tokens, " tokens reaches ", end));
     }
   }
 };
 
-namespace detail {
-
-// cosFormer's states are [N, H, 2K, V + 1] (see the top of this file).
-template <class S>
-void check_cosformer_state(const char* where, const char* arg, const View<S, 4>& s, const ProblemShape& p) {
-  if (s.absent()) return;
-  if constexpr (std::is_const_v<S>) check_memory(where, arg, s);
-  else check_output(where, arg, s);
-  check_shape(where, arg, s, {p.sequences, p.heads, 2 * p.key_dim, p.value_dim + 1},
-              "[N, H, 2K, V+1] (cos and sin features; V value columns and the denominator's)");
-}
-
-}  // namespace detail
 }  // namespace lcsm

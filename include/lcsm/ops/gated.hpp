@@ -14,6 +14,7 @@
 #include <limits>
 #include <optional>
 
+#include "lcsm/core/decay.hpp"
 #include "lcsm/core/dtype.hpp"
 #include "lcsm/core/error.hpp"
 #include "lcsm/core/precision.hpp"
@@ -23,16 +24,16 @@
 namespace lcsm {
 namespace detail {
 
-// The log-gate view: shape [B, T, H] or [B, T, H, K], valid memory, every value finite and <= 0
-// (the first offending index and value are reported). One pass over the rows of the last dimension;
-// the per-element test is a branch-free reduction, so the check costs a read of the gate.
+// The log-gate view: shape [B, T, H] or [B, T, H, K], valid memory, every value in
+// [decay::min_log, 0] = [-1000, 0] (the first offending index and value are reported; NaN fails). One pass over the
+// rows of the last dimension; the per-element test is a branch-free reduction, so the check costs a read of the gate.
 template <class G, int Rank>
 void check_log_gate(const char* where, const View<const G, Rank>& g, const Shape<Rank>& expected, const char* layout) {
   check_memory(where, "op.log_gate", g);
   check_shape(where, "op.log_gate", g, expected, layout);
   if (g.numel() == 0) return;
   const index_t n = g.size(Rank - 1), st = g.stride(Rank - 1);
-  const G lowest = std::numeric_limits<G>::lowest();
+  const G lowest = static_cast<G>(decay::min_log);
   Shape<Rank> idx{};
   for (;;) {
     index_t off = 0;
@@ -48,7 +49,9 @@ void check_log_gate(const char* where, const View<const G, Rank>& g, const Shape
         const G x = row[e * st];
         if (!(x >= lowest && x <= G(0))) {
           idx[Rank - 1] = e;
-          throw_argument(where, "op.log_gate", "finite g <= 0 (gate = exp(g) in (0, 1])",
+          throw_argument(where, "op.log_gate",
+                         "-1000 <= g <= 0 (gate = exp(g) in [0, 1]; exp(-1000) is already 0: clamp stronger gates "
+                         "to lcsm::decay::min_log)",
                          concat("g", dims_string<Rank>(idx), " = ", x));
         }
       }

@@ -11,6 +11,7 @@
 #include <optional>
 #include <vector>
 
+#include "lcsm/core/decay.hpp"
 #include "lcsm/core/error.hpp"
 #include "lcsm/core/precision.hpp"
 #include "lcsm/core/tensor.hpp"
@@ -18,7 +19,8 @@
 namespace lcsm {
 
 struct LightningAttention {
-  // g_h = log(lambda_h) per head, all finite and <= 0; lcsm::decay builds the usual ones. The size
+  // g_h = log(lambda_h) per head, all in [lcsm::decay::min_log, 0] = [-1000, 0]; lcsm::decay builds the
+  // usual ones. The size
   // must equal H (use lcsm::decay::none(H) for plain linear attention).
   std::vector<double> log_decay;
   // Multiplies q; 1/sqrt(K) when unset. MiniMax-01 uses 1.
@@ -37,8 +39,10 @@ struct LightningAttention {
                            detail::concat(heads, " per-head log-decays (H = ", heads, ")"),
                            detail::concat(log_decay.size(), " values"));
     for (std::size_t h = 0; h < log_decay.size(); ++h)
-      if (!(std::isfinite(log_decay[h]) && log_decay[h] <= 0))
-        detail::throw_argument(where, "op.log_decay", "finite g <= 0 (lambda = exp(g) in (0, 1])",
+      if (!(log_decay[h] >= decay::min_log && log_decay[h] <= 0))
+        detail::throw_argument(where, "op.log_decay",
+                               "-1000 <= g <= 0 (lambda = exp(g) in [0, 1]; exp(-1000) is already 0: clamp "
+                               "stronger decays to lcsm::decay::min_log)",
                                detail::concat("g[", h, "] = ", log_decay[h]));
     if (scale && !std::isfinite(*scale)) detail::throw_argument(where, "op.scale", "a finite scale", *scale);
     detail::check_argument(chunk >= 1 && chunk <= 1024, where, "op.chunk", "1 <= chunk <= 1024", chunk);

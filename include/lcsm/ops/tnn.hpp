@@ -53,14 +53,24 @@ void coefficients(const RelativePositionMlp<T>& mlp, bool causal, index_t n, Vie
     detail::check_argument(l.weight.size(1) == width && l.weight.size(0) >= 1, where, name.c_str(),
                            detail::concat("[out, ", width, "] (the previous layer's width)"),
                            detail::dims_string<2>(l.weight.shape()));
-    if (l.bias.present())
-      detail::check_shape(where, detail::concat("mlp.layers[", i, "].bias").c_str(), l.bias, {l.weight.size(0)},
-                          "[out]");
+    if (l.bias.present()) {
+      const std::string bias = detail::concat("mlp.layers[", i, "].bias");
+      detail::check_memory(where, bias.c_str(), l.bias);
+      detail::check_shape(where, bias.c_str(), l.bias, {l.weight.size(0)}, "[out]");
+    }
     width = l.weight.size(0);
   }
+  detail::check_argument(causal || n <= detail::kIndexMax / 2, where, "n", "n <= 2^62 (2n - 1 coefficients)", n);
   const index_t count = causal ? n : 2 * n - 1;
   detail::check_output(where, "out", out);
   detail::check_shape(where, "out", out, {width, count}, causal ? "[C, n]" : "[C, 2n - 1]");
+  // The aliasing rule, layer by layer (the weights and biases are inputs; names are built above).
+  for (std::size_t i = 0; i < mlp.layers.size(); ++i) {
+    const std::string w = detail::concat("mlp.layers[", i, "].weight"), b = detail::concat("mlp.layers[", i, "].bias");
+    detail::Operands ops(where);
+    ops.in(w.c_str(), mlp.layers[i].weight).in(b.c_str(), mlp.layers[i].bias).out("out", out);
+    ops.check();
+  }
 
   const double scale = 1.0 / (mlp.normalizer > 0 ? mlp.normalizer : static_cast<double>(n));
   const double log_gamma = std::log(mlp.gamma);

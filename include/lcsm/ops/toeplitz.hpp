@@ -45,12 +45,19 @@ struct ToeplitzConvolution {
     return path == Path::fft || (path == Path::automatic && n > (causal ? direct_max_length : direct_max_length / 2));
   }
 
-  static index_t coefficient_count(bool causal, index_t n) { return causal ? n : (n > 0 ? 2 * n - 1 : 0); }
+  // n (causal) or 2n - 1 coefficients; the largest index_t where 2n - 1 would overflow (check rejects n there).
+  static index_t coefficient_count(bool causal, index_t n) {
+    if (causal) return n;
+    return n <= 0 ? 0 : n > detail::kIndexMax / 2 ? detail::kIndexMax : 2 * n - 1;
+  }
 
   // Throws lcsm::Error unless the coefficients fit C channels and sequences of `n` tokens
   // (`exact`: length n, else at least n).
   void check(const char* where, index_t C, index_t n, bool exact = true) const {
     detail::check_memory(where, "op.coefficients", coefficients);
+    if (!causal && n > detail::kIndexMax / 2)
+      detail::throw_argument(where, "x", "n <= 2^62 tokens (the bidirectional form has 2n - 1 coefficients)",
+                             detail::concat("n = ", n));
     detail::check_argument(coefficients.size(0) == C, where, "op.coefficients",
                            detail::concat("[C, ...] with C = ", C, " channels (the last dimension of x)"),
                            detail::concat("shape ", detail::dims_string<2>(coefficients.shape())));
@@ -87,13 +94,14 @@ struct ToeplitzShape {
   index_t batch, time, channels, sequences, longest;
 };
 
+// x (an input of ops: its memory is checked there) and cu_seqlens.
 template <class T>
-ToeplitzShape check_toeplitz_input(const char* where, const char* name, const View<const T, 3>& x,
-                                   const CuSeqlens& cu) {
-  check_memory(where, name, x);
-  check_argument(x.size(0) >= 0 && x.size(1) >= 0 && x.size(2) >= 1, where, name, "[B, n, C] with C >= 1",
-                 dims_string<3>(x.shape()));
+ToeplitzShape check_toeplitz_input(const char* where, const char* name, const View<const T, 3>& x, const CuSeqlens& cu,
+                                   Operands& ops) {
+  ops.in(name, x);
+  check_argument(x.size(2) >= 1, where, name, "[B, n, C] with C >= 1", dims_string<3>(x.shape()));
   check_cu_seqlens(where, cu, x.size(0), x.size(1));
+  ops.in("cu_seqlens", cu);
   ToeplitzShape p{x.size(0), x.size(1), x.size(2), x.size(0), x.size(1)};
   if (cu.present()) {
     p.sequences = cu.num_sequences();
@@ -106,12 +114,13 @@ ToeplitzShape check_toeplitz_input(const char* where, const char* name, const Vi
 template <class T>
 ToeplitzShape check_toeplitz_forward(const char* where, const ToeplitzConvolution<T>& op, const View<const T, 3>& x,
                                      const View<T, 3>& y, const CuSeqlens& cu) {
-  const ToeplitzShape p = check_toeplitz_input(where, "x", x, cu);
+  Operands ops(where);
+  const ToeplitzShape p = check_toeplitz_input(where, "x", x, cu, ops);
+  ops.in("op.coefficients", op.coefficients);
   op.check(where, p.channels, p.longest, !cu.present());
-  check_output(where, "y", y);
+  ops.out("y", y);
   check_shape(where, "y", y, x.shape(), "[B, n, C], the shape of x");
-  check_disjoint(where, "y", y, "x", x);
-  check_disjoint(where, "y", y, "op.coefficients", op.coefficients);
+  ops.check();
   return p;
 }
 

@@ -51,27 +51,18 @@ bool rows_are_16_byte_aligned(const V& v) {
   return ok;
 }
 
-// The checks of every forward call: shapes and memory as on every backend (validate.hpp), K <= 256;
-// cu_seqlens lives in device memory, so its count and stride are checked and its contents are not
-// (the kernels clamp every offset to [0, T]: bad offsets give wrong results, never bad accesses).
+// The checks of every forward call: shapes, memory and the aliasing rule as on every backend
+// (ops/problem.hpp, core/validate.hpp: `ops` holds the operator's own tensors), K <= 256. cu_seqlens
+// lives in device memory: its count, stride and extent are checked and its contents are not (the
+// kernels clamp every offset to [0, T]: bad offsets give wrong results, never bad accesses).
 template <class T>
 ProblemShape check_forward_call(const char* where, const View<const T, 4>& q, const View<const T, 4>& k,
                                 const View<const T, 4>& v, const View<T, 4>& o, const StateIO<float>& state,
-                                const CuSeqlens& cu) {
+                                const CuSeqlens& cu, const lcsm::detail::Operands& ops) {
   using namespace lcsm::detail;
-  ProblemShape p = check_forward(where, q, k, v, o, cu.present() ? StateIO<float>{} : state, CuSeqlens{});
-  if (cu.present()) {
-    check_argument(cu.count() >= 2 && cu.data() != nullptr, where, "cu_seqlens",
-                   "at least 2 offsets (N + 1 for N sequences) in device memory",
-                   concat(cu.count(), " offsets at ", cu.data()));
+  const ProblemShape p = check_forward(where, q, k, v, o, state, cu, ops, StateLayout::kv, OffsetsAt::device);
+  if (cu.present())
     check_argument(cu.stride() == 1, where, "cu_seqlens", "contiguous offsets", concat("stride ", cu.stride()));
-    check_argument(p.batch == 1, where, "cu_seqlens", "a packed batch with B = 1", concat("B = ", p.batch));
-    p.sequences = cu.num_sequences();
-    check_state_in(where, "initial_state", state.initial, p);
-    check_state_out(where, "final_state", state.final, p);
-    check_state_alias(where, "final_state", state.final, "initial_state", state.initial);
-    check_disjoint(where, "final_state", state.final, "o", o);
-  }
   check_argument(p.key_dim <= 256, where, "q", "K <= 256", concat("K = ", p.key_dim));
   return p;
 }
@@ -139,7 +130,9 @@ ChunkPlan plan_forward(const ProblemShape& s, bool varlen) {
 template <DecayKind kDecay>
 std::size_t workspace_bytes(std::int64_t time, std::int64_t heads, std::int64_t key_dim, std::int64_t value_dim,
                             std::int64_t sequences, bool varlen) {
-  return plan_forward<kDecay>({1, time, heads, key_dim, value_dim, sequences}, varlen).workspace_bytes();
+  const ProblemShape shape{1, time, heads, key_dim, value_dim, sequences};
+  lcsm::detail::check_problem_size("lcsm::cuda::forward_workspace_bytes", varlen ? "cu_seqlens" : "q", shape);
+  return plan_forward<kDecay>(shape, varlen).workspace_bytes();
 }
 
 inline void check_workspace(const char* where, const Device& device, const ChunkPlan& plan) {
