@@ -249,7 +249,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
     __syncthreads();  // chunk data (and the state operand) visible to all
 
     if constexpr (Tr::kKeyGate) {
-      const bool gentle = key_gate_cumulate<Tr>(st.gates, kg.state_factor, segment_log2);
+      const bool gentle = key_gate_cumulate<Tr>(st.gates, kg.gate_lo, kg.state_factor, segment_log2);
       const bool steep = __syncthreads_or(!gentle) != 0;  // L and e^T
       const bool separable = Tr::kSeparableScores && !kDeltaOnly && !steep;
       key_gate_operands<Tr, kDeltaOnly>(st, kg, sPh, sPl, separable);

@@ -12,7 +12,10 @@
 // product q_ik k_jk e^{L_ik} e^{-L_jk} carries the same relative rounding as the elementwise factor
 // e^{L_ik - L_jk}. Where a chunk is steeper (or its gates are not finite) P is summed elementwise,
 // C (C + 1) / 2 pairs x K, with only exponentials of non-positive numbers.
-// L is kept in log2 units in place of the gates. Device code.
+// L is kept in log2 units, summed in double and kept as a float pair hi + lo (hi in place of the
+// gates, lo as bf16 in its own tile), every factor formed as 2^{(a_hi - b_hi) + (a_lo - b_lo)}: the
+// hi difference is exact wherever the factor is not negligible (Sterbenz), so factors between
+// tokens long after a strong gate (|L| in the thousands) keep float accuracy. Device code.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -31,10 +34,12 @@ template <class Tr>
 struct KeyGateTiles {
   __nv_bfloat16 *qh, *ql, *kh, *kl;  // Q~ and K~
   __nv_bfloat16 *uh, *ul;            // K^ (Tr::kSeparableScores only)
+  __nv_bfloat16* gate_lo;            // L's lo parts, rows of Tr::kKP
   float* state_factor;               // e^{T}, per key
   __device__ KeyGateTiles(__nv_bfloat16* smem, unsigned char* smem_raw) {
     qh = smem + Tr::kOffDecayed, ql = qh + Tr::kQ, kh = ql + Tr::kQ, kl = kh + Tr::kQ;
     uh = kl + Tr::kQ, ul = uh + Tr::kQ;
+    gate_lo = smem + Tr::kOffGateLo;
     state_factor = reinterpret_cast<float*>(smem_raw + Tr::kOffDecay);
   }
 };
@@ -66,6 +71,14 @@ __device__ __forceinline__ void load_floats8(float (&x)[8], const float* src) {
   x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w, x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
 }
 
+// Eight bf16 values of a 16-byte aligned row as floats.
+__device__ __forceinline__ void load_bf16x8(float (&x)[8], const __nv_bfloat16* src) { load8<false>(x, src, nullptr); }
+
+// 2^{hi + lo} for |lo| <= 2^-10: 2^lo = 1 + lo ln 2 to within float rounding.
+__device__ __forceinline__ float exp2_pair(float hi, float lo) {
+  return exp2_ftz(hi) * fmaf(lo, 0.6931471805599453f, 1.f);
+}
+
 // Eight floats as bf16 hi (and lo) 16-byte rows.
 template <bool kLo>
 __device__ __forceinline__ void store8(const float (&x)[8], __nv_bfloat16* hi, __nv_bfloat16* lo) {
@@ -87,7 +100,7 @@ template <class Tr>
 constexpr int kKeysPerThread = (Tr::kKeyTile + Tr::kThreads - 1) / Tr::kThreads;
 
 template <class Tr>
-__device__ __forceinline__ bool key_gate_cumulate(float* gates, float* state_factor,
+__device__ __forceinline__ bool key_gate_cumulate(float* gates, __nv_bfloat16* gate_lo, float* state_factor,
                                                   double (&segment_log2)[kKeysPerThread<Tr>]) {
   constexpr int C = Tr::kChunk, KT = Tr::kKeyTile;
   bool gentle = true;
@@ -98,16 +111,20 @@ __device__ __forceinline__ bool key_gate_cumulate(float* gates, float* state_fac
     float g[C];  // all loads first: the sum's chain is then register latency only
 #pragma unroll
     for (int r = 0; r < C; ++r) g[r] = gates[r * Tr::kGP + k];
-    float run = 0.f;
+    double run = 0;
+    float hi = 0.f, lo = 0.f;
 #pragma unroll
     for (int r = 0; r < C; ++r) {
-      run += g[r] * static_cast<float>(kLog2e);
-      gates[r * Tr::kGP + k] = run;
+      run += static_cast<double>(g[r]) * kLog2e;
+      hi = static_cast<float>(run);
+      lo = static_cast<float>(run - static_cast<double>(hi));
+      gates[r * Tr::kGP + k] = hi;
+      gate_lo[r * Tr::kKP + k] = __float2bfloat16_rn(lo);
       // Every L, not only T: gates are not read for their sign on the GPU (a positive one is the
       // caller's error, but still must not turn K^ into infinities).
-      gentle = gentle && run >= -kSeparableRange && run <= kSeparableRange;
+      gentle = gentle && hi >= -kSeparableRange && hi <= kSeparableRange;
     }
-    state_factor[k] = exp2_ftz(run);
+    state_factor[k] = exp2_pair(hi, lo);
     segment_log2[u] += run;
   }
   return gentle;
@@ -128,14 +145,17 @@ __device__ __forceinline__ void key_gate_operands(const StageTiles<Tr>& st, cons
   const float* L = st.gates;
   const float* T = L + (C - 1) * Tr::kGP;  // gates past the chunk's end are zero: L_{C-1} = L_{c-1}
   const float* M = L + 15 * Tr::kGP;       // the first block's end: the off-diagonal block's centre
+  const __nv_bfloat16* Llo = kg.gate_lo;   // L's lo parts
   for (int g = threadIdx.x; g < C * kGroups; g += Tr::kThreads) {
     const int r = g / kGroups, k0 = (g % kGroups) * 8, off = r * Tr::kKP + k0;
-    float l[8], t[8], k[8], x[8];
+    float l[8], t[8], ll[8], tl[8], k[8], x[8];
     load_floats8(l, L + r * Tr::kGP + k0);
     load_floats8(t, T + k0);
+    load_bf16x8(ll, Llo + off);
+    load_bf16x8(tl, Llo + (C - 1) * Tr::kKP + k0);
     load8<kSplit>(k, st.kh + off, st.kl + off);
 #pragma unroll
-    for (int e = 0; e < 8; ++e) x[e] = k[e] * exp2_ftz(t[e] - l[e]);
+    for (int e = 0; e < 8; ++e) x[e] = k[e] * exp2_pair(t[e] - l[e], tl[e] - ll[e]);
     store8<Tr::kLoQK>(x, kg.kh + off, kg.kl + off);
     if constexpr (!kDeltaOnly) {
       float q[8];
@@ -144,17 +164,19 @@ __device__ __forceinline__ void key_gate_operands(const StageTiles<Tr>& st, cons
         static_assert(!Tr::kSeparableScores || C == 32, "the K^ tile's steep use assumes two 16-token blocks");
         if (separable) {
 #pragma unroll
-          for (int e = 0; e < 8; ++e) x[e] = k[e] * exp2_ftz(-l[e]);
+          for (int e = 0; e < 8; ++e) x[e] = k[e] * exp2_pair(-l[e], -ll[e]);
         } else {
-          float m[8];
+          float m[8], ml[8];
           load_floats8(m, M + k0);
+          load_bf16x8(ml, Llo + 15 * Tr::kKP + k0);
 #pragma unroll
-          for (int e = 0; e < 8; ++e) x[e] = r < 16 ? k[e] * exp2_ftz(m[e] - l[e]) : q[e] * exp2_ftz(l[e] - m[e]);
+          for (int e = 0; e < 8; ++e)
+            x[e] = r < 16 ? k[e] * exp2_pair(m[e] - l[e], ml[e] - ll[e]) : q[e] * exp2_pair(l[e] - m[e], ll[e] - ml[e]);
         }
         store8<true>(x, kg.uh + off, kg.ul + off);
       }
 #pragma unroll
-      for (int e = 0; e < 8; ++e) x[e] = q[e] * exp2_ftz(l[e]);
+      for (int e = 0; e < 8; ++e) x[e] = q[e] * exp2_pair(l[e], ll[e]);
       // The scores' operands keep their lo terms in fast mode too (P is then rounded once, as the
       // elementwise sum is); the output's Q~ S reads the lo term only when kLoQK.
       if (Tr::kSeparableScores && separable) store8<true>(x, kg.qh + off, kg.ql + off);
@@ -185,12 +207,14 @@ __device__ __forceinline__ void key_gate_operands(const StageTiles<Tr>& st, cons
       float acc = 0.f;
       if (j <= i) {
         for (int k0 = 0; k0 < KT; k0 += 8) {
-          float qi[8], kj[8];
+          float qi[8], kj[8], li[8], lj[8];
           load8<kSplit>(qi, st.qh + i * Tr::kKP + k0, st.ql + i * Tr::kKP + k0);
           load8<kSplit>(kj, st.kh + j * Tr::kKP + k0, st.kl + j * Tr::kKP + k0);
+          load_bf16x8(li, Llo + i * Tr::kKP + k0);
+          load_bf16x8(lj, Llo + j * Tr::kKP + k0);
 #pragma unroll
           for (int u = 0; u < 8; ++u)
-            acc += qi[u] * kj[u] * exp2_ftz(L[i * Tr::kGP + k0 + u] - L[j * Tr::kGP + k0 + u]);
+            acc += qi[u] * kj[u] * exp2_pair(L[i * Tr::kGP + k0 + u] - L[j * Tr::kGP + k0 + u], li[u] - lj[u]);
         }
       }
       __nv_bfloat16 hi, lo;

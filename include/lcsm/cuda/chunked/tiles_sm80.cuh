@@ -68,7 +68,13 @@ struct Sm80Traits {
   // (key_gate_sm80.cuh).
   static constexpr bool kSeparableScores = kKeyGate && KT <= 128;
   static constexpr int kOffDecayed = kOffO + (kStageOutput ? kChunk * kVP : 0);
-  static constexpr int kElems = kOffDecayed + (kKeyGate ? (kSeparableScores ? 6 : 4) * kQ : 0);
+  static constexpr int kDecayedEnd = kOffDecayed + (kKeyGate ? (kSeparableScores ? 6 : 4) * kQ : 0);
+  // Vector gate: the lo parts of L = hi + lo (bf16, kChunk rows of kKP), in the output staging
+  // area where that is large enough (their uses end before the outputs are staged), else after.
+  static constexpr int kGateLo = kKeyGate ? kChunk * kKP : 0;
+  static constexpr bool kGateLoInO = kStageOutput && kGateLo <= kChunk * kVP;
+  static constexpr int kOffGateLo = kGateLoInO ? kOffO : kDecayedEnd;
+  static constexpr int kElems = kDecayedEnd + (kGateLoInO ? 0 : kGateLo);
   // Bytes past the bf16 area: the lambda^p table, the per-warp gate scans, or the per-key state factors.
   static constexpr int kOffDecay = kElems * 2;
   static constexpr int kDecayBytes = kKeyGate ? KT * 4 : (kTokenGate ? kWarps * kChunk * 16 : (kChunk + 1) * 4);
