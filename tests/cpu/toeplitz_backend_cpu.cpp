@@ -23,6 +23,7 @@ ToeplitzConvolution<T> make_op(const ToeplitzSpec& spec, const Tensor& coefficie
   op.coefficients = coefficient_view<T>(coefficients);
   op.causal = spec.causal;
   op.path = static_cast<typename ToeplitzConvolution<T>::Path>(static_cast<int>(spec.path));
+  op.direct_max_length = spec.direct_max_length;
   return op;
 }
 

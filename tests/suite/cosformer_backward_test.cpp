@@ -150,6 +150,20 @@ TEST_CASE("cosformer backward: one head cut into segments", "[cosformer][backwar
     for (bool causal : {true, false}) check_backward(*o, cos_case(1, 1000, 1, 32, 32, causal, CosMap::relu, true), dt);
 }
 
+TEST_CASE("cosformer backward: the denominator's clamp eps", "[cosformer][backward][eps]") {
+  CosformerOps* o = ops();
+  if (!o || !backend().has_backward()) return;
+  for (Dtype dt : backend().dtypes())
+    for (double eps : {0.5, 4.0})
+      for (bool causal : {true, false}) {
+        CosformerCase c = cos_case(1, 130, 2, 16, 16, causal, CosMap::relu, true);
+        c.eps = eps;
+        check_backward(*o, c, dt);
+        c.map = CosMap::elu_plus_one;
+        check_backward(*o, c, dt);
+      }
+}
+
 TEST_CASE("cosformer backward: varlen and strided memory", "[cosformer][backward][varlen]") {
   CosformerOps* o = ops();
   if (!o || !backend().has_backward()) return;

@@ -282,3 +282,34 @@ TEST_CASE("cosformer decode: many sequences at their own positions", "[cosformer
       CHECK(vs.ok);
     }
 }
+
+// op.eps large enough that the clamp max(den, eps) is active on many rows (the first tokens of a
+// sequence, small features), forward and decode, both feature maps, causal or not.
+TEST_CASE("cosformer forward and decode: the denominator's clamp eps", "[cosformer][forward][step][eps]") {
+  CosformerOps* ops_ = ops();
+  if (!ops_) return;
+  for (Dtype dt : backend().dtypes())
+    for (double eps : {0.5, 4.0})
+      for (CosMap map : {CosMap::relu, CosMap::elu_plus_one}) {
+        for (bool causal : {true, false}) {
+          CosformerCase c = cos_case(2, 150, 2, 16, 16, causal, map, false);
+          c.eps = eps;
+          check_forward(*ops_, c, dt);
+        }
+        CosformerCase c = cos_case(3, 4, 2, 8, 8, true, map, true);
+        c.eps = eps;
+        c.length = 100;
+        c.positions = {0, 7, 50};
+        const std::uint64_t seed = fresh_seed();
+        INFO(name(dt) << " decode " << c.str() << " seed=" << seed);
+        const CosformerProblemData p(c, dt, seed);
+        std::vector<double> ro, rs;
+        p.reference(ro, rs);
+        Tensor o = p.output(), state = p.state_output();
+        state.assign(p.s0d);
+        ops_->step(p.op, p.q, p.k, p.v, o, state);
+        const Verdict vo = judge(o.to_double(), ro, tolerance(dt, ro));
+        INFO(vo.str());
+        CHECK(vo.ok);
+      }
+}

@@ -29,12 +29,13 @@ struct CosformerCase {
   bool strided = false;         // q, k, v, o in [B, H, T, D] memory
   index_t chunk = 64;
   bool offsets64 = false;
+  double eps = 1e-6;  // op.eps: the denominator's clamp
 
   std::string str() const {
     std::ostringstream s;
     s << "B=" << B << " T=" << T << " H=" << H << " K=" << K << " V=" << V << (causal ? " causal" : " non-causal")
       << (map == CosMap::relu ? " relu" : " 1+elu") << " M=" << (length ? std::to_string(*length) : "default")
-      << " state=" << with_state << " strided=" << strided << " chunk=" << chunk;
+      << " state=" << with_state << " strided=" << strided << " chunk=" << chunk << " eps=" << eps;
     if (!positions.empty()) {
       s << " positions={";
       for (std::size_t i = 0; i < positions.size(); ++i) s << (i ? "," : "") << positions[i];
@@ -92,6 +93,7 @@ struct CosformerProblemData {
     op.causal = c.causal;
     op.length = c.length;
     op.chunk = c.chunk;
+    op.eps = c.eps;
     if (!positions.empty()) op.positions = lcsm::view(static_cast<const index_t*>(positions.data()), {c.sequences()});
     const Shape<4> qs{c.B, c.T, c.H, c.K}, vs{c.B, c.T, c.H, c.V};
     q = c.strided ? Tensor::transposed_layout(dt, qs) : Tensor(dt, qs);

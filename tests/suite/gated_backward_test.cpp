@@ -136,6 +136,19 @@ TEST_CASE("gated backward: shapes, gates and states", "[gated][backward]") {
     }
 }
 
+TEST_CASE("gated backward: the scale", "[gated][backward][scale]") {
+  if (!ops() || !backend().has_backward()) return;
+  for (GateKind g : kGates)
+    for (Dtype dt : backend().dtypes())
+      for (double scale : {1.0, 0.37}) {
+        GatedCase c = gated_case(g, 1, 200, 2, 32, 24, GateStrength::mixed, true);
+        c.scale = scale;
+        check_backward(c, dt);
+        c.H = 1;  // one head: cut into segments on the CPU
+        check_backward(c, dt);
+      }
+}
+
 TEST_CASE("gated backward: varlen and strided memory", "[gated][backward][varlen]") {
   if (!ops() || !backend().has_backward()) return;
   for (GateKind g : kGates)
@@ -168,48 +181,55 @@ TEST_CASE("gated backward: independent of the chunk size", "[gated][backward][in
 }
 
 // L = <w, o> + <w_s, final state> on tiny float64 shapes: the backend's d_log_gate against central
-// differences of the reference forward (step 1e-6, error O(h^2)).
+// differences of the reference forward (step 1e-6, error O(h^2)). Blocks of 4 in sub-chunks of 2,
+// and blocks of 16 in sub-chunks of 6 (6, 6, 4: running products over several tokens inside a
+// sub-chunk, a partial last one, and partial last blocks).
 TEST_CASE("gated backward: the gate gradient agrees with finite differences", "[gated][backward]") {
   if (!ops() || !backend().has_backward()) return;
+  const struct {
+    index_t chunk, sub, T;
+    std::vector<index_t> lengths;
+  } shapes[] = {{4, 2, 7, {3, 0, 9}}, {16, 6, 37, {5, 0, 31}}};
   for (GateKind g : kGates)
-    for (bool varlen : {false, true}) {
-      const std::uint64_t seed = fresh_seed();
-      INFO(name(g) << " varlen=" << varlen << " seed=" << seed);
-      GatedCase c = varlen ? gated_varlen_case(g, {3, 0, 9}, 2, 3, 2, GateStrength::mixed, true)
-                           : gated_case(g, 2, 7, 2, 3, 2, GateStrength::mixed, true);
-      c.chunk = 4;
-      c.sub_chunk = 2;
-      GatedProblemData p(c, Dtype::f64, seed);
-      std::uniform_real_distribution<double> u(-1.5, -0.05);
-      std::mt19937_64 rng(seed + 1);
-      for (auto& x : p.gd) x = u(rng);
-      p.gate.assign(p.gd);
-      Tensor w = p.output(), ws = p.state_output();
-      const auto wd = normal_values(rng, w.numel(), Dtype::f64), wsd = normal_values(rng, ws.numel(), Dtype::f64);
-      w.assign(wd);
-      ws.assign(wsd);
-      Tensor dq = p.key_output(), dk = p.key_output(), dv = p.output(), ds0 = p.state_output(), dg = p.gate_output();
-      ops()->backward(p.spec, p.gate, p.q, p.k, p.v, w, p.initial(), &ws, {&dq, &dk, &dv, &ds0, &dg}, p.offsets());
-      auto loss = [&] {
-        std::vector<double> o, sT;
-        p.reference(o, sT);
-        double l = 0;
-        for (std::size_t i = 0; i < o.size(); ++i) l += wd[i] * o[i];
-        for (std::size_t i = 0; i < sT.size(); ++i) l += wsd[i] * sT[i];
-        return l;
-      };
-      std::vector<double> numeric(p.gd.size());
-      for (std::size_t i = 0; i < p.gd.size(); ++i) {
-        const double keep = p.gd[i], h = 1e-6;
-        p.gd[i] = keep + h;
-        const double up = loss();
-        p.gd[i] = keep - h;
-        const double down = loss();
-        p.gd[i] = keep;
-        numeric[i] = (up - down) / (2 * h);
+    for (const auto& sh : shapes)
+      for (bool varlen : {false, true}) {
+        const std::uint64_t seed = fresh_seed();
+        INFO(name(g) << " chunk=" << sh.chunk << " sub_chunk=" << sh.sub << " varlen=" << varlen << " seed=" << seed);
+        GatedCase c = varlen ? gated_varlen_case(g, sh.lengths, 2, 3, 2, GateStrength::mixed, true)
+                             : gated_case(g, 2, sh.T, 2, 3, 2, GateStrength::mixed, true);
+        c.chunk = sh.chunk;
+        c.sub_chunk = sh.sub;
+        GatedProblemData p(c, Dtype::f64, seed);
+        std::uniform_real_distribution<double> u(-1.5, -0.05);
+        std::mt19937_64 rng(seed + 1);
+        for (auto& x : p.gd) x = u(rng);
+        p.gate.assign(p.gd);
+        Tensor w = p.output(), ws = p.state_output();
+        const auto wd = normal_values(rng, w.numel(), Dtype::f64), wsd = normal_values(rng, ws.numel(), Dtype::f64);
+        w.assign(wd);
+        ws.assign(wsd);
+        Tensor dq = p.key_output(), dk = p.key_output(), dv = p.output(), ds0 = p.state_output(), dg = p.gate_output();
+        ops()->backward(p.spec, p.gate, p.q, p.k, p.v, w, p.initial(), &ws, {&dq, &dk, &dv, &ds0, &dg}, p.offsets());
+        auto loss = [&] {
+          std::vector<double> o, sT;
+          p.reference(o, sT);
+          double l = 0;
+          for (std::size_t i = 0; i < o.size(); ++i) l += wd[i] * o[i];
+          for (std::size_t i = 0; i < sT.size(); ++i) l += wsd[i] * sT[i];
+          return l;
+        };
+        std::vector<double> numeric(p.gd.size());
+        for (std::size_t i = 0; i < p.gd.size(); ++i) {
+          const double keep = p.gd[i], h = 1e-6;
+          p.gd[i] = keep + h;
+          const double up = loss();
+          p.gd[i] = keep - h;
+          const double down = loss();
+          p.gd[i] = keep;
+          numeric[i] = (up - down) / (2 * h);
+        }
+        const Verdict v = judge(dg.to_double(), numeric, {1e-7, 1e-6});
+        INFO("d_log_gate: " << v.str());
+        CHECK(v.ok);
       }
-      const Verdict v = judge(dg.to_double(), numeric, {1e-7, 1e-6});
-      INFO("d_log_gate: " << v.str());
-      CHECK(v.ok);
-    }
 }

@@ -65,6 +65,21 @@ TEST_CASE("gated forward: gates from none to strong", "[gated][forward]") {
         for (bool state : {false, true}) check_forward(gated_case(g, 2, 300, 3, 64, 48, s, state), dt);
 }
 
+// op.scale set: every entry point must use it, not 1/sqrt(K).
+TEST_CASE("gated forward: the scale", "[gated][forward][scale]") {
+  if (!ops()) return;
+  for (GateKind g : kGates)
+    for (Dtype dt : backend().dtypes())
+      for (double scale : {1.0, 0.37}) {
+        GatedCase c = gated_case(g, 2, 150, 2, 32, 24, GateStrength::mixed, true);
+        c.scale = scale;
+        check_forward(c, dt);
+        c = gated_case(g, 1, 700, 1, 16, 16, GateStrength::weak, true);  // cut into segments on the CPU
+        c.scale = scale;
+        check_forward(c, dt);
+      }
+}
+
 TEST_CASE("gated forward: the EOS parallel order and the direct formula agree", "[gated][forward]") {
   if (!ops()) return;
   for (GateKind g : kGates)
@@ -311,22 +326,25 @@ TEST_CASE("gated decode: prefill then steps equals one call", "[gated][step][inv
 TEST_CASE("gated decode: many sequences, one token", "[gated][step]") {
   if (!ops()) return;
   for (GateKind g : kGates)
-    for (Dtype dt : backend().dtypes()) {
-      const std::uint64_t seed = fresh_seed();
-      INFO(name(g) << " " << name(dt) << " seed=" << seed);
-      const GatedProblemData p(gated_case(g, 17, 1, 3, 128, 64, GateStrength::mixed, true), dt, seed);
-      std::vector<double> ro, rs;
-      p.reference(ro, rs);
-      Tensor o = p.output(), state = p.state_output();
-      state.assign(p.s0d);
-      ops()->step(p.spec, p.gate, p.q, p.k, p.v, o, state);
-      const Verdict vo = judge(o.to_double(), ro, tolerance(dt, ro));
-      INFO(vo.str());
-      CHECK(vo.ok);
-      const Verdict vs = judge(state.to_double(), rs, tolerance(state_dtype(dt), rs));
-      INFO(vs.str());
-      CHECK(vs.ok);
-    }
+    for (Dtype dt : backend().dtypes())
+      for (std::optional<double> scale : {std::optional<double>{}, std::optional<double>{0.37}}) {
+        const std::uint64_t seed = fresh_seed();
+        GatedCase c = gated_case(g, 17, 1, 3, 128, 64, GateStrength::mixed, true);
+        c.scale = scale;
+        INFO(name(dt) << " " << c.str() << " seed=" << seed);
+        const GatedProblemData p(c, dt, seed);
+        std::vector<double> ro, rs;
+        p.reference(ro, rs);
+        Tensor o = p.output(), state = p.state_output();
+        state.assign(p.s0d);
+        ops()->step(p.spec, p.gate, p.q, p.k, p.v, o, state);
+        const Verdict vo = judge(o.to_double(), ro, tolerance(dt, ro));
+        INFO(vo.str());
+        CHECK(vo.ok);
+        const Verdict vs = judge(state.to_double(), rs, tolerance(state_dtype(dt), rs));
+        INFO(vs.str());
+        CHECK(vs.ok);
+      }
 }
 
 TEST_CASE("gated forward: fast precision stays within bf16 rounding", "[gated][forward][precision]") {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -44,6 +45,7 @@ struct GatedCase {
   bool strided = false;         // q, k, v, o and the gate in [B, H, T, D] memory
   index_t chunk = 64, sub_chunk = 16;
   bool offsets64 = false;
+  std::optional<double> scale;  // op.scale (unset: 1/sqrt(K))
 
   std::string str() const {
     std::ostringstream s;
@@ -126,6 +128,7 @@ struct GatedProblemData {
     spec.kind = c.kind;
     spec.chunk = c.chunk;
     spec.sub_chunk = c.sub_chunk;
+    spec.scale = c.scale;
     const Shape<4> qs{c.B, c.T, c.H, c.K}, vs{c.B, c.T, c.H, c.V}, gs{c.B, c.T, c.H, c.gate_width()};
     auto make = [&](Dtype d, const Shape<4>& s) { return c.strided ? Tensor::transposed_layout(d, s) : Tensor(d, s); };
     q = make(dt, qs);
@@ -184,10 +187,12 @@ struct GatedProblemData {
     if (c.kind == GateKind::scalar) {
       ScalarGatedAttention<double> op;
       op.log_gate = lcsm::view(gd.data(), {c.B, c.T, c.H});
+      op.scale = c.scale;
       f(op);
     } else {
       VectorGatedAttention<double> op;
       op.log_gate = lcsm::view(gd.data(), {c.B, c.T, c.H, c.K});
+      op.scale = c.scale;
       f(op);
     }
   }

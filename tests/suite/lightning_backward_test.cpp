@@ -109,6 +109,18 @@ TEST_CASE("lightning backward: shapes, decays and states", "[lightning][backward
   }
 }
 
+TEST_CASE("lightning backward: the scale", "[lightning][backward][scale]") {
+  if (!backend().has_backward()) return;
+  for (Dtype dt : backend().dtypes())
+    for (double scale : {1.0, 0.37}) {
+      LightningCase c = make(1, 300, 2, 32, 24, DecayKind::mixed, true);
+      c.scale = scale;
+      check_backward(c, dt);
+      c.H = 1;  // one head: cut into segments on the CPU
+      check_backward(c, dt);
+    }
+}
+
 TEST_CASE("lightning backward: varlen and strided memory", "[lightning][backward][varlen]") {
   if (!backend().has_backward()) return;
   for (Dtype dt : backend().dtypes()) {

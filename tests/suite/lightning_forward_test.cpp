@@ -95,6 +95,38 @@ TEST_CASE("lightning forward: faint decay over 64K tokens", "[lightning][forward
   }
 }
 
+// op.scale set (MiniMax-01 uses 1): every entry point must use it, not 1/sqrt(K).
+TEST_CASE("lightning forward: the scale", "[lightning][forward][scale]") {
+  for (Dtype dt : backend().dtypes())
+    for (double scale : {1.0, 0.37, 2.5}) {
+      LightningCase c = make(2, 150, 2, 64, 32, DecayKind::mixed, true);
+      c.scale = scale;
+      check_forward(c, dt);
+      c.varlen = {100, 0, 50};  // cut into segments on the CPU
+      c.B = 1;
+      c.H = 1;
+      check_forward(c, dt);
+    }
+}
+
+TEST_CASE("lightning decode: the scale", "[lightning][step][scale]") {
+  for (Dtype dt : backend().dtypes()) {
+    const std::uint64_t seed = fresh_seed();
+    LightningCase c = make(3, 2, 2, 32, 16, DecayKind::retnet, true);
+    c.scale = 0.37;
+    INFO(name(dt) << " " << c.str() << " seed=" << seed);
+    const LightningProblemData p(c, dt, seed);
+    std::vector<double> ro, rs;
+    p.reference(ro, rs);
+    Tensor o = p.output(), state = p.state_output();
+    state.assign(p.s0d);
+    backend().lightning_step(p.op, p.q, p.k, p.v, o, state);
+    const Verdict vo = judge(o.to_double(), ro, tolerance(dt, ro));
+    INFO(vo.str());
+    CHECK(vo.ok);
+  }
+}
+
 TEST_CASE("lightning forward: [B, H, T, D] memory through strides", "[lightning][forward]") {
   for (Dtype dt : backend().dtypes()) {
     LightningCase c = make(2, 150, 3, 64, 32, DecayKind::mixed, true);

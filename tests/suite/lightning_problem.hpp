@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -62,11 +63,13 @@ struct LightningCase {
   bool strided = false;         // q, k, v, o in [B, H, T, D] memory
   index_t chunk = 64;
   bool offsets64 = false;
+  std::optional<double> scale;  // op.scale (unset: 1/sqrt(K))
 
   std::string str() const {
     std::ostringstream s;
     s << "B=" << B << " T=" << T << " H=" << H << " K=" << K << " V=" << V << " decay=" << name(decay)
       << " state=" << with_state << " strided=" << strided << " chunk=" << chunk;
+    if (scale) s << " scale=" << *scale;
     if (!varlen.empty()) {
       s << " varlen={";
       for (std::size_t i = 0; i < varlen.size(); ++i) s << (i ? "," : "") << varlen[i];
@@ -106,6 +109,7 @@ struct LightningProblemData {
     std::mt19937_64 rng(seed);
     op.log_decay = log_decays(c.decay, c.H);
     op.chunk = c.chunk;
+    op.scale = c.scale;
     const Shape<4> qs{c.B, c.T, c.H, c.K}, vs{c.B, c.T, c.H, c.V};
     q = c.strided ? Tensor::transposed_layout(dt, qs) : Tensor(dt, qs);
     k = c.strided ? Tensor::transposed_layout(dt, qs) : Tensor(dt, qs);

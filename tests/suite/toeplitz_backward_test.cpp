@@ -74,6 +74,18 @@ TEST_CASE("toeplitz backward: lengths, both paths, both forms", "[toeplitz][back
     }
 }
 
+TEST_CASE("toeplitz backward: the automatic path at direct_max_length from 0 to 1000", "[toeplitz][backward][path]") {
+  if (!ops() || !backend().has_backward()) return;
+  for (Dtype dt : backend().dtypes())
+    for (bool causal : {true, false})
+      for (index_t d : {0, 1, 16, 100, 1000})
+        for (index_t n : {2, 33, 200}) {
+          ToeplitzCase c = toeplitz_case(2, n, 3, causal);
+          c.direct_max_length = d;
+          check_backward(c, dt, false);
+        }
+}
+
 TEST_CASE("toeplitz backward: direct formulas equal the EOS reference backward", "[toeplitz][backward][eos]") {
   if (!ops() || !backend().has_backward()) return;
   for (Dtype dt : backend().dtypes())

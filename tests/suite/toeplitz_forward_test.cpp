@@ -48,6 +48,37 @@ TEST_CASE("toeplitz forward: lengths around the FFT sizes, both paths, both form
       for (index_t n : {1, 2, 63, 64, 65, 127, 200, 1000}) check_paths(toeplitz_case(2, n, 3, causal), dt);
 }
 
+// The automatic path switches to the FFT above op.direct_max_length (bidirectional: half of it):
+// the descriptor's choice, and the backend's results on both sides of thresholds from 0 to 1000.
+TEST_CASE("toeplitz forward: the automatic path follows direct_max_length", "[toeplitz][forward][path]") {
+  for (bool causal : {true, false})
+    for (index_t d : {0, 1, 16, 48, 100}) {
+      ToeplitzConvolution<double> op;
+      op.causal = causal;
+      op.direct_max_length = d;
+      for (index_t n = 0; n <= 2 * d + 2; ++n) {
+        INFO("causal=" << causal << " direct_max_length=" << d << " n=" << n);
+        CHECK(op.use_fft(n) == (n > (causal ? d : d / 2)));
+      }
+      op.path = ToeplitzConvolution<double>::Path::direct;
+      CHECK_FALSE(op.use_fft(100000));
+      op.path = ToeplitzConvolution<double>::Path::fft;
+      CHECK(op.use_fft(1));
+    }
+  if (!ops()) return;
+  for (Dtype dt : backend().dtypes())
+    for (bool causal : {true, false})
+      for (index_t d : {0, 1, 16, 100, 1000})
+        for (index_t n : {1, 2, 17, 33, 64, 200}) {
+          ToeplitzCase c = toeplitz_case(2, n, 3, causal);
+          c.direct_max_length = d;
+          const std::uint64_t seed = fresh_seed();
+          INFO("seed=" << seed);
+          const ToeplitzProblemData p(c, dt, seed);
+          check_output(p, p.reference());
+        }
+}
+
 TEST_CASE("toeplitz forward: n = 4097 and 64 channels", "[toeplitz][forward]") {
   if (!ops()) return;
   for (Dtype dt : backend().dtypes())

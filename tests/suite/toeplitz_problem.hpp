@@ -32,11 +32,12 @@ struct ToeplitzCase {
   std::vector<index_t> varlen;  // packed sequence lengths (B = 1, n = their sum)
   index_t cover = 0;            // varlen: the n the coefficients cover (0: the longest sequence)
   bool decaying = false;        // coefficients N(0, 1) * 0.5^|r| (underflow to 0 in float at long range)
+  index_t direct_max_length = 48;
 
   std::string str() const {
     std::ostringstream s;
     s << "B=" << B << " n=" << n << " C=" << C << (causal ? " causal" : " bidirectional") << " path=" << name(path)
-      << " strided=" << strided << " decaying=" << decaying;
+      << " direct_max_length=" << direct_max_length << " strided=" << strided << " decaying=" << decaying;
     if (!varlen.empty()) {
       s << " varlen={";
       for (std::size_t i = 0; i < varlen.size(); ++i) s << (i ? "," : "") << varlen[i];
@@ -53,7 +54,7 @@ struct ToeplitzCase {
   index_t coefficient_count() const {
     return ToeplitzConvolution<double>::coefficient_count(causal, coefficient_length());
   }
-  ToeplitzSpec spec() const { return {causal, path}; }
+  ToeplitzSpec spec() const { return {causal, path, direct_max_length}; }
 };
 
 inline ToeplitzCase toeplitz_case(index_t B, index_t n, index_t C, bool causal,

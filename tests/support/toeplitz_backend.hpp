@@ -12,6 +12,7 @@ struct ToeplitzSpec {
   bool causal = true;
   enum class Path { automatic, fft, direct };
   Path path = Path::automatic;
+  index_t direct_max_length = 48;  // automatic: direct up to this n (bidirectional: half)
 };
 
 class ToeplitzOps {
