@@ -291,3 +291,63 @@ TEST_CASE("arguments: positions near INT64_MAX are errors", "[validation][overfl
     }
   }
 }
+
+// Found by the fuzzer: with an empty batch (B = 0) the state size check multiplied by 0 and let
+// K = 2^62 through (2K then overflowed). Sizes of empty arguments are checked like any others; and
+// a call without tokens plans nothing, whatever its batch (B = 2^40: no view bounds it).
+TEST_CASE("arguments: empty batches with wild sizes", "[validation][overflow]") {
+  Probe* p = probe();
+  if (!p) return;
+  for (const Combo& c : combos(*p)) {
+    if (c.varlen || c.family == Family::toeplitz) continue;
+    INFO(backend().name() << " " << describe(c));
+    Layout l(c.family, c.entry, false);
+    for (auto& [name, v] : l.call.views) {
+      if (name.find("state") != std::string::npos && c.entry != Entry::step) continue;
+      if (v.shape.size() == 4 && name != "d_log_gate" && name != "op.log_gate") {
+        v.shape[0] = 0;  // B = 0 (N = 0 for the states)
+        if (name == "q" || name == "k" || name == "dq" || name == "dk") v.shape[3] = index_t{1} << 62;
+      }
+      if (name == "op.log_gate" || name == "d_log_gate") v.shape[0] = 0;
+      if (v.shape.size() == 4 && (name == "op.log_gate" || name == "d_log_gate")) v.shape[3] = index_t{1} << 62;
+    }
+    for (const char* s : {"initial_state", "final_state", "d_final_state", "d_initial_state"}) l.call.views.erase(s);
+    CHECK_THAT(p->call(l.call, l.arena()), Contains("'q'") && Contains("64 bits"));
+  }
+  for (const Combo& c : combos(*p)) {
+    if (c.varlen || c.entry == Entry::step) continue;
+    INFO(backend().name() << " " << describe(c) << ": T = 0, B = 2^40, no states");
+    Layout l(c.family, c.entry, false);
+    for (const char* s : {"initial_state", "final_state", "d_final_state", "d_initial_state", "da"})
+      l.call.views.erase(s);
+    for (auto& [name, v] : l.call.views) {
+      if (name == "d_log_decay") continue;
+      if (name == "op.coefficients") {
+        v.shape[1] = 0;  // [C, n] with n = 0
+        continue;
+      }
+      v.shape[0] = index_t{1} << 40;
+      v.shape[1] = 0;
+    }
+    CHECK(p->call(l.call, l.arena()) == "");
+  }
+}
+
+// K is bounded by no output's memory (q and k may be broadcast) while the scratch grows with K x V.
+TEST_CASE("arguments: head dimensions above 16384 are errors", "[validation][overflow]") {
+  Probe* p = probe();
+  if (!p) return;
+  for (const Combo& c : combos(*p)) {
+    if (c.varlen || c.family == Family::toeplitz) continue;
+    INFO(backend().name() << " " << describe(c));
+    Layout l(c.family, c.entry, false);
+    for (auto& [name, v] : l.call.views) {
+      const bool keyed = name == "q" || name == "k" || name == "dq" || name == "dk" ||
+                         (v.shape.size() == 4 && (name == "op.log_gate" || name == "d_log_gate"));
+      if (!keyed) continue;
+      v.shape[3] = 16385;  // inputs broadcast; outputs row-major (the check comes before any is touched)
+      if (name == "q" || name == "k" || name == "op.log_gate") v.strides.assign(v.shape.size(), 0);
+    }
+    CHECK_THAT(p->call(l.call, l.arena()), Contains("'q'") && Contains("K, V <= 16384"));
+  }
+}

@@ -179,11 +179,12 @@ class Operands {
  public:
   explicit Operands(const char* where) : where_(where) {}
 
-  // An input: its memory is checked now (check_memory); absent views take no part.
+  // An input: its memory is checked now (check_memory, absent views too: their extents and strides
+  // must still be >= 0); absent views hold no bytes and take no further part.
   template <class T, int Rank>
   Operands& in(const char* name, const View<T, Rank>& v) {
-    if (v.absent()) return *this;
     check_memory(where_, name, v);
+    if (v.absent()) return *this;
     return add(name, v, false, nullptr);
   }
   Operands& in(const char* name, const CuSeqlens& cu) {
@@ -198,8 +199,8 @@ class Operands {
   // it may be exactly (an argument advanced in place).
   template <class T, int Rank>
   Operands& out(const char* name, const View<T, Rank>& v, const char* in_place_of = nullptr) {
-    if (v.absent()) return *this;
     check_output(where_, name, v);
+    if (v.absent()) return *this;
     return add(name, v, true, in_place_of);
   }
 

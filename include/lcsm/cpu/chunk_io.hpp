@@ -80,8 +80,11 @@ class Prefetcher {
   void add(const View<T, 4>& x, index_t b, index_t t0, index_t rows, index_t h, bool for_write) {
     if (rows <= 0 || x.stride(3) != 1 || runs_ == kMaxRuns) return;
     const index_t bytes = x.size(3) * static_cast<index_t>(sizeof(T));
-    run_[runs_++] = {reinterpret_cast<const char*>(&x(b, t0, h, 0)), x.stride(1) * static_cast<index_t>(sizeof(T)),
-                     rows, (bytes + kLine - 1) / kLine, for_write};
+    // A row stride matters only between rows: a single row's may be anything (a size-1 time
+    // dimension has a stride nothing multiplies), and rows > 1 lie inside the checked extent.
+    const index_t stride = rows > 1 ? x.stride(1) * static_cast<index_t>(sizeof(T)) : 0;
+    run_[runs_++] = {reinterpret_cast<const char*>(&x(b, t0, h, 0)), stride, rows, (bytes + kLine - 1) / kLine,
+                     for_write};
     total_ += rows * run_[runs_ - 1].lines;
   }
   // Issues about 1/parts of all the lines added (the rest on the last of `parts` calls).

@@ -33,6 +33,13 @@
 namespace lcsm {
 namespace cpu::detail {
 
+// The sequences whose positions check_positions walks: all of them, except in a call without tokens
+// and without positions, where there is nothing to check and N is bounded by no view's memory.
+inline index_t checked_sequences(const CosFormerAttention& op, const lcsm::detail::ProblemShape& p,
+                                 const Sequences& seqs) {
+  return p.time == 0 && op.positions.absent() ? 0 : seqs.size();
+}
+
 // What every entry point sets up: the chunked engine's plan, and each sequence's position and M.
 struct CosformerPlan : SegmentPlan {
   std::vector<CosformerSequence> where;
@@ -114,10 +121,11 @@ void forward(const cpu::Device& device, const CosFormerAttention& op, detail::id
   const auto p =
       lcsm::detail::check_forward(where, q, k, v, o, state, cu_seqlens, ops, lcsm::detail::StateLayout::cosformer);
   op.check(where);
-  const int threads = device.thread_count();
   const Sequences seqs(p.batch, p.time, cu_seqlens);
   op.check_positions(
-      where, seqs.size(), [&](index_t n) { return seqs[n].length; }, false);
+      where, checked_sequences(op, p, seqs), [&](index_t n) { return seqs[n].length; }, false);
+  if (p.time == 0 && state.final.absent()) return;  // no tokens and no state: nothing to plan
+  const int threads = device.thread_count();
   const CosformerPlan cp(op, p, cu_seqlens, threads);
   const CosformerProblem<T> pb{
       q, k, v, p.key_dim, p.value_dim, op.chunk, op.feature_map == CosFormerAttention::FeatureMap::relu, op.eps};
@@ -159,10 +167,11 @@ void backward(const cpu::Device& device, const CosFormerAttention& op, detail::i
   const auto p = lcsm::detail::check_backward(where, q, k, v, d_o, dq, dk, dv, states, cu_seqlens, ops,
                                               lcsm::detail::StateLayout::cosformer);
   op.check(where);
-  const int threads = device.thread_count();
   const Sequences seqs(p.batch, p.time, cu_seqlens);
   op.check_positions(
-      where, seqs.size(), [&](index_t n) { return seqs[n].length; }, false);
+      where, checked_sequences(op, p, seqs), [&](index_t n) { return seqs[n].length; }, false);
+  if (p.time == 0 && states.d_initial.absent()) return;  // no tokens and no state gradient: nothing to plan
+  const int threads = device.thread_count();
   const CosformerPlan cp(op, p, cu_seqlens, threads);
   const CosformerProblem<T> pb{
       q, k, v, p.key_dim, p.value_dim, op.chunk, op.feature_map == CosFormerAttention::FeatureMap::relu, op.eps};

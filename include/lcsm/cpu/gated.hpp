@@ -98,6 +98,7 @@ void add_later_segment_totals(int threads, const SegmentPlan& sp, index_t W, con
 template <class Kernel, class T, class S>
 void gated_forward(const cpu::Device& device, const GatedProblem<T, S>& pb, const lcsm::detail::ProblemShape& p,
                    const StateIO<S>& state, const CuSeqlens& cu, const View<T, 4>& o) {
+  if (p.time == 0 && state.final.absent()) return;  // no tokens and no state: nothing to plan
   const int threads = device.thread_count();
   const SegmentPlan sp(Sequences(p.batch, p.time, cu), p.heads, pb.C, threads);
   WorkspacePool<GatedWorkspace<S>> pool(threads, pb.C, pb.K, pb.V, pb.gate_width());
@@ -128,6 +129,7 @@ template <class Kernel, class T, class S>
 void gated_backward(const cpu::Device& device, const GatedProblem<T, S>& pb, const lcsm::detail::ProblemShape& p,
                     const View<const T, 4>& d_o, const View<T, 4>& dq, const View<T, 4>& dk, const View<T, 4>& dv,
                     const StateGrads<S>& states, const View<S, 4>& dg, const CuSeqlens& cu) {
+  if (p.time == 0 && states.d_initial.absent()) return;  // no tokens and no state gradient: nothing to plan
   const int threads = device.thread_count();
   const SegmentPlan sp(Sequences(p.batch, p.time, cu), p.heads, pb.C, threads);
   const index_t group = sp.group, W = pb.gate_width();
@@ -217,24 +219,35 @@ GatedProblem<T, state_t<T>> gated_problem(const Op& op, const View<const T, 4>& 
   return {q, k, v, with_unit_key(op.log_gate), p.key_dim, p.value_dim, op.chunk, sub, op.scale_for(p.key_dim)};
 }
 
+// The panel height of the causal products: the scalar gate's lightning-like panels, the vector gate's
+// sub-chunks (after op.check: chunk and sub_chunk are in range).
+template <class T>
+index_t panel_of(const ScalarGatedAttention<T>& op) {
+  return causal_panel(op.chunk);
+}
+template <class T>
+index_t panel_of(const VectorGatedAttention<T>& op) {
+  return op.sub_chunk;
+}
+
 // Validation and dispatch shared by the scalar and vector gates. The gate is an input of every call
 // (its values are read by op.check), d_log_gate an output of backward.
 template <class Kernel, class Op, class T>
 void forward_entry(const char* where, const cpu::Device& device, const Op& op, const View<const T, 4>& q,
                    const View<const T, 4>& k, const View<const T, 4>& v, const View<T, 4>& o,
-                   const StateIO<state_t<T>>& state, const CuSeqlens& cu, index_t sub) {
+                   const StateIO<state_t<T>>& state, const CuSeqlens& cu) {
   lcsm::detail::Operands ops(where);
   ops.in("op.log_gate", op.log_gate);
   const auto p = lcsm::detail::check_forward(where, q, k, v, o, state, cu, ops);
   op.check(where, p.batch, p.time, p.heads, p.key_dim);
-  gated_forward<Kernel>(device, gated_problem(op, q, k, v, p, sub), p, state, cu, o);
+  gated_forward<Kernel>(device, gated_problem(op, q, k, v, p, panel_of(op)), p, state, cu, o);
 }
 
 template <class Kernel, class Op, class T, class DG>
 void backward_entry(const char* where, const cpu::Device& device, const Op& op, const View<const T, 4>& q,
                     const View<const T, 4>& k, const View<const T, 4>& v, const View<const T, 4>& d_o,
                     const View<T, 4>& dq, const View<T, 4>& dk, const View<T, 4>& dv,
-                    const StateGrads<state_t<T>>& states, const DG& d_log_gate, const CuSeqlens& cu, index_t sub) {
+                    const StateGrads<state_t<T>>& states, const DG& d_log_gate, const CuSeqlens& cu) {
   lcsm::detail::Operands ops(where);
   ops.in("op.log_gate", op.log_gate).out("d_log_gate", d_log_gate);
   const auto p = lcsm::detail::check_backward(where, q, k, v, d_o, dq, dk, dv, states, cu, ops);
@@ -243,7 +256,7 @@ void backward_entry(const char* where, const cpu::Device& device, const Op& op, 
     lcsm::detail::check_shape(
         where, "d_log_gate", d_log_gate, op.log_gate.shape(),
         DG::rank == 3 ? "[B, T, H], the shape of op.log_gate" : "[B, T, H, K], the shape of op.log_gate");
-  gated_backward<Kernel>(device, gated_problem(op, q, k, v, p, sub), p, d_o, dq, dk, dv, states,
+  gated_backward<Kernel>(device, gated_problem(op, q, k, v, p, panel_of(op)), p, d_o, dq, dk, dv, states,
                          with_unit_key(d_log_gate), cu);
 }
 
@@ -266,15 +279,14 @@ void forward(const cpu::Device& device, const ScalarGatedAttention<T>& op, detai
              detail::identity_t<View<const T, 4>> k, detail::identity_t<View<const T, 4>> v, View<T, 4> o,
              const StateIO<state_t<T>>& state = {}, const CuSeqlens& cu_seqlens = {}) {
   cpu::detail::forward_entry<cpu::detail::ScalarGateKernel>("lcsm::forward(cpu, ScalarGatedAttention)", device, op, q,
-                                                            k, v, o, state, cu_seqlens,
-                                                            cpu::detail::causal_panel(op.chunk));
+                                                            k, v, o, state, cu_seqlens);
 }
 template <class T>
 void forward(const cpu::Device& device, const VectorGatedAttention<T>& op, detail::identity_t<View<const T, 4>> q,
              detail::identity_t<View<const T, 4>> k, detail::identity_t<View<const T, 4>> v, View<T, 4> o,
              const StateIO<state_t<T>>& state = {}, const CuSeqlens& cu_seqlens = {}) {
   cpu::detail::forward_entry<cpu::detail::VectorGateKernel>("lcsm::forward(cpu, VectorGatedAttention)", device, op, q,
-                                                            k, v, o, state, cu_seqlens, op.sub_chunk);
+                                                            k, v, o, state, cu_seqlens);
 }
 
 // Backward: dq, dk, dv from do; optionally d initial state (from d final state) and the gradient of
@@ -287,8 +299,7 @@ void backward(const cpu::Device& device, const ScalarGatedAttention<T>& op, deta
               const StateGrads<state_t<T>>& states = {}, View<state_t<T>, 3> d_log_gate = {},
               const CuSeqlens& cu_seqlens = {}) {
   cpu::detail::backward_entry<cpu::detail::ScalarGateKernel>("lcsm::backward(cpu, ScalarGatedAttention)", device, op, q,
-                                                             k, v, d_o, dq, dk, dv, states, d_log_gate, cu_seqlens,
-                                                             cpu::detail::causal_panel(op.chunk));
+                                                             k, v, d_o, dq, dk, dv, states, d_log_gate, cu_seqlens);
 }
 template <class T>
 void backward(const cpu::Device& device, const VectorGatedAttention<T>& op, detail::identity_t<View<const T, 4>> q,
@@ -298,8 +309,7 @@ void backward(const cpu::Device& device, const VectorGatedAttention<T>& op, deta
               const StateGrads<state_t<T>>& states = {}, View<state_t<T>, 4> d_log_gate = {},
               const CuSeqlens& cu_seqlens = {}) {
   cpu::detail::backward_entry<cpu::detail::VectorGateKernel>("lcsm::backward(cpu, VectorGatedAttention)", device, op, q,
-                                                             k, v, d_o, dq, dk, dv, states, d_log_gate, cu_seqlens,
-                                                             op.sub_chunk);
+                                                             k, v, d_o, dq, dk, dv, states, d_log_gate, cu_seqlens);
 }
 
 // Decode: advances state [B, H, K, V] in place by the n tokens of q, k [B, n, H, K], v [B, n, H, V]

@@ -324,6 +324,7 @@ void forward(const cpu::Device& device, const LightningAttention& op, detail::id
   ops.in("op.log_decay", lcsm::detail::host_vector_view(op.log_decay));
   const auto p = lcsm::detail::check_forward(where, q, k, v, o, state, cu_seqlens, ops);
   op.check(where, p.heads);
+  if (p.time == 0 && state.final.absent()) return;  // no tokens and no state: nothing to plan
   const LightningProblem<T> pb{q, k, v, p.key_dim, p.value_dim, op.chunk, op.scale_for(p.key_dim), &op.log_decay};
   const int threads = device.thread_count();
   const SegmentPlan sp(Sequences(p.batch, p.time, cu_seqlens), p.heads, op.chunk, threads);
@@ -359,6 +360,10 @@ void backward(const cpu::Device& device, const LightningAttention& op, detail::i
   const auto p = lcsm::detail::check_backward(where, q, k, v, d_o, dq, dk, dv, states, cu_seqlens, ops);
   op.check(where, p.heads);
   if (d_log_decay.present()) lcsm::detail::check_shape(where, "d_log_decay", d_log_decay, {p.heads}, "[H]");
+  if (p.time == 0 && states.d_initial.absent()) {  // no tokens and no state gradient: only dg = 0
+    for (index_t h = 0; h < d_log_decay.size(0); ++h) d_log_decay(h) = S(0);
+    return;
+  }
   const LightningProblem<T> pb{q, k, v, p.key_dim, p.value_dim, op.chunk, op.scale_for(p.key_dim), &op.log_decay};
   const int threads = device.thread_count();
   const SegmentPlan sp(Sequences(p.batch, p.time, cu_seqlens), p.heads, op.chunk, threads);

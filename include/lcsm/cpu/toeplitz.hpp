@@ -339,6 +339,7 @@ void forward(const cpu::Device& device, const ToeplitzConvolution<T>& op, detail
   using S = state_t<T>;
   const char* where = "lcsm::forward(cpu, ToeplitzConvolution)";
   const auto p = lcsm::detail::check_toeplitz_forward(where, op, x, y, cu_seqlens);
+  if (p.batch == 0 || p.time == 0) return;  // no tokens (a channel count bounded by no view's memory)
   const Sequences seqs(p.batch, p.time, cu_seqlens);
   const int threads = device.thread_count();
   const auto items = toeplitz_items(p.channels, p.sequences, threads);
@@ -384,6 +385,12 @@ void backward(const cpu::Device& device, const ToeplitzConvolution<T>& op, detai
     lcsm::detail::check_shape(where, "da", da, op.coefficients.shape(), "[C, count], the shape of op.coefficients");
   ops.check();
   if (!dx.present() && !da.present()) return;
+  if (p.batch == 0 || p.time == 0) {  // no tokens: da = 0 (a channel count bounded by no other view)
+    if (da.numel() > 0)
+      for (index_t c = 0; c < da.size(0); ++c)
+        for (index_t r = 0; r < da.size(1); ++r) da(c, r) = T(0);
+    return;
+  }
   const Sequences seqs(p.batch, p.time, cu_seqlens);
   const int threads = device.thread_count();
   const auto items = toeplitz_items(p.channels, p.sequences, threads);

@@ -61,8 +61,13 @@ inline const char* state_layout_string(StateLayout layout) {
                                    : "[N, H, 2K, V+1] (cos and sin features; V value columns and the denominator's)";
 }
 
+// The largest head dimension K or V any call takes: a call's scratch grows with K x V per head and
+// worker, and K is bounded by no output's memory (q and k may be broadcast views).
+constexpr index_t kMaxHeadDim = 16384;
+
 // Sizes every backend computes from a problem stay within int64: B, T, H, K, V, N >= 0,
-// N x H x K x V state elements times 4 (cosFormer's 2K x (V + 1) <= 4 K V) and T + N fit.
+// N x H x K x V state elements times 4 (cosFormer's 2K x (V + 1) <= 4 K V) and T + N fit. A size 0
+// counts as 1 here, so that an empty batch does not let a wild K through (2K would overflow).
 inline void check_problem_size(const char* where, const char* arg, const ProblemShape& p) {
   const auto dims = concat("B = ", p.batch, ", T = ", p.time, ", H = ", p.heads, ", K = ", p.key_dim,
                            ", V = ", p.value_dim, ", N = ", p.sequences);
@@ -70,9 +75,12 @@ inline void check_problem_size(const char* where, const char* arg, const Problem
   for (index_t e : {p.batch, p.time, p.heads, p.key_dim, p.value_dim, p.sequences})
     if (e < 0) throw_argument(where, arg, "sizes >= 0", dims);
   for (index_t e : {p.sequences, p.heads, p.key_dim, p.value_dim})
-    if (mul_overflows(elements, e, elements))
+    if (mul_overflows(elements, e > 0 ? e : 1, elements))
       throw_argument(where, arg, "N x H x K x V states whose element count (times 4) fits in 64 bits", dims);
   if (add_overflows(p.time, p.sequences, sum)) throw_argument(where, arg, "T + N within 64 bits", dims);
+  if (p.key_dim > kMaxHeadDim || p.value_dim > kMaxHeadDim)
+    throw_argument(where, p.key_dim > kMaxHeadDim ? "q" : "v",
+                   concat("head dimensions K, V <= ", kMaxHeadDim, " (scratch grows with K x V per head)"), dims);
 }
 
 // q, k, v and cu_seqlens (added to ops as inputs: their memory is checked there), the shapes, and
