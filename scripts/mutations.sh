@@ -15,7 +15,7 @@ cd "$root"
 build=${LCSM_MUTATION_BUILD:-build-mutations}
 jobs=${LCSM_MUTATION_JOBS:-2}
 
-# name | file | perl substitution (first match only) | Catch2 test filter (no commas: Catch2 splits on them)
+# name | file | perl substitution (first match only; no '|') | Catch2 test filter (no commas: Catch2 splits on them)
 mutations=(
   'scale-lightning|include/lcsm/cpu/lightning.hpp|s/op\.chunk, op\.scale_for\(p\.key_dim\), &op\.log_decay\}/op.chunk, 1.0 \/ std::sqrt(static_cast<double>(p.key_dim)), &op.log_decay}/|lightning forward: the scale'
   'scale-gated|include/lcsm/cpu/gated.hpp|s/op\.chunk, sub, op\.scale_for\(p\.key_dim\)\}/op.chunk, sub, 1.0 \/ std::sqrt(static_cast<double>(p.key_dim))}/|gated forward: the scale'
@@ -26,6 +26,7 @@ mutations=(
   'toeplitz-threshold|include/lcsm/ops/toeplitz.hpp|s/\(causal \? direct_max_length : direct_max_length \/ 2\)/(causal ? 48 : 24)/|toeplitz forward: the automatic path follows direct_max_length'
   'third-segment|include/lcsm/cpu/segment_scan.hpp|s/f\.decay\(init, n, h, b\[s\], b\[s \+ 1\]\);/f.decay(init, n, h, b[s], b[std::min<index_t>(s + 1, 1)]);/|segments: 3*'
   'decay-rounded|include/lcsm/cpu/chunked.hpp|s/else m \+= m \* f\.xm1;/else m *= f.x;/|[accuracy]'
+  'decay-expm1-always|include/lcsm/cpu/chunked.hpp|s/ \W\W f\.x < S\(0\.5\)\) m \*= f\.x;/) m *= f.x;/|gated backward: shapes*'
   'aliasing-off|include/lcsm/core/validate.hpp|s/void check\(\) const \{/void check() const { if (count_ >= 0) return;/|arguments: every output overlapping any other argument*'
   'in-place-loose|include/lcsm/core/validate.hpp|s/if \(in_place && same_view\(o, x\)\) continue;/if (in_place) continue;/|arguments: the final state exactly over the initial state is in place'
   'cu-seqlens-unlisted|include/lcsm/ops/problem.hpp|s/  ops\.in\("cu_seqlens", cu\);\n  p\.sequences/  p.sequences/|arguments: an output over cu_seqlens*'

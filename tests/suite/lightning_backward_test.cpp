@@ -103,6 +103,9 @@ TEST_CASE("lightning backward: shapes, decays and states", "[lightning][backward
     for (DecayKind d : {DecayKind::none, DecayKind::weak, DecayKind::strong, DecayKind::retnet, DecayKind::floor})
       check_backward(make(1, 150, 3, 48, 40, d, true), dt);
     check_backward(make(1, 1000, 1, 64, 64, DecayKind::weak, true), dt);  // one head: cut into segments
+    // One head at g = -20 over a few tokens: d_initial_state is lambda^T times O(1), all of it
+    // through the state decay of one block.
+    for (index_t T : {1, 2, 3}) check_backward(make(1, T, 1, 16, 16, DecayKind::strong, true), dt);
     check_backward(make(1, 130, 2, 100, 60, DecayKind::mixed, true), dt);
     // many heads: the CPU backend runs them in groups (pairs with 2 threads, the last head alone)
     check_backward(make(1, 200, 11, 32, 32, DecayKind::mixed, true), dt);

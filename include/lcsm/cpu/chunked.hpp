@@ -34,12 +34,15 @@ bool all_finite(const M& m) {
   return (m.array() * S(0)).sum() == S(0);
 }
 
-// A decay factor x = exp(G) in (0, 1] that a float state is multiplied by once per block. As a
-// rounded float x, m * x rounds the same way in every block and the error grows linearly with T
-// (measured: 7.1e-6 relative at 64K tokens for lambda = exp(-1e-6) per token and 64-token blocks,
-// 14x the error of the first 4K tokens). Applied as m + (x - 1) m, with x - 1 = expm1(G) from
-// double, only the addition rounds, like the state's other additions, and the error grows like the
-// square root of the number of blocks (6.9e-7 at 64K: as with no decay). Double states: m * x.
+// A decay factor x = exp(G) in [0, 1] that a float state is multiplied by once per block. As a
+// rounded float x near 1, m * x rounds the same way in every block and the error grows linearly with
+// T (measured: 7.1e-6 relative at 64K tokens for lambda = exp(-1e-6) per token and 64-token blocks,
+// 14x the error of the first 4K tokens). Applied as m + (x - 1) m, with x - 1 = expm1(G) from double,
+// only the addition rounds, like the state's other additions, and the error grows like the square
+// root of the number of blocks (6.9e-7 at 64K: as with no decay). That form is used for x >= 1/2
+// only: for a strong decay x - 1 rounds to -1 in float (x = e^-20: m + (x - 1) m = 0, not x m), and
+// a state decayed by less than 1/2 per block forgets faster than any bias of x can compound, so m * x
+// is exact enough there. Double states: m * x.
 template <class S>
 struct DecayFactor {
   S x = S(1), xm1 = S(0);  // x and x - 1
@@ -50,7 +53,7 @@ struct DecayFactor {
 // m = x m (m a matrix or a row).
 template <class M, class S>
 void apply_decay(M&& m, const DecayFactor<S>& f) {
-  if constexpr (std::is_same_v<S, double>) m *= f.x;
+  if (std::is_same_v<S, double> || f.x < S(0.5)) m *= f.x;
   else m += m * f.xm1;
 }
 

@@ -47,7 +47,9 @@ void gated_forward(const char* where, const Device& device, const Op& op, const 
   ops.in("op.log_gate", op.log_gate);
   const auto shape = check_forward_call(where, q, k, v, o, state, cu_seqlens, ops);
   op.check_layout(where, shape.batch, shape.time, shape.heads, shape.key_dim);
-  if (shape.batch == 0 || shape.sequences == 0) return;
+  // Nothing to do, or no tokens and no state: nothing to plan (a batch of any size, bounded by no
+  // view's memory, must not become a grid).
+  if (shape.batch == 0 || shape.sequences == 0 || (shape.time == 0 && state.final.absent())) return;
 
   const auto plan = plan_forward<kDecay>(shape, cu_seqlens.present());
   check_workspace(where, device, plan);

@@ -46,7 +46,9 @@ void forward(const cuda::Device& device, const LightningAttention& op, detail::i
   op.check(where, shape.heads);
   detail::check_argument(shape.heads <= cuda::detail::kMaxHeads, where, "q",
                          detail::concat("H <= ", cuda::detail::kMaxHeads), detail::concat("H = ", shape.heads));
-  if (shape.batch == 0 || shape.sequences == 0) return;
+  // Nothing to do, or no tokens and no state: nothing to plan (a batch of any size, bounded by no
+  // view's memory, must not become a grid).
+  if (shape.batch == 0 || shape.sequences == 0 || (shape.time == 0 && state.final.absent())) return;
 
   const auto plan = cuda::detail::plan_forward<DecayKind::head>(shape, cu_seqlens.present());
   cuda::detail::check_workspace(where, device, plan);
