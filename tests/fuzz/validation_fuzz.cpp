@@ -35,7 +35,7 @@ namespace {
 using namespace lcsm;
 
 constexpr index_t kArena = index_t{1} << 14;  // doubles
-constexpr index_t kSlot = 1024;                // >= the largest argument of the ordinary sizes below
+constexpr index_t kSlot = 1024;               // >= the largest argument of the ordinary sizes below
 
 std::string current_call;  // describe() of the call under test, for the report
 
@@ -163,7 +163,8 @@ std::vector<Arg> args_of(const Call& c) {
     const index_t n = T, count = c.causal ? n : (n > 0 ? sadd(smul(2, n), -1) : 0);
     if (c.entry == kForward) return {{"x", {B, T, K}}, {"op.coefficients", {K, count}}, {"y", {B, T, K}, true}};
     if (c.entry == kStep)
-      return {{"x", {B, V, K}}, {"op.coefficients", {K, T}}, {"y", {B, V, K}, true}, {"history.inputs", {B, T, K}, true}};
+      return {
+          {"x", {B, V, K}}, {"op.coefficients", {K, T}}, {"y", {B, V, K}, true}, {"history.inputs", {B, T, K}, true}};
     return {{"x", {B, T, K}},
             {"dy", {B, T, K}},
             {"op.coefficients", {K, count}},
@@ -253,8 +254,9 @@ void place(FuzzedDataProvider& f, Call& c) {
     }
     if (layout <= 4) p.offset = static_cast<index_t>(i) * kSlot + f.ConsumeIntegralInRange(0, 16);
     else if (layout == 5) p.offset = f.ConsumeIntegralInRange<index_t>(0, kArena - 1);
-    else p.offset = f.ConsumeIntegralInRange<index_t>(0, static_cast<index_t>(c.args.size())) * kSlot +
-                    f.ConsumeIntegralInRange(-8, 8);
+    else
+      p.offset = f.ConsumeIntegralInRange<index_t>(0, static_cast<index_t>(c.args.size())) * kSlot +
+                 f.ConsumeIntegralInRange(-8, 8);
     if (f.ConsumeIntegralInRange(0, 63) == 63) p.null_data = true;
     c.placed[a.name] = p;
   }
@@ -285,8 +287,7 @@ struct Bound {
   }
   CuSeqlens cu() const {
     if (!c.varlen) return {};
-    if (c.cu64)
-      return CuSeqlens(View<const std::int64_t, 1>(c.cu64v.data(), {c.cu_count}, {c.cu_stride}));
+    if (c.cu64) return CuSeqlens(View<const std::int64_t, 1>(c.cu64v.data(), {c.cu_count}, {c.cu_stride}));
     return CuSeqlens(View<const std::int32_t, 1>(c.cu32.data(), {c.cu_count}, {c.cu_stride}));
   }
   View<const index_t, 1> positions() const {
@@ -377,7 +378,8 @@ void run(const Call& c, double* arena) {
       });
       return;
     default:
-      entry(cosformer_op(c, b), [&](const auto& op) { backward<double>(dev, op, q, k, v, d_o, dq, dk, dv, grads, cu); });
+      entry(cosformer_op(c, b),
+            [&](const auto& op) { backward<double>(dev, op, q, k, v, d_o, dq, dk, dv, grads, cu); });
   }
 }
 
@@ -527,8 +529,8 @@ void check_against_reference(const Call& c, const double* snapshot, const double
                 .d_log_gate;
       break;
     default:
-      reference::cosformer_backward(cosformer_op(c, b), q, k, v, d_o, dq.view<4>(), dk.view<4>(), dv.view<4>(), s0,
-                                    dsT, ds0v, cu);
+      reference::cosformer_backward(cosformer_op(c, b), q, k, v, d_o, dq.view<4>(), dk.view<4>(), dv.view<4>(), s0, dsT,
+                                    ds0v, cu);
   }
   compare(c, "dq", arena, dq);
   compare(c, "dk", arena, dk);
@@ -564,7 +566,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   Call c;
   c.family = f.ConsumeIntegralInRange(0, 4);
   c.entry = f.ConsumeIntegralInRange(0, 2);
-  auto dim = [&](index_t lo, index_t hi) { return f.ConsumeIntegralInRange(0, 31) == 31 ? wild(f) : f.ConsumeIntegralInRange(lo, hi); };
+  auto dim = [&](index_t lo, index_t hi) {
+    return f.ConsumeIntegralInRange(0, 31) == 31 ? wild(f) : f.ConsumeIntegralInRange(lo, hi);
+  };
   c.B = dim(1, 2);
   c.T = dim(1, 24);
   c.H = dim(1, 2);
@@ -579,9 +583,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const index_t n = f.ConsumeIntegralInRange(1, 4);
     std::vector<std::int64_t> offsets{0};
     for (index_t i = 1; i < n; ++i)
-      offsets.push_back(std::min<std::int64_t>(std::max<index_t>(c.T, 0), offsets.back() + f.ConsumeIntegralInRange(0, 20)));
+      offsets.push_back(
+          std::min<std::int64_t>(std::max<index_t>(c.T, 0), offsets.back() + f.ConsumeIntegralInRange(0, 20)));
     offsets.push_back(std::max<index_t>(c.T, 0));
-    if (f.ConsumeIntegralInRange(0, 7) == 7) offsets[f.ConsumeIntegralInRange<std::size_t>(0, offsets.size() - 1)] = dim(-3, 50);
+    if (f.ConsumeIntegralInRange(0, 7) == 7)
+      offsets[f.ConsumeIntegralInRange<std::size_t>(0, offsets.size() - 1)] = dim(-3, 50);
     c.cu64 = f.ConsumeBool();
     c.cu_stride = f.ConsumeIntegralInRange(0, 7) == 7 ? f.PickValueInArray<index_t>({0, 2, 3, index_t{1} << 62}) : 1;
     c.cu_count = static_cast<index_t>(offsets.size());
@@ -595,15 +601,19 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   // The descriptor.
   c.chunk = f.ConsumeIntegralInRange(0, 15) == 15 ? dim(-1, 2000) : f.ConsumeIntegralInRange(1, 70);
-  c.sub_chunk = f.ConsumeIntegralInRange(0, 15) == 15 ? dim(-1, 100) : f.ConsumeIntegralInRange<index_t>(1, std::max<index_t>(1, std::min<index_t>(c.chunk, 70)));
+  c.sub_chunk = f.ConsumeIntegralInRange(0, 15) == 15
+                    ? dim(-1, 100)
+                    : f.ConsumeIntegralInRange<index_t>(1, std::max<index_t>(1, std::min<index_t>(c.chunk, 70)));
   if (f.ConsumeBool()) c.scale = f.PickValueInArray<double>({1.0, 0.37, 2.5, 0.0, -1.0, NAN, INFINITY, 1e3});
   c.eps = f.PickValueInArray<double>({1e-6, 1e-6, 0.5, 4.0, 0.0, -1.0, NAN, 1e300});
-  if (f.ConsumeBool()) c.length = f.ConsumeIntegralInRange(0, 7) == 7 ? dim(0, 100) : f.ConsumeIntegralInRange<index_t>(1, 200);
+  if (f.ConsumeBool())
+    c.length = f.ConsumeIntegralInRange(0, 7) == 7 ? dim(0, 100) : f.ConsumeIntegralInRange<index_t>(1, 200);
   c.has_positions = f.ConsumeBool() || c.entry == kStep;
   c.positions_size = f.ConsumeIntegralInRange(0, 15) == 15 ? dim(0, 5) : (c.varlen ? sadd(c.cu_count, -1) : c.B);
   if (c.has_positions && c.positions_size >= 0 && c.positions_size <= 64)
     for (index_t i = 0; i < c.positions_size; ++i)
-      c.positions.push_back(f.ConsumeIntegralInRange(0, 15) == 15 ? dim(-2, 100) : f.ConsumeIntegralInRange<index_t>(0, 100));
+      c.positions.push_back(f.ConsumeIntegralInRange(0, 15) == 15 ? dim(-2, 100)
+                                                                  : f.ConsumeIntegralInRange<index_t>(0, 100));
   c.path = f.ConsumeIntegralInRange(0, 2);
   c.direct_max_length = f.ConsumeIntegralInRange(0, 7) == 7 ? dim(-1, 100) : f.ConsumeIntegralInRange<index_t>(0, 64);
   c.history_position = f.ConsumeIntegralInRange(0, 7) == 7 ? dim(-1, 30) : f.ConsumeIntegralInRange<index_t>(0, 30);
@@ -612,7 +622,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     c.log_decay.push_back(f.ConsumeIntegralInRange(0, 15) == 15
                               ? f.PickValueInArray<double>({-1000.0, -1000.5, -1e308, 0.5, NAN, -0.0, -INFINITY})
                               : -f.ConsumeIntegralInRange(0, 100) / 50.0);
-  c.threads = f.ConsumeIntegralInRange(0, 31) == 31 ? f.PickValueInArray<int>({0, -3, 64, INT_MAX}) : f.ConsumeIntegralInRange(1, 5);
+  c.threads = f.ConsumeIntegralInRange(0, 31) == 31 ? f.PickValueInArray<int>({0, -3, 64, INT_MAX})
+                                                    : f.ConsumeIntegralInRange(1, 5);
   // Shapes with wild sizes cannot be listed (or allocated) as expected shapes: those calls still run,
   // with the wild value in the views.
   c.args = args_of(c);
@@ -697,7 +708,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   } catch (const std::exception& e) {
     finding(std::string("an exception other than lcsm::Error: ") + e.what());
   }
-  if (must_throw) finding(std::string(family_name(c.family)) + " " + entry_name(c.entry) + " accepted a view that must be rejected");
+  if (must_throw)
+    finding(std::string(family_name(c.family)) + " " + entry_name(c.entry) + " accepted a view that must be rejected");
 
   ++stats.accepted;
   // Nothing outside the outputs' elements changed.
