@@ -11,7 +11,12 @@ out=${OUT:-/tmp/lcsm-out}
 mkdir -p "$out"
 stages=${*:-all}
 has() { [[ " $stages " == *" all "* || " $stages " == *" $1 "* ]]; }
-export LD_LIBRARY_PATH="$PWD/.device/lib:${LD_LIBRARY_PATH:-}"
+# cuFFT (the Toeplitz FFT path) is linked dynamically: the machine's toolkit, else PyTorch's wheel.
+cufft_dirs=/usr/local/cuda/lib64
+for d in $(python3 -c "import glob, os, torch; print(' '.join(sorted({os.path.dirname(p) for p in glob.glob(os.path.join(os.path.dirname(torch.__file__), '..', 'nvidia', '*', 'lib', 'libcufft.so*'))})))" 2>/dev/null); do
+  cufft_dirs="$cufft_dirs:$d"
+done
+export LD_LIBRARY_PATH="$PWD/.device/lib:$cufft_dirs:${LD_LIBRARY_PATH:-}"
 status=0
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader | tee "$out/gpu.txt"
 if ! .device/lcsm_tests_cuda --list-tests >/dev/null 2>&1; then
@@ -33,6 +38,7 @@ if has sanitize; then
   echo "== compute-sanitizer"
   subset='lightning forward: head dimensions,lightning forward: varlen with per-sequence states,lightning decode: many sequences*,lightning forward: sequence lengths around the tile'
   subset="$subset,gated forward: head dimensions,gated forward: varlen with per-sequence states,gated decode: many sequences*"
+  subset="$subset,toeplitz forward: varlen sequences are convolved separately,toeplitz forward: NaN and Inf*,toeplitz decode*,toeplitz backward: NaN in dy*,toeplitz backward: lengths*"
   # bf16 runs the sm_90a kernels (lightning, scalar gate) and the mma.sync kernel (vector gate);
   # float32 the mma.sync kernels with split inputs.
   for tool in ${LCSM_SANITIZE_TOOLS:-memcheck racecheck}; do

@@ -46,7 +46,31 @@ class Lcsm:
         self.lib.lcsm_gated_step.restype = ctypes.c_int
         self.lib.lcsm_gated_step.argtypes = [ctypes.c_int, ctypes.c_int, P, P, P, P, P, L, L, L, L, L,
                                              ctypes.c_double, P, P, ctypes.c_char_p, ctypes.c_int]
+        self.lib.lcsm_toeplitz_workspace.restype = L
+        self.lib.lcsm_toeplitz_workspace.argtypes = [ctypes.c_int, ctypes.c_int, P, P, L, L, L, ctypes.c_char_p,
+                                                     ctypes.c_int]
+        self.lib.lcsm_toeplitz_forward.restype = ctypes.c_int
+        self.lib.lcsm_toeplitz_forward.argtypes = [ctypes.c_int, ctypes.c_int, P, P, P, L, L, L, P, L, P,
+                                                   ctypes.c_char_p, ctypes.c_int]
         self.err = ctypes.create_string_buffer(1024)
+
+    def toeplitz_forward(self, x, a, causal):
+        """x [B, n, C], a [C, n] (causal) or [C, 2n - 1] (a_r at r + n - 1)."""
+        B, n, C = x.shape
+        dt = DTYPES[x.dtype]
+        y = torch.empty_like(x)
+        ws = self.lib.lcsm_toeplitz_workspace(dt, int(causal), x.data_ptr(), a.data_ptr(), B, n, C, self.err, 1024)
+        if ws < 0:
+            raise RuntimeError(self.err.value.decode())
+        work = torch.empty(max(ws, 1), dtype=torch.uint8, device=x.device)
+        stream = torch.cuda.current_stream().cuda_stream
+
+        def run():
+            rc = self.lib.lcsm_toeplitz_forward(dt, int(causal), x.data_ptr(), a.data_ptr(), y.data_ptr(), B, n, C,
+                                                work.data_ptr(), ws, stream, self.err, 1024)
+            if rc:
+                raise RuntimeError(self.err.value.decode())
+        return y, run
 
     def gated_forward(self, kind, q, k, v, g, scale, final_state=None, exact=True):
         """kind 0: scalar gate g [B, T, H]; 1: vector gate g [B, T, H, K]; fp32 log-gates."""
@@ -282,13 +306,77 @@ def run_gated(lc, args, results, dev, copy_bw):
                   f"{row['fla_state']:10.2e}", flush=True)
 
 
+def tnn_toeplitz(x, a, causal, dtype=torch.float32):
+    """TNN's FFT Toeplitz product (rfft / irfft over 2n along the sequence, in `dtype`), coefficients
+    laid out as TNN does: [a_0 .. a_{n-1}, 0, a_{-(n-1)} .. a_{-1}] (zeros after a_{n-1} when causal)."""
+    B, n, C = x.shape
+    if causal:
+        coef = torch.cat([a.to(dtype), torch.zeros(C, n, dtype=dtype, device=a.device)], dim=1)
+    else:
+        coef = torch.cat([a[:, n - 1:].to(dtype), torch.zeros(C, 1, dtype=dtype, device=a.device),
+                          a[:, :n - 1].to(dtype)], dim=1)
+    X = torch.fft.rfft(x.to(dtype), 2 * n, dim=1)
+    A = torch.fft.rfft(coef.t(), 2 * n, dim=0)
+    return torch.fft.irfft(X * A, 2 * n, dim=1)[:, :n].to(x.dtype)
+
+
+def run_toeplitz(lc, args, results, dev, copy_bw):
+    C = 1024
+    print(f"\n{'toeplitz forward':>30} {'lcsm ms':>9} {'torch ms':>9} {'torch/lcsm':>10} {'%copy':>6} "
+          f"{'lcsm-vs-torch':>14}", flush=True)
+    for causal in (True, False):
+        for n in (n for n in (4096, 65536, 1 << 20) if n <= args.max_t):
+            x = torch.randn(1, n, C, device=dev, dtype=torch.bfloat16)
+            a = (torch.randn(C, n if causal else 2 * n - 1, device=dev) / math.sqrt(n)).to(torch.bfloat16)
+            # torch first, before lcsm's workspace exists (its fp32 temporaries at n = 1M are ~45 GB)
+            reps = 10 if n < (1 << 20) else 3
+            theirs = time_ms(lambda: tnn_toeplitz(x, a, causal), reps=reps)
+            ty = tnn_toeplitz(x, a, causal)
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            y, run = lc.toeplitz_forward(x, a, causal)
+            ours = time_ms(run, reps=reps)
+            run()
+            torch.cuda.synchronize()
+            diff = rel_rms(y, ty)
+            frac = 4 * n * C / (ours * 1e-3) / 1e12 / copy_bw
+            label = f"{'causal' if causal else 'bidirectional'} n={n}"
+            results["rows"].append(dict(op="toeplitz forward", causal=causal, n=n, C=C, lcsm_ms=ours, torch_ms=theirs,
+                                        lcsm_vs_torch=diff, frac_copy_bw=frac))
+            print(f"{label:>30} {ours:9.3f} {theirs:9.3f} {theirs / ours:10.2f} {100 * frac:6.1f} {diff:14.2e}",
+                  flush=True)
+            if diff > 1e-2:
+                print(f"  MISMATCH: lcsm vs torch relative RMS {diff:.3e} > 1e-2", flush=True)
+                results["mismatch"] = True
+            del x, a, y, ty, run
+            torch.cuda.empty_cache()
+    # Fidelity against float64 (the same rounded inputs, FFT in float64): n = 4K, C = 64.
+    print(f"\n{'toeplitz fidelity (rel RMS vs fp64)':>36} {'lcsm':>9} {'torch fp32':>11} {'yardstick':>10}")
+    for causal in (True, False):
+        for dt in (torch.bfloat16, torch.float16, torch.float32):
+            n, Cf = 4096, 64
+            x = torch.randn(2, n, Cf, device=dev).to(dt)
+            a = (torch.randn(Cf, n if causal else 2 * n - 1, device=dev) / math.sqrt(n)).to(dt)
+            ref = tnn_toeplitz(x.double(), a.double(), causal, dtype=torch.float64)
+            y, run = lc.toeplitz_forward(x, a, causal)
+            run()
+            ty = tnn_toeplitz(x, a, causal)
+            torch.cuda.synchronize()
+            row = dict(op="toeplitz fidelity", causal=causal, dtype=str(dt), lcsm=rel_rms(y, ref),
+                       torch=rel_rms(ty, ref), yardstick=rel_rms(ref.to(dt), ref))
+            results["rows"].append(row)
+            print(f"{('causal ' if causal else 'bidir ') + str(dt):>36} {row['lcsm']:9.2e} {row['torch']:11.2e} "
+                  f"{row['yardstick']:10.2e}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", required=True)
     ap.add_argument("--json", default=None)
     ap.add_argument("--max-t", type=int, default=1 << 20)
     ap.add_argument("--sdpa-max-t", type=int, default=1 << 20)
-    ap.add_argument("--families", default="lightning,gated", help="comma-separated: lightning, gated")
+    ap.add_argument("--families", default="lightning,gated,toeplitz",
+                    help="comma-separated: lightning, gated, toeplitz")
     args = ap.parse_args()
     torch.manual_seed(0)
     dev = torch.device("cuda")
@@ -313,6 +401,8 @@ def main():
 
     if "gated" in args.families:
         run_gated(lc, args, results, dev, copy_bw)
+    if "toeplitz" in args.families:
+        run_toeplitz(lc, args, results, dev, copy_bw)
     if "lightning" not in args.families:
         if args.json:
             with open(args.json, "w") as f:

@@ -63,6 +63,15 @@ void with_gated_op(int kind, const float* g, long long B, long long T, long long
   }
 }
 
+// The Toeplitz convolution: x, y [B, n, C], coefficients [C, n] (causal) or [C, 2n - 1].
+template <class E>
+lcsm::ToeplitzConvolution<E> toeplitz_op(const void* a, int causal, long long n, long long C) {
+  lcsm::ToeplitzConvolution<E> op;
+  op.coefficients = lcsm::view(static_cast<const E*>(a), {C, causal ? n : 2 * n - 1});
+  op.causal = causal != 0;
+  return op;
+}
+
 }  // namespace
 
 extern "C" {
@@ -164,6 +173,33 @@ int lcsm_gated_step(int kind, int dtype, const void* q, const void* k, const voi
                        lcsm::view(static_cast<const T_*>(v), {B, n, H, V}),
                        lcsm::view(static_cast<T_*>(o), {B, n, H, V}), lcsm::view(state, {B, H, K, V}));
       });
+    });
+  });
+}
+
+// Scratch bytes for lcsm_toeplitz_forward with these tensors; -1 on error (message in `error`).
+long long lcsm_toeplitz_workspace(int dtype, int causal, const void* x, const void* a, long long B, long long n,
+                                  long long C, char* error, int error_len) {
+  long long bytes = -1;
+  guarded(error, error_len, [&] {
+    dispatch(dtype, [&](auto tag) {
+      using T_ = decltype(tag);
+      bytes = static_cast<long long>(lcsm::cuda::forward_workspace_bytes<T_>(
+          toeplitz_op<T_>(a, causal, n, C), lcsm::view(static_cast<const T_*>(x), {B, n, C})));
+    });
+  });
+  return bytes;
+}
+
+int lcsm_toeplitz_forward(int dtype, int causal, const void* x, const void* a, void* y, long long B, long long n,
+                          long long C, void* workspace, long long workspace_bytes, void* stream, char* error,
+                          int error_len) {
+  return guarded(error, error_len, [&] {
+    dispatch(dtype, [&](auto tag) {
+      using T_ = decltype(tag);
+      lcsm::cuda::Device dev{static_cast<cudaStream_t>(stream), {workspace, static_cast<std::size_t>(workspace_bytes)}};
+      lcsm::forward<T_>(dev, toeplitz_op<T_>(a, causal, n, C), lcsm::view(static_cast<const T_*>(x), {B, n, C}),
+                        lcsm::view(static_cast<T_*>(y), {B, n, C}));
     });
   });
 }

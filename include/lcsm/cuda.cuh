@@ -13,6 +13,8 @@
 #include "lcsm/cuda/error.cuh"
 #include "lcsm/cuda/gated.cuh"
 #include "lcsm/cuda/lightning.cuh"
+#include "lcsm/cuda/toeplitz.cuh"
 #include "lcsm/ops/gated.hpp"
 #include "lcsm/ops/lightning.hpp"
 #include "lcsm/ops/problem.hpp"
+#include "lcsm/ops/toeplitz.hpp"

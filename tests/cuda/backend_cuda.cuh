@@ -73,6 +73,7 @@ struct DeviceOffsets {
 
 // The family files' entry points (each in its own translation unit, so they compile in parallel).
 GatedOps* cuda_gated_ops();
-Probe* cuda_probe();  // probe_cuda.cu
+ToeplitzOps* cuda_toeplitz_ops();  // toeplitz_backend_cuda.cu
+Probe* cuda_probe();               // probe_cuda.cu
 
 }  // namespace lcsm::test

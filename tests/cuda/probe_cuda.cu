@@ -1,6 +1,6 @@
 // The CUDA runner's probe (support/probe.hpp): forward and decode of lightning attention and the two
-// gates, float, over one device arena (cu_seqlens in device memory too), so that the argument
-// checks the CUDA front-ends share with the CPU see the caller's layout.
+// gates, and every entry of the Toeplitz convolution, float, over one device arena (cu_seqlens in device memory too),
+// so that the argument checks the CUDA front-ends share with the CPU see the caller's layout.
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
@@ -46,6 +46,7 @@ struct DeviceArena {
 class CudaProbe final : public Probe {
  public:
   bool supports(Family f, Entry e) const override {
+    if (f == Family::toeplitz) return true;
     return (f == Family::lightning || f == Family::scalar_gate || f == Family::vector_gate) && e != Entry::backward;
   }
 
@@ -94,8 +95,39 @@ class CudaProbe final : public Probe {
                          {a.get<const float, 4>("initial_state"), a.get<float, 4>("final_state")}, cu);
   }
 
+  // The Toeplitz entries, with the workspace each asks for (none where the query itself refuses).
+  static void run_toeplitz(const DeviceArena& a) {
+    ToeplitzConvolution<float> op;
+    op.coefficients = a.get<const float, 2>("op.coefficients");
+    const auto x = a.get<const float, 3>("x");
+    const CuSeqlens cu = a.cu();
+    auto workspace = [&](auto query) {
+      std::size_t bytes = 0;
+      try {
+        bytes = query();
+      } catch (const Error&) {
+        return DeviceBuffer();
+      }
+      return bytes <= (std::size_t{256} << 20) ? DeviceBuffer(bytes) : DeviceBuffer();
+    };
+    if (a.c.entry == Entry::step) {
+      ToeplitzHistory<float> h{a.get<float, 3>("history.inputs"), a.c.history_position};
+      lcsm::step<float>(test_device(DeviceBuffer()), op, x, a.get<float, 3>("y"), h);
+    } else if (a.c.entry == Entry::forward) {
+      const DeviceBuffer ws = workspace([&] { return cuda::forward_workspace_bytes<float>(op, x, cu); });
+      lcsm::forward<float>(test_device(ws), op, x, a.get<float, 3>("y"), cu);
+    } else {
+      const auto dx = a.get<float, 3>("dx");
+      const auto da = a.get<float, 2>("da");
+      const DeviceBuffer ws =
+          workspace([&] { return cuda::backward_workspace_bytes<float>(op, x, dx.present(), da.present(), cu); });
+      lcsm::backward<float>(test_device(ws), op, x, a.get<const float, 3>("dy"), dx, da, cu);
+    }
+  }
+
   static void run(const DeviceArena& a) {
     switch (a.c.family) {
+      case Family::toeplitz: run_toeplitz(a); return;
       case Family::lightning: {
         LightningAttention op;
         op.log_decay.assign(static_cast<std::size_t>(a.heads()), -0.1);

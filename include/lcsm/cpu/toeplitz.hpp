@@ -373,17 +373,7 @@ void backward(const cpu::Device& device, const ToeplitzConvolution<T>& op, detai
   using namespace cpu::detail;
   using S = state_t<T>;
   const char* where = "lcsm::backward(cpu, ToeplitzConvolution)";
-  lcsm::detail::Operands ops(where);
-  const auto p = lcsm::detail::check_toeplitz_input(where, "x", x, cu_seqlens, ops);
-  ops.in("op.coefficients", op.coefficients);
-  op.check(where, p.channels, p.longest, !cu_seqlens.present());
-  ops.in("dy", dy);
-  lcsm::detail::check_shape(where, "dy", dy, x.shape(), "[B, n, C], the shape of x");
-  ops.out("dx", dx).out("da", da);
-  if (dx.present()) lcsm::detail::check_shape(where, "dx", dx, x.shape(), "[B, n, C], the shape of x");
-  if (da.present())
-    lcsm::detail::check_shape(where, "da", da, op.coefficients.shape(), "[C, count], the shape of op.coefficients");
-  ops.check();
+  const auto p = lcsm::detail::check_toeplitz_backward(where, op, x, dy, dx, da, cu_seqlens);
   if (!dx.present() && !da.present()) return;
   if (p.batch == 0 || p.time == 0) {  // no tokens: da = 0 (a channel count bounded by no other view)
     if (da.numel() > 0)
@@ -450,27 +440,9 @@ void step(const cpu::Device& device, const ToeplitzConvolution<T>& op, detail::i
           View<T, 3> y_t, ToeplitzHistory<T>& history) {
   using S = state_t<T>;
   const char* where = "lcsm::step(cpu, ToeplitzConvolution)";
-  lcsm::detail::Operands ops(where);
-  const auto p = lcsm::detail::check_toeplitz_input(where, "x", x_t, CuSeqlens{}, ops);
+  const auto p = lcsm::detail::check_toeplitz_step(where, op, x_t, y_t, history);
   const View<T, 3>& h = history.inputs;
-  lcsm::detail::check_argument(op.causal, where, "op.causal", "true (decode needs the causal form)", "false");
-  lcsm::detail::check_argument(h.present(), where, "history.inputs", "a [B, n_max, C] buffer", "an absent view");
-  ops.out("history.inputs", h);  // advanced in place: an output, disjoint from x, y and the coefficients
-  lcsm::detail::check_argument(h.size(0) == p.batch && h.size(2) == p.channels, where, "history.inputs",
-                               lcsm::detail::concat("[B, n_max, C] with B = ", p.batch, ", C = ", p.channels),
-                               lcsm::detail::dims_string<3>(h.shape()));
-  const index_t n_max = h.size(1), m = p.time;
-  ops.in("op.coefficients", op.coefficients);
-  op.check(where, p.channels, n_max);
-  // position + m <= n_max without computing position + m (a position near INT64_MAX must not wrap).
-  lcsm::detail::check_argument(history.position >= 0 && m <= n_max && history.position <= n_max - m, where,
-                               "history.position",
-                               lcsm::detail::concat("room for ", m, " more tokens: 0 <= position <= n_max - ", m, " = ",
-                                                    n_max - m, " (history too short)"),
-                               history.position);
-  ops.out("y", y_t);
-  lcsm::detail::check_shape(where, "y", y_t, x_t.shape(), "[B, m, C], the shape of x");
-  ops.check();
+  const index_t m = p.time;
 
   const index_t C = p.channels, position = history.position;
   constexpr index_t kChannels = 64;

@@ -4,6 +4,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <type_traits>
+
 #include "lcsm/core/dtype.hpp"
 
 namespace lcsm {
@@ -18,6 +20,13 @@ struct DtypeName<__nv_bfloat16> {
 };
 
 namespace cuda {
+
+namespace detail {
+// The element types of the CUDA backend's inputs.
+template <class T>
+constexpr bool is_cuda_input_v =
+    std::is_same_v<T, float> || std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>;
+}  // namespace detail
 
 template <class T>
 __device__ __forceinline__ float to_float(T x) {

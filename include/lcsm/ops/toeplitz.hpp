@@ -17,6 +17,7 @@
 #include "lcsm/core/sequences.hpp"
 #include "lcsm/core/tensor.hpp"
 #include "lcsm/core/validate.hpp"
+#include "lcsm/ops/problem.hpp"
 
 namespace lcsm {
 
@@ -91,35 +92,97 @@ struct ToeplitzHistory {
 namespace detail {
 
 struct ToeplitzShape {
-  index_t batch, time, channels, sequences, longest;
+  index_t batch, time, channels, sequences, longest;  // longest: -1 where the offsets are on a device
 };
 
-// x (an input of ops: its memory is checked there) and cu_seqlens.
+// x (an input of ops: its memory is checked there) and cu_seqlens. Offsets in device memory are not
+// read (that would synchronise): their count and memory are checked, B = 1 and contiguity.
 template <class T>
 ToeplitzShape check_toeplitz_input(const char* where, const char* name, const View<const T, 3>& x, const CuSeqlens& cu,
-                                   Operands& ops) {
+                                   Operands& ops, OffsetsAt offsets = OffsetsAt::host) {
   ops.in(name, x);
   check_argument(x.size(2) >= 1, where, name, "[B, n, C] with C >= 1", dims_string<3>(x.shape()));
-  check_cu_seqlens(where, cu, x.size(0), x.size(1));
+  if (offsets == OffsetsAt::host) {
+    check_cu_seqlens(where, cu, x.size(0), x.size(1));
+  } else if (cu.present()) {
+    check_cu_seqlens_memory(where, cu);
+    check_argument(x.size(0) == 1, where, "cu_seqlens", "a packed batch with B = 1", concat("B = ", x.size(0)));
+    check_argument(cu.stride() == 1, where, "cu_seqlens", "contiguous offsets", concat("stride ", cu.stride()));
+  }
   ops.in("cu_seqlens", cu);
   ToeplitzShape p{x.size(0), x.size(1), x.size(2), x.size(0), x.size(1)};
   if (cu.present()) {
     p.sequences = cu.num_sequences();
-    p.longest = 0;
-    for (index_t i = 0; i < p.sequences; ++i) p.longest = std::max(p.longest, cu[i + 1] - cu[i]);
+    p.longest = offsets == OffsetsAt::device ? -1 : 0;
+    if (offsets == OffsetsAt::host)
+      for (index_t i = 0; i < p.sequences; ++i) p.longest = std::max(p.longest, cu[i + 1] - cu[i]);
   }
   return p;
 }
 
+// The coefficients against the sequences: exactly n (or 2n - 1) for one length, at least the longest
+// with cu_seqlens; with offsets on a device (longest unknown) any count, odd when bidirectional (a
+// longer sequence is then the caller's error: the kernels compute its first op.length() tokens).
+template <class T>
+void check_toeplitz_coefficients(const char* where, const ToeplitzConvolution<T>& op, const ToeplitzShape& p,
+                                 const CuSeqlens& cu) {
+  if (p.longest >= 0) op.check(where, p.channels, p.longest, !cu.present());
+  else op.check(where, p.channels, std::min<index_t>(p.time, 1), false);
+}
+
 template <class T>
 ToeplitzShape check_toeplitz_forward(const char* where, const ToeplitzConvolution<T>& op, const View<const T, 3>& x,
-                                     const View<T, 3>& y, const CuSeqlens& cu) {
+                                     const View<T, 3>& y, const CuSeqlens& cu, OffsetsAt offsets = OffsetsAt::host) {
   Operands ops(where);
-  const ToeplitzShape p = check_toeplitz_input(where, "x", x, cu, ops);
+  const ToeplitzShape p = check_toeplitz_input(where, "x", x, cu, ops, offsets);
   ops.in("op.coefficients", op.coefficients);
-  op.check(where, p.channels, p.longest, !cu.present());
+  check_toeplitz_coefficients(where, op, p, cu);
   ops.out("y", y);
   check_shape(where, "y", y, x.shape(), "[B, n, C], the shape of x");
+  ops.check();
+  return p;
+}
+
+template <class T>
+ToeplitzShape check_toeplitz_backward(const char* where, const ToeplitzConvolution<T>& op, const View<const T, 3>& x,
+                                      const View<const T, 3>& dy, const View<T, 3>& dx, const View<T, 2>& da,
+                                      const CuSeqlens& cu, OffsetsAt offsets = OffsetsAt::host) {
+  Operands ops(where);
+  const ToeplitzShape p = check_toeplitz_input(where, "x", x, cu, ops, offsets);
+  ops.in("op.coefficients", op.coefficients);
+  check_toeplitz_coefficients(where, op, p, cu);
+  ops.in("dy", dy);
+  check_shape(where, "dy", dy, x.shape(), "[B, n, C], the shape of x");
+  ops.out("dx", dx).out("da", da);
+  if (dx.present()) check_shape(where, "dx", dx, x.shape(), "[B, n, C], the shape of x");
+  if (da.present()) check_shape(where, "da", da, op.coefficients.shape(), "[C, count], the shape of op.coefficients");
+  ops.check();
+  return p;
+}
+
+// Decode: x_t, y_t [B, m, C]; history.inputs [B, n_max, C] with room for m more tokens after
+// history.position; coefficients [C, n_max] (causal).
+template <class T>
+ToeplitzShape check_toeplitz_step(const char* where, const ToeplitzConvolution<T>& op, const View<const T, 3>& x_t,
+                                  const View<T, 3>& y_t, const ToeplitzHistory<T>& history) {
+  Operands ops(where);
+  const ToeplitzShape p = check_toeplitz_input(where, "x", x_t, CuSeqlens{}, ops);
+  const View<T, 3>& h = history.inputs;
+  check_argument(op.causal, where, "op.causal", "true (decode needs the causal form)", "false");
+  check_argument(h.present(), where, "history.inputs", "a [B, n_max, C] buffer", "an absent view");
+  ops.out("history.inputs", h);  // advanced in place: an output, disjoint from x, y and the coefficients
+  check_argument(h.size(0) == p.batch && h.size(2) == p.channels, where, "history.inputs",
+                 concat("[B, n_max, C] with B = ", p.batch, ", C = ", p.channels), dims_string<3>(h.shape()));
+  const index_t n_max = h.size(1), m = p.time;
+  ops.in("op.coefficients", op.coefficients);
+  op.check(where, p.channels, n_max);
+  // position + m <= n_max without computing position + m (a position near INT64_MAX must not wrap).
+  check_argument(
+      history.position >= 0 && m <= n_max && history.position <= n_max - m, where, "history.position",
+      concat("room for ", m, " more tokens: 0 <= position <= n_max - ", m, " = ", n_max - m, " (history too short)"),
+      history.position);
+  ops.out("y", y_t);
+  check_shape(where, "y", y_t, x_t.shape(), "[B, m, C], the shape of x");
   ops.check();
   return p;
 }

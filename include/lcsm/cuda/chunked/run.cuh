@@ -23,15 +23,12 @@
 #include "lcsm/cuda/chunked/params.cuh"
 #include "lcsm/cuda/chunked/plan.cuh"
 #include "lcsm/cuda/device.cuh"
+#include "lcsm/cuda/dtype.cuh"
 #include "lcsm/ops/problem.hpp"
 
 namespace lcsm::cuda::detail {
 
 using lcsm::detail::ProblemShape;
-
-template <class T>
-constexpr bool is_cuda_input_v =
-    std::is_same_v<T, float> || std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>;
 
 template <class V>
 Strides4 strides_of(const V& v) {
