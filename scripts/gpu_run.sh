@@ -33,6 +33,11 @@ if has tests; then
   echo "portable kernels: $(tail -n 2 "$out/tests_portable.txt" | tr '\n' ' ')"
   LCSM_LONG_T=${LCSM_LONG_T:-1048576} .device/lcsm_tests_cuda --rng-seed time -s "[long]" >"$out/long.txt" 2>&1 || status=1
   grep -E "1M-token check|passed|failed" "$out/long.txt" | tail -n 5
+  # lcsm-ref's conformance set on the CUDA backend (what it lacks is skipped, each said).
+  if [ -x .device/lcsm-ref ]; then
+    .device/lcsm-ref run --device cuda --batch tools/conformance.txt --repeat 1 >"$out/conformance_cuda.txt" 2>&1 || status=1
+    echo "lcsm-ref --device cuda: $(tail -n 1 "$out/conformance_cuda.txt")"
+  fi
 fi
 if has sanitize; then
   echo "== compute-sanitizer"

@@ -231,6 +231,7 @@ def bad_inputs():
         (["generate"], "dir is required"),
         (["frobnicate"], "frobnicate"),
         (["run", "op=lightning", "--threads", "0"], "--threads"),
+        (["run", "op=lightning", "--device", "gpu"], "--device"),
         (["check", w("nowhere")], "manifest.json: cannot open"),
         (["check", broken], "malformed manifest"),
         (["check", norefs], "reference/o.npy: cannot open"),
@@ -252,6 +253,22 @@ def bad_inputs():
         ok = rc == 2 and len(lines) == 1 and lines[0].startswith("lcsm-ref: error:") and message in lines[0]
         expect(ok, f"{' '.join(os.path.basename(a) if os.sep in a else a for a in args)} -> exit {rc}: "
                    f"{lines[0] if lines else '(no message)'}" + ("" if ok else f"  [wanted exit 2 and '{message}']"))
+
+    # --device cuda: on a GPU (and a CUDA build) the problems run and pass; elsewhere one line that
+    # says why (no device, or a build without CUDA), exit 2. What the CUDA backend lacks is named.
+    rc, out, err = lcsm_ref("run", "--device", "cuda", "op=toeplitz", "T=40", "C=3", "dtype=bf16", "--repeat", "1")
+    lines = err.strip().splitlines()
+    no_gpu = rc == 2 and len(lines) == 1 and lines[0].startswith("lcsm-ref: error: --device cuda:")
+    expect((rc == 0 and "1 passed" in out) or no_gpu,
+           f"run --device cuda op=toeplitz -> exit {rc}: {lines[0] if lines else out.strip().splitlines()[-1]}")
+    if not no_gpu:
+        for args, message in [(["op=cosformer"], "cosFormer is not on the CUDA backend yet"),
+                              (["op=lightning", "dir=bwd"], "backward of lightning is not on the CUDA backend yet"),
+                              (["op=lightning", "dtype=f64"], "not f64")]:
+            rc, out, err = lcsm_ref("run", "--device", "cuda", *args)
+            lines = err.strip().splitlines()
+            ok = rc == 2 and len(lines) == 1 and message in lines[0]
+            expect(ok, f"run --device cuda {' '.join(args)} -> exit {rc}: {lines[0] if lines else '(no message)'}")
 
 
 {"roundtrip": roundtrip, "bad_inputs": bad_inputs}[PART]()

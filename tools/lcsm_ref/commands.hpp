@@ -14,6 +14,7 @@ std::vector<Descriptor> descriptors_of(const std::vector<std::string>& words, co
 
 int generate_command(const std::string& dir, const std::vector<Descriptor>& problems);
 int check_command(const std::string& dir, const std::vector<std::string>& files);
-int run_command(const std::vector<Descriptor>& problems, int threads, int repeats);
+// cuda: lcsm's CUDA backend instead of its CPU backend (`--device cuda`).
+int run_command(const std::vector<Descriptor>& problems, int threads, int repeats, bool cuda);
 
 }  // namespace lcsm::ref

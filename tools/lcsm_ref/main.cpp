@@ -3,7 +3,7 @@
 //
 //   lcsm-ref generate DIR  op=lightning T=100 ...   inputs, output gradients, float64 references, manifest
 //   lcsm-ref check DIR [NAME=FILE.npy ...]          a port's outputs against them; exit 0 pass, 1 fail
-//   lcsm-ref run op=lightning T=100 ...             lcsm's own CPU backend on the problem, timed
+//   lcsm-ref run op=lightning T=100 ...             lcsm's own CPU (or --device cuda) backend, timed
 //
 // Each takes --batch FILE (one descriptor a line) instead of a descriptor. Errors (a bad
 // descriptor, an unreadable or mis-shaped file) print one line and exit with status 2.
@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   std::string dir, batch;
   std::vector<std::string> words, files;
   int threads = 2, repeats = 3;
+  std::string device = "cpu";
 
   CLI::App* generate = app.add_subcommand("generate", "write a problem's inputs, float64 references and manifest");
   generate->add_option("dir", dir, "directory to write (created)")->required();
@@ -41,12 +42,15 @@ int main(int argc, char** argv) {
   check->add_option("dir", dir, "a directory written by generate (a batch directory checks every case)")->required();
   check->add_option("files", files, "NAME=FILE.npy or NAME.npy per output; none: DIR/output/<name>.npy");
 
-  CLI::App* run = app.add_subcommand("run", "run lcsm's CPU backend on problems, timed, with the error table");
+  CLI::App* run =
+      app.add_subcommand("run", "run lcsm's CPU (or CUDA) backend on problems, timed, with the error table");
   run->add_option("descriptor", words, "key=value words of one problem");
   run->add_option("--batch", batch, "a file of descriptors, one a line");
   run->add_option("--threads", threads, "CPU threads (default 2)")->check(CLI::Range(1, 1024));
   run->add_option("--repeat", repeats, "timed calls after one warm-up call; the median is printed (default 3)")
       ->check(CLI::Range(1, 1000000));
+  run->add_option("--device", device, "cpu (default) or cuda (where lcsm-ref was built with CUDA and a GPU is present)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
 
   const std::string first = argc > 1 ? argv[1] : "";
   if (!first.empty() && first[0] != '-' && first != "generate" && first != "check" && first != "run") {
@@ -70,7 +74,7 @@ int main(int argc, char** argv) {
   try {
     if (*generate) return generate_command(dir, descriptors_of(words, batch));
     if (*check) return check_command(dir, files);
-    return run_command(descriptors_of(words, batch), threads, repeats);
+    return run_command(descriptors_of(words, batch), threads, repeats, device == "cuda");
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "lcsm-ref: error: out of memory (the problem is too large for this machine)\n");
   } catch (const std::exception& e) {  // ToolError, lcsm::Error, filesystem errors
