@@ -21,6 +21,8 @@
 namespace lcsm::cuda::detail {
 
 constexpr double kLog2e = 1.4426950408889634;
+// log2(e) as a float pair: kLog2eHi is the float nearest, kLog2eLo the rest (to 3e-16 relative).
+constexpr float kLog2eHi = 1.4426950216293335f, kLog2eLo = 1.9259629911266175e-08f;
 
 // The decay of a family: the one template parameter that tells the engine's kernels apart.
 enum class DecayKind { head, token, key };

@@ -12,10 +12,11 @@
 // product q_ik k_jk e^{L_ik} e^{-L_jk} carries the same relative rounding as the elementwise factor
 // e^{L_ik - L_jk}. Where a chunk is steeper (or its gates are not finite) P is summed elementwise,
 // C (C + 1) / 2 pairs x K, with only exponentials of non-positive numbers.
-// L is kept in log2 units, summed in double and kept as a float pair hi + lo (hi in place of the
-// gates, lo as bf16 in its own tile), every factor formed as 2^{(a_hi - b_hi) + (a_lo - b_lo)}: the
-// hi difference is exact wherever the factor is not negligible (Sterbenz), so factors between
-// tokens long after a strong gate (|L| in the thousands) keep float accuracy. Device code.
+// L is kept in log2 units, summed as a compensated float pair hi + lo (hi in place of the gates, lo
+// as bf16 in its own tile; as accurate as a double sum, whose conversions cost 20% of the kernel's
+// time), every factor formed as 2^{(a_hi - b_hi) + (a_lo - b_lo)}: the hi difference is exact
+// wherever the factor is not negligible (Sterbenz), so factors between tokens long after a strong
+// gate (|L| in the thousands) keep float accuracy. Device code.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -74,9 +75,10 @@ __device__ __forceinline__ void load_floats8(float (&x)[8], const float* src) {
 // Eight bf16 values of a 16-byte aligned row as floats.
 __device__ __forceinline__ void load_bf16x8(float (&x)[8], const __nv_bfloat16* src) { load8<false>(x, src, nullptr); }
 
-// 2^{hi + lo} for |lo| <= 2^-10: 2^lo = 1 + lo ln 2 to within float rounding.
+// 2^{hi + lo} for |lo| <= 2^-7: 2^lo = 1 + lo ln 2 + lo^2 (ln 2)^2 / 2 to within float rounding (two
+// FMAs; |lo| reaches 2^-8 in a chunk whose gates sum to the contract's limit, 32 x -1000).
 __device__ __forceinline__ float exp2_pair(float hi, float lo) {
-  return exp2_ftz(hi) * fmaf(lo, 0.6931471805599453f, 1.f);
+  return exp2_ftz(hi) * fmaf(lo, fmaf(lo, 0.2402265069591007f, 0.6931471805599453f), 1.f);
 }
 
 // Eight floats as bf16 hi (and lo) 16-byte rows.
@@ -111,21 +113,26 @@ __device__ __forceinline__ bool key_gate_cumulate(float* gates, __nv_bfloat16* g
     float g[C];  // all loads first: the sum's chain is then register latency only
 #pragma unroll
     for (int r = 0; r < C; ++r) g[r] = gates[r * Tr::kGP + k];
-    double run = 0;
-    float hi = 0.f, lo = 0.f;
+    // L = sum of g log2(e) as an unevaluated float pair (hi, lo): each product's rounding error
+    // (TwoProduct by FMA, plus log2(e)'s own) and each addition's (TwoSum) go into lo. The __f*_rn
+    // intrinsics keep the compiler from contracting them into FMAs, which would break the identities.
+    float hi = 0.f, lo = 0.f, h = 0.f, l = 0.f;
 #pragma unroll
     for (int r = 0; r < C; ++r) {
-      run += static_cast<double>(g[r]) * kLog2e;
-      hi = static_cast<float>(run);
-      lo = static_cast<float>(run - static_cast<double>(hi));
-      gates[r * Tr::kGP + k] = hi;
-      gate_lo[r * Tr::kKP + k] = __float2bfloat16_rn(lo);
+      const float p = __fmul_rn(g[r], kLog2eHi);
+      const float p_err = fmaf(g[r], kLog2eHi, -p) + g[r] * kLog2eLo;
+      const float s = __fadd_rn(hi, p), b = __fsub_rn(s, hi);
+      const float s_err = __fadd_rn(__fsub_rn(hi, __fsub_rn(s, b)), __fsub_rn(p, b));
+      hi = s, lo += s_err + p_err;
+      h = __fadd_rn(hi, lo), l = __fsub_rn(lo, __fsub_rn(h, hi));  // normalised: |l| <= ulp(h) / 2
+      gates[r * Tr::kGP + k] = h;
+      gate_lo[r * Tr::kKP + k] = __float2bfloat16_rn(l);
       // Every L, not only T: gates are not read for their sign on the GPU (a positive one is the
       // caller's error, but still must not turn K^ into infinities).
-      gentle = gentle && hi >= -kSeparableRange && hi <= kSeparableRange;
+      gentle = gentle && h >= -kSeparableRange && h <= kSeparableRange;
     }
-    state_factor[k] = exp2_pair(hi, lo);
-    segment_log2[u] += run;
+    state_factor[k] = exp2_pair(h, l);
+    segment_log2[u] += static_cast<double>(h) + static_cast<double>(l);
   }
   return gentle;
 }
