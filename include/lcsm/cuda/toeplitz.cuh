@@ -32,9 +32,7 @@ std::size_t forward_workspace_bytes(const ToeplitzConvolution<T>& op, View<const
                                     const CuSeqlens& cu_seqlens = {}) {
   const char* where = "lcsm::cuda::forward_workspace_bytes(ToeplitzConvolution)";
   lcsm::detail::Operands ops(where);
-  const auto p = lcsm::detail::check_toeplitz_input(where, "x", x, cu_seqlens, ops, lcsm::detail::OffsetsAt::device);
-  ops.in("op.coefficients", op.coefficients);
-  lcsm::detail::check_toeplitz_coefficients(where, op, p, cu_seqlens);
+  const auto p = lcsm::detail::check_toeplitz_operands(where, op, x, cu_seqlens, ops, lcsm::detail::OffsetsAt::device);
   return detail::plan_toeplitz(where, op, p, detail::ToeplitzEntry::forward, false, false).bytes;
 }
 
@@ -44,9 +42,7 @@ std::size_t backward_workspace_bytes(const ToeplitzConvolution<T>& op, View<cons
                                      const CuSeqlens& cu_seqlens = {}) {
   const char* where = "lcsm::cuda::backward_workspace_bytes(ToeplitzConvolution)";
   lcsm::detail::Operands ops(where);
-  const auto p = lcsm::detail::check_toeplitz_input(where, "x", x, cu_seqlens, ops, lcsm::detail::OffsetsAt::device);
-  ops.in("op.coefficients", op.coefficients);
-  lcsm::detail::check_toeplitz_coefficients(where, op, p, cu_seqlens);
+  const auto p = lcsm::detail::check_toeplitz_operands(where, op, x, cu_seqlens, ops, lcsm::detail::OffsetsAt::device);
   if (!want_dx && !want_da) return 0;
   return detail::plan_toeplitz(where, op, p, detail::ToeplitzEntry::backward, want_dx, want_da).bytes;
 }

@@ -130,13 +130,22 @@ void check_toeplitz_coefficients(const char* where, const ToeplitzConvolution<T>
   else op.check(where, p.channels, std::min<index_t>(p.time, 1), false);
 }
 
+// The operands every call and workspace query shares: x, cu_seqlens and the coefficients (recorded
+// in ops as inputs), checked against each other.
+template <class T>
+ToeplitzShape check_toeplitz_operands(const char* where, const ToeplitzConvolution<T>& op, const View<const T, 3>& x,
+                                      const CuSeqlens& cu, Operands& ops, OffsetsAt offsets = OffsetsAt::host) {
+  const ToeplitzShape p = check_toeplitz_input(where, "x", x, cu, ops, offsets);
+  ops.in("op.coefficients", op.coefficients);
+  check_toeplitz_coefficients(where, op, p, cu);
+  return p;
+}
+
 template <class T>
 ToeplitzShape check_toeplitz_forward(const char* where, const ToeplitzConvolution<T>& op, const View<const T, 3>& x,
                                      const View<T, 3>& y, const CuSeqlens& cu, OffsetsAt offsets = OffsetsAt::host) {
   Operands ops(where);
-  const ToeplitzShape p = check_toeplitz_input(where, "x", x, cu, ops, offsets);
-  ops.in("op.coefficients", op.coefficients);
-  check_toeplitz_coefficients(where, op, p, cu);
+  const ToeplitzShape p = check_toeplitz_operands(where, op, x, cu, ops, offsets);
   ops.out("y", y);
   check_shape(where, "y", y, x.shape(), "[B, n, C], the shape of x");
   ops.check();
@@ -148,9 +157,7 @@ ToeplitzShape check_toeplitz_backward(const char* where, const ToeplitzConvoluti
                                       const View<const T, 3>& dy, const View<T, 3>& dx, const View<T, 2>& da,
                                       const CuSeqlens& cu, OffsetsAt offsets = OffsetsAt::host) {
   Operands ops(where);
-  const ToeplitzShape p = check_toeplitz_input(where, "x", x, cu, ops, offsets);
-  ops.in("op.coefficients", op.coefficients);
-  check_toeplitz_coefficients(where, op, p, cu);
+  const ToeplitzShape p = check_toeplitz_operands(where, op, x, cu, ops, offsets);
   ops.in("dy", dy);
   check_shape(where, "dy", dy, x.shape(), "[B, n, C], the shape of x");
   ops.out("dx", dx).out("da", da);
