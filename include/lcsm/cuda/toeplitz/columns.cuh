@@ -36,6 +36,17 @@ __device__ __forceinline__ SequenceRange toeplitz_sequence(const ToeplitzParams&
   return {0, a, l};
 }
 
+// The loop heads of the transposing kernels: the block's token tile (blockIdx.x), then its channel
+// tiles (from blockIdx.y, in steps of gridDim.y) and sequences (from blockIdx.z, in steps of
+// gridDim.z); body(t0, c0, n, sequence n) once per (channel tile, sequence), uniform over the block.
+template <class Body>
+__device__ __forceinline__ void for_each_column_tile(const ToeplitzParams& p, Body&& body) {
+  const std::int64_t t0 = static_cast<std::int64_t>(blockIdx.x) * kTileTokens;
+  for (std::int64_t c0 = static_cast<std::int64_t>(blockIdx.y) * kTileChannels; c0 < p.channels;
+       c0 += static_cast<std::int64_t>(gridDim.y) * kTileChannels)
+    for (std::int64_t n = blockIdx.z; n < p.sequences; n += gridDim.z) body(t0, c0, n, toeplitz_sequence(p, n));
+}
+
 // columns[(s C + c) ld + t] = src[b, start + t, c] for t < length, 0 up to L; flags[s C + c] = 1
 // where a value is not finite. Grid: (L / 32, channel tiles and sequences in steps of gridDim.y, .z).
 template <class T>
@@ -44,30 +55,26 @@ __global__ void __launch_bounds__(kTileChannels* kTileRows)
                    int* __restrict__ flags) {
   __shared__ float tile[kTileTokens][kTileChannels + 1];
   const int tx = threadIdx.x, ty = threadIdx.y;
-  const std::int64_t t0 = static_cast<std::int64_t>(blockIdx.x) * kTileTokens;
-  for (std::int64_t c0 = static_cast<std::int64_t>(blockIdx.y) * kTileChannels; c0 < p.channels;
-       c0 += static_cast<std::int64_t>(gridDim.y) * kTileChannels)
-    for (std::int64_t n = blockIdx.z; n < p.sequences; n += gridDim.z) {
-      const SequenceRange sq = toeplitz_sequence(p, n);
-      const std::int64_t c = c0 + tx;
+  for_each_column_tile(p, [&](std::int64_t t0, std::int64_t c0, std::int64_t n, const SequenceRange& sq) {
+    const std::int64_t c = c0 + tx;
 #pragma unroll
-      for (int u = 0; u < kTileTokens / kTileRows; ++u) {
-        const std::int64_t t = t0 + ty + u * kTileRows;
-        float v = 0.f;
-        if (t < sq.length && c < p.channels) {
-          v = to_float(src[sq.batch * s.s0 + (sq.start + t) * s.s1 + c * s.s2]);
-          if (!isfinite(v)) atomicOr(&flags[n * p.channels + c], 1);
-        }
-        tile[ty + u * kTileRows][tx] = v;
+    for (int u = 0; u < kTileTokens / kTileRows; ++u) {
+      const std::int64_t t = t0 + ty + u * kTileRows;
+      float v = 0.f;
+      if (t < sq.length && c < p.channels) {
+        v = to_float(src[sq.batch * s.s0 + (sq.start + t) * s.s1 + c * s.s2]);
+        if (!isfinite(v)) atomicOr(&flags[n * p.channels + c], 1);
       }
-      __syncthreads();
-#pragma unroll
-      for (int u = 0; u < kTileChannels / kTileRows; ++u) {
-        const std::int64_t cc = c0 + ty + u * kTileRows;
-        if (cc < p.channels) columns[(n * p.channels + cc) * p.ld + t0 + tx] = tile[tx][ty + u * kTileRows];
-      }
-      __syncthreads();
+      tile[ty + u * kTileRows][tx] = v;
     }
+    __syncthreads();
+#pragma unroll
+    for (int u = 0; u < kTileChannels / kTileRows; ++u) {
+      const std::int64_t cc = c0 + ty + u * kTileRows;
+      if (cc < p.channels) columns[(n * p.channels + cc) * p.ld + t0 + tx] = tile[tx][ty + u * kTileRows];
+    }
+    __syncthreads();
+  });
 }
 
 // The transpose back: dst[b, start + t, c] = columns[(s C + c) ld + t] for t < length, except
@@ -78,29 +85,25 @@ __global__ void __launch_bounds__(kTileChannels* kTileRows)
                     const int* __restrict__ column_flags, const int* __restrict__ channel_flags) {
   __shared__ float tile[kTileChannels][kTileTokens + 1];
   const int tx = threadIdx.x, ty = threadIdx.y;
-  const std::int64_t t0 = static_cast<std::int64_t>(blockIdx.x) * kTileTokens;
-  for (std::int64_t c0 = static_cast<std::int64_t>(blockIdx.y) * kTileChannels; c0 < p.channels;
-       c0 += static_cast<std::int64_t>(gridDim.y) * kTileChannels)
-    for (std::int64_t n = blockIdx.z; n < p.sequences; n += gridDim.z) {
-      const SequenceRange sq = toeplitz_sequence(p, n);
-      if (t0 >= sq.length) continue;  // uniform over the block
+  for_each_column_tile(p, [&](std::int64_t t0, std::int64_t c0, std::int64_t n, const SequenceRange& sq) {
+    if (t0 >= sq.length) return;  // uniform over the block
 #pragma unroll
-      for (int u = 0; u < kTileChannels / kTileRows; ++u) {
-        const std::int64_t cc = c0 + ty + u * kTileRows;
-        tile[ty + u * kTileRows][tx] = cc < p.channels ? columns[(n * p.channels + cc) * p.ld + t0 + tx] : 0.f;
-      }
-      __syncthreads();
-      const std::int64_t c = c0 + tx;
-      const bool skip =
-          c >= p.channels || (column_flags && column_flags[n * p.channels + c]) || (channel_flags && channel_flags[c]);
-#pragma unroll
-      for (int u = 0; u < kTileTokens / kTileRows; ++u) {
-        const std::int64_t t = t0 + ty + u * kTileRows;
-        if (!skip && t < sq.length)
-          dst[sq.batch * s.s0 + (sq.start + t) * s.s1 + c * s.s2] = from_float<T>(tile[tx][ty + u * kTileRows]);
-      }
-      __syncthreads();
+    for (int u = 0; u < kTileChannels / kTileRows; ++u) {
+      const std::int64_t cc = c0 + ty + u * kTileRows;
+      tile[ty + u * kTileRows][tx] = cc < p.channels ? columns[(n * p.channels + cc) * p.ld + t0 + tx] : 0.f;
     }
+    __syncthreads();
+    const std::int64_t c = c0 + tx;
+    const bool skip =
+        c >= p.channels || (column_flags && column_flags[n * p.channels + c]) || (channel_flags && channel_flags[c]);
+#pragma unroll
+    for (int u = 0; u < kTileTokens / kTileRows; ++u) {
+      const std::int64_t t = t0 + ty + u * kTileRows;
+      if (!skip && t < sq.length)
+        dst[sq.batch * s.s0 + (sq.start + t) * s.s1 + c * s.s2] = from_float<T>(tile[tx][ty + u * kTileRows]);
+    }
+    __syncthreads();
+  });
 }
 
 // Coefficient columns: row j of channel c holds a_r with r = j (0 <= j < cover) or, bidirectional,
