@@ -119,6 +119,21 @@ void fill_inputs(void* p, std::int64_t n, std::uint64_t seed) {
   }
 }
 
+// Log-gates as fla's tests draw them, log-sigmoid(N(0, 1)) / 16, or log-sigmoid(N(0, 1)) - 3 (kSteep:
+// a per-token decay of e^-3 or more), from a counter-based hash of the index.
+template <bool kSteep = false>
+__global__ void fill_gates(float* g, std::int64_t n, std::uint64_t seed) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    std::uint64_t x = (static_cast<std::uint64_t>(i) + seed) * 0x9E3779B97F4A7C15ull;
+    x ^= x >> 31;
+    x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 29;
+    const float u = (static_cast<float>(x >> 40) / 16777216.0f - 0.5f) * 3.4641f;
+    g[i] = kSteep ? -log1pf(expf(-u)) - 3.0f : -log1pf(expf(-u)) / 16.0f;
+  }
+}
+
 // The counters of a forward: bytes/s of q, k, v read once and o written once (plus the gate),
 // FLOP/s at 4 C K + 4 K V per token and head (C = 64), tokens/s, fraction of the copy bandwidth.
 inline void forward_counters(benchmark::State& state, double median, double tokens, double heads, double bytes, int D) {

@@ -9,19 +9,6 @@ namespace {
 
 using namespace lcsm_bench;
 
-template <bool kSteep = false>
-__global__ void fill_gates(float* g, std::int64_t n, std::uint64_t seed) {
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    std::uint64_t x = (static_cast<std::uint64_t>(i) + seed) * 0x9E3779B97F4A7C15ull;
-    x ^= x >> 31;
-    x *= 0xBF58476D1CE4E5B9ull;
-    x ^= x >> 29;
-    const float u = (static_cast<float>(x >> 40) / 16777216.0f - 0.5f) * 3.4641f;
-    g[i] = kSteep ? -log1pf(expf(-u)) - 3.0f : -log1pf(expf(-u)) / 16.0f;
-  }
-}
-
 // A descriptor over a gate buffer: scalar [B, T, H] or vector [B, T, H, D].
 template <class E>
 lcsm::ScalarGatedAttention<E> gated_op(std::integral_constant<bool, false>, const float* g, std::int64_t B,

@@ -1,5 +1,6 @@
-// A C ABI over lcsm's CUDA lightning attention and gated recurrences, so the peers script (Python,
-// ctypes) can run them on PyTorch tensors in the same process as fla and SDPA. Contiguous
+// A C ABI over lcsm's CUDA lightning attention, gated recurrences (forward, decode, backward) and the
+// Toeplitz convolution, so the peers script (Python, ctypes) can run them on PyTorch tensors in the
+// same process as fla and SDPA. Contiguous
 // [B, T, H, D] tensors only; gates fp32 [B, T, H] (scalar, kind 0) or [B, T, H, K] (vector, kind 1).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -200,6 +201,60 @@ int lcsm_toeplitz_forward(int dtype, int causal, const void* x, const void* a, v
       lcsm::cuda::Device dev{static_cast<cudaStream_t>(stream), {workspace, static_cast<std::size_t>(workspace_bytes)}};
       lcsm::forward<T_>(dev, toeplitz_op<T_>(a, causal, n, C), lcsm::view(static_cast<const T_*>(x), {B, n, C}),
                         lcsm::view(static_cast<T_*>(y), {B, n, C}));
+    });
+  });
+}
+
+// The backward of lightning (family 0: `decay` is double log_decay[H], d_decay float [H]) or the
+// scalar gate (family 1: `decay` is the fp32 gate [B, T, H], d_decay float [B, T, H]); d_decay may
+// be null (no decay gradient). No states. Scratch bytes: lcsm_backward_workspace, -1 on error.
+long long lcsm_backward_workspace(int family, int dtype, long long B, long long T, long long H, long long K,
+                                  long long V, int with_decay_gradient, char* error, int error_len) {
+  long long bytes = -1;
+  guarded(error, error_len, [&] {
+    dispatch(dtype, [&](auto tag) {
+      using T_ = decltype(tag);
+      const lcsm::View<const T_, 4> q(nullptr, {B, T, H, K}, lcsm::contiguous_strides<4>({B, T, H, K}));
+      const lcsm::View<const T_, 4> v(nullptr, {B, T, H, V}, lcsm::contiguous_strides<4>({B, T, H, V}));
+      // The query reads only whether the gradient is present: any non-null view says "wanted".
+      float unread = 0;
+      float* wanted = with_decay_gradient ? &unread : nullptr;
+      if (family == 0) {
+        const lcsm::View<float, 1> dg = wanted ? lcsm::view(wanted, {H}) : lcsm::View<float, 1>{};
+        bytes =
+            static_cast<long long>(lcsm::cuda::backward_workspace_bytes<T_>(lcsm::LightningAttention{}, q, v, {}, dg));
+      } else {
+        const lcsm::View<float, 3> dg = wanted ? lcsm::view(wanted, {B, T, H}) : lcsm::View<float, 3>{};
+        bytes = static_cast<long long>(
+            lcsm::cuda::backward_workspace_bytes<T_>(lcsm::ScalarGatedAttention<T_>{}, q, v, {}, dg));
+      }
+    });
+  });
+  return bytes;
+}
+
+int lcsm_backward(int family, int dtype, const void* q, const void* k, const void* v, const void* d_o,
+                  const void* decay, void* dq, void* dk, void* dv, float* d_decay, long long B, long long T,
+                  long long H, long long K, long long V, double scale, void* workspace, long long workspace_bytes,
+                  int exact, void* stream, char* error, int error_len) {
+  return guarded(error, error_len, [&] {
+    dispatch(dtype, [&](auto tag) {
+      using T_ = decltype(tag);
+      lcsm::cuda::Device dev{static_cast<cudaStream_t>(stream), {workspace, static_cast<std::size_t>(workspace_bytes)}};
+      const auto in = [&](const void* p, long long D) { return lcsm::view(static_cast<const T_*>(p), {B, T, H, D}); };
+      const auto out = [&](void* p, long long D) { return lcsm::view(static_cast<T_*>(p), {B, T, H, D}); };
+      if (family == 0) {
+        const auto op = make_op(static_cast<const double*>(decay), H, scale, exact);
+        lcsm::backward<T_>(dev, op, in(q, K), in(k, K), in(v, V), in(d_o, V), out(dq, K), out(dk, K), out(dv, V), {},
+                           d_decay ? lcsm::view(d_decay, {H}) : lcsm::View<float, 1>{});
+      } else {
+        lcsm::ScalarGatedAttention<T_> op;
+        op.log_gate = lcsm::view(static_cast<const float*>(decay), {B, T, H});
+        op.scale = scale;
+        op.precision = exact ? lcsm::Precision::exact : lcsm::Precision::fast;
+        lcsm::backward<T_>(dev, op, in(q, K), in(k, K), in(v, V), in(d_o, V), out(dq, K), out(dk, K), out(dv, V), {},
+                           d_decay ? lcsm::view(d_decay, {B, T, H}) : lcsm::View<float, 3>{});
+      }
     });
   });
 }

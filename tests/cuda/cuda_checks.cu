@@ -6,29 +6,12 @@
 
 #include "cuda/cuda_checks.hpp"
 #include "cuda/device_buffer.cuh"
+#include "cuda/fill.cuh"
 #include "lcsm/cuda.cuh"
 #include "lcsm/reference/eos.hpp"
 
 namespace lcsm::test {
 namespace {
-
-__device__ __forceinline__ std::uint64_t splitmix(std::uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-
-// N(0, 1) values, rounded to bf16, from a counter-based hash (reproducible, no state).
-__global__ void fill_normal_bf16(__nv_bfloat16* out, std::int64_t n, std::uint64_t seed) {
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const std::uint64_t r = splitmix(seed ^ splitmix(static_cast<std::uint64_t>(i)));
-    const float u1 = (static_cast<float>(r >> 40) + 1.0f) * (1.0f / 16777217.0f);
-    const float u2 = static_cast<float>((r >> 16) & 0xFFFFFF) * (1.0f / 16777216.0f);
-    out[i] = __float2bfloat16_rn(sqrtf(-2.0f * logf(u1)) * cospif(2.0f * u2));
-  }
-}
 
 float bf16_to_float(std::uint16_t b) {
   std::uint32_t u = static_cast<std::uint32_t>(b) << 16;
@@ -39,18 +22,6 @@ float bf16_to_float(std::uint16_t b) {
 
 }  // namespace
 
-// log-sigmoid(N(0, 1)) / 16, fp32: the gates of fla's tests (strictly negative, mean about -0.05).
-__global__ void fill_log_gate(float* out, std::int64_t n, std::uint64_t seed) {
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const std::uint64_t r = splitmix(seed ^ splitmix(static_cast<std::uint64_t>(i)));
-    const float u1 = (static_cast<float>(r >> 40) + 1.0f) * (1.0f / 16777217.0f);
-    const float u2 = static_cast<float>((r >> 16) & 0xFFFFFF) * (1.0f / 16777216.0f);
-    const float x = sqrtf(-2.0f * logf(u1)) * cospif(2.0f * u2);
-    out[i] = -log1pf(expf(-x)) / 16.0f;
-  }
-}
-
 LongRunResult run_long_sequence(LongFamily family, std::int64_t T, int H, int check_heads, std::uint64_t seed) {
   constexpr int D = 128;
   const auto start = std::chrono::steady_clock::now();
@@ -58,11 +29,11 @@ LongRunResult run_long_sequence(LongFamily family, std::int64_t T, int H, int ch
   const std::int64_t gate_width = family == LongFamily::vector_gate ? D : 1;
   DeviceBuffer q(n * 2), k(n * 2), v(n * 2), o(n * 2), sT(static_cast<std::size_t>(H) * D * D * 4);
   DeviceBuffer gate(family == LongFamily::lightning ? 0 : T * H * gate_width * 4);
-  fill_normal_bf16<<<4096, 256>>>(static_cast<__nv_bfloat16*>(q.get()), n, seed);
-  fill_normal_bf16<<<4096, 256>>>(static_cast<__nv_bfloat16*>(k.get()), n, seed + 1);
-  fill_normal_bf16<<<4096, 256>>>(static_cast<__nv_bfloat16*>(v.get()), n, seed + 2);
+  fill_normal<<<4096, 256>>>(static_cast<__nv_bfloat16*>(q.get()), n, seed);
+  fill_normal<<<4096, 256>>>(static_cast<__nv_bfloat16*>(k.get()), n, seed + 1);
+  fill_normal<<<4096, 256>>>(static_cast<__nv_bfloat16*>(v.get()), n, seed + 2);
   if (family != LongFamily::lightning)
-    fill_log_gate<<<4096, 256>>>(static_cast<float*>(gate.get()), T * H * gate_width, seed + 3);
+    fill_log_gate<><<<4096, 256>>>(static_cast<float*>(gate.get()), T * H * gate_width, seed + 3);
   LCSM_CUDA_CHECK(cudaGetLastError());
   LightningAttention light;
   light.log_decay = decay::minimax(H, 0, 80);

@@ -23,6 +23,18 @@ enum class LongFamily { lightning, scalar_gate, vector_gate };
 // final states compared with a float64 recurrence on the host.
 LongRunResult run_long_sequence(LongFamily family, std::int64_t T, int H, int check_heads, std::uint64_t seed);
 
+struct LongBackwardResult {
+  double dq_rel_rms, dk_rel_rms, dv_rel_rms, yardstick, d_initial_rel_rms, seconds;
+  bool decay_gradient_finite;
+  std::vector<double> sampled_gradients, sampled_reference;  // dq, dk, dv rows, for the tolerance
+};
+
+// A backward of lightning or the scalar gate (bf16, B = 1, H heads, K = V = 128, T tokens, a random
+// final-state gradient, the decay gradient wanted): dq, dk, dv of `check_heads` heads at 64 sampled
+// positions and their whole initial-state gradient against a float64 recurrence on the host
+// (forwards for dq, backwards for the state gradient). The decay gradient is checked to be finite.
+LongBackwardResult run_long_backward(LongFamily family, std::int64_t T, int H, int check_heads, std::uint64_t seed);
+
 // Calls that must throw; returns the exception message ("" when nothing was thrown).
 std::string forward_without_workspace_message();
 std::string forward_with_large_key_dim_message();

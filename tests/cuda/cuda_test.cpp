@@ -40,6 +40,35 @@ TEST_CASE("cuda vector gate: 1M tokens, 16 heads, D = 128 against float64 on sam
   check_long(LongFamily::vector_gate, "vector gate");
 }
 
+namespace {
+
+void check_long_backward(LongFamily family, const char* what) {
+  const char* env = std::getenv("LCSM_LONG_BACKWARD_T");
+  const std::int64_t T = env ? std::atoll(env) : (1 << 18);
+  const LongBackwardResult r = run_long_backward(family, T, 16, 2, fresh_seed());
+  INFO(what << " backward T=" << T << " rel_rms dq " << r.dq_rel_rms << " dk " << r.dk_rel_rms << " dv " << r.dv_rel_rms
+            << " (bf16 yardstick " << r.yardstick << "), d_initial_state " << r.d_initial_rel_rms << " in " << r.seconds
+            << " s");
+  const Verdict v = judge(r.sampled_gradients, r.sampled_reference, tolerance(Dtype::bf16, r.sampled_reference));
+  INFO(v.str());
+  CHECK(v.ok);
+  CHECK(r.d_initial_rel_rms <= 1e-5);
+  CHECK(r.decay_gradient_finite);
+  WARN(what << " backward long check: rel_rms dq " << r.dq_rel_rms << " dk " << r.dk_rel_rms << " dv " << r.dv_rel_rms
+            << " (yardstick " << r.yardstick << "), d_initial_state " << r.d_initial_rel_rms);
+}
+
+}  // namespace
+
+TEST_CASE("cuda lightning backward: 256K tokens, 16 heads, D = 128 against float64 on sampled rows",
+          "[cuda][long][backward]") {
+  check_long_backward(LongFamily::lightning, "lightning");
+}
+TEST_CASE("cuda scalar gate backward: 256K tokens, 16 heads, D = 128 against float64 on sampled rows",
+          "[cuda][long][backward][gated]") {
+  check_long_backward(LongFamily::scalar_gate, "scalar gate");
+}
+
 TEST_CASE("cuda lightning: errors", "[cuda][validation]") {
   CHECK_THAT(forward_without_workspace_message(),
              Contains("argument 'device.workspace'") && Contains("forward_workspace_bytes") && Contains("got 0 bytes"));

@@ -58,6 +58,10 @@ class Backend {
   // Whether op.chunk selects the algorithm's block size (CPU) or is ignored (CUDA picks tiles).
   virtual bool honours_chunk() const = 0;
   virtual bool has_backward() const = 0;
+  // The relative error of one fp32 product on this backend, where it exceeds the float's own
+  // rounding (0): tensor-core backends form it from bf16 pieces (about 2^-16 each, 2^-15 through
+  // a state). Bounds that count every term's magnitude (the decay gradients) allow for it.
+  virtual double product_error() const { return 0.0; }
 
   virtual void lightning_forward(const LightningAttention& op, const Tensor& q, const Tensor& k, const Tensor& v,
                                  Tensor& o, const Tensor* initial_state, Tensor* final_state,

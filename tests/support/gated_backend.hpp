@@ -39,6 +39,8 @@ class GatedOps {
   // Decode: log_gate covers the n tokens of q, k, v.
   virtual void step(const GatedSpec& spec, const Tensor& log_gate, const Tensor& q, const Tensor& k, const Tensor& v,
                     Tensor& o, Tensor& state) = 0;
+  // Whether backward() serves this gate kind (the suite's backward cases of the other kind WARN).
+  virtual bool has_backward(GateKind) const { return true; }
   virtual void backward(const GatedSpec& spec, const Tensor& log_gate, const Tensor& q, const Tensor& k,
                         const Tensor& v, const Tensor& d_o, const Tensor* initial_state, const Tensor* d_final_state,
                         const GatedBackwardOut& out, const Offsets* cu_seqlens) = 0;

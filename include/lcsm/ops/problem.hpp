@@ -159,8 +159,9 @@ template <class T, class S>
 ProblemShape check_backward(const char* where, const View<const T, 4>& q, const View<const T, 4>& k,
                             const View<const T, 4>& v, const View<const T, 4>& d_o, const View<T, 4>& dq,
                             const View<T, 4>& dk, const View<T, 4>& dv, const StateGrads<S>& states,
-                            const CuSeqlens& cu, Operands ops, StateLayout layout = StateLayout::kv) {
-  const ProblemShape p = check_qkv(where, q, k, v, cu, ops);
+                            const CuSeqlens& cu, Operands ops, StateLayout layout = StateLayout::kv,
+                            OffsetsAt offsets = OffsetsAt::host) {
+  const ProblemShape p = check_qkv(where, q, k, v, cu, ops, offsets);
   ops.in("do", d_o);
   check_shape(where, "do", d_o, v.shape(), "[B, T, H, V], the shape of v");
   ops.out("dq", dq).out("dk", dk).out("dv", dv);

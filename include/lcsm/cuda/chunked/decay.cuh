@@ -104,13 +104,23 @@ struct TokenDecay {
   __device__ float state(int /*c*/) const { return slice[C - 1].z; }
 };
 
+// The log-gate of token t of a row (its sequence starts at token `start`) into dst (shared memory):
+// from the gate tensor, or the head's log-decay (p.gate_from_head), and 0 at the sequence's first
+// token when p.gate_restart (params.cuh: the backward's reversed passes).
+__device__ __forceinline__ void load_token_gate(float* dst, const RecurrenceParams& p, std::int64_t batch,
+                                                std::int64_t start, std::int64_t t, int h) {
+  if (p.gate_restart && t == start) *dst = 0.f;
+  else if (p.gate_from_head) *dst = static_cast<float>(p.log_decay[h]);
+  else cp_async_4(dst, p.log_gate + batch * p.sg.s0 + t * p.sg.s1 + h * p.sg.s2);
+}
+
 // The chunk's log-gates into a stage, with the chunk's q/k/v copies: C values (scalar gate) or C
 // rows of K values at a pitch of kPitch floats (vector gate); zero past the chunk's end and past K.
 template <int C, int kThreads>
 __device__ __forceinline__ void load_token_gates(float* dst, const RecurrenceParams& p, std::int64_t batch,
-                                                 std::int64_t t0, int count, int h) {
+                                                 std::int64_t start, std::int64_t t0, int count, int h) {
   for (int r = threadIdx.x; r < C; r += kThreads) {
-    if (r < count) cp_async_4(dst + r, p.log_gate + batch * p.sg.s0 + (t0 + r) * p.sg.s1 + h * p.sg.s2);
+    if (r < count) load_token_gate(dst + r, p, batch, start, t0 + r, h);
     else dst[r] = 0.f;
   }
 }

@@ -306,10 +306,17 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
         for (int half = 0; half < 2; ++half) {
           const int row = r0 + lane / 4 + half * 8, lcol = v0 + j * 8 + 2 * (lane % 4), col = c0 + lcol;
           const float x0 = p.scale * O[j][2 * half], x1 = p.scale * O[j][2 * half + 1];
-          if constexpr (Tr::kStageOutput) {  // written out after the update's barrier
-            T* so = reinterpret_cast<T*>(smem + Tr::kOffO) + row * Tr::kVP + lcol;
-            so[0] = from_float<T>(x0);
-            so[1] = from_float<T>(x1);
+          if constexpr (Tr::kStageOutput) {
+            if (!p.out_float) {  // written out after the update's barrier
+              T* so = reinterpret_cast<T*>(smem + Tr::kOffO) + row * Tr::kVP + lcol;
+              so[0] = from_float<T>(x0);
+              so[1] = from_float<T>(x1);
+            } else if (row < c && col < V) {  // fp32 outputs of 16-bit inputs (the backward's dq, dk)
+              float* dst = static_cast<float*>(p.o) + it.batch * p.so.s0 + (tg + row) * p.so.s1 +
+                           static_cast<std::int64_t>(h) * p.so.s2 + col * p.so.s3;
+              dst[0] = x0;
+              if (col + 1 < V) dst[p.so.s3] = x1;
+            }
           } else {
             if (row >= c || col >= V) continue;
             T* dst =
@@ -340,7 +347,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
     }
     __syncthreads();  // every warp is done reading this chunk's state operand and stage
     if constexpr (Tr::kStageOutput) {
-      if (!kDeltaOnly) {  // the staged outputs of this chunk, as 16-byte row segments
+      if (!kDeltaOnly && !p.out_float) {  // the staged outputs of this chunk, as 16-byte row segments
         const T* so = reinterpret_cast<const T*>(smem + Tr::kOffO);
         T* head = o + it.batch * p.so.s0 + static_cast<std::int64_t>(h) * p.so.s2;
         constexpr int kGroups = VT / 8;

@@ -109,7 +109,7 @@ __device__ __forceinline__ void load_wgmma_chunk(__nv_bfloat16* stage, const Rec
   if constexpr (Tr::kTokenGate) {
     float* gates = reinterpret_cast<float*>(stage + Tr::kStageTiles);
     for (int r = tid; r < Tr::kChunk; r += kT) {
-      if (r < c) cp_async_4(gates + r, p.log_gate + it.batch * p.sg.s0 + (tg + r) * p.sg.s1 + h64 * p.sg.s2);
+      if (r < c) load_token_gate(gates + r, p, it.batch, it.start, tg + r, h);
       else gates[r] = 0.f;
     }
   }

@@ -21,6 +21,7 @@ struct RecurrenceParams {
   void* o;
   Strides4 sq, sk, sv, so;
   bool vectorized;  // every row of q, k, v, o is unit-stride and 16-byte aligned
+  bool out_float;   // o holds fp32 whatever the input type (the backward's dq and dk before dg)
 
   std::int64_t batch, time;
   int heads, key_dim, value_dim, value_blocks;
@@ -32,6 +33,11 @@ struct RecurrenceParams {
   const float* log_gate;
   Strides4 sg;
   bool gate_vectorized;  // vector gate rows unit-stride and 16-byte aligned
+  // The backward's passes in reversed time (chunked/backward.cuh) read the token decay shifted by
+  // one: each sequence's first token has log-gate 0 (gate_restart), and lightning's passes take the
+  // head's log-decay for every other token (gate_from_head) instead of a gate tensor.
+  bool gate_restart;
+  bool gate_from_head;
 
   // Sequences: B rows of T tokens, or cu_seqlens over row 0 (device memory, int32 or int64).
   const void* cu_seqlens;

@@ -167,7 +167,7 @@ __device__ __forceinline__ void load_chunk(__nv_bfloat16* stage, const Recurrenc
                                             static_cast<const T*>(p.v) + it.batch * p.sv.s0 + h64 * p.sv.s2, p.sv.s1,
                                             p.sv.s3, tg, c, c0, p.value_dim, p.vectorized);
   if constexpr (Tr::kKeyGate) load_key_gates<C, KT, Tr::kGP, Tr::kThreads>(s.gates, p, it.batch, tg, c, h);
-  if constexpr (Tr::kTokenGate) load_token_gates<C, Tr::kThreads>(s.gates, p, it.batch, tg, c, h);
+  if constexpr (Tr::kTokenGate) load_token_gates<C, Tr::kThreads>(s.gates, p, it.batch, it.start, tg, c, h);
   cp_async_commit();
 }
 

@@ -1,0 +1,376 @@
+// The chunked backward on the engine, for a decay per head (lightning) or per token (scalar gate):
+// every gradient from three passes of the forward kernels and a few small kernels
+// (chunked/backward_kernels.cuh). Host code.
+//
+// With S_t the state after token t (S_{-1} the initial state), dS_t the loss's gradient with
+// respect to it, g_t the log-decay of token t (lightning: g_h) and G_t = g_0 + ... + g_t:
+//   dq_t = scale S_t dO_t: the forward of (q, k, v) := (dO, v, k) from S_{-1}^T (its state is S^T);
+//   dS_t = e^{g_{t+1}} dS_{t+1} + scale q_t dO_t^T, from dS_final at each sequence's last token;
+//   dv_t = dS_t^T k_t: the forward in reversed time of (k, q, dO) from dS_final / scale (its state
+//          is dS / scale);
+//   dk_t = dS_t v_t: the forward in reversed time of (v, dO, q) from (dS_final / scale)^T;
+//   d initial state = e^{g_0} dS_0 = scale e^{g_0} (the dv pass's final state);
+//   dG_t = q_t . dq_t - k_t . dk_t, plus <dS_final, S_T> at the last token, and the gradient of
+//          g_t is the sum of dG over t and the tokens after it (lightning: summed over t too).
+// The reversed passes view the tensors with a negative time stride, and a varlen row's sequences
+// (and their states) last first. There token t decays by the gate of the token after it: the gate
+// view is shifted by one and each sequence's first token has gate 0 (RecurrenceParams::
+// gate_restart); lightning's reversed passes take its head decay as that gate (gate_from_head).
+// Each pass recomputes the states it needs (none is stored per chunk): the extra memory is the
+// fp32 dq and dk that the decay gradient needs for 16-bit inputs (8 K bytes per token and head) and
+// a few states per sequence. (The vector gate's dq and dk decay along their own key axis, which
+// is not a forward of the engine: its backward needs kernels of its own.)
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "lcsm/core/precision.hpp"
+#include "lcsm/core/sequences.hpp"
+#include "lcsm/core/tensor.hpp"
+#include "lcsm/cuda/chunked/backward_kernels.cuh"
+#include "lcsm/cuda/chunked/run.cuh"
+#include "lcsm/cuda/device.cuh"
+#include "lcsm/cuda/error.cuh"
+
+namespace lcsm::cuda::detail {
+
+// Blocks for a grid-stride loop over `work` items, per_block items a block (at most 2^16 blocks).
+inline unsigned grid_of(std::int64_t work, int per_block) {
+  const std::int64_t blocks = (work + per_block - 1) / per_block;
+  return static_cast<unsigned>(std::min<std::int64_t>(std::max<std::int64_t>(blocks, 1), 1 << 16));
+}
+
+// The decay of a call (one of the two) and the gradient it wants (absent views: none).
+struct BackwardDecay {
+  const std::vector<double>* log_decay = nullptr;  // lightning: per head
+  View<const float, 3> gate;                       // scalar gate: [B, T, H]
+  View<float, 1> d_log_decay;                      // lightning's gradient, [H]
+  View<float, 3> d_gate;                           // the scalar gate's, [B, T, H]
+  bool wants_gradient() const { return d_log_decay.present() || d_gate.present(); }
+};
+
+// The scratch of a backward call, region by region (bytes, 256-byte multiples; 0: absent).
+struct BackwardPlan {
+  ChunkPlan dq, dv, dk;            // the three passes
+  std::size_t segments = 0;        // their segment scratch (shared: they run one after another)
+  std::size_t scaled_final = 0;    // dS_final / scale [N, H, K, V]
+  std::size_t final_state = 0;     // S_T [N, H, K, V] for the final-state term of the decay gradient
+  std::size_t dq32 = 0, dk32 = 0;  // fp32 dq, dk [B, T, H, K] (16-bit inputs, decay gradient wanted)
+  std::size_t terms = 0;           // dG [B, T, H] (lightning; the scalar gate's go into d_log_gate)
+  std::size_t totals = 0;          // per (sequence, head) sums of the decay gradient (lightning)
+  std::size_t offsets = 0;         // the reversed row's cu_seqlens (varlen)
+  std::size_t zeros = 256;         // a zero operand (scale = 0)
+  std::size_t bytes() const {
+    return segments + scaled_final + final_state + dq32 + dk32 + terms + totals + offsets + zeros;
+  }
+};
+
+template <DecayKind kDecay>
+BackwardPlan plan_backward(const ProblemShape& s, bool varlen, bool d_final, bool decay_gradient, bool float_inputs) {
+  static_assert(kDecay != DecayKind::key, "the vector gate's backward is not a composition of forwards");
+  const int sms = multiprocessor_count();
+  const ProblemShape swapped{s.batch, s.time, s.heads, s.value_dim, s.key_dim, s.sequences};
+  auto plan = [&](DecayKind d, const ProblemShape& x) {
+    return plan_chunks(tile_shape(d, x.key_dim, x.value_dim), x.time, x.heads, x.key_dim, x.value_dim, x.sequences,
+                       varlen, gate_width(d, static_cast<int>(x.key_dim)), sms);
+  };
+  BackwardPlan b;
+  b.dq = plan(kDecay, swapped);
+  b.dv = plan(DecayKind::token, s);
+  b.dk = plan(DecayKind::token, swapped);
+  b.segments = std::max({b.dq.workspace_bytes(), b.dv.workspace_bytes(), b.dk.workspace_bytes()});
+  const auto bytes = [](std::int64_t count, std::size_t size) {
+    return round_up_256(static_cast<std::size_t>(count) * size);
+  };
+  const std::int64_t state = s.sequences * s.heads * s.key_dim * s.value_dim;
+  b.scaled_final = d_final ? bytes(state, sizeof(float)) : 0;
+  b.final_state = d_final && decay_gradient ? bytes(state, sizeof(float)) : 0;
+  if (decay_gradient && !float_inputs) b.dq32 = b.dk32 = bytes(s.batch * s.time * s.heads * s.key_dim, sizeof(float));
+  if (decay_gradient && kDecay == DecayKind::head) {
+    b.terms = bytes(s.batch * s.time * s.heads, sizeof(float));
+    b.totals = bytes(s.sequences * s.heads, sizeof(double));
+  }
+  b.offsets = varlen ? bytes(s.sequences + 1, sizeof(std::int64_t)) : 0;
+  return b;
+}
+
+// The checks of every backward call (as check_forward_call): shapes, memory, aliasing; K and V <= 256
+// (the passes swap them).
+template <class T>
+ProblemShape check_backward_call(const char* where, const View<const T, 4>& q, const View<const T, 4>& k,
+                                 const View<const T, 4>& v, const View<const T, 4>& d_o, const View<T, 4>& dq,
+                                 const View<T, 4>& dk, const View<T, 4>& dv, const StateGrads<float>& states,
+                                 const CuSeqlens& cu, const lcsm::detail::Operands& ops) {
+  using namespace lcsm::detail;
+  const ProblemShape p =
+      check_backward(where, q, k, v, d_o, dq, dk, dv, states, cu, ops, StateLayout::kv, OffsetsAt::device);
+  if (cu.present())
+    check_argument(cu.stride() == 1, where, "cu_seqlens", "contiguous offsets", concat("stride ", cu.stride()));
+  check_argument(p.key_dim <= 256, where, "q", "K <= 256", concat("K = ", p.key_dim));
+  check_argument(p.value_dim <= 256, where, "v", "V <= 256 (the backward)", concat("V = ", p.value_dim));
+  return p;
+}
+
+// d_log_decay = 0 (a call with no tokens and no state gradient).
+inline void zero_head_gradient(const View<float, 1>& d_log_decay, cudaStream_t stream) {
+  head_totals_kernel<><<<grid_of(d_log_decay.size(0), kBackwardThreads), kBackwardThreads, 0, stream>>>(
+      nullptr, 0, static_cast<int>(d_log_decay.size(0)), d_log_decay.data(), d_log_decay.stride(0));
+  LCSM_CUDA_CHECK(cudaGetLastError());
+}
+
+// Scratch bytes of a backward call with these shapes on the current device.
+template <DecayKind kDecay, class T>
+std::size_t backward_workspace_bytes(const char* where, const View<const T, 4>& q, const View<const T, 4>& v,
+                                     const StateGrads<float>& states, bool decay_gradient, const CuSeqlens& cu) {
+  const ProblemShape shape{q.size(0), q.size(1), q.size(2),
+                           q.size(3), v.size(3), cu.present() ? cu.num_sequences() : q.size(0)};
+  lcsm::detail::check_problem_size(where, cu.present() ? "cu_seqlens" : "q", shape);
+  return plan_backward<kDecay>(shape, cu.present(), states.d_final.present(), decay_gradient, std::is_same_v<T, float>)
+      .bytes();
+}
+
+inline void check_backward_workspace(const char* where, const Device& device, const BackwardPlan& plan) {
+  using namespace lcsm::detail;
+  const Workspace& w = device.workspace;
+  if (w.bytes < plan.bytes() || w.data == nullptr)
+    throw_argument(where, "device.workspace",
+                   concat("at least ", plan.bytes(), " bytes (lcsm::cuda::backward_workspace_bytes)"),
+                   concat(w.bytes, " bytes at ", w.data));
+  check_argument(reinterpret_cast<std::uintptr_t>(w.data) % 256 == 0, where, "device.workspace",
+                 "a 256-byte aligned address", concat(w.data));
+}
+
+// Views rows of `time` tokens backwards: token t becomes token time - 1 - t.
+template <class E>
+void reverse_time(const void*& data, Strides4& s, std::int64_t time) {
+  if (time > 0) data = static_cast<const E*>(data) + (time - 1) * s.s1;
+  s.s1 = -s.s1;
+}
+template <class E>
+void reverse_time(void*& data, Strides4& s, std::int64_t time) {
+  if (time > 0) data = static_cast<E*>(data) + (time - 1) * s.s1;
+  s.s1 = -s.s1;
+}
+// States [N, ...] last first (the sequences of a reversed varlen row).
+template <class P>
+void reverse_sequences(P*& data, Strides4& s, std::int64_t count) {
+  if (data && count > 0) data += (count - 1) * s.s0;
+  s.s0 = -s.s0;
+}
+
+inline Strides4 contiguous_strides(std::int64_t d1, std::int64_t d2, std::int64_t d3) {
+  return {d1 * d2 * d3, d2 * d3, d3, 1};
+}
+
+// The views of one checked backward call.
+template <class T>
+struct BackwardCall {
+  View<const T, 4> q, k, v, d_o;
+  View<T, 4> dq, dk, dv;
+  StateGrads<float> states;
+  CuSeqlens cu;
+  double scale;
+  Precision precision;
+  ProblemShape shape;
+};
+
+template <class T, DecayKind kDecay>
+void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const BackwardPlan& plan,
+                  const Device& device) {
+  const ProblemShape& s = c.shape;
+  const std::int64_t N = s.sequences, time = s.time;
+  const int H = static_cast<int>(s.heads), K = static_cast<int>(s.key_dim), V = static_cast<int>(s.value_dim);
+  const ProblemShape swapped{s.batch, s.time, s.heads, s.value_dim, s.key_dim, s.sequences};
+  const cudaStream_t stream = device.stream;
+  const bool varlen = c.cu.present(), gradient = decay.wants_gradient();
+
+  char* next = static_cast<char*>(device.workspace.data);
+  const auto take = [&](std::size_t bytes) -> void* {
+    void* region = bytes ? next : nullptr;
+    next += bytes;
+    return region;
+  };
+  void* segments = take(plan.segments);
+  auto* scaled_final = static_cast<float*>(take(plan.scaled_final));
+  auto* final_state = static_cast<float*>(take(plan.final_state));
+  auto* dq32 = static_cast<float*>(take(plan.dq32));
+  auto* dk32 = static_cast<float*>(take(plan.dk32));
+  auto* terms = static_cast<float*>(take(plan.terms));
+  auto* totals = static_cast<double*>(take(plan.totals));
+  auto* offsets = static_cast<std::int64_t*>(take(plan.offsets));
+  void* zeros = take(plan.zeros);
+  const Device pass_device{stream, {segments, plan.segments}, device.kernels};
+
+  // scale = 0: dq = 0, and dS is the decayed dS_final alone (the passes run at scale 1 with a zero
+  // operand in place of q).
+  const bool zero_scale = c.scale == 0.0;
+  const double pass_scale = zero_scale ? 1.0 : c.scale;
+  if (zero_scale) LCSM_CUDA_CHECK(cudaMemsetAsync(zeros, 0, plan.zeros, stream));
+  const View<const T, 4> q_or_zeros =
+      zero_scale ? View<const T, 4>(static_cast<const T*>(zeros), c.q.shape(), {0, 0, 0, 0}) : c.q;
+  const auto set_decay = [&](RecurrenceParams& p) {
+    if (decay.log_decay) set_head_decay(p, *decay.log_decay);
+    else set_gate(p, decay.gate);
+  };
+
+  // The forward-direction problem, for the small kernels (shapes, cu_seqlens, decays).
+  RecurrenceParams fwd = make_params(c.q, c.k, c.v, c.dv, c.scale, s);
+  fwd.cu_seqlens = varlen ? c.cu.data() : nullptr;
+  fwd.cu_seqlens_int64 = c.cu.is_int64();
+  set_decay(fwd);
+
+  if (c.states.d_final.present()) {
+    scaled_state_copy_kernel<><<<grid_of(N * H * K * V, kBackwardThreads), kBackwardThreads, 0, stream>>>(
+        c.states.d_final.data(), strides_of(c.states.d_final), scaled_final, N, H, K, V,
+        static_cast<float>(1.0 / pass_scale));
+    LCSM_CUDA_CHECK(cudaGetLastError());
+  }
+
+  // dq: the forward of (dO, v, k) from S_{-1}^T; its final state S_T^T lands in [N, H, K, V].
+  {
+    RecurrenceParams p = make_params(c.d_o, c.v, c.k, c.dq, c.scale, swapped);
+    if (dq32) {
+      p.o = dq32;
+      p.so = contiguous_strides(s.time, H, K);
+      p.out_float = true;
+    }
+    p.cu_seqlens = fwd.cu_seqlens;
+    p.cu_seqlens_int64 = fwd.cu_seqlens_int64;
+    if (c.states.initial.present()) {
+      p.initial_state = c.states.initial.data();
+      p.s_initial = strides_of(c.states.initial);
+      std::swap(p.s_initial.s2, p.s_initial.s3);
+    }
+    if (final_state) {
+      p.final_state = final_state;
+      p.s_final = {static_cast<std::int64_t>(H) * K * V, static_cast<std::int64_t>(K) * V, 1, V};
+    }
+    set_decay(p);
+    run_forward<T, kDecay>(p, plan.dq, pass_device, c.precision);
+  }
+
+  if (varlen) {
+    reversed_offsets_kernel<><<<grid_of(N + 1, kBackwardThreads), kBackwardThreads, 0, stream>>>(fwd, offsets);
+    LCSM_CUDA_CHECK(cudaGetLastError());
+  }
+  // The reversed passes' common part: time and sequences backwards, the shifted gates.
+  const auto reverse = [&](RecurrenceParams& p, bool out_float) {
+    reverse_time<T>(p.q, p.sq, time);
+    reverse_time<T>(p.k, p.sk, time);
+    reverse_time<T>(p.v, p.sv, time);
+    if (out_float) reverse_time<float>(p.o, p.so, time);
+    else reverse_time<T>(p.o, p.so, time);
+    if (varlen) {
+      p.cu_seqlens = offsets;
+      p.cu_seqlens_int64 = true;
+      reverse_sequences(p.initial_state, p.s_initial, N);
+      reverse_sequences(p.final_state, p.s_final, N);
+    }
+    p.gate_restart = true;
+    if (decay.log_decay) {
+      set_head_decay(p, *decay.log_decay);
+      p.gate_from_head = true;
+    } else {
+      p.log_gate = decay.gate.data() + time * decay.gate.stride(1);  // token t reads the gate of t + 1
+      p.sg = strides_of(decay.gate);
+      p.sg.s1 = -p.sg.s1;
+    }
+  };
+
+  // dv: the reversed forward of (k, q, dO) from dS_final / scale; it ends at dS_0 / scale.
+  {
+    RecurrenceParams p = make_params(c.k, q_or_zeros, c.d_o, c.dv, pass_scale, s);
+    if (scaled_final) {
+      p.initial_state = scaled_final;
+      p.s_initial = contiguous_strides(H, K, V);
+    }
+    if (c.states.d_initial.present()) {
+      p.final_state = c.states.d_initial.data();
+      p.s_final = strides_of(c.states.d_initial);
+    }
+    reverse(p, false);
+    run_forward<T, DecayKind::token>(p, plan.dv, pass_device, c.precision);
+  }
+  // dk: the reversed forward of (v, dO, q) from (dS_final / scale)^T.
+  {
+    RecurrenceParams p = make_params(c.v, c.d_o, q_or_zeros, c.dk, pass_scale, swapped);
+    if (dk32) {
+      p.o = dk32;
+      p.so = contiguous_strides(s.time, H, K);
+      p.out_float = true;
+    }
+    if (scaled_final) {
+      p.initial_state = scaled_final;
+      p.s_initial = {static_cast<std::int64_t>(H) * K * V, static_cast<std::int64_t>(K) * V, 1, V};
+    }
+    reverse(p, dk32 != nullptr);
+    run_forward<T, DecayKind::token>(p, plan.dk, pass_device, c.precision);
+  }
+
+  if (c.states.d_initial.present() && N * H > 0) {
+    initial_gradient_kernel<><<<grid_size(N * H, "(sequence, head) pairs"), kBackwardThreads, 0, stream>>>(
+        fwd, c.states.d_initial.data(), strides_of(c.states.d_initial), K, V, static_cast<float>(pass_scale));
+    LCSM_CUDA_CHECK(cudaGetLastError());
+  }
+  if (!gradient) return;
+
+  // The decay gradient: dG per token, then suffix sums per sequence.
+  GateTermArgs<T> a{};
+  a.q = c.q.data();
+  a.k = c.k.data();
+  a.sq = strides_of(c.q);
+  a.sk = strides_of(c.k);
+  if constexpr (std::is_same_v<T, float>) {
+    a.dq = c.dq.data();
+    a.dk = c.dk.data();
+    a.sdq = strides_of(c.dq);
+    a.sdk = strides_of(c.dk);
+  } else {
+    a.dq = dq32;
+    a.dk = dk32;
+    a.sdq = a.sdk = contiguous_strides(s.time, H, K);
+    a.dq_out = c.dq.data();
+    a.dk_out = c.dk.data();
+    a.sdq_out = strides_of(c.dq);
+    a.sdk_out = strides_of(c.dk);
+  }
+  Strides4 st{};
+  if (decay.d_gate.present()) {
+    a.terms = decay.d_gate.data();
+    st = strides_of(decay.d_gate);
+  } else {
+    a.terms = terms;
+    st = contiguous_strides(s.time, H, 1);
+  }
+  a.st = st;
+  const std::int64_t rows = s.batch * s.time * s.heads;
+  if (rows > 0) {
+    gate_terms_kernel<T><<<grid_of(rows, kBackwardThreads / 32), kBackwardThreads, 0, stream>>>(fwd, a);
+    LCSM_CUDA_CHECK(cudaGetLastError());
+  }
+  const float* d_final = c.states.d_final.present() ? c.states.d_final.data() : nullptr;
+  const Strides4 sdf = strides_of(c.states.d_final);
+  if (N * H > 0) {
+    const unsigned blocks = grid_size(N * H, "(sequence, head) pairs");
+    if (decay.d_gate.present())
+      gate_suffix_kernel<true>
+          <<<blocks, kBackwardThreads, 0, stream>>>(fwd, a.terms, st, d_final, sdf, final_state, K, V, nullptr);
+    else
+      gate_suffix_kernel<false>
+          <<<blocks, kBackwardThreads, 0, stream>>>(fwd, a.terms, st, d_final, sdf, final_state, K, V, totals);
+    LCSM_CUDA_CHECK(cudaGetLastError());
+  }
+  if (decay.d_log_decay.present()) {
+    head_totals_kernel<><<<grid_of(H, kBackwardThreads), kBackwardThreads, 0, stream>>>(
+        totals, N, H, decay.d_log_decay.data(), decay.d_log_decay.stride(0));
+    LCSM_CUDA_CHECK(cudaGetLastError());
+  }
+}
+
+}  // namespace lcsm::cuda::detail

@@ -1,0 +1,187 @@
+// The backward's small kernels around its three engine passes (chunked/backward.cuh): the scaled
+// copy of the final-state gradient, the reversed cu_seqlens, the initial-state gradient's last
+// decay, and the decay gradient (per-token terms, then suffix sums per sequence). Device code.
+#pragma once
+
+#include <cstdint>
+#include <cub/block/block_reduce.cuh>
+#include <cub/block/block_scan.cuh>
+
+#include "lcsm/cuda/chunked/params.cuh"
+#include "lcsm/cuda/chunked/work.cuh"
+#include "lcsm/cuda/dtype.cuh"
+
+namespace lcsm::cuda::detail {
+
+constexpr int kBackwardThreads = 256;
+
+// The non-template kernels below are templates with a defaulted parameter (as segment_offsets_kernel):
+// a header's plain __global__ function would be defined once per translation unit.
+
+// A sequence of the forward-direction row: its batch row, first token and length.
+struct SequenceSpan {
+  std::int64_t batch, start, length;
+};
+__device__ __forceinline__ SequenceSpan sequence_span(const RecurrenceParams& p, std::int64_t n) {
+  if (!p.cu_seqlens) return {n, 0, p.time};
+  const std::int64_t start = cu_offset(p, n), end = cu_offset(p, n + 1);
+  return {0, start, end > start ? end - start : 0};
+}
+
+// out [N, H, K, V] (contiguous) = factor * in (by its strides).
+template <int kUnused = 0>
+__global__ void __launch_bounds__(kBackwardThreads)
+    scaled_state_copy_kernel(const float* in, Strides4 s, float* out, std::int64_t N, int H, int K, int V,
+                             float factor) {
+  const std::int64_t total = N * H * static_cast<std::int64_t>(K) * V;
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t c = i % V, r = (i / V) % K, h = (i / V / K) % H, n = i / V / K / H;
+    out[i] = factor * in[n * s.s0 + h * s.s1 + r * s.s2 + c * s.s3];
+  }
+}
+
+// The reversed row's sequences, last first: out[m] = T - cu[N - m] (cu clamped to [0, T] as the
+// kernels read it), m = 0 .. N.
+template <int kUnused = 0>
+__global__ void __launch_bounds__(kBackwardThreads)
+    reversed_offsets_kernel(const __grid_constant__ RecurrenceParams p, std::int64_t* out) {
+  for (std::int64_t m = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; m <= p.sequences;
+       m += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
+    out[m] = p.time - cu_offset(p, p.sequences - m);
+}
+
+// d_initial[n, h] *= factor * e^{g_0}: the dv pass ends at dS_0 / factor, and the gradient before
+// token 0 is one decay further (g_0: the gate of the sequence's first token, or the head's log-decay;
+// an empty sequence has none). p: the forward-direction params (gate or head decays, cu_seqlens).
+// One block per (sequence, head).
+template <int kUnused = 0>
+__global__ void __launch_bounds__(kBackwardThreads)
+    initial_gradient_kernel(const __grid_constant__ RecurrenceParams p, float* d_initial, Strides4 s, int K, int V,
+                            float factor) {
+  const std::int64_t n = blockIdx.x / p.heads;
+  const int h = static_cast<int>(blockIdx.x % p.heads);
+  const SequenceSpan span = sequence_span(p, n);
+  float f = factor;
+  if (span.length > 0) {
+    const double g0 =
+        p.log_gate ? p.log_gate[span.batch * p.sg.s0 + span.start * p.sg.s1 + h * p.sg.s2] : p.log_decay[h];
+    f = static_cast<float>(static_cast<double>(factor) * exp(g0));
+  }
+  float* head = d_initial + n * s.s0 + h * s.s1;
+  for (int i = threadIdx.x; i < K * V; i += blockDim.x) head[(i / V) * s.s2 + (i % V) * s.s3] *= f;
+}
+
+// The per-token decay-gradient terms and, for 16-bit inputs, the rounding of the fp32 dq, dk.
+template <class T>
+struct GateTermArgs {
+  const T* q;
+  const T* k;
+  Strides4 sq, sk;
+  const float* dq;  // fp32: the workspace copies (16-bit inputs) or the outputs themselves (float)
+  const float* dk;
+  Strides4 sdq, sdk;
+  T* dq_out;  // 16-bit inputs: the outputs the fp32 values are rounded into; null otherwise
+  T* dk_out;
+  Strides4 sdq_out, sdk_out;
+  float* terms;  // dG [B, T, H]
+  Strides4 st;
+};
+
+// dG_t = q_t . dq_t - k_t . dk_t per (token, head), one warp each, fp32 products summed in fp32 (K
+// terms: the sum's error is far below the products' own). Tokens past the last sequence (varlen)
+// belong to none and are left alone. p: forward-direction params (shapes, cu_seqlens).
+template <class T>
+__global__ void __launch_bounds__(kBackwardThreads)
+    gate_terms_kernel(const __grid_constant__ RecurrenceParams p, const GateTermArgs<T> a) {
+  const int lane = threadIdx.x % 32, K = p.key_dim, H = p.heads;
+  const std::int64_t warps = static_cast<std::int64_t>(gridDim.x) * (blockDim.x / 32);
+  const std::int64_t used = p.cu_seqlens ? cu_offset(p, p.sequences) : p.time;
+  const std::int64_t rows = p.batch * p.time * H;
+  for (std::int64_t w = blockIdx.x * static_cast<std::int64_t>(blockDim.x / 32) + threadIdx.x / 32; w < rows;
+       w += warps) {
+    const int h = static_cast<int>(w % H);
+    const std::int64_t t = (w / H) % p.time, b = w / H / p.time;
+    if (t >= used) continue;
+    const T* q = a.q + b * a.sq.s0 + t * a.sq.s1 + h * a.sq.s2;
+    const T* k = a.k + b * a.sk.s0 + t * a.sk.s1 + h * a.sk.s2;
+    const float* dq = a.dq + b * a.sdq.s0 + t * a.sdq.s1 + h * a.sdq.s2;
+    const float* dk = a.dk + b * a.sdk.s0 + t * a.sdk.s1 + h * a.sdk.s2;
+    float sum = 0.f;
+    for (int d = lane; d < K; d += 32) {
+      const float gq = dq[d * a.sdq.s3], gk = dk[d * a.sdk.s3];
+      sum = fmaf(to_float(q[d * a.sq.s3]), gq, sum);
+      sum = fmaf(-to_float(k[d * a.sk.s3]), gk, sum);
+      if (a.dq_out) {
+        a.dq_out[b * a.sdq_out.s0 + t * a.sdq_out.s1 + h * a.sdq_out.s2 + d * a.sdq_out.s3] = from_float<T>(gq);
+        a.dk_out[b * a.sdk_out.s0 + t * a.sdk_out.s1 + h * a.sdk_out.s2 + d * a.sdk_out.s3] = from_float<T>(gk);
+      }
+    }
+#pragma unroll
+    for (int d = 16; d > 0; d /= 2) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, d);
+    if (lane == 0) a.terms[b * a.st.s0 + t * a.st.s1 + h * a.st.s2] = sum;
+  }
+}
+
+// Per (sequence, head), one block: dg_t = <dS_final, S_T> + sum over i >= t of dG_i, walking the
+// sequence backwards a block of tokens at a time (CUB BlockScan, a running carry in double).
+// kPerToken: dg_t overwrites dG_t (the scalar gate's d_log_gate); else the sum over t of dg_t goes to
+// totals[n, h] (lightning: g_h is every token's gate). d_final absent: no final term.
+template <bool kPerToken>
+__global__ void __launch_bounds__(kBackwardThreads)
+    gate_suffix_kernel(const __grid_constant__ RecurrenceParams p, float* terms, Strides4 st, const float* d_final,
+                       Strides4 sdf, const float* final_state, int K, int V, double* totals) {
+  using Scan = cub::BlockScan<double, kBackwardThreads>;
+  using Reduce = cub::BlockReduce<double, kBackwardThreads>;
+  __shared__ typename Scan::TempStorage scan_storage;
+  __shared__ typename Reduce::TempStorage reduce_storage;
+  __shared__ double shared_carry;
+  const std::int64_t n = blockIdx.x / p.heads;
+  const int h = static_cast<int>(blockIdx.x % p.heads);
+  const SequenceSpan span = sequence_span(p, n);
+
+  double own = 0;  // <dS_final, S_T>: S_T [N, H, K, V] contiguous
+  if (d_final) {
+    const float* s = final_state + (n * p.heads + h) * static_cast<std::int64_t>(K) * V;
+    const float* ds = d_final + n * sdf.s0 + h * sdf.s1;
+    for (int i = threadIdx.x; i < K * V; i += blockDim.x)
+      own += static_cast<double>(ds[(i / V) * sdf.s2 + (i % V) * sdf.s3]) * s[i];
+  }
+  const double final_term = Reduce(reduce_storage).Sum(own);
+  if (threadIdx.x == 0) shared_carry = final_term;
+  __syncthreads();
+
+  double carry = shared_carry, total = 0;
+  float* row = terms + span.batch * st.s0 + h * st.s2;
+  for (std::int64_t base = 0; base < span.length; base += kBackwardThreads) {
+    const std::int64_t i = base + threadIdx.x;  // i-th token from the end
+    const std::int64_t t = span.start + span.length - 1 - i;
+    const double x = i < span.length ? static_cast<double>(row[t * st.s1]) : 0.0;
+    double suffix, block_sum;
+    Scan(scan_storage).InclusiveSum(x, suffix, block_sum);
+    __syncthreads();  // the scan's storage is reused next round
+    suffix += carry;
+    carry += block_sum;
+    if (i < span.length) {
+      if constexpr (kPerToken) row[t * st.s1] = static_cast<float>(suffix);
+      else total += suffix;
+    }
+  }
+  if constexpr (!kPerToken) {
+    const double sum = Reduce(reduce_storage).Sum(total);
+    if (threadIdx.x == 0) totals[n * p.heads + h] = sum;
+  }
+}
+
+// d_log_decay[h] = sum over sequences of totals[n, h], in a fixed order.
+template <int kUnused = 0>
+__global__ void __launch_bounds__(kBackwardThreads)
+    head_totals_kernel(const double* totals, std::int64_t N, int H, float* out, std::int64_t stride) {
+  const int h = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (h >= H) return;
+  double sum = 0;
+  for (std::int64_t n = 0; n < N; ++n) sum += totals[n * H + h];
+  out[h * stride] = static_cast<float>(sum);
+}
+
+}  // namespace lcsm::cuda::detail
