@@ -16,6 +16,7 @@
 #include "lcsm/cuda/chunked/params.cuh"
 #include "lcsm/cuda/chunked/plan.cuh"
 #include "lcsm/cuda/chunked/scan.cuh"
+#include "lcsm/cuda/device.cuh"
 #include "lcsm/cuda/error.cuh"
 
 namespace lcsm::cuda::detail {
