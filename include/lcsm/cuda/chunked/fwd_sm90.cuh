@@ -343,7 +343,19 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
     wgmma_wait<0>();
     mbarrier_arrive(&empty[stage]);  // this thread is done with the stage (its wgmma reads completed)
 
-    if (!kDeltaOnly) {
+    if (!kDeltaOnly && p.out_float) {
+      // fp32 outputs (the backward's dq, dk before the decay gradient; unit-stride rows, 8-byte
+      // aligned, V a multiple of 8): pairs straight from the fragments.
+      const int r0 = warp * 16 + lane / 4;
+      float* head = static_cast<float*>(p.o) + it.batch * p.so.s0 + static_cast<std::int64_t>(h) * p.so.s2;
+#pragma unroll
+      for (int i = 0; i < 32; i += 2) {
+        const int row = r0 + ((i >> 1) & 1) * 8, col = c0 + (i >> 2) * 8 + 2 * (lane % 4);
+        if (row < c && col < V)
+          *reinterpret_cast<float2*>(head + (tg + row) * p.so.s1 + col) =
+              make_float2(p.scale * O[i], p.scale * O[i + 1]);
+      }
+    } else if (!kDeltaOnly) {
       // Outputs: scaled, staged as [token][value] bf16 (16-byte groups XOR-swizzled by the row, so
       // that neither the fragment writes nor the row reads conflict), then 16-byte row segments.
       const int r0 = warp * 16 + lane / 4;

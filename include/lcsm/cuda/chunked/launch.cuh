@@ -109,13 +109,13 @@ bool sm90_kernels_available() {
 }
 
 // The sm_90a kernels take bf16 with K <= 128, K and V multiples of 8 over 16-byte aligned rows,
-// the per-head or scalar-gate decay, and write bf16 outputs.
+// the per-head or scalar-gate decay (outputs bf16, or fp32 with unit-stride rows: out_float).
 template <class T, DecayKind kDecay>
 bool sm90_path(const RecurrenceParams& p, Kernels kernels) {
   if constexpr (!std::is_same_v<T, __nv_bfloat16> || kDecay == DecayKind::key) {
     return false;
   } else {
-    return kernels == Kernels::automatic && p.vectorized && !p.out_float && p.key_dim <= 128 && p.key_dim % 8 == 0 &&
+    return kernels == Kernels::automatic && p.vectorized && p.key_dim <= 128 && p.key_dim % 8 == 0 &&
            p.value_dim % 8 == 0 && sm90_kernels_available<kDecay>();
   }
 }
