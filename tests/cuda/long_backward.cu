@@ -122,7 +122,7 @@ LongBackwardResult run_long_backward(LongFamily family, std::int64_t T, int H, i
           for (int c = 0; c < width; ++c) y[c] = bf16_value(hv[t * D + c0 + c]);
           for (int d = 0; d < D; ++d)
             for (int c = 0; c < width; ++c) S[d * width + c] = f * S[d * width + c] + x[d] * y[c];
-          if (next < P && positions[next] == t) {
+          while (next < P && positions[next] == t) {  // positions repeat when T < 64
             for (int d = 0; d < D; ++d) {
               double acc = 0;
               for (int c = 0; c < width; ++c) acc += S[d * width + c] * bf16_value(hdo[t * D + c0 + c]);

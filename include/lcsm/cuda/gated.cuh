@@ -94,7 +94,7 @@ void scalar_gate_backward(const char* where, const Device& device, const ScalarG
                               "[B, T, H], the shape of op.log_gate");
   if (shape.batch == 0 || shape.sequences == 0 || (shape.time == 0 && states.d_initial.absent())) return;
   const auto plan = plan_backward<DecayKind::token>(shape, cu.present(), states.d_final.present(), d_log_gate.present(),
-                                                    std::is_same_v<T, float>);
+                                                    std::is_same_v<T, float>, op.scale_for(shape.key_dim) == 0.0);
   check_backward_workspace(where, device, plan);
   BackwardDecay decay;
   decay.gate = op.log_gate;
@@ -108,11 +108,11 @@ void scalar_gate_backward(const char* where, const Device& device, const ScalarG
 // Scratch bytes a scalar-gate backward call with these arguments needs on the current device: the
 // call's own shapes, states and d_log_gate (present or not), as passed to lcsm::backward.
 template <class T>
-std::size_t backward_workspace_bytes(const ScalarGatedAttention<T>& /*op*/, View<const T, 4> q, View<const T, 4> v,
+std::size_t backward_workspace_bytes(const ScalarGatedAttention<T>& op, View<const T, 4> q, View<const T, 4> v,
                                      const StateGrads<float>& states = {}, View<float, 3> d_log_gate = {},
                                      const CuSeqlens& cu_seqlens = {}) {
-  return detail::backward_workspace_bytes<detail::DecayKind::token>("lcsm::cuda::backward_workspace_bytes", q, v,
-                                                                    states, d_log_gate.present(), cu_seqlens);
+  return detail::backward_workspace_bytes<detail::DecayKind::token>(
+      "lcsm::cuda::backward_workspace_bytes", q, v, states, d_log_gate.present(), cu_seqlens, op.scale_for(q.size(3)));
 }
 
 // Scratch bytes a forward call with these shapes needs on the current device (0: none).

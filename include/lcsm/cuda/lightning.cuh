@@ -35,11 +35,11 @@ std::size_t forward_workspace_bytes(const LightningAttention& /*op*/, View<const
 // Scratch bytes a backward call with these arguments needs on the current device: the call's own
 // shapes, states and d_log_decay (present or not), as passed to lcsm::backward.
 template <class T>
-std::size_t backward_workspace_bytes(const LightningAttention& /*op*/, View<const T, 4> q, View<const T, 4> v,
+std::size_t backward_workspace_bytes(const LightningAttention& op, View<const T, 4> q, View<const T, 4> v,
                                      const StateGrads<float>& states = {}, View<float, 1> d_log_decay = {},
                                      const CuSeqlens& cu_seqlens = {}) {
-  return detail::backward_workspace_bytes<detail::DecayKind::head>("lcsm::cuda::backward_workspace_bytes", q, v, states,
-                                                                   d_log_decay.present(), cu_seqlens);
+  return detail::backward_workspace_bytes<detail::DecayKind::head>(
+      "lcsm::cuda::backward_workspace_bytes", q, v, states, d_log_decay.present(), cu_seqlens, op.scale_for(q.size(3)));
 }
 
 }  // namespace cuda
@@ -94,7 +94,8 @@ void backward(const cuda::Device& device, const LightningAttention& op, detail::
     return;
   }
   const auto plan = cuda::detail::plan_backward<DecayKind::head>(shape, cu_seqlens.present(), states.d_final.present(),
-                                                                 d_log_decay.present(), std::is_same_v<T, float>);
+                                                                 d_log_decay.present(), std::is_same_v<T, float>,
+                                                                 op.scale_for(shape.key_dim) == 0.0);
   cuda::detail::check_backward_workspace(where, device, plan);
   cuda::detail::BackwardDecay decay;
   decay.log_decay = &op.log_decay;

@@ -65,14 +65,15 @@ struct BackwardPlan {
   std::size_t terms = 0;           // dG [B, T, H] (lightning; the scalar gate's go into d_log_gate)
   std::size_t totals = 0;          // per (sequence, head) sums of the decay gradient (lightning)
   std::size_t offsets = 0;         // the reversed row's cu_seqlens (varlen)
-  std::size_t zeros = 256;         // a zero operand (scale = 0)
+  std::size_t zeros = 0;           // a zero operand (scale = 0)
   std::size_t bytes() const {
     return segments + scaled_final + final_state + dq32 + dk32 + terms + totals + offsets + zeros;
   }
 };
 
 template <DecayKind kDecay>
-BackwardPlan plan_backward(const ProblemShape& s, bool varlen, bool d_final, bool decay_gradient, bool float_inputs) {
+BackwardPlan plan_backward(const ProblemShape& s, bool varlen, bool d_final, bool decay_gradient, bool float_inputs,
+                           bool zero_scale) {
   static_assert(kDecay != DecayKind::key, "the vector gate's backward is not a composition of forwards");
   const int sms = multiprocessor_count();
   const ProblemShape swapped{s.batch, s.time, s.heads, s.value_dim, s.key_dim, s.sequences};
@@ -84,7 +85,7 @@ BackwardPlan plan_backward(const ProblemShape& s, bool varlen, bool d_final, boo
   b.dq = plan(kDecay, swapped);
   b.dv = plan(DecayKind::token, s);
   b.dk = plan(DecayKind::token, swapped);
-  b.segments = std::max({b.dq.workspace_bytes(), b.dv.workspace_bytes(), b.dk.workspace_bytes()});
+  b.segments = round_up_256(std::max({b.dq.workspace_bytes(), b.dv.workspace_bytes(), b.dk.workspace_bytes()}));
   const auto bytes = [](std::int64_t count, std::size_t size) {
     return round_up_256(static_cast<std::size_t>(count) * size);
   };
@@ -97,6 +98,7 @@ BackwardPlan plan_backward(const ProblemShape& s, bool varlen, bool d_final, boo
     b.totals = bytes(s.sequences * s.heads, sizeof(double));
   }
   b.offsets = varlen ? bytes(s.sequences + 1, sizeof(std::int64_t)) : 0;
+  b.zeros = zero_scale ? 256 : 0;
   return b;
 }
 
@@ -127,18 +129,20 @@ inline void zero_head_gradient(const View<float, 1>& d_log_decay, cudaStream_t s
 // Scratch bytes of a backward call with these shapes on the current device.
 template <DecayKind kDecay, class T>
 std::size_t backward_workspace_bytes(const char* where, const View<const T, 4>& q, const View<const T, 4>& v,
-                                     const StateGrads<float>& states, bool decay_gradient, const CuSeqlens& cu) {
+                                     const StateGrads<float>& states, bool decay_gradient, const CuSeqlens& cu,
+                                     double scale) {
   const ProblemShape shape{q.size(0), q.size(1), q.size(2),
                            q.size(3), v.size(3), cu.present() ? cu.num_sequences() : q.size(0)};
   lcsm::detail::check_problem_size(where, cu.present() ? "cu_seqlens" : "q", shape);
-  return plan_backward<kDecay>(shape, cu.present(), states.d_final.present(), decay_gradient, std::is_same_v<T, float>)
+  return plan_backward<kDecay>(shape, cu.present(), states.d_final.present(), decay_gradient, std::is_same_v<T, float>,
+                               scale == 0.0)
       .bytes();
 }
 
 inline void check_backward_workspace(const char* where, const Device& device, const BackwardPlan& plan) {
   using namespace lcsm::detail;
   const Workspace& w = device.workspace;
-  if (w.bytes < plan.bytes() || w.data == nullptr)
+  if (plan.bytes() > 0 && (w.bytes < plan.bytes() || w.data == nullptr))
     throw_argument(where, "device.workspace",
                    concat("at least ", plan.bytes(), " bytes (lcsm::cuda::backward_workspace_bytes)"),
                    concat(w.bytes, " bytes at ", w.data));

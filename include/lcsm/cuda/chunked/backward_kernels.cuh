@@ -89,20 +89,22 @@ struct GateTermArgs {
 };
 
 // dG_t = q_t . dq_t - k_t . dk_t per (token, head), one warp each, fp32 products summed in fp32 (K
-// terms: the sum's error is far below the products' own). Tokens past the last sequence (varlen)
-// belong to none and are left alone. p: forward-direction params (shapes, cu_seqlens).
+// terms: the sum's error is far below the products' own). p: forward-direction params (shapes,
+// cu_seqlens).
 template <class T>
 __global__ void __launch_bounds__(kBackwardThreads)
     gate_terms_kernel(const __grid_constant__ RecurrenceParams p, const GateTermArgs<T> a) {
   const int lane = threadIdx.x % 32, K = p.key_dim, H = p.heads;
   const std::int64_t warps = static_cast<std::int64_t>(gridDim.x) * (blockDim.x / 32);
+  // Tokens outside every sequence (before cu[0] or from cu[N] on) are left alone: no pass wrote them.
+  const std::int64_t first = p.cu_seqlens ? cu_offset(p, 0) : 0;
   const std::int64_t used = p.cu_seqlens ? cu_offset(p, p.sequences) : p.time;
   const std::int64_t rows = p.batch * p.time * H;
   for (std::int64_t w = blockIdx.x * static_cast<std::int64_t>(blockDim.x / 32) + threadIdx.x / 32; w < rows;
        w += warps) {
     const int h = static_cast<int>(w % H);
     const std::int64_t t = (w / H) % p.time, b = w / H / p.time;
-    if (t >= used) continue;
+    if (t < first || t >= used) continue;
     const T* q = a.q + b * a.sq.s0 + t * a.sq.s1 + h * a.sq.s2;
     const T* k = a.k + b * a.sk.s0 + t * a.sk.s1 + h * a.sk.s2;
     const float* dq = a.dq + b * a.sdq.s0 + t * a.sdq.s1 + h * a.sdq.s2;
