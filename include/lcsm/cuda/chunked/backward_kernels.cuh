@@ -14,6 +14,7 @@
 namespace lcsm::cuda::detail {
 
 constexpr int kBackwardThreads = 256;
+constexpr int kSuffixItems = 16;  // tokens per thread and round of the suffix sums
 
 // The non-template kernels below are templates with a defaulted parameter (as segment_offsets_kernel):
 // a header's plain __global__ function would be defined once per translation unit.
@@ -153,21 +154,30 @@ __global__ void __launch_bounds__(kBackwardThreads)
   if (threadIdx.x == 0) shared_carry = final_term;
   __syncthreads();
 
+  // kSuffixItems consecutive tokens (counted from the end) per thread and round: a round covers
+  // 4096 tokens, so a 256K-token sequence takes 64 dependent rounds, not 1024.
   double carry = shared_carry, total = 0;
   float* row = terms + span.batch * st.s0 + h * st.s2;
-  for (std::int64_t base = 0; base < span.length; base += kBackwardThreads) {
-    const std::int64_t i = base + threadIdx.x;  // i-th token from the end
-    const std::int64_t t = span.start + span.length - 1 - i;
-    const double x = i < span.length ? static_cast<double>(row[t * st.s1]) : 0.0;
-    double suffix, block_sum;
-    Scan(scan_storage).InclusiveSum(x, suffix, block_sum);
-    __syncthreads();  // the scan's storage is reused next round
-    suffix += carry;
-    carry += block_sum;
-    if (i < span.length) {
-      if constexpr (kPerToken) row[t * st.s1] = static_cast<float>(suffix);
-      else total += suffix;
+  for (std::int64_t base = 0; base < span.length; base += kBackwardThreads * kSuffixItems) {
+    const std::int64_t i0 = base + static_cast<std::int64_t>(threadIdx.x) * kSuffixItems;  // from the end
+    double x[kSuffixItems];
+#pragma unroll
+    for (int e = 0; e < kSuffixItems; ++e) {
+      const std::int64_t i = i0 + e, t = span.start + span.length - 1 - i;
+      x[e] = i < span.length ? static_cast<double>(row[t * st.s1]) : 0.0;
     }
+    double block_sum;
+    Scan(scan_storage).InclusiveSum(x, x, block_sum);
+    __syncthreads();  // the scan's storage is reused next round
+#pragma unroll
+    for (int e = 0; e < kSuffixItems; ++e) {
+      const std::int64_t i = i0 + e, t = span.start + span.length - 1 - i;
+      if (i < span.length) {
+        if constexpr (kPerToken) row[t * st.s1] = static_cast<float>(x[e] + carry);
+        else total += x[e] + carry;
+      }
+    }
+    carry += block_sum;
   }
   if constexpr (!kPerToken) {
     const double sum = Reduce(reduce_storage).Sum(total);
