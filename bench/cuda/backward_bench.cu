@@ -48,25 +48,14 @@ void BM_training_step(benchmark::State& state) {
   }
 }
 
+// fla's training shapes: B = 1 at T = 4K .. 256K, and B = 8 at T = 8K.
+void training_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"B", "T", "H"});
+  for (std::int64_t T : {4096, 16384, 65536, 262144}) b->Args({1, T, 16});
+  b->Args({8, 8192, 16})->UseManualTime()->Unit(benchmark::kMillisecond);
+}
+
 }  // namespace
 
-BENCHMARK_TEMPLATE(BM_training_step, false)
-    ->Name("BM_lightning_training_step<bf16>")
-    ->ArgNames({"B", "T", "H"})
-    ->Args({1, 4096, 16})
-    ->Args({1, 16384, 16})
-    ->Args({1, 65536, 16})
-    ->Args({1, 262144, 16})
-    ->Args({8, 8192, 16})
-    ->UseManualTime()
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK_TEMPLATE(BM_training_step, true)
-    ->Name("BM_scalar_gate_training_step<bf16>")
-    ->ArgNames({"B", "T", "H"})
-    ->Args({1, 4096, 16})
-    ->Args({1, 16384, 16})
-    ->Args({1, 65536, 16})
-    ->Args({1, 262144, 16})
-    ->Args({8, 8192, 16})
-    ->UseManualTime()
-    ->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_training_step, false)->Name("BM_lightning_training_step<bf16>")->Apply(training_shapes);
+BENCHMARK_TEMPLATE(BM_training_step, true)->Name("BM_scalar_gate_training_step<bf16>")->Apply(training_shapes);

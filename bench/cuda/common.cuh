@@ -28,15 +28,20 @@ struct Buffer {
   Buffer& operator=(const Buffer&) = delete;
 };
 
+// A uniform value of mean 0 and variance 1 for element i, from a counter-based hash (no state).
+__device__ __forceinline__ float unit_uniform(std::int64_t i, std::uint64_t seed) {
+  std::uint64_t x = (static_cast<std::uint64_t>(i) + seed) * 0x9E3779B97F4A7C15ull;
+  x ^= x >> 31;
+  x *= 0xBF58476D1CE4E5B9ull;
+  x ^= x >> 29;
+  return (static_cast<float>(x >> 40) / 16777216.0f - 0.5f) * 3.4641f;
+}
+
 template <int kUnused = 0>
 __global__ void fill_random(std::uint16_t* bits, std::int64_t n, float scale, bool bf16, std::uint64_t seed) {
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    std::uint64_t x = (static_cast<std::uint64_t>(i) + seed) * 0x9E3779B97F4A7C15ull;
-    x ^= x >> 31;
-    x *= 0xBF58476D1CE4E5B9ull;
-    x ^= x >> 29;
-    const float u = (static_cast<float>(x >> 40) / 16777216.0f - 0.5f) * 3.4641f * scale;  // variance scale^2
+    const float u = unit_uniform(i, seed) * scale;  // variance scale^2
     bits[i] = bf16 ? __bfloat16_as_ushort(__float2bfloat16_rn(u)) : __half_as_ushort(__float2half_rn(u));
   }
 }
@@ -125,11 +130,7 @@ template <bool kSteep = false>
 __global__ void fill_gates(float* g, std::int64_t n, std::uint64_t seed) {
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    std::uint64_t x = (static_cast<std::uint64_t>(i) + seed) * 0x9E3779B97F4A7C15ull;
-    x ^= x >> 31;
-    x *= 0xBF58476D1CE4E5B9ull;
-    x ^= x >> 29;
-    const float u = (static_cast<float>(x >> 40) / 16777216.0f - 0.5f) * 3.4641f;
+    const float u = unit_uniform(i, seed);
     g[i] = kSteep ? -log1pf(expf(-u)) - 3.0f : -log1pf(expf(-u)) / 16.0f;
   }
 }

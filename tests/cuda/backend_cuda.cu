@@ -55,26 +55,21 @@ class CudaBackend final : public Backend {
     dispatch_cuda(q.dtype(), [&](auto tag) {
       using T = decltype(tag);
       const DeviceBuffer dq_in(q), dk_in(k), dv_in(v), ddo(d_o), dq(*out.dq), dk(*out.dk), dv(*out.dv);
-      const DeviceBuffer ds0 = s0 ? DeviceBuffer(*s0) : DeviceBuffer();
-      const DeviceBuffer ddsT = dsT ? DeviceBuffer(*dsT) : DeviceBuffer();
-      const DeviceBuffer dds0 = out.d_initial_state ? DeviceBuffer(*out.d_initial_state) : DeviceBuffer();
+      const DeviceStateGrads states(s0, dsT, out.d_initial_state);
       const index_t H = q.shape()[2];
       const DeviceBuffer dg(out.d_log_decay ? H * sizeof(float) : 0);
       const DeviceOffsets offsets(cu);
-      const StateGrads<float> states{s0 ? ds0.view<const float>(*s0) : View<const float, 4>{},
-                                     dsT ? ddsT.view<const float>(*dsT) : View<const float, 4>{},
-                                     out.d_initial_state ? dds0.view<float>(*out.d_initial_state) : View<float, 4>{}};
       const View<float, 1> dgv =
           out.d_log_decay ? View<float, 1>(static_cast<float*>(dg.get()), {H}, {1}) : View<float, 1>{};
       const auto qv = dq_in.view<const T>(q), vv = dv_in.view<const T>(v);
-      const DeviceBuffer workspace(cuda::backward_workspace_bytes<T>(op, qv, vv, states, dgv, offsets.view));
+      const DeviceBuffer workspace(cuda::backward_workspace_bytes<T>(op, qv, vv, states.views, dgv, offsets.view));
       lcsm::backward<T>(test_device(workspace), op, qv, dk_in.view<const T>(k), vv, ddo.view<const T>(d_o),
-                        dq.view<T>(*out.dq), dk.view<T>(*out.dk), dv.view<T>(*out.dv), states, dgv, offsets.view);
+                        dq.view<T>(*out.dq), dk.view<T>(*out.dk), dv.view<T>(*out.dv), states.views, dgv, offsets.view);
       LCSM_CUDA_CHECK(cudaDeviceSynchronize());
       dq.to_host(*out.dq);
       dk.to_host(*out.dk);
       dv.to_host(*out.dv);
-      if (out.d_initial_state) dds0.to_host(*out.d_initial_state);
+      states.to_host(out.d_initial_state);
       if (out.d_log_decay) {
         std::vector<float> host(static_cast<std::size_t>(H));
         if (H > 0) LCSM_CUDA_CHECK(cudaMemcpy(host.data(), dg.get(), H * sizeof(float), cudaMemcpyDeviceToHost));

@@ -71,6 +71,24 @@ struct DeviceOffsets {
   }
 };
 
+// Device copies of a backward call's states (each may be absent) as the StateGrads views, and the
+// initial state's gradient brought back.
+struct DeviceStateGrads {
+  DeviceBuffer initial, d_final, d_initial;
+  StateGrads<float> views;
+  DeviceStateGrads(const Tensor* s0, const Tensor* dsT, Tensor* ds0)
+      : initial(s0 ? DeviceBuffer(*s0) : DeviceBuffer()), d_final(dsT ? DeviceBuffer(*dsT) : DeviceBuffer()),
+        d_initial(ds0 ? DeviceBuffer(*ds0) : DeviceBuffer()), views{s0 ? initial.view<const float>(*s0)
+                                                                       : View<const float, 4>{},
+                                                                    dsT ? d_final.view<const float>(*dsT)
+                                                                        : View<const float, 4>{},
+                                                                    ds0 ? d_initial.view<float>(*ds0)
+                                                                        : View<float, 4>{}} {}
+  void to_host(Tensor* ds0) const {
+    if (ds0) d_initial.to_host(*ds0);
+  }
+};
+
 // The family files' entry points (each in its own translation unit, so they compile in parallel).
 GatedOps* cuda_gated_ops();
 ToeplitzOps* cuda_toeplitz_ops();  // toeplitz_backend_cuda.cu

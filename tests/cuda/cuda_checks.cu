@@ -11,17 +11,6 @@
 #include "lcsm/reference/eos.hpp"
 
 namespace lcsm::test {
-namespace {
-
-float bf16_to_float(std::uint16_t b) {
-  std::uint32_t u = static_cast<std::uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-}  // namespace
-
 LongRunResult run_long_sequence(LongFamily family, std::int64_t T, int H, int check_heads, std::uint64_t seed) {
   constexpr int D = 128;
   const auto start = std::chrono::steady_clock::now();

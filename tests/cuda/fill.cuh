@@ -5,6 +5,7 @@
 #include <cuda_bf16.h>
 
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 namespace lcsm::test {
@@ -40,6 +41,14 @@ __global__ void fill_log_gate(float* out, std::int64_t n, std::uint64_t seed) {
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
     out[i] = -log1pf(expf(-normal_at(seed, i))) / 16.0f;
+}
+
+// The value of bf16 bits copied back to the host.
+inline float bf16_to_float(std::uint16_t b) {
+  const std::uint32_t u = static_cast<std::uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
 }
 
 }  // namespace lcsm::test

@@ -62,24 +62,20 @@ class CudaGatedOps final : public GatedOps {
       using T = decltype(tag);
       if constexpr (std::is_same_v<std::decay_t<decltype(op)>, ScalarGatedAttention<T>>) {
         const DeviceBuffer dq_in(q), dk_in(k), dv_in(v), ddo(d_o), dq(*out.dq), dk(*out.dk), dv(*out.dv);
-        const DeviceBuffer ds0 = s0 ? DeviceBuffer(*s0) : DeviceBuffer();
-        const DeviceBuffer ddsT = dsT ? DeviceBuffer(*dsT) : DeviceBuffer();
-        const DeviceBuffer dds0 = out.d_initial_state ? DeviceBuffer(*out.d_initial_state) : DeviceBuffer();
+        const DeviceStateGrads states(s0, dsT, out.d_initial_state);
         const DeviceBuffer dg = out.d_log_gate ? DeviceBuffer(*out.d_log_gate) : DeviceBuffer();
         const DeviceOffsets offsets(cu);
-        const StateGrads<float> states{s0 ? ds0.view<const float>(*s0) : View<const float, 4>{},
-                                       dsT ? ddsT.view<const float>(*dsT) : View<const float, 4>{},
-                                       out.d_initial_state ? dds0.view<float>(*out.d_initial_state) : View<float, 4>{}};
         const View<float, 3> dgv = out.d_log_gate ? drop_unit_key(dg.view<float>(*out.d_log_gate)) : View<float, 3>{};
         const auto qv = dq_in.view<const T>(q), vv = dv_in.view<const T>(v);
-        const DeviceBuffer workspace(cuda::backward_workspace_bytes<T>(op, qv, vv, states, dgv, offsets.view));
+        const DeviceBuffer workspace(cuda::backward_workspace_bytes<T>(op, qv, vv, states.views, dgv, offsets.view));
         lcsm::backward<T>(test_device(workspace), op, qv, dk_in.view<const T>(k), vv, ddo.view<const T>(d_o),
-                          dq.view<T>(*out.dq), dk.view<T>(*out.dk), dv.view<T>(*out.dv), states, dgv, offsets.view);
+                          dq.view<T>(*out.dq), dk.view<T>(*out.dk), dv.view<T>(*out.dv), states.views, dgv,
+                          offsets.view);
         LCSM_CUDA_CHECK(cudaDeviceSynchronize());
         dq.to_host(*out.dq);
         dk.to_host(*out.dk);
         dv.to_host(*out.dv);
-        if (out.d_initial_state) dds0.to_host(*out.d_initial_state);
+        states.to_host(out.d_initial_state);
         if (out.d_log_gate) dg.to_host(*out.d_log_gate);
       }
     });

@@ -25,12 +25,7 @@ double relative_rms(const std::vector<double>& got, const std::vector<double>& w
   return std::sqrt(num / den);
 }
 
-double bf16_value(std::uint16_t b) {
-  const std::uint32_t u = static_cast<std::uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
+double bf16_value(std::uint16_t b) { return bf16_to_float(b); }
 
 double bf16_rounded(double x) { return __bfloat162float(__float2bfloat16_rn(static_cast<float>(x))); }
 
