@@ -164,4 +164,23 @@ std::string forward_with_large_key_dim_message() {
   return "";
 }
 
+std::string backward_error_message(bool large_value_dim) {
+  const std::int64_t T = 64, H = 2, K = 64, V = large_value_dim ? 320 : 64;
+  DeviceBuffer q(T * H * K * 2), v(T * H * V * 2), dq(T * H * K * 2), dk(T * H * K * 2), dv(T * H * V * 2), dg(H * 4);
+  LightningAttention op;
+  op.log_decay = decay::alibi(H);
+  const auto qv = lcsm::view(static_cast<const __nv_bfloat16*>(q.get()), {1, T, H, K});
+  const auto vv = lcsm::view(static_cast<const __nv_bfloat16*>(v.get()), {1, T, H, V});
+  try {
+    lcsm::backward<__nv_bfloat16>(cuda::Device{}, op, qv, qv, vv, vv,
+                                  lcsm::view(static_cast<__nv_bfloat16*>(dq.get()), {1, T, H, K}),
+                                  lcsm::view(static_cast<__nv_bfloat16*>(dk.get()), {1, T, H, K}),
+                                  lcsm::view(static_cast<__nv_bfloat16*>(dv.get()), {1, T, H, V}), {},
+                                  lcsm::view(static_cast<float*>(dg.get()), {H}));
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
 }  // namespace lcsm::test

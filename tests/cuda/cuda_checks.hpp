@@ -38,5 +38,7 @@ LongBackwardResult run_long_backward(LongFamily family, std::int64_t T, int H, i
 // Calls that must throw; returns the exception message ("" when nothing was thrown).
 std::string forward_without_workspace_message();
 std::string forward_with_large_key_dim_message();
+// A lightning backward with a decay gradient and no workspace, or with V = 320 (> 256).
+std::string backward_error_message(bool large_value_dim);
 
 }  // namespace lcsm::test

@@ -73,6 +73,9 @@ TEST_CASE("cuda lightning: errors", "[cuda][validation]") {
   CHECK_THAT(forward_without_workspace_message(),
              Contains("argument 'device.workspace'") && Contains("forward_workspace_bytes") && Contains("got 0 bytes"));
   CHECK_THAT(forward_with_large_key_dim_message(), Contains("K <= 256") && Contains("K = 320"));
+  CHECK_THAT(backward_error_message(false), Contains("argument 'device.workspace'") &&
+                                                Contains("backward_workspace_bytes") && Contains("got 0 bytes"));
+  CHECK_THAT(backward_error_message(true), Contains("V <= 256") && Contains("V = 320"));
 }
 
 // cu_seqlens in device memory is never read on the host: 2^58 sequences fit its extent check, and
