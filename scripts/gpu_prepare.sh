@@ -2,7 +2,7 @@
 # Builds everything the GPU round trip runs, here (no GPU needed), into .device/ at the repo root:
 # the CUDA test runner, the CUDA benchmarks, the peers script's C ABI library, lcsm-ref, the runtime
 # libraries they need, and fla's wheels. Then run scripts/gpu_run.sh on the GPU machine with
-# .device and .whl carried (docs/gpu.md says how).
+# .device.tar.xz and .whl carried (docs/gpu.md says how).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -22,6 +22,10 @@ if ! ls .whl/fla_core-*.whl >/dev/null 2>&1; then
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform any -d .whl flash-linear-attention fla-core
 fi
+# The binaries outgrow the device tool's 64 MiB carry limit; their xz archive is a seventh of it
+# (gpu_run.sh unpacks it when .device is absent): carry .device.tar.xz and .whl.
+tar -cf - .device | xz -T2 -6 >.device.tar.xz
+grep -qx '/.device.tar.xz' .git/info/exclude || echo '/.device.tar.xz' >>.git/info/exclude
 grep -qx '/.device/' .git/info/exclude || echo '/.device/' >>.git/info/exclude
 grep -qx '/.whl/' .git/info/exclude || echo '/.whl/' >>.git/info/exclude
-du -sh .device .whl
+du -sh .device .device.tar.xz .whl

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs on the GPU machine from the repo root, with .device and .whl carried (see gpu_prepare.sh):
+# Runs on the GPU machine from the repo root, with .device.tar.xz (or .device) and .whl carried
+# (see gpu_prepare.sh):
 # the CUDA test suite, the 1M-token check, compute-sanitizer (memcheck, racecheck) on a reduced
 # set, the Google Benchmark CUDA suite and the peers comparison. Full logs and JSON go to $OUT;
 # the short tables come last on stdout.
@@ -17,6 +18,9 @@ for d in $(python3 -c "import glob, os, torch; print(' '.join(sorted({os.path.di
   cufft_dirs="$cufft_dirs:$d"
 done
 export LD_LIBRARY_PATH="$PWD/.device/lib:$cufft_dirs:${LD_LIBRARY_PATH:-}"
+if [ -f .device.tar.xz ]; then  # carried packed (gpu_prepare.sh); a warm machine's old .device goes
+  rm -rf .device && python3 -c "import tarfile; tarfile.open('.device.tar.xz').extractall()"
+fi
 status=0
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader | tee "$out/gpu.txt"
 if ! .device/lcsm_tests_cuda --list-tests >/dev/null 2>&1; then

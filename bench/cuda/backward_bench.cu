@@ -1,6 +1,6 @@
 // CUDA training-step benchmarks: one forward plus one backward call (dq, dk, dv and the decay
-// gradient, no states), as a training step runs them, for lightning attention and the scalar gate
-// (bf16, B = 1, H = 16, K = V = 128; fla's shapes). bytes/s counts the forward's q, k, v, o and the
+// gradient, no states), as a training step runs them, for lightning attention, the scalar gate and
+// the vector gate (bf16, B = 1, H = 16, K = V = 128; fla's shapes). bytes/s counts the forward's q, k, v, o and the
 // backward's q, k, v, dO read and dq, dk, dv written once (plus the gate and its gradient);
 // extra_bytes is the backward's workspace (what it holds beyond inputs and outputs).
 #include "common.cuh"
@@ -9,11 +9,15 @@ namespace {
 
 using namespace lcsm_bench;
 
-template <bool kGate>
+enum class Decay { head, scalar_gate, vector_gate };
+
+template <Decay kDecay>
 void BM_training_step(benchmark::State& state) {
   using E = __nv_bfloat16;
+  constexpr bool kGate = kDecay != Decay::head;
   const std::int64_t B = state.range(0), T = state.range(1), H = state.range(2), D = 128;
-  const std::int64_t n = B * T * H * D, gates = kGate ? B * T * H : 0;
+  const std::int64_t n = B * T * H * D;
+  const std::int64_t gates = kDecay == Decay::scalar_gate ? B * T * H : kDecay == Decay::vector_gate ? n : 0;
   Buffer q(n * 2), k(n * 2), v(n * 2), o(n * 2), d_o(n * 2), dq(n * 2), dk(n * 2), dv(n * 2), g(gates * 4),
       dg(kGate ? gates * 4 : H * 4);
   for (void* p : {q.p, k.p, v.p, d_o.p}) fill_inputs<E>(p, n, 1234);
@@ -37,7 +41,11 @@ void BM_training_step(benchmark::State& state) {
     state.counters["frac_copy"] = bytes / median / copy_bandwidth();
     state.counters["extra_bytes"] = C(static_cast<double>(bwd_bytes), C::kDefaults, C::OneK::kIs1024);
   };
-  if constexpr (kGate) {
+  if constexpr (kDecay == Decay::vector_gate) {
+    lcsm::VectorGatedAttention<E> op;
+    op.log_gate = lcsm::view(static_cast<const float*>(g.p), {B, T, H, D});
+    step(op, lcsm::view(static_cast<float*>(dg.p), {B, T, H, D}));
+  } else if constexpr (kGate) {
     lcsm::ScalarGatedAttention<E> op;
     op.log_gate = lcsm::view(static_cast<const float*>(g.p), {B, T, H});
     step(op, lcsm::view(static_cast<float*>(dg.p), {B, T, H}));
@@ -57,5 +65,10 @@ void training_shapes(benchmark::internal::Benchmark* b) {
 
 }  // namespace
 
-BENCHMARK_TEMPLATE(BM_training_step, false)->Name("BM_lightning_training_step<bf16>")->Apply(training_shapes);
-BENCHMARK_TEMPLATE(BM_training_step, true)->Name("BM_scalar_gate_training_step<bf16>")->Apply(training_shapes);
+BENCHMARK_TEMPLATE(BM_training_step, Decay::head)->Name("BM_lightning_training_step<bf16>")->Apply(training_shapes);
+BENCHMARK_TEMPLATE(BM_training_step, Decay::scalar_gate)
+    ->Name("BM_scalar_gate_training_step<bf16>")
+    ->Apply(training_shapes);
+BENCHMARK_TEMPLATE(BM_training_step, Decay::vector_gate)
+    ->Name("BM_vector_gate_training_step<bf16>")
+    ->Apply(training_shapes);

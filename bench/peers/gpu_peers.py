@@ -61,13 +61,14 @@ class Lcsm:
         self.err = ctypes.create_string_buffer(1024)
 
     def backward(self, family, q, k, v, d_o, decay, scale, exact=True):
-        """family 0: lightning (decay: log-decays [H]); 1: scalar gate (decay: fp32 gate [B, T, H]).
-        Returns (dq, dk, dv, d_decay, run, workspace bytes)."""
+        """family 0: lightning (decay: log-decays [H]); 1: scalar gate (decay: fp32 gate [B, T, H]);
+        2: vector gate (decay: fp32 gate [B, T, H, K]). Returns (dq, dk, dv, d_decay, run, workspace bytes)."""
         B, T, H, K = q.shape
         V = v.shape[-1]
         dt = DTYPES[q.dtype]
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        d_decay = torch.empty(H if family == 0 else (B, T, H), dtype=torch.float32, device=q.device)
+        d_decay = torch.empty(H if family == 0 else (B, T, H) if family == 1 else (B, T, H, K), dtype=torch.float32,
+                              device=q.device)
         ws = self.lib.lcsm_backward_workspace(family, dt, B, T, H, K, V, 1, self.err, 1024)
         if ws < 0:
             raise RuntimeError(self.err.value.decode())
@@ -343,9 +344,16 @@ def run_gated(lc, args, results, dev, copy_bw):
 
 def decayed_reference_fp64(q, k, v, g, scale):
     """o in float64 by the quadratic form with the mask exp(G_t - G_s), G the cumulative log-gate
-    (g [B, T, H]); differentiable, for the gradients' reference (small T)."""
-    G = torch.cumsum(g, dim=1)  # [B, T, H]
+    (g [B, T, H], or [B, T, H, K] per key); differentiable, for the gradients' reference (small T)."""
+    G = torch.cumsum(g, dim=1)  # [B, T, H(, K)]
     T = q.shape[1]
+    if g.dim() == 4:
+        diff = G[:, :, None] - G[:, None]  # [B, t, s, H, K]
+        causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()[None, :, :, None, None]
+        mask = torch.where(causal, torch.exp(torch.where(causal, diff, torch.zeros_like(diff))),
+                           torch.zeros_like(diff))
+        a = torch.einsum("bthk,bshk,btshk->btsh", q, k, mask)
+        return scale * torch.einsum("btsh,bshv->bthv", a, v)
     diff = G[:, :, None, :] - G[:, None, :, :]  # [B, t, s, H]
     causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()[None, :, :, None]
     mask = torch.where(causal, torch.exp(torch.where(causal, diff, torch.zeros_like(diff))), torch.zeros_like(diff))
@@ -354,12 +362,13 @@ def decayed_reference_fp64(q, k, v, g, scale):
 
 
 def run_backward(lc, args, results, dev, copy_bw):
-    """One forward plus one backward call (as a training step runs them), lightning and the scalar gate,
-    against fla's chunk_simple_gla (g_gamma, g) forward + backward; then every gradient's error against
-    float64 (T = 1K, H = 4) for both libraries. fla refuses its gated backward on Hopper with Triton
+    """One forward plus one backward call (as a training step runs them), lightning and the scalar and
+    vector gates, against fla's chunk_simple_gla (g_gamma, g) and chunk_gla forward + backward; then
+    every gradient's error against float64 (T = 1K, H = 4; the vector gate T = 256) for both libraries. fla refuses its gated backward on Hopper with Triton
     >= 3.4 and < 3.7.1 (its issue #640, a miscompile); with such a Triton its check is bypassed here
     and its gradients are judged against float64 like ours."""
     from fla.ops.simple_gla import chunk_simple_gla
+    from fla.ops.gla import chunk_gla
     import fla.ops.common.chunk_o as fla_chunk_o
     if not getattr(fla_chunk_o, "TRITON_ABOVE_3_7_1", True):
         fla_chunk_o.TRITON_ABOVE_3_7_1 = True
@@ -372,34 +381,43 @@ def run_backward(lc, args, results, dev, copy_bw):
     shapes = [(1, T) for T in (4096, 16384, 65536, 262144) if T <= args.max_t] + [(8, 8192)]
     print(f"\n{'fwd+bwd':>22} {'shape':>14} {'lcsm ms':>9} {'fla ms':>9} {'fla/lcsm':>9} {'ws MB':>8} "
           f"{'fla MB':>8} {'dq-vs-fla':>10}", flush=True)
-    for label, family in (("lightning", 0), ("scalar gate", 1)):
+    families = [f for f in (("lightning", 0), ("scalar gate", 1), ("vector gate", 2))
+                if f[0].split()[0] in args.backward_families.split(",")]
+    for label, family in families:
         for B, T in shapes:
             q, k, v, d_o = (torch.randn(B, T, H, D, device=dev, dtype=torch.bfloat16) for _ in range(4))
-            g = fla_gates((B, T, H), dev) if family == 1 else None
+            g = fla_gates((B, T, H), dev) if family == 1 else fla_gates((B, T, H, D), dev) if family == 2 else None
             if family == 0:
                 o, fwd = lc.forward(q, k, v, log_decay, scale)
                 dq, dk, dv, dd, bwd, ws = lc.backward(0, q, k, v, d_o, log_decay, scale)
             else:
-                o, fwd = lc.gated_forward(0, q, k, v, g, scale)
-                dq, dk, dv, dd, bwd, ws = lc.backward(1, q, k, v, d_o, g, scale)
+                o, fwd = lc.gated_forward(family - 1, q, k, v, g, scale)
+                dq, dk, dv, dd, bwd, ws = lc.backward(family, q, k, v, d_o, g, scale)
             ours = time_ms(lambda: (fwd(), bwd()))
             leaves = [x.detach().clone().requires_grad_(True) for x in (q, k, v)]
-            gl = (g.detach().clone().requires_grad_(True) if family == 1
+            gl = (g.detach().clone().requires_grad_(True) if family > 0
                   else log_decay.detach().clone().requires_grad_(True))
 
             def fla_step():
                 if family == 0:
                     fo, _ = chunk_simple_gla(*leaves, g_gamma=gl, scale=scale)
-                else:
+                elif family == 1:
                     fo, _ = chunk_simple_gla(*leaves, g=gl, scale=scale)
+                else:
+                    fo, _ = chunk_gla(*leaves, g=gl, scale=scale)
                 return torch.autograd.grad(fo, leaves + [gl], d_o, allow_unused=True)
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
-            grads = fla_step()
-            torch.cuda.synchronize()
-            fla_extra = (torch.cuda.max_memory_allocated() - base) / 1e6
-            theirs = time_ms(fla_step)
+            try:
+                grads = fla_step()
+                torch.cuda.synchronize()
+                fla_extra = (torch.cuda.max_memory_allocated() - base) / 1e6
+                theirs = time_ms(fla_step)
+            except Exception as e:  # fla's failure is a row of ours without its numbers
+                print(f"# fla {label} fwd+bwd at B={B} T={T} failed: {str(e)[:200]}", flush=True)
+                grads, fla_extra, theirs = [torch.full_like(dq, float("nan"))], float("nan"), float("nan")
+                torch.cuda.empty_cache()
             fwd()
             bwd()
             torch.cuda.synchronize()
@@ -412,10 +430,12 @@ def run_backward(lc, args, results, dev, copy_bw):
             del q, k, v, d_o, g, o, dq, dk, dv, dd, grads, leaves
     # Gradients against float64: T = 1K, H = 4, bf16 inputs.
     print(f"\n{'gradients vs fp64 (rel RMS)':>30} {'dq':>9} {'dk':>9} {'dv':>9} {'d_decay':>9} {'yardstick':>10}")
-    Hf, T = 4, 1024
-    for label, family in (("lightning", 0), ("scalar gate", 1)):
+    Hf = 4
+    for label, family in families:
+        T = 256 if family == 2 else 1024  # the vector gate's quadratic reference holds T x T x H x K
         q, k, v, d_o = (torch.randn(1, T, Hf, D, device=dev, dtype=torch.bfloat16) for _ in range(4))
-        g = fla_gates((1, T, Hf), dev) if family == 1 else minimax_decay(Hf).to(dev)
+        g = (fla_gates((1, T, Hf), dev) if family == 1 else fla_gates((1, T, Hf, D), dev) if family == 2
+             else minimax_decay(Hf).to(dev))
         leaves = [x.double().requires_grad_(True) for x in (q, k, v)]
         gd = g.double().requires_grad_(True)
         gfull = gd[None, None, :].expand(1, T, Hf) if family == 0 else gd
@@ -425,11 +445,17 @@ def run_backward(lc, args, results, dev, copy_bw):
         bwd()
         ql, kl, vl = (x.detach().clone().requires_grad_(True) for x in (q, k, v))
         gl = g.detach().clone().requires_grad_(True)
-        if family == 0:
-            fo, _ = chunk_simple_gla(ql, kl, vl, g_gamma=gl, scale=scale)
-        else:
-            fo, _ = chunk_simple_gla(ql, kl, vl, g=gl, scale=scale)
-        fgr = torch.autograd.grad(fo, [ql, kl, vl, gl], d_o, allow_unused=True)
+        try:
+            if family == 0:
+                fo, _ = chunk_simple_gla(ql, kl, vl, g_gamma=gl, scale=scale)
+            elif family == 1:
+                fo, _ = chunk_simple_gla(ql, kl, vl, g=gl, scale=scale)
+            else:
+                fo, _ = chunk_gla(ql, kl, vl, g=gl, scale=scale)
+            fgr = torch.autograd.grad(fo, [ql, kl, vl, gl], d_o, allow_unused=True)
+        except Exception as e:
+            print(f"# fla {label} gradients failed: {str(e)[:200]}", flush=True)
+            fgr = (None, None, None, None)
         torch.cuda.synchronize()
         yard = max(rel_rms(r.to(torch.bfloat16), r) for r in ref[:3])
         for who, got in (("lcsm", (dq, dk, dv, dd)), ("fla", fgr)):
@@ -509,6 +535,8 @@ def main():
     ap.add_argument("--json", default=None)
     ap.add_argument("--max-t", type=int, default=1 << 20)
     ap.add_argument("--sdpa-max-t", type=int, default=1 << 20)
+    ap.add_argument("--backward-families", default="lightning,scalar,vector",
+                    help="the backward section's families (lightning, scalar, vector)")
     ap.add_argument("--families", default="lightning,gated,toeplitz,backward",
                     help="comma-separated: lightning, gated, toeplitz, backward")
     args = ap.parse_args()

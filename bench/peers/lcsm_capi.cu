@@ -205,9 +205,10 @@ int lcsm_toeplitz_forward(int dtype, int causal, const void* x, const void* a, v
   });
 }
 
-// The backward of lightning (family 0: `decay` is double log_decay[H], d_decay float [H]) or the
-// scalar gate (family 1: `decay` is the fp32 gate [B, T, H], d_decay float [B, T, H]); d_decay may
-// be null (no decay gradient). No states. Scratch bytes: lcsm_backward_workspace, -1 on error.
+// The backward of lightning (family 0: `decay` is double log_decay[H], d_decay float [H]), the
+// scalar gate (family 1: `decay` is the fp32 gate [B, T, H], d_decay float [B, T, H]) or the vector
+// gate (family 2: [B, T, H, K] both); d_decay may be null (no decay gradient). No states. Scratch bytes:
+// lcsm_backward_workspace, -1 on error.
 long long lcsm_backward_workspace(int family, int dtype, long long B, long long T, long long H, long long K,
                                   long long V, int with_decay_gradient, char* error, int error_len) {
   long long bytes = -1;
@@ -223,10 +224,14 @@ long long lcsm_backward_workspace(int family, int dtype, long long B, long long 
         const lcsm::View<float, 1> dg = wanted ? lcsm::view(wanted, {H}) : lcsm::View<float, 1>{};
         bytes =
             static_cast<long long>(lcsm::cuda::backward_workspace_bytes<T_>(lcsm::LightningAttention{}, q, v, {}, dg));
-      } else {
+      } else if (family == 1) {
         const lcsm::View<float, 3> dg = wanted ? lcsm::view(wanted, {B, T, H}) : lcsm::View<float, 3>{};
         bytes = static_cast<long long>(
             lcsm::cuda::backward_workspace_bytes<T_>(lcsm::ScalarGatedAttention<T_>{}, q, v, {}, dg));
+      } else {
+        const lcsm::View<float, 4> dg = wanted ? lcsm::view(wanted, {B, T, H, K}) : lcsm::View<float, 4>{};
+        bytes = static_cast<long long>(
+            lcsm::cuda::backward_workspace_bytes<T_>(lcsm::VectorGatedAttention<T_>{}, q, v, {}, dg));
       }
     });
   });
@@ -247,13 +252,20 @@ int lcsm_backward(int family, int dtype, const void* q, const void* k, const voi
         const auto op = make_op(static_cast<const double*>(decay), H, scale, exact);
         lcsm::backward<T_>(dev, op, in(q, K), in(k, K), in(v, V), in(d_o, V), out(dq, K), out(dk, K), out(dv, V), {},
                            d_decay ? lcsm::view(d_decay, {H}) : lcsm::View<float, 1>{});
-      } else {
+      } else if (family == 1) {
         lcsm::ScalarGatedAttention<T_> op;
         op.log_gate = lcsm::view(static_cast<const float*>(decay), {B, T, H});
         op.scale = scale;
         op.precision = exact ? lcsm::Precision::exact : lcsm::Precision::fast;
         lcsm::backward<T_>(dev, op, in(q, K), in(k, K), in(v, V), in(d_o, V), out(dq, K), out(dk, K), out(dv, V), {},
                            d_decay ? lcsm::view(d_decay, {B, T, H}) : lcsm::View<float, 3>{});
+      } else {
+        lcsm::VectorGatedAttention<T_> op;
+        op.log_gate = lcsm::view(static_cast<const float*>(decay), {B, T, H, K});
+        op.scale = scale;
+        op.precision = exact ? lcsm::Precision::exact : lcsm::Precision::fast;
+        lcsm::backward<T_>(dev, op, in(q, K), in(k, K), in(v, V), in(d_o, V), out(dq, K), out(dk, K), out(dv, V), {},
+                           d_decay ? lcsm::view(d_decay, {B, T, H, K}) : lcsm::View<float, 4>{});
       }
     });
   });

@@ -68,6 +68,10 @@ TEST_CASE("cuda scalar gate backward: 256K tokens, 16 heads, D = 128 against flo
           "[cuda][long][backward][gated]") {
   check_long_backward(LongFamily::scalar_gate, "scalar gate");
 }
+TEST_CASE("cuda vector gate backward: 256K tokens, 16 heads, D = 128 against float64 on sampled rows",
+          "[cuda][long][backward][gated]") {
+  check_long_backward(LongFamily::vector_gate, "vector gate");
+}
 
 TEST_CASE("cuda lightning: errors", "[cuda][validation]") {
   CHECK_THAT(forward_without_workspace_message(),

@@ -51,21 +51,20 @@ class CudaGatedOps final : public GatedOps {
     });
   }
 
-  bool has_backward(GateKind kind) const override { return kind == GateKind::scalar; }
+  bool has_backward(GateKind) const override { return true; }
 
   void backward(const GatedSpec& spec, const Tensor& gate, const Tensor& q, const Tensor& k, const Tensor& v,
                 const Tensor& d_o, const Tensor* s0, const Tensor* dsT, const GatedBackwardOut& out,
                 const Offsets* cu) override {
-    if (spec.kind != GateKind::scalar) throw Error("cuda backend: the vector gate has no backward yet");
     const DeviceBuffer dgate(gate);
     with_op(spec, dgate, gate, q.dtype(), [&](const auto& op, auto tag) {
       using T = decltype(tag);
-      if constexpr (std::is_same_v<std::decay_t<decltype(op)>, ScalarGatedAttention<T>>) {
+      {
         const DeviceBuffer dq_in(q), dk_in(k), dv_in(v), ddo(d_o), dq(*out.dq), dk(*out.dk), dv(*out.dv);
         const DeviceStateGrads states(s0, dsT, out.d_initial_state);
         const DeviceBuffer dg = out.d_log_gate ? DeviceBuffer(*out.d_log_gate) : DeviceBuffer();
         const DeviceOffsets offsets(cu);
-        const View<float, 3> dgv = out.d_log_gate ? drop_unit_key(dg.view<float>(*out.d_log_gate)) : View<float, 3>{};
+        const auto dgv = gate_gradient_view(op, dg, out.d_log_gate);
         const auto qv = dq_in.view<const T>(q), vv = dv_in.view<const T>(v);
         const DeviceBuffer workspace(cuda::backward_workspace_bytes<T>(op, qv, vv, states.views, dgv, offsets.view));
         lcsm::backward<T>(test_device(workspace), op, qv, dk_in.view<const T>(k), vv, ddo.view<const T>(d_o),
@@ -82,6 +81,16 @@ class CudaGatedOps final : public GatedOps {
   }
 
  private:
+  // The gate gradient's device view in the shape of op.log_gate (absent when not asked for).
+  template <class T>
+  static View<float, 3> gate_gradient_view(const ScalarGatedAttention<T>&, const DeviceBuffer& dg, const Tensor* t) {
+    return t ? drop_unit_key(dg.view<float>(*t)) : View<float, 3>{};
+  }
+  template <class T>
+  static View<float, 4> gate_gradient_view(const VectorGatedAttention<T>&, const DeviceBuffer& dg, const Tensor* t) {
+    return t ? dg.view<float>(*t) : View<float, 4>{};
+  }
+
   // f(op, T{}) with the descriptor of spec.kind over the device copy of the gate.
   template <class F>
   static void with_op(const GatedSpec& spec, const DeviceBuffer& dg, const Tensor& gate, Dtype d, F&& f) {

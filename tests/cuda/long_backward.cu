@@ -34,17 +34,18 @@ double bf16_rounded(double x) { return __bfloat162float(__float2bfloat16_rn(stat
 LongBackwardResult run_long_backward(LongFamily family, std::int64_t T, int H, int check_heads, std::uint64_t seed) {
   constexpr int D = 128;
   const auto start = std::chrono::steady_clock::now();
-  const bool gated = family == LongFamily::scalar_gate;
+  const bool gated = family != LongFamily::lightning, per_key = family == LongFamily::vector_gate;
+  const int width = per_key ? D : 1;  // gates per token and head
   const std::int64_t n = T * H * D, states = static_cast<std::int64_t>(H) * D * D;
   DeviceBuffer q(n * 2), k(n * 2), v(n * 2), d_o(n * 2), dq(n * 2), dk(n * 2), dv(n * 2);
-  DeviceBuffer d_final(states * 4), d_initial(states * 4), gate(gated ? T * H * 4 : 0),
-      d_decay(gated ? T * H * 4 : H * 4);
+  DeviceBuffer d_final(states * 4), d_initial(states * 4), gate(gated ? T * H * width * 4 : 0),
+      d_decay(gated ? T * H * width * 4 : H * 4);
   fill_normal<<<4096, 256>>>(static_cast<__nv_bfloat16*>(q.get()), n, seed);
   fill_normal<<<4096, 256>>>(static_cast<__nv_bfloat16*>(k.get()), n, seed + 1);
   fill_normal<<<4096, 256>>>(static_cast<__nv_bfloat16*>(v.get()), n, seed + 2);
   fill_normal<<<4096, 256>>>(static_cast<__nv_bfloat16*>(d_o.get()), n, seed + 3);
   fill_normal<<<4096, 256>>>(static_cast<float*>(d_final.get()), states, seed + 4);
-  if (gated) fill_log_gate<><<<4096, 256>>>(static_cast<float*>(gate.get()), T * H, seed + 5);
+  if (gated) fill_log_gate<><<<4096, 256>>>(static_cast<float*>(gate.get()), T * H * width, seed + 5);
   LCSM_CUDA_CHECK(cudaGetLastError());
 
   using E = __nv_bfloat16;
@@ -56,7 +57,15 @@ LongBackwardResult run_long_backward(LongFamily family, std::int64_t T, int H, i
   light.log_decay = decay::minimax(H, 0, 80);
   ScalarGatedAttention<E> scalar;
   scalar.log_gate = lcsm::view(static_cast<const float*>(gate.get()), {1, T, H});
-  if (gated) {
+  VectorGatedAttention<E> vector;
+  vector.log_gate = lcsm::view(static_cast<const float*>(gate.get()), {1, T, H, D});
+  if (per_key) {
+    const auto dg = lcsm::view(static_cast<float*>(d_decay.get()), {1, T, H, D});
+    const DeviceBuffer ws(cuda::backward_workspace_bytes<E>(vector, qv, vv, st, dg));
+    lcsm::backward<E>(cuda::Device{nullptr, {ws.get(), ws.bytes()}}, vector, qv, kv, vv, dov, view(dq), view(dk),
+                      view(dv), st, dg);
+    LCSM_CUDA_CHECK(cudaDeviceSynchronize());
+  } else if (gated) {
     const auto dg = lcsm::view(static_cast<float*>(d_decay.get()), {1, T, H});
     const DeviceBuffer ws(cuda::backward_workspace_bytes<E>(scalar, qv, vv, st, dg));
     lcsm::backward<E>(cuda::Device{nullptr, {ws.get(), ws.bytes()}}, scalar, qv, kv, vv, dov, view(dq), view(dk),
@@ -88,7 +97,7 @@ LongBackwardResult run_long_backward(LongFamily family, std::int64_t T, int H, i
   for (int hi = 0; hi < check_heads; ++hi) {
     const int h = (hi * (H - 1)) / std::max(1, check_heads - 1);
     std::vector<std::uint16_t> hq(T * D), hk(T * D), hv(T * D), hdo(T * D), hdq(T * D), hdk(T * D), hdv(T * D);
-    std::vector<float> hg(gated ? T : 0);
+    std::vector<float> hg(gated ? T * width : 0);
     auto fetch = [&](void* dst, const DeviceBuffer& src, std::size_t row_bytes) {
       LCSM_CUDA_CHECK(cudaMemcpy2D(dst, row_bytes,
                                    static_cast<char*>(src.get()) + static_cast<std::size_t>(h) * row_bytes,
@@ -96,9 +105,9 @@ LongBackwardResult run_long_backward(LongFamily family, std::int64_t T, int H, i
     };
     fetch(hq.data(), q, D * 2), fetch(hk.data(), k, D * 2), fetch(hv.data(), v, D * 2), fetch(hdo.data(), d_o, D * 2);
     fetch(hdq.data(), dq, D * 2), fetch(hdk.data(), dk, D * 2), fetch(hdv.data(), dv, D * 2);
-    if (gated) fetch(hg.data(), gate, 4);
-    auto decay_of = [&](std::int64_t t) {
-      return gated ? std::exp(static_cast<double>(hg[t])) : std::exp(light.log_decay[h]);
+    if (gated) fetch(hg.data(), gate, 4 * width);
+    auto decay_of = [&](std::int64_t t, int d) {  // token t's decay of key row d
+      return gated ? std::exp(static_cast<double>(hg[t * width + (per_key ? d : 0)])) : std::exp(light.log_decay[h]);
     };
     // float64, value columns split over threads: dq and dk sum over columns (per-thread partials),
     // dv and the initial-state gradient are per column.
@@ -112,11 +121,12 @@ LongBackwardResult run_long_backward(LongFamily family, std::int64_t T, int H, i
         std::vector<double> S(static_cast<std::size_t>(D) * width, 0.0), x(D), y(width);
         std::size_t next = 0;
         for (std::int64_t t = 0; t < T; ++t) {  // S_t = e^{g_t} S_{t-1} + k_t v_t^T; dq_t = scale S_t dO_t
-          const double f = decay_of(t);
           for (int d = 0; d < D; ++d) x[d] = bf16_value(hk[t * D + d]);
           for (int c = 0; c < width; ++c) y[c] = bf16_value(hv[t * D + c0 + c]);
-          for (int d = 0; d < D; ++d)
+          for (int d = 0; d < D; ++d) {
+            const double f = decay_of(t, d);
             for (int c = 0; c < width; ++c) S[d * width + c] = f * S[d * width + c] + x[d] * y[c];
+          }
           while (next < P && positions[next] == t) {  // positions repeat when T < 64
             for (int d = 0; d < D; ++d) {
               double acc = 0;
@@ -131,11 +141,12 @@ LongBackwardResult run_long_backward(LongFamily family, std::int64_t T, int H, i
             S[d * width + c] = dfinal_host[(static_cast<std::size_t>(h) * D + d) * D + c0 + c];
         std::int64_t p = static_cast<std::int64_t>(P) - 1;
         for (std::int64_t t = T - 1; t >= 0; --t) {  // dS_t = e^{g_{t+1}} dS_{t+1} + scale q_t dO_t^T
-          const double f = t + 1 < T ? decay_of(t + 1) : 1.0;
           for (int d = 0; d < D; ++d) x[d] = scale * bf16_value(hq[t * D + d]);
           for (int c = 0; c < width; ++c) y[c] = bf16_value(hdo[t * D + c0 + c]);
-          for (int d = 0; d < D; ++d)
+          for (int d = 0; d < D; ++d) {
+            const double f = t + 1 < T ? decay_of(t + 1, d) : 1.0;
             for (int c = 0; c < width; ++c) S[d * width + c] = f * S[d * width + c] + x[d] * y[c];
+          }
           while (p >= 0 && positions[p] == t) {  // dk_t = dS_t v_t, dv_t = dS_t^T k_t
             for (int d = 0; d < D; ++d) {
               double acc = 0;
@@ -150,9 +161,8 @@ LongBackwardResult run_long_backward(LongFamily family, std::int64_t T, int H, i
             --p;
           }
         }
-        const double f0 = decay_of(0);
         for (int d = 0; d < D; ++d)
-          for (int c = 0; c < width; ++c) ref_dinit[d * D + c0 + c] = f0 * S[d * width + c];
+          for (int c = 0; c < width; ++c) ref_dinit[d * D + c0 + c] = decay_of(0, d) * S[d * width + c];
       });
     for (auto& th : pool) th.join();
     for (std::size_t i = 0; i < P; ++i)

@@ -182,6 +182,7 @@ TEST_CASE("gated backward: shapes, gates and states", "[gated][backward]") {
       check_backward(gated_case(g, 1, 1000, 1, 64, 64, GateStrength::weak, true), dt);   // one head: segments
       check_backward(gated_case(g, 1, 1000, 1, 32, 32, GateStrength::mixed, true), dt);  // one head: segments
       check_backward(gated_case(g, 1, 130, 2, 100, 60, GateStrength::mixed, true), dt);
+      check_backward(gated_case(g, 1, 70, 1, 136, 200, GateStrength::mixed, true), dt);        // K, V > 128
       check_backward(gated_case(g, 1, 200, 11, 32, 32, GateStrength::mixed, true), dt);        // groups of heads
       check_backward(gated_case(g, 2, 130, 2, 32, 48, GateStrength::mixed, true), dt, false);  // dq, dk, dv only
     }

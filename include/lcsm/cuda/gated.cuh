@@ -12,8 +12,8 @@
 // (lcsm::cuda::forward_workspace_bytes), cu_seqlens contents unread. The gate's values are not
 // read on the host either (that would need a synchronisation): they must be finite and <= 0, as the
 // CPU backend checks; every exponential the kernels form is then of a non-positive number.
-// The scalar gate's backward is three passes of the engine (chunked/backward.cuh) and needs
-// workspace (lcsm::cuda::backward_workspace_bytes). The vector gate has no CUDA backward yet.
+// The backward is three passes of the engine (chunked/backward.cuh) and needs workspace
+// (lcsm::cuda::backward_workspace_bytes).
 #pragma once
 
 #include "lcsm/cuda/chunked/backward.cuh"
@@ -79,28 +79,35 @@ void gated_step(const char* where, const Device& device, const Op& op, const Vie
   run_step<T, decay_kind_of<Op>>(params, state, device.stream);
 }
 
-template <class T>
-void scalar_gate_backward(const char* where, const Device& device, const ScalarGatedAttention<T>& op,
-                          const View<const T, 4>& q, const View<const T, 4>& k, const View<const T, 4>& v,
-                          const View<const T, 4>& d_o, const View<T, 4>& dq, const View<T, 4>& dk, const View<T, 4>& dv,
-                          const StateGrads<float>& states, const View<float, 3>& d_log_gate, const CuSeqlens& cu) {
+template <class Op, class T, class DG>
+void gated_backward(const char* where, const Device& device, const Op& op, const View<const T, 4>& q,
+                    const View<const T, 4>& k, const View<const T, 4>& v, const View<const T, 4>& d_o,
+                    const View<T, 4>& dq, const View<T, 4>& dk, const View<T, 4>& dv, const StateGrads<float>& states,
+                    const DG& d_log_gate, const CuSeqlens& cu) {
   static_assert(is_cuda_input_v<T>, "CUDA gated attention takes float, __half or __nv_bfloat16");
+  constexpr DecayKind kDecay = decay_kind_of<Op>;
   lcsm::detail::Operands ops(where);
   ops.in("op.log_gate", op.log_gate).out("d_log_gate", d_log_gate);
   const auto shape = check_backward_call(where, q, k, v, d_o, dq, dk, dv, states, cu, ops);
   op.check_layout(where, shape.batch, shape.time, shape.heads, shape.key_dim);
   if (d_log_gate.present())
-    lcsm::detail::check_shape(where, "d_log_gate", d_log_gate, op.log_gate.shape(),
-                              "[B, T, H], the shape of op.log_gate");
+    lcsm::detail::check_shape(
+        where, "d_log_gate", d_log_gate, op.log_gate.shape(),
+        DG::rank == 3 ? "[B, T, H], the shape of op.log_gate" : "[B, T, H, K], the shape of op.log_gate");
   if (shape.batch == 0 || shape.sequences == 0 || (shape.time == 0 && states.d_initial.absent())) return;
-  const auto plan = plan_backward<DecayKind::token>(shape, cu.present(), states.d_final.present(), d_log_gate.present(),
-                                                    std::is_same_v<T, float>, op.scale_for(shape.key_dim) == 0.0);
+  const auto plan = plan_backward<kDecay>(shape, cu.present(), states.d_final.present(), d_log_gate.present(),
+                                          std::is_same_v<T, float>, op.scale_for(shape.key_dim) == 0.0);
   check_backward_workspace(where, device, plan);
   BackwardDecay decay;
-  decay.gate = op.log_gate;
-  decay.d_gate = d_log_gate;
-  run_backward<T, DecayKind::token>(
-      {q, k, v, d_o, dq, dk, dv, states, cu, op.scale_for(shape.key_dim), op.precision, shape}, decay, plan, device);
+  if constexpr (kDecay == DecayKind::key) {
+    decay.key_gate = op.log_gate;
+    decay.d_key_gate = d_log_gate;
+  } else {
+    decay.gate = op.log_gate;
+    decay.d_gate = d_log_gate;
+  }
+  run_backward<T, kDecay>({q, k, v, d_o, dq, dk, dv, states, cu, op.scale_for(shape.key_dim), op.precision, shape},
+                          decay, plan, device);
 }
 
 }  // namespace detail
@@ -112,6 +119,13 @@ std::size_t backward_workspace_bytes(const ScalarGatedAttention<T>& op, View<con
                                      const StateGrads<float>& states = {}, View<float, 3> d_log_gate = {},
                                      const CuSeqlens& cu_seqlens = {}) {
   return detail::backward_workspace_bytes<detail::DecayKind::token>(
+      "lcsm::cuda::backward_workspace_bytes", q, v, states, d_log_gate.present(), cu_seqlens, op.scale_for(q.size(3)));
+}
+template <class T>
+std::size_t backward_workspace_bytes(const VectorGatedAttention<T>& op, View<const T, 4> q, View<const T, 4> v,
+                                     const StateGrads<float>& states = {}, View<float, 4> d_log_gate = {},
+                                     const CuSeqlens& cu_seqlens = {}) {
+  return detail::backward_workspace_bytes<detail::DecayKind::key>(
       "lcsm::cuda::backward_workspace_bytes", q, v, states, d_log_gate.present(), cu_seqlens, op.scale_for(q.size(3)));
 }
 
@@ -146,17 +160,26 @@ void forward(const cuda::Device& device, const VectorGatedAttention<T>& op, deta
   cuda::detail::gated_forward("lcsm::forward(cuda, VectorGatedAttention)", device, op, q, k, v, o, state, cu_seqlens);
 }
 
-// Backward (scalar gate): dq, dk, dv from do; optionally the initial state's gradient (from the final
-// state's) and the gate gradient d_log_gate [B, T, H], as on the CPU. Gradients in the input type;
-// states and d_log_gate fp32; K, V <= 256.
+// Backward: dq, dk, dv from do; optionally the initial state's gradient (from the final state's) and
+// the gate gradient d_log_gate in the gate's shape ([B, T, H] or [B, T, H, K]), as on the CPU.
+// Gradients in the input type; states and d_log_gate fp32; K, V <= 256.
 template <class T>
 void backward(const cuda::Device& device, const ScalarGatedAttention<T>& op, detail::identity_t<View<const T, 4>> q,
               detail::identity_t<View<const T, 4>> k, detail::identity_t<View<const T, 4>> v,
               detail::identity_t<View<const T, 4>> d_o, detail::identity_t<View<T, 4>> dq,
               detail::identity_t<View<T, 4>> dk, detail::identity_t<View<T, 4>> dv,
               const StateGrads<float>& states = {}, View<float, 3> d_log_gate = {}, const CuSeqlens& cu_seqlens = {}) {
-  cuda::detail::scalar_gate_backward("lcsm::backward(cuda, ScalarGatedAttention)", device, op, q, k, v, d_o, dq, dk, dv,
-                                     states, d_log_gate, cu_seqlens);
+  cuda::detail::gated_backward("lcsm::backward(cuda, ScalarGatedAttention)", device, op, q, k, v, d_o, dq, dk, dv,
+                               states, d_log_gate, cu_seqlens);
+}
+template <class T>
+void backward(const cuda::Device& device, const VectorGatedAttention<T>& op, detail::identity_t<View<const T, 4>> q,
+              detail::identity_t<View<const T, 4>> k, detail::identity_t<View<const T, 4>> v,
+              detail::identity_t<View<const T, 4>> d_o, detail::identity_t<View<T, 4>> dq,
+              detail::identity_t<View<T, 4>> dk, detail::identity_t<View<T, 4>> dv,
+              const StateGrads<float>& states = {}, View<float, 4> d_log_gate = {}, const CuSeqlens& cu_seqlens = {}) {
+  cuda::detail::gated_backward("lcsm::backward(cuda, VectorGatedAttention)", device, op, q, k, v, d_o, dq, dk, dv,
+                               states, d_log_gate, cu_seqlens);
 }
 
 // Decode: advances state [B, H, K, V] (fp32, in place) by the n tokens of q, k, v and op.log_gate.

@@ -1,6 +1,6 @@
-// The chunked backward on the engine, for a decay per head (lightning) or per token (scalar gate):
-// every gradient from three passes of the forward kernels and a few small kernels
-// (chunked/backward_kernels.cuh). Host code.
+// The chunked backward on the engine, for a decay per head (lightning), per token (scalar gate) or
+// per token and key (vector gate): every gradient from three passes of the forward kernels and a
+// few small kernels (chunked/backward_kernels.cuh). Host code.
 //
 // With S_t the state after token t (S_{-1} the initial state), dS_t the loss's gradient with
 // respect to it, g_t the log-decay of token t (lightning: g_h) and G_t = g_0 + ... + g_t:
@@ -16,10 +16,13 @@
 // (and their states) last first. There token t decays by the gate of the token after it: the gate
 // view is shifted by one and each sequence's first token has gate 0 (RecurrenceParams::
 // gate_restart); lightning's reversed passes take its head decay as that gate (gate_from_head).
+// The vector gate decays each key row of S by its own gate: the dq and dk passes' states (S^T and
+// dS^T) then decay along their value columns, the engine's value decay (chunked/value_gate_sm80.cuh),
+// and the dv pass is a vector-gate forward; dG is per key (dg_t[c] = sum over i >= t of
+// q_ic dq_ic - k_ic dk_ic, plus <dS_final[c, :], S_T[c, :]>).
 // Each pass recomputes the states it needs (none is stored per chunk): the extra memory is the
 // fp32 dq and dk that the decay gradient needs for 16-bit inputs (8 K bytes per token and head) and
-// a few states per sequence. (The vector gate's dq and dk decay along their own key axis, which
-// is not a forward of the engine: its backward needs kernels of its own.)
+// a few states per sequence.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -50,9 +53,20 @@ inline unsigned grid_of(std::int64_t work, int per_block) {
 struct BackwardDecay {
   const std::vector<double>* log_decay = nullptr;  // lightning: per head
   View<const float, 3> gate;                       // scalar gate: [B, T, H]
+  View<const float, 4> key_gate;                   // vector gate: [B, T, H, K]
   View<float, 1> d_log_decay;                      // lightning's gradient, [H]
   View<float, 3> d_gate;                           // the scalar gate's, [B, T, H]
-  bool wants_gradient() const { return d_log_decay.present() || d_gate.present(); }
+  View<float, 4> d_key_gate;                       // the vector gate's, [B, T, H, K]
+  bool wants_gradient() const { return d_log_decay.present() || d_gate.present() || d_key_gate.present(); }
+};
+
+// The decays of the three passes: dq runs forward, dv and dk in reversed time (the scalar gate's
+// decay kind with the gate shifted, for lightning too; the vector gate's dq and dk decay by value column).
+template <DecayKind kDecay>
+struct BackwardPasses {
+  static constexpr DecayKind dq = kDecay == DecayKind::key ? DecayKind::value : kDecay;
+  static constexpr DecayKind dv = kDecay == DecayKind::key ? DecayKind::key : DecayKind::token;
+  static constexpr DecayKind dk = kDecay == DecayKind::key ? DecayKind::value : DecayKind::token;
 };
 
 // The scratch of a backward call, region by region (bytes, 256-byte multiples; 0: absent).
@@ -74,17 +88,17 @@ struct BackwardPlan {
 template <DecayKind kDecay>
 BackwardPlan plan_backward(const ProblemShape& s, bool varlen, bool d_final, bool decay_gradient, bool float_inputs,
                            bool zero_scale) {
-  static_assert(kDecay != DecayKind::key, "the vector gate's backward is not a composition of forwards");
+  using Passes = BackwardPasses<kDecay>;
   const int sms = multiprocessor_count();
   const ProblemShape swapped{s.batch, s.time, s.heads, s.value_dim, s.key_dim, s.sequences};
   auto plan = [&](DecayKind d, const ProblemShape& x) {
     return plan_chunks(tile_shape(d, x.key_dim, x.value_dim), x.time, x.heads, x.key_dim, x.value_dim, x.sequences,
-                       varlen, gate_width(d, static_cast<int>(x.key_dim)), sms);
+                       varlen, gate_width(d, static_cast<int>(x.key_dim), static_cast<int>(x.value_dim)), sms);
   };
   BackwardPlan b;
-  b.dq = plan(kDecay, swapped);
-  b.dv = plan(DecayKind::token, s);
-  b.dk = plan(DecayKind::token, swapped);
+  b.dq = plan(Passes::dq, swapped);
+  b.dv = plan(Passes::dv, s);
+  b.dk = plan(Passes::dk, swapped);
   b.segments = round_up_256(std::max({b.dq.workspace_bytes(), b.dv.workspace_bytes(), b.dk.workspace_bytes()}));
   const auto bytes = [](std::int64_t count, std::size_t size) {
     return round_up_256(static_cast<std::size_t>(count) * size);
@@ -218,8 +232,10 @@ void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const Ba
   if (zero_scale) LCSM_CUDA_CHECK(cudaMemsetAsync(zeros, 0, plan.zeros, stream));
   const View<const T, 4> q_or_zeros =
       zero_scale ? View<const T, 4>(static_cast<const T*>(zeros), c.q.shape(), {0, 0, 0, 0}) : c.q;
+  using Passes = BackwardPasses<kDecay>;
   const auto set_decay = [&](RecurrenceParams& p) {
     if (decay.log_decay) set_head_decay(p, *decay.log_decay);
+    else if constexpr (kDecay == DecayKind::key) set_gate(p, decay.key_gate);
     else set_gate(p, decay.gate);
   };
 
@@ -256,7 +272,7 @@ void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const Ba
       p.s_final = {static_cast<std::int64_t>(H) * K * V, static_cast<std::int64_t>(K) * V, 1, V};
     }
     set_decay(p);
-    run_forward<T, kDecay>(p, plan.dq, pass_device, c.precision);
+    run_forward<T, Passes::dq>(p, plan.dq, pass_device, c.precision);
   }
 
   if (varlen) {
@@ -281,8 +297,8 @@ void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const Ba
       set_head_decay(p, *decay.log_decay);
       p.gate_from_head = true;
     } else {
-      p.log_gate = decay.gate.data() + time * decay.gate.stride(1);  // token t reads the gate of t + 1
-      p.sg = strides_of(decay.gate);
+      set_decay(p);
+      p.log_gate += time * p.sg.s1;  // token t reads the gate of t + 1
       p.sg.s1 = -p.sg.s1;
     }
   };
@@ -299,7 +315,7 @@ void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const Ba
       p.s_final = strides_of(c.states.d_initial);
     }
     reverse(p, false);
-    run_forward<T, DecayKind::token>(p, plan.dv, pass_device, c.precision);
+    run_forward<T, Passes::dv>(p, plan.dv, pass_device, c.precision);
   }
   // dk: the reversed forward of (v, dO, q) from (dS_final / scale)^T.
   {
@@ -314,12 +330,13 @@ void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const Ba
       p.s_initial = {static_cast<std::int64_t>(H) * K * V, static_cast<std::int64_t>(K) * V, 1, V};
     }
     reverse(p, dk32 != nullptr);
-    run_forward<T, DecayKind::token>(p, plan.dk, pass_device, c.precision);
+    run_forward<T, Passes::dk>(p, plan.dk, pass_device, c.precision);
   }
 
   if (c.states.d_initial.present() && N * H > 0) {
     initial_gradient_kernel<><<<grid_size(N * H, "(sequence, head) pairs"), kBackwardThreads, 0, stream>>>(
-        fwd, c.states.d_initial.data(), strides_of(c.states.d_initial), K, V, static_cast<float>(pass_scale));
+        fwd, c.states.d_initial.data(), strides_of(c.states.d_initial), K, V, static_cast<float>(pass_scale),
+        kDecay == DecayKind::key);
     LCSM_CUDA_CHECK(cudaGetLastError());
   }
   if (!gradient) return;
@@ -344,6 +361,18 @@ void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const Ba
     a.sdq_out = strides_of(c.dq);
     a.sdk_out = strides_of(c.dk);
   }
+  const float* d_final = c.states.d_final.present() ? c.states.d_final.data() : nullptr;
+  const Strides4 sdf = strides_of(c.states.d_final);
+  if constexpr (kDecay == DecayKind::key) {
+    const std::int64_t blocks = N * H * ((K + 31) / 32);
+    if (blocks > 0) {
+      key_gate_gradient_kernel<T>
+          <<<grid_size(blocks, "(sequence, head, key group) triples"), kGradientWarps * 32, 0, stream>>>(
+              fwd, a, decay.d_key_gate.data(), strides_of(decay.d_key_gate), d_final, sdf, final_state);
+      LCSM_CUDA_CHECK(cudaGetLastError());
+    }
+    return;
+  }
   Strides4 st{};
   if (decay.d_gate.present()) {
     a.terms = decay.d_gate.data();
@@ -358,8 +387,6 @@ void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const Ba
     gate_terms_kernel<T><<<grid_of(rows, kBackwardThreads / 32), kBackwardThreads, 0, stream>>>(fwd, a);
     LCSM_CUDA_CHECK(cudaGetLastError());
   }
-  const float* d_final = c.states.d_final.present() ? c.states.d_final.data() : nullptr;
-  const Strides4 sdf = strides_of(c.states.d_final);
   if (N * H > 0) {
     const unsigned blocks = grid_size(N * H, "(sequence, head) pairs");
     if (decay.d_gate.present())

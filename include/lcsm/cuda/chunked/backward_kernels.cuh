@@ -53,24 +53,27 @@ __global__ void __launch_bounds__(kBackwardThreads)
 }
 
 // d_initial[n, h] *= factor * e^{g_0}: the dv pass ends at dS_0 / factor, and the gradient before
-// token 0 is one decay further (g_0: the gate of the sequence's first token, or the head's log-decay;
-// an empty sequence has none). p: the forward-direction params (gate or head decays, cu_seqlens).
-// One block per (sequence, head).
+// token 0 is one decay further (g_0: the gate of the sequence's first token, per key row when
+// per_key, or the head's log-decay; an empty sequence has none). p: the forward-direction params
+// (gate or head decays, cu_seqlens). One block per (sequence, head).
 template <int kUnused = 0>
 __global__ void __launch_bounds__(kBackwardThreads)
     initial_gradient_kernel(const __grid_constant__ RecurrenceParams p, float* d_initial, Strides4 s, int K, int V,
-                            float factor) {
+                            float factor, bool per_key) {
   const std::int64_t n = blockIdx.x / p.heads;
   const int h = static_cast<int>(blockIdx.x % p.heads);
   const SequenceSpan span = sequence_span(p, n);
-  float f = factor;
-  if (span.length > 0) {
-    const double g0 =
-        p.log_gate ? p.log_gate[span.batch * p.sg.s0 + span.start * p.sg.s1 + h * p.sg.s2] : p.log_decay[h];
-    f = static_cast<float>(static_cast<double>(factor) * exp(g0));
-  }
+  const float* g0 = p.log_gate ? p.log_gate + span.batch * p.sg.s0 + span.start * p.sg.s1 + h * p.sg.s2 : nullptr;
   float* head = d_initial + n * s.s0 + h * s.s1;
-  for (int i = threadIdx.x; i < K * V; i += blockDim.x) head[(i / V) * s.s2 + (i % V) * s.s3] *= f;
+  for (int i = threadIdx.x; i < K * V; i += blockDim.x) {
+    const int r = i / V;
+    float f = factor;
+    if (span.length > 0) {
+      const double g = g0 ? g0[per_key ? r * p.sg.s3 : 0] : p.log_decay[h];
+      f = static_cast<float>(static_cast<double>(factor) * exp(g));
+    }
+    head[r * s.s2 + (i % V) * s.s3] *= f;
+  }
 }
 
 // The per-token decay-gradient terms and, for 16-bit inputs, the rounding of the fp32 dq, dk.
@@ -182,6 +185,77 @@ __global__ void __launch_bounds__(kBackwardThreads)
   if constexpr (!kPerToken) {
     const double sum = Reduce(reduce_storage).Sum(total);
     if (threadIdx.x == 0) totals[n * p.heads + h] = sum;
+  }
+}
+
+// The vector gate's decay gradient, per key c of a (sequence, head):
+//   dg_t[c] = <dS_final[c, :], S_T[c, :]> + sum over i >= t of (q_ic dq_ic - k_ic dk_ic),
+// into d_gate [B, T, H, K] (fp32), rounding the fp32 dq, dk into the outputs for 16-bit inputs. One
+// block per (sequence, head, 32 keys): lane = key, kGradientWarps warps each own a contiguous slice
+// of the sequence. Pass 1: each warp writes its slice's terms into d_gate and sums them (double);
+// the warps' carries (the final term plus the later slices' sums); pass 2: each warp walks its
+// slice backwards, d_gate[t] = carry + the terms from t on. Reads of d_gate in pass 2 are the same
+// thread's writes of pass 1.
+constexpr int kGradientWarps = 16;
+
+template <class T>
+__global__ void __launch_bounds__(kGradientWarps * 32)
+    key_gate_gradient_kernel(const __grid_constant__ RecurrenceParams p, const GateTermArgs<T> a, float* d_gate,
+                             Strides4 sdg, const float* d_final, Strides4 sdf, const float* final_state) {
+  __shared__ double slice_sum[kGradientWarps][32];
+  __shared__ double final_part[kGradientWarps][32];
+  const int K = p.key_dim, V = p.value_dim, H = p.heads;
+  const int groups = (K + 31) / 32;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int group = static_cast<int>(blockIdx.x % groups), h = static_cast<int>((blockIdx.x / groups) % H);
+  const std::int64_t n = blockIdx.x / groups / H;
+  const int key = group * 32 + lane;
+  const bool active = key < K;
+  const SequenceSpan span = sequence_span(p, n);
+  const std::int64_t b = span.batch;
+
+  double own = 0;  // <dS_final[key, :], S_T[key, :]>: S_T [N, H, K, V] contiguous
+  if (d_final && active) {
+    const float* s = final_state + ((n * H + h) * static_cast<std::int64_t>(K) + key) * V;
+    const float* ds = d_final + n * sdf.s0 + h * sdf.s1 + key * sdf.s2;
+    for (int v = warp; v < V; v += kGradientWarps) own += static_cast<double>(ds[v * sdf.s3]) * s[v];
+  }
+  final_part[warp][lane] = own;
+
+  const std::int64_t per = (span.length + kGradientWarps - 1) / kGradientWarps;
+  const std::int64_t t0 = span.start + warp * per;
+  const std::int64_t t1 = span.start + (warp + 1 < kGradientWarps ? (warp + 1) * per : span.length);
+  const std::int64_t first = t0 < span.start + span.length ? t0 : span.start + span.length;
+  const std::int64_t last = t1 < span.start + span.length ? t1 : span.start + span.length;
+  double sum = 0;
+  if (active) {
+    const T* q = a.q + b * a.sq.s0 + h * a.sq.s2 + key * a.sq.s3;
+    const T* k = a.k + b * a.sk.s0 + h * a.sk.s2 + key * a.sk.s3;
+    const float* dq = a.dq + b * a.sdq.s0 + h * a.sdq.s2 + key * a.sdq.s3;
+    const float* dk = a.dk + b * a.sdk.s0 + h * a.sdk.s2 + key * a.sdk.s3;
+    float* dg = d_gate + b * sdg.s0 + h * sdg.s2 + key * sdg.s3;
+#pragma unroll 8
+    for (std::int64_t t = first; t < last; ++t) {
+      const float gq = dq[t * a.sdq.s1], gk = dk[t * a.sdk.s1];
+      const float term = fmaf(to_float(q[t * a.sq.s1]), gq, -to_float(k[t * a.sk.s1]) * gk);
+      dg[t * sdg.s1] = term;
+      sum += term;
+      if (a.dq_out) {
+        a.dq_out[b * a.sdq_out.s0 + t * a.sdq_out.s1 + h * a.sdq_out.s2 + key * a.sdq_out.s3] = from_float<T>(gq);
+        a.dk_out[b * a.sdk_out.s0 + t * a.sdk_out.s1 + h * a.sdk_out.s2 + key * a.sdk_out.s3] = from_float<T>(gk);
+      }
+    }
+  }
+  slice_sum[warp][lane] = sum;
+  __syncthreads();
+  double carry = 0;
+  for (int w = 0; w < kGradientWarps; ++w) carry += final_part[w][lane] + (w > warp ? slice_sum[w][lane] : 0.0);
+  if (!active) return;
+  float* dg = d_gate + b * sdg.s0 + h * sdg.s2 + key * sdg.s3;
+#pragma unroll 8
+  for (std::int64_t t = last - 1; t >= first; --t) {
+    carry += dg[t * sdg.s1];
+    dg[t * sdg.s1] = static_cast<float>(carry);
   }
 }
 

@@ -9,6 +9,9 @@
 //   TokenDecay  a scalar gate [B, T, H]: G from a per-warp scan of the chunk's gates in double.
 //   key         a vector gate [B, T, H, K]: per-key factors, formed by the kernel itself
 //               (chunked/key_gate_sm80.cuh).
+//   value       a gate [B, T, H, V] along the state's value columns, S_t = S_{t-1} diag(e^{g_t}) +
+//               k_t v_t^T: no family's forward, but the vector gate's backward passes for dq and dk
+//               (chunked/value_gate_sm80.cuh).
 // Device code, except DecayKind and its traits.
 #pragma once
 
@@ -25,12 +28,12 @@ constexpr double kLog2e = 1.4426950408889634;
 constexpr float kLog2eHi = 1.4426950216293335f, kLog2eLo = 1.9259629911266175e-08f;
 
 // The decay of a family: the one template parameter that tells the engine's kernels apart.
-enum class DecayKind { head, token, key };
+enum class DecayKind { head, token, key, value };
 
 constexpr bool per_token(DecayKind d) { return d != DecayKind::head; }
-// Log-decays per (segment, head) the segment scan needs: none, one, or one per key.
-inline int gate_width(DecayKind d, int key_dim) {
-  return d == DecayKind::head ? 0 : d == DecayKind::token ? 1 : key_dim;
+// Log-decays per (segment, head) the segment scan needs: none, one, one per key or per value column.
+inline int gate_width(DecayKind d, int key_dim, int value_dim) {
+  return d == DecayKind::head ? 0 : d == DecayKind::token ? 1 : d == DecayKind::key ? key_dim : value_dim;
 }
 
 struct HeadDecay {
@@ -124,22 +127,26 @@ __device__ __forceinline__ void load_token_gates(float* dst, const RecurrencePar
     else dst[r] = 0.f;
   }
 }
-template <int C, int KT, int kPitch, int kThreads>
-__device__ __forceinline__ void load_key_gates(float* dst, const RecurrenceParams& p, std::int64_t batch,
-                                               std::int64_t t0, int count, int h) {
+// Columns [c0, c0 + W) of the chunk's rows of a per-key or per-value gate ([B, T, H, dim]) at a pitch
+// of kPitch floats; zero past the chunk's end and past dim, and at the sequence's first token (it
+// starts at `start`) when p.gate_restart.
+template <int C, int W, int kPitch, int kThreads>
+__device__ __forceinline__ void load_gate_rows(float* dst, const RecurrenceParams& p, std::int64_t batch,
+                                               std::int64_t start, std::int64_t t0, int count, int h, int c0, int dim) {
   const float* head = p.log_gate + batch * p.sg.s0 + h * p.sg.s2;
-  constexpr int kGroups = KT / 4;
+  constexpr int kGroups = W / 4;
   for (int g = threadIdx.x; g < C * kGroups; g += kThreads) {
-    const int r = g / kGroups, k0 = (g % kGroups) * 4;
+    const int r = g / kGroups, k0 = (g % kGroups) * 4, col = c0 + k0;
     float* d = dst + r * kPitch + k0;
-    const float* src = head + (t0 + r) * p.sg.s1 + k0 * p.sg.s3;
-    if (r < count && p.gate_vectorized && k0 + 4 <= p.key_dim) {
+    const float* src = head + (t0 + r) * p.sg.s1 + col * p.sg.s3;
+    const bool row = r < count && !(p.gate_restart && t0 + r == start);
+    if (row && p.gate_vectorized && col + 4 <= dim) {
       cp_async_16(d, src);
       continue;
     }
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      if (r < count && k0 + e < p.key_dim) cp_async_4(d + e, src + e * p.sg.s3);
+      if (row && col + e < dim) cp_async_4(d + e, src + e * p.sg.s3);
       else d[e] = 0.f;
     }
   }

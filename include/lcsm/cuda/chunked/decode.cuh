@@ -23,7 +23,7 @@ constexpr int kStepRows = 16;  // rows per thread per batch: 16 float4 = 256 byt
 
 // Floats staged per token: q, k, v, the output sums, and the decays.
 inline int step_floats_per_token(DecayKind decay, int key_dim, int value_dim) {
-  return 2 * key_dim + 2 * value_dim + gate_width(decay, key_dim);
+  return 2 * key_dim + 2 * value_dim + gate_width(decay, key_dim, value_dim);
 }
 
 template <class T, DecayKind kDecay>

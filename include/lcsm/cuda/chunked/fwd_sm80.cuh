@@ -25,6 +25,7 @@
 #include "lcsm/cuda/chunked/key_gate_sm80.cuh"
 #include "lcsm/cuda/chunked/params.cuh"
 #include "lcsm/cuda/chunked/tiles_sm80.cuh"
+#include "lcsm/cuda/chunked/value_gate_sm80.cuh"
 #include "lcsm/cuda/chunked/work.cuh"
 #include "lcsm/cuda/primitives/mma_sm80.cuh"
 
@@ -46,15 +47,15 @@ __device__ __forceinline__ void load_b_trans(SplitB& b, const __nv_bfloat16* hi,
   if constexpr (kLo) ldmatrix_x4_trans(b.lo, lo + off);
 }
 
-// The decay policy object of a kernel (the vector gate has none: key_gate_sm80.cuh; its scores, when
-// separable, are masked only).
+// The decay policy object of a kernel (the column gates have none: key_gate_sm80.cuh and
+// value_gate_sm80.cuh; their scores are masked only).
 struct NoChunkDecay {
   __device__ bool active() const { return false; }
   __device__ float mask(int, int) const { return 1.f; }
 };
 template <class Tr>
 __device__ __forceinline__ auto chunk_decay(const RecurrenceParams& p, int h, unsigned char* smem_raw) {
-  if constexpr (Tr::kKeyGate) {
+  if constexpr (Tr::kColumnGate) {
     return NoChunkDecay{};
   } else if constexpr (Tr::kTokenGate) {
     return TokenDecay<Tr::kChunk>::make(reinterpret_cast<float4*>(smem_raw + Tr::kOffDecay) +
@@ -98,29 +99,32 @@ __device__ __forceinline__ void scores_sm80(const __nv_bfloat16* qh, const __nv_
     }
 }
 
-// O = Q S (rows scaled by row_factor(i) when kRowFactors) + P V for rows [r0, r0 + 16) x this warp's
-// output columns. Q is q (lightning, scalar gate) or the vector gate's q e^L.
-template <class Tr, bool kQLo, class RowFactor>
-__device__ __forceinline__ void output_sm80(float (&O)[Tr::kOutTiles][4], const __nv_bfloat16* qh,
-                                            const __nv_bfloat16* ql, const StageTiles<Tr>& st, const __nv_bfloat16* sPh,
-                                            const __nv_bfloat16* sPl, const __nv_bfloat16* sSh,
-                                            const __nv_bfloat16* sSl, bool state_zero, RowFactor&& row_factor, int r0,
-                                            int v0, int lane) {
-  if (!state_zero) {
+// O += Q S for rows [r0, r0 + 16) x this warp's output columns. Q is q (lightning, the scalar and
+// value gates) or the vector gate's q e^L.
+template <class Tr, bool kQLo>
+__device__ __forceinline__ void output_state_sm80(float (&O)[Tr::kOutTiles][4], const __nv_bfloat16* qh,
+                                                  const __nv_bfloat16* ql, const __nv_bfloat16* sSh,
+                                                  const __nv_bfloat16* sSl, int r0, int v0, int lane) {
 #pragma unroll
-    for (int kk = 0; kk < Tr::kKeyTile / 16; ++kk) {
-      SplitA q;
-      load_a<kQLo>(q, qh, ql, (r0 + lane % 16) * Tr::kKP + kk * 16 + (lane / 16) * 8);
+  for (int kk = 0; kk < Tr::kKeyTile / 16; ++kk) {
+    SplitA q;
+    load_a<kQLo>(q, qh, ql, (r0 + lane % 16) * Tr::kKP + kk * 16 + (lane / 16) * 8);
 #pragma unroll
-      for (int np = 0; np < Tr::kOutTiles / 2; ++np) {
-        SplitB s;
-        load_b_trans<Tr::kExactState>(
-            s, sSh, sSl, (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * Tr::kVP + v0 + np * 16 + (lane / 16) * 8);
-        split_mma<kQLo, Tr::kExactState>(O[2 * np], O[2 * np + 1], q, s);
-      }
+    for (int np = 0; np < Tr::kOutTiles / 2; ++np) {
+      SplitB s;
+      load_b_trans<Tr::kExactState>(
+          s, sSh, sSl, (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * Tr::kVP + v0 + np * 16 + (lane / 16) * 8);
+      split_mma<kQLo, Tr::kExactState>(O[2 * np], O[2 * np + 1], q, s);
     }
-    row_factor(O, r0 + lane / 4);
   }
+}
+
+// O += P V for rows [r0, r0 + 16) x this warp's output columns; V is v or the value gate's V^ (kVLo:
+// with a lo term).
+template <class Tr, bool kVLo>
+__device__ __forceinline__ void output_scores_sm80(float (&O)[Tr::kOutTiles][4], const __nv_bfloat16* sPh,
+                                                   const __nv_bfloat16* sPl, const __nv_bfloat16* vh,
+                                                   const __nv_bfloat16* vl, int r0, int v0, int lane) {
 #pragma unroll
   for (int kk = 0; kk < Tr::kChunk / 16; ++kk) {
     SplitA pa;
@@ -128,18 +132,34 @@ __device__ __forceinline__ void output_sm80(float (&O)[Tr::kOutTiles][4], const 
 #pragma unroll
     for (int np = 0; np < Tr::kOutTiles / 2; ++np) {
       SplitB v;
-      load_b_trans<Tr::kSplitInputs>(
-          v, st.vh, st.vl, (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * Tr::kVP + v0 + np * 16 + (lane / 16) * 8);
-      split_mma<Tr::kSplitP, Tr::kSplitInputs>(O[2 * np], O[2 * np + 1], pa, v);
+      load_b_trans<kVLo>(v, vh, vl,
+                         (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * Tr::kVP + v0 + np * 16 + (lane / 16) * 8);
+      split_mma<Tr::kSplitP, kVLo>(O[2 * np], O[2 * np + 1], pa, v);
     }
   }
 }
 
+// O = Q S (rows scaled by row_factor) + P V for rows [r0, r0 + 16) x this warp's output columns.
+template <class Tr, bool kQLo, class RowFactor>
+__device__ __forceinline__ void output_sm80(float (&O)[Tr::kOutTiles][4], const __nv_bfloat16* qh,
+                                            const __nv_bfloat16* ql, const StageTiles<Tr>& st, const __nv_bfloat16* sPh,
+                                            const __nv_bfloat16* sPl, const __nv_bfloat16* sSh,
+                                            const __nv_bfloat16* sSl, bool state_zero, RowFactor&& row_factor, int r0,
+                                            int v0, int lane) {
+  if (!state_zero) {
+    output_state_sm80<Tr, kQLo>(O, qh, ql, sSh, sSl, r0, v0, lane);
+    row_factor(O, r0 + lane / 4);
+  }
+  output_scores_sm80<Tr, Tr::kSplitInputs>(O, sPh, sPl, st.vh, st.vl, r0, v0, lane);
+}
+
 // S = decay S + W^T V with W the decayed keys: lightning and the scalar gate scale k's fragments in
 // registers by key_factor(j) (split into hi + lo when exact); the vector gate reads its K~ tiles.
-template <class Tr, class KeyFactor>
+// V: v, or the value gate's V~ (kVLo: with a lo term).
+template <class Tr, bool kVLo, class KeyFactor>
 __device__ __forceinline__ void state_update_sm80(StateRegs<Tr>& S, const StageTiles<Tr>& st,
                                                   const __nv_bfloat16* wh_tile, const __nv_bfloat16* wl_tile,
+                                                  const __nv_bfloat16* vh_tile, const __nv_bfloat16* vl_tile,
                                                   KeyFactor&& key_factor, int warp, int lane) {
   constexpr bool kSplit = Tr::kSplitInputs;
   constexpr bool kWLo = Tr::kExactState || kSplit;  // W carries a lo term (the vector gate's K~: kLoQK)
@@ -176,9 +196,9 @@ __device__ __forceinline__ void state_update_sm80(StateRegs<Tr>& S, const StageT
 #pragma unroll
       for (int np = 0; np < Tr::kStateNTiles / 2; ++np) {
         SplitB v;
-        load_b_trans<kSplit>(v, st.vh, st.vl,
-                             (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * Tr::kVP + scol0 + np * 16 + (lane / 16) * 8);
-        split_mma<kWLo, kSplit>(S[m][2 * np], S[m][2 * np + 1], W, v);
+        load_b_trans<kVLo>(v, vh_tile, vl_tile,
+                           (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * Tr::kVP + scol0 + np * 16 + (lane / 16) * 8);
+        split_mma<kWLo, kVLo>(S[m][2 * np], S[m][2 * np + 1], W, v);
       }
     }
   }
@@ -194,6 +214,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
   __nv_bfloat16* sSh = smem + Tr::kOffSh;
   __nv_bfloat16* sSl = smem + Tr::kOffSl;  // only when exact
   const KeyGateTiles<Tr> kg(smem, smem_raw);
+  const ValueGateTiles<Tr> vg(smem, smem_raw);
 
   const BlockCoords bc = block_coords(p);
   Item it;
@@ -248,7 +269,15 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
     }
     __syncthreads();  // chunk data (and the state operand) visible to all
 
-    if constexpr (Tr::kKeyGate) {
+    bool steep = false;  // the value gate's chunk takes the steep form (value_gate_sm80.cuh)
+    if constexpr (Tr::kValueGate) {
+      const bool gentle = key_gate_cumulate<Tr>(st.gates, vg.gate_lo, vg.state_factor, segment_log2);
+      steep = __syncthreads_or(!gentle) != 0;  // L and e^T
+      value_gate_operands<Tr, kDeltaOnly>(st, vg, steep);
+      if (!kDeltaOnly && cw < Tr::kScoreColWarps)
+        scores_sm80<Tr, Tr::kSplitInputs>(st.qh, st.ql, st.kh, st.kl, sPh, sPl, decay, r0, cw, lane);
+      __syncthreads();  // V~, V^ and A
+    } else if constexpr (Tr::kKeyGate) {
       const bool gentle = key_gate_cumulate<Tr>(st.gates, kg.gate_lo, kg.state_factor, segment_log2);
       const bool steep = __syncthreads_or(!gentle) != 0;  // L and e^T
       const bool separable = Tr::kSeparableScores && !kDeltaOnly && !steep;
@@ -272,8 +301,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
 #pragma unroll
           for (int j = 0; j < Tr::kStateNTiles; ++j) S[m][j][e] *= f;
         }
-      state_update_sm80<Tr>(
-          S, st, kg.kh, kg.kl, [](int) { return 1.f; }, warp, lane);
+      state_update_sm80<Tr, Tr::kSplitInputs>(
+          S, st, kg.kh, kg.kl, st.vh, st.vl, [](int) { return 1.f; }, warp, lane);
       if (Tr::kSeparableScores && !kDeltaOnly) __syncthreads();  // P complete
     } else {
       if constexpr (Tr::kTokenGate) {
@@ -287,7 +316,28 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
 
     if (!kDeltaOnly) {
       float O[Tr::kOutTiles][4] = {};
-      if constexpr (Tr::kKeyGate) {
+      if constexpr (Tr::kValueGate) {
+        // Gentle: e^{L} (Q S + A V^). Steep: rows < 16 e^{L} Q S, rows >= 16 e^{L - M} (e^{M} Q S +
+        // A V^) with M = L_15; then the diagonal blocks.
+        const float* L = st.gates;
+        if (!state_zero) {
+          output_state_sm80<Tr, Tr::kSplitInputs>(O, st.qh, st.ql, sSh, sSl, r0, v0, lane);
+          if (steep)
+            scale_outputs<Tr>(O, r0, v0, lane, [&](int row, int col) {
+              return value_gate_factor<Tr>(L, vg.gate_lo, row < 16 ? row : 15, -1, col);
+            });
+        }
+        if (!steep || rw == 1) output_scores_sm80<Tr, Tr::kLoV>(O, sPh, sPl, vg.uh, vg.ul, r0, v0, lane);
+        if (!steep) {
+          scale_outputs<Tr>(O, r0, v0, lane,
+                            [&](int row, int col) { return value_gate_factor<Tr>(L, vg.gate_lo, row, -1, col); });
+        } else {
+          if (rw == 1)
+            scale_outputs<Tr>(O, r0, v0, lane,
+                              [&](int row, int col) { return value_gate_factor<Tr>(L, vg.gate_lo, row, 15, col); });
+          value_gate_diagonal<Tr>(O, st, vg, sPh, sPl, r0, v0, lane);
+        }
+      } else if constexpr (Tr::kKeyGate) {
         output_sm80<Tr, Tr::kLoQK>(
             O, kg.qh, kg.ql, st, sPh, sPl, sSh, sSl, state_zero, [](auto&, int) {}, r0, v0, lane);
       } else {
@@ -332,7 +382,20 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
     }
 
     // ---- S = exp(G_{c-1}) S + W^T V (the vector gate's is above). ----
-    if constexpr (!Tr::kKeyGate) {
+    if constexpr (Tr::kValueGate) {  // S = S diag(e^T) + K^T V~
+#pragma unroll
+      for (int m = 0; m < Tr::kStateMTiles; ++m)
+#pragma unroll
+        for (int j = 0; j < Tr::kStateNTiles; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            int row, col;
+            state_coords<Tr>(warp, lane, m, j, e, row, col);
+            S[m][j][e] *= vg.state_factor[col];
+          }
+      state_update_sm80<Tr, Tr::kLoV>(
+          S, st, nullptr, nullptr, vg.th, vg.tl, [](int) { return 1.f; }, warp, lane);
+    } else if constexpr (!Tr::kKeyGate) {
       if (decay.active()) {
         const float f = decay.state(c);
 #pragma unroll
@@ -342,8 +405,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
 #pragma unroll
             for (int e = 0; e < 4; ++e) S[m][j][e] *= f;
       }
-      state_update_sm80<Tr>(
-          S, st, nullptr, nullptr, [&](int j) { return decay.key(j, c); }, warp, lane);
+      state_update_sm80<Tr, Tr::kSplitInputs>(
+          S, st, nullptr, nullptr, st.vh, st.vl, [&](int j) { return decay.key(j, c); }, warp, lane);
     }
     __syncthreads();  // every warp is done reading this chunk's state operand and stage
     if constexpr (Tr::kStageOutput) {
@@ -386,6 +449,14 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
           const int k = static_cast<int>(threadIdx.x) + u * Tr::kThreads;
           if (k < K) p.segment_log_decay[(bc.item * p.heads + h) * K + k] = static_cast<float>(segment_log2[u]);
         }
+    }
+    if constexpr (Tr::kValueGate) {  // every value block has its own columns
+#pragma unroll
+      for (int u = 0; u < kKeysPerThread<Tr>; ++u) {
+        const int col = c0 + static_cast<int>(threadIdx.x) + u * Tr::kThreads;
+        if (static_cast<int>(threadIdx.x) + u * Tr::kThreads < VT && col < V)
+          p.segment_log_decay[(bc.item * p.heads + h) * V + col] = static_cast<float>(segment_log2[u]);
+      }
     }
   } else if (last_segment && p.final_state) {
     state_to_global<Tr>(S, p.final_state, p.s_final, it.seq, h, c0, K, V);

@@ -5,7 +5,8 @@
 //   - define LCSM_CUDA_EXTERN_INSTANCES in every translation unit (the calls are then declared
 //     extern and their kernels are not compiled there), and
 //   - compile one file (or one per decay, for parallel builds) that includes lcsm/cuda.cuh and says
-//     LCSM_CUDA_INSTANTIATE(head), LCSM_CUDA_INSTANTIATE(token), LCSM_CUDA_INSTANTIATE(key).
+//     LCSM_CUDA_INSTANTIATE(head), LCSM_CUDA_INSTANTIATE(token), LCSM_CUDA_INSTANTIATE(key) and
+//     LCSM_CUDA_INSTANTIATE_FORWARD(value) (the vector gate's backward passes: a forward only).
 // run.cuh includes this header after its definitions and declares the instances extern there.
 // lcsm's own tests, benchmarks and demo do this (instances/CMakeLists.txt). Without the macro the
 // headers stay header-only: nothing here changes what a call computes.
@@ -29,3 +30,12 @@
   LCSM_CUDA_INSTANCES_OF_TYPE(PREFIX, __half, DECAY) \
   LCSM_CUDA_INSTANCES_OF_TYPE(PREFIX, __nv_bfloat16, DECAY)
 #define LCSM_CUDA_INSTANTIATE(DECAY) LCSM_CUDA_INSTANCES_OF_DECAY(, DECAY)
+#define LCSM_CUDA_FORWARD_INSTANCE_OF_TYPE(PREFIX, T, DECAY)                                                 \
+  PREFIX template void lcsm::cuda::detail::run_forward<T, lcsm::cuda::detail::DecayKind::DECAY>(             \
+      lcsm::cuda::detail::RecurrenceParams, const lcsm::cuda::detail::ChunkPlan&, const lcsm::cuda::Device&, \
+      lcsm::Precision);
+#define LCSM_CUDA_FORWARD_INSTANCES_OF_DECAY(PREFIX, DECAY) \
+  LCSM_CUDA_FORWARD_INSTANCE_OF_TYPE(PREFIX, float, DECAY)  \
+  LCSM_CUDA_FORWARD_INSTANCE_OF_TYPE(PREFIX, __half, DECAY) \
+  LCSM_CUDA_FORWARD_INSTANCE_OF_TYPE(PREFIX, __nv_bfloat16, DECAY)
+#define LCSM_CUDA_INSTANTIATE_FORWARD(DECAY) LCSM_CUDA_FORWARD_INSTANCES_OF_DECAY(, DECAY)

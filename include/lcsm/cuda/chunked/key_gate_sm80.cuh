@@ -95,16 +95,17 @@ __device__ __forceinline__ void store8(const float (&x)[8], __nv_bfloat16* hi, _
 // MMA tile.
 constexpr float kSeparableRange = 64.f;
 
-// Step 1, one thread per key: the gates of the stage become L (log2 units, in place), the state
-// factor e^T is stored, and T is added to the segment's running total (log2, double, per key).
-// Returns whether this thread's keys are gentle (|L_i| <= kSeparableRange for every i; false for NaN).
+// Step 1, one thread per gate column (a key; the value gate's value column): the gates of the stage
+// become L (log2 units, in place), the state factor e^T is stored, and T is added to the segment's
+// running total (log2, double, per column). Returns whether this thread's columns are gentle
+// (|L_i| <= kSeparableRange for every i; false for NaN).
 template <class Tr>
-constexpr int kKeysPerThread = (Tr::kKeyTile + Tr::kThreads - 1) / Tr::kThreads;
+constexpr int kKeysPerThread = (Tr::kGateCols + Tr::kThreads - 1) / Tr::kThreads;
 
 template <class Tr>
 __device__ __forceinline__ bool key_gate_cumulate(float* gates, __nv_bfloat16* gate_lo, float* state_factor,
                                                   double (&segment_log2)[kKeysPerThread<Tr>]) {
-  constexpr int C = Tr::kChunk, KT = Tr::kKeyTile;
+  constexpr int C = Tr::kChunk, KT = Tr::kGateCols;
   bool gentle = true;
 #pragma unroll
   for (int u = 0; u < kKeysPerThread<Tr>; ++u) {
@@ -126,7 +127,7 @@ __device__ __forceinline__ bool key_gate_cumulate(float* gates, __nv_bfloat16* g
       hi = s, lo += s_err + p_err;
       h = __fadd_rn(hi, lo), l = __fsub_rn(lo, __fsub_rn(h, hi));  // normalised: |l| <= ulp(h) / 2
       gates[r * Tr::kGP + k] = h;
-      gate_lo[r * Tr::kKP + k] = __float2bfloat16_rn(l);
+      gate_lo[r * Tr::kGateLoPitch + k] = __float2bfloat16_rn(l);
       // Every L, not only T: gates are not read for their sign on the GPU (a positive one is the
       // caller's error, but still must not turn K^ into infinities).
       gentle = gentle && h >= -kSeparableRange && h <= kSeparableRange;

@@ -112,7 +112,7 @@ bool sm90_kernels_available() {
 // the per-head or scalar-gate decay (outputs bf16, or fp32 with unit-stride rows: out_float).
 template <class T, DecayKind kDecay>
 bool sm90_path(const RecurrenceParams& p, Kernels kernels) {
-  if constexpr (!std::is_same_v<T, __nv_bfloat16> || kDecay == DecayKind::key) {
+  if constexpr (!std::is_same_v<T, __nv_bfloat16> || kDecay == DecayKind::key || kDecay == DecayKind::value) {
     return false;
   } else {
     return kernels == Kernels::automatic && p.vectorized && p.key_dim <= 128 && p.key_dim % 8 == 0 &&
@@ -153,6 +153,10 @@ void dispatch_sm80(const RecurrenceParams& p, const ChunkPlan& plan, bool exact,
   } else if constexpr (kDecay == DecayKind::key) {
     if (p.key_dim <= 128) by_precision(I128{}, std::integral_constant<int, kKeyGateValueTile>{});
     else by_precision(I256{}, I64{});
+  } else if constexpr (kDecay == DecayKind::value) {
+    if (p.key_dim > 128) by_precision(I256{}, I64{});
+    else if (plan.tile.value_tile == 64) by_precision(I128{}, I64{});
+    else by_precision(I128{}, I128{});
   } else {
     if (p.key_dim <= 128) by_precision(I128{}, I128{});
     else by_precision(I256{}, I64{});

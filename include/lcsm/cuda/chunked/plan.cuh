@@ -35,6 +35,7 @@ static_assert(kKeyGateValueTile == 64 || kKeyGateValueTile == 128, "LCSM_CUDA_KE
 
 inline TileShape tile_shape(DecayKind decay, std::int64_t key_dim, std::int64_t value_dim) {
   if (decay == DecayKind::key) return key_dim > 128 ? TileShape{16, 64} : TileShape{32, kKeyGateValueTile};
+  if (decay == DecayKind::value) return key_dim > 128 ? TileShape{32, 64} : TileShape{32, value_dim <= 64 ? 64 : 128};
   if (key_dim > 128) return {32, 64};
   if (decay == DecayKind::token) return {64, 128};
   return {64, value_dim <= 64 ? 64 : 128};

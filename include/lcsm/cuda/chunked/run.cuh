@@ -120,7 +120,8 @@ void set_gate(RecurrenceParams& p, const View<const float, Rank>& gate) {
 template <DecayKind kDecay>
 ChunkPlan plan_forward(const ProblemShape& s, bool varlen) {
   return plan_chunks(tile_shape(kDecay, s.key_dim, s.value_dim), s.time, s.heads, s.key_dim, s.value_dim, s.sequences,
-                     varlen, gate_width(kDecay, static_cast<int>(s.key_dim)), multiprocessor_count());
+                     varlen, gate_width(kDecay, static_cast<int>(s.key_dim), static_cast<int>(s.value_dim)),
+                     multiprocessor_count());
 }
 
 // Scratch bytes of a forward with these shapes on the current device (0: none).
@@ -160,7 +161,7 @@ void run_forward(RecurrenceParams p, const ChunkPlan& plan, const Device& device
   }
   const bool exact = precision == Precision::exact;
   if (sm90_path<T, kDecay>(p, device.kernels)) {
-    if constexpr (std::is_same_v<T, __nv_bfloat16> && kDecay != DecayKind::key) {
+    if constexpr (std::is_same_v<T, __nv_bfloat16> && kDecay != DecayKind::key && kDecay != DecayKind::value) {
       run_segments<kDecay>(p, plan, device.stream, [&](auto delta_only) {
         constexpr bool kDelta = decltype(delta_only)::value;
         if (exact) launch_sm90<kDecay, true, kDelta>(p, plan.max_items, device.stream);
@@ -193,4 +194,5 @@ void run_step(RecurrenceParams p, const View<float, 4>& state, cudaStream_t stre
 LCSM_CUDA_INSTANCES_OF_DECAY(extern, head)
 LCSM_CUDA_INSTANCES_OF_DECAY(extern, token)
 LCSM_CUDA_INSTANCES_OF_DECAY(extern, key)
+LCSM_CUDA_FORWARD_INSTANCES_OF_DECAY(extern, value)
 #endif

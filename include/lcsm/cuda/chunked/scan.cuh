@@ -16,8 +16,8 @@ constexpr int kScanThreads = 256;
 // contribution of segment s - 1 on entry and the state before segment s on exit:
 //   slot[first] = initial;  slot[first + s + 1] = D(s) slot[first + s] + delta(s),
 // with D(s) the decay over segment s: lambda^len (head), 2^(segment log2-decay) (gates; per key row
-// for the vector gate). Only this kernel reads the initial state of a cut sequence, so final_state
-// may alias it. Grid: x = element blocks x heads x sequences.
+// for the vector gate, per value column for the value gate). Only this kernel reads the initial state of a cut
+// sequence, so final_state may alias it. Grid: x = element blocks x heads x sequences.
 template <DecayKind kDecay>
 __global__ void __launch_bounds__(kScanThreads) segment_scan_kernel(const __grid_constant__ RecurrenceParams p) {
   const std::int64_t kv = static_cast<std::int64_t>(p.key_dim) * p.value_dim;
@@ -50,8 +50,10 @@ __global__ void __launch_bounds__(kScanThreads) segment_scan_kernel(const __grid
       decay = static_cast<float>(exp(p.log_decay[h] * len));
     } else if constexpr (kDecay == DecayKind::token) {
       decay = exp2f(p.segment_log_decay[(first + s) * p.heads + h]);
-    } else {
+    } else if constexpr (kDecay == DecayKind::key) {
       decay = exp2f(p.segment_log_decay[((first + s) * p.heads + h) * p.key_dim + r]);
+    } else {
+      decay = exp2f(p.segment_log_decay[((first + s) * p.heads + h) * p.value_dim + c]);
     }
     float* slot = p.segment_states + ((first + s + 1) * p.heads + h) * kv + e;
     running = decay * running + *slot;

@@ -21,21 +21,24 @@ namespace lcsm::cuda::detail {
 template <class T, int KT, int VT, bool kExact, DecayKind kDecay>
 struct Sm80Traits {
   static constexpr bool kKeyGate = kDecay == DecayKind::key, kTokenGate = kDecay == DecayKind::token;
+  static constexpr bool kValueGate = kDecay == DecayKind::value;
+  static constexpr bool kColumnGate = kKeyGate || kValueGate;  // a gate tile per chunk, not per token
   static constexpr int kKeyTile = KT;
   static constexpr int kValueBlock = VT;
   // Tokens per chunk. The vector gate's chunk is its sub-chunk (key_gate_sm80.cuh): 32 tokens where
-  // shared memory allows (K <= 128), else 16.
-  static constexpr int kChunk = kKeyGate ? (KT <= 128 ? 32 : 16) : (KT > 128 ? 32 : 64);
-  // 4 warps per scheduler hide latency; the vector gate's chunk has 16 or 32 rows, so its warps
+  // shared memory allows (K <= 128), else 16; the value gate's is always 32 (value_gate_sm80.cuh).
+  static constexpr int kChunk = kValueGate ? 32 : kKeyGate ? (KT <= 128 ? 32 : 16) : (KT > 128 ? 32 : 64);
+  // 4 warps per scheduler hide latency; the column gates' chunk has 16 or 32 rows, so their warps
   // split the value columns (and the two row blocks of a 32-token chunk).
-  static constexpr int kWarps = kKeyGate ? VT / 16 : (KT > 128 ? 8 : 16);
+  static constexpr int kWarps = kKeyGate ? VT / 16 : kValueGate ? VT / 8 : (KT > 128 ? 8 : 16);
   static constexpr int kThreads = kWarps * 32;
   static constexpr bool kSplitInputs = !std::is_same_v<T, __nv_bfloat16>;  // inputs not exact in bf16
   static constexpr bool kExactState = kExact;
   // Double-buffered loads (cp.async of the next chunk during this one) where shared memory allows.
   static constexpr int kStages = kKeyGate ? (KT <= 128 && kSplitInputs ? 1 : 2) : (!kSplitInputs && KT <= 128 ? 2 : 1);
   static constexpr int kKP = KT + 8, kVP = VT + 8, kPP = kChunk + 8;  // padded rows: no ldmatrix conflicts
-  static constexpr int kGP = KT + 4;                                  // vector-gate rows (floats)
+  static constexpr int kGateCols = kKeyGate ? KT : VT;                // gate columns a CTA reads
+  static constexpr int kGP = kGateCols + 4;                           // gate rows (floats)
   // Score / output partition: kChunk / 16 row blocks of 16 tokens x the rest of the warps over columns.
   static constexpr int kRowWarps = kChunk / 16, kColWarps = kWarps / kRowWarps;
   static constexpr int kScoreColWarps = kColWarps < kChunk / 16 ? kColWarps : kChunk / 16;  // >= 2 n-tiles each
@@ -52,10 +55,11 @@ struct Sm80Traits {
   // the chunk's gates (floats).
   static constexpr int kQ = kChunk * kKP, kV = kChunk * kVP, kS = KT * kVP, kP = kChunk * kPP;
   static constexpr int kStageTiles = (kSplitInputs ? 2 : 1) * (2 * kQ + kV);
-  static constexpr int kGateFloats = kKeyGate ? kChunk * kGP : (kTokenGate ? kChunk : 0);
-  static constexpr int kStage = kStageTiles + 2 * kGateFloats;         // in bf16 elements
-  static constexpr bool kSplitP = kSplitInputs || kExact;              // P keeps a lo term
-  static constexpr bool kLoQK = kSplitInputs || (kKeyGate && kExact);  // Q, K operands with a lo term
+  static constexpr int kGateFloats = kColumnGate ? kChunk * kGP : (kTokenGate ? kChunk : 0);
+  static constexpr int kStage = kStageTiles + 2 * kGateFloats;          // in bf16 elements
+  static constexpr bool kSplitP = kSplitInputs || kExact;               // P keeps a lo term
+  static constexpr bool kLoQK = kSplitInputs || (kKeyGate && kExact);   // Q, K operands with a lo term
+  static constexpr bool kLoV = kSplitInputs || (kValueGate && kExact);  // the value gate's decayed V
   static constexpr int kOffStages = 0;
   static constexpr int kOffP = kOffStages + kStages * kStage;
   static constexpr int kOffSh = kOffP + (kSplitP ? 2 : 1) * kP;
@@ -65,19 +69,23 @@ struct Sm80Traits {
   static constexpr int kOffO = kOffSl + (kExact ? kS : 0);
   // Vector gate: the decayed operands q e^L and k e^(T - L), hi and lo; and, where shared memory
   // allows (K <= 128), k e^(-L) for the diagonal scores of chunks whose gates are gentle enough
-  // (key_gate_sm80.cuh).
+  // (key_gate_sm80.cuh). Value gate: v e^(T - L) and v e^(-L) (or its steep form), hi and lo.
   static constexpr bool kSeparableScores = kKeyGate && KT <= 128;
   static constexpr int kOffDecayed = kOffO + (kStageOutput ? kChunk * kVP : 0);
-  static constexpr int kDecayedEnd = kOffDecayed + (kKeyGate ? (kSeparableScores ? 6 : 4) * kQ : 0);
-  // Vector gate: the lo parts of L = hi + lo (bf16, kChunk rows of kKP), in the output staging
-  // area where that is large enough (their uses end before the outputs are staged), else after.
-  static constexpr int kGateLo = kKeyGate ? kChunk * kKP : 0;
-  static constexpr bool kGateLoInO = kStageOutput && kGateLo <= kChunk * kVP;
+  static constexpr int kDecayedEnd =
+      kOffDecayed + (kKeyGate ? (kSeparableScores ? 6 : 4) * kQ : 0) + (kValueGate ? 4 * kV : 0);
+  // Column gates: the lo parts of L = hi + lo (bf16, kChunk rows of kGateLoPitch). The vector gate
+  // keeps them in the output staging area where that is large enough (their uses end before the
+  // outputs are staged), else after; the value gate's outputs use them, so they have their own.
+  static constexpr int kGateLoPitch = kKeyGate ? kKP : kVP;
+  static constexpr int kGateLo = kColumnGate ? kChunk * kGateLoPitch : 0;
+  static constexpr bool kGateLoInO = kKeyGate && kStageOutput && kGateLo <= kChunk * kVP;
   static constexpr int kOffGateLo = kGateLoInO ? kOffO : kDecayedEnd;
   static constexpr int kElems = kDecayedEnd + (kGateLoInO ? 0 : kGateLo);
-  // Bytes past the bf16 area: the lambda^p table, the per-warp gate scans, or the per-key state factors.
+  // Bytes past the bf16 area: the lambda^p table, the per-warp gate scans, or the per-column state factors.
   static constexpr int kOffDecay = kElems * 2;
-  static constexpr int kDecayBytes = kKeyGate ? KT * 4 : (kTokenGate ? kWarps * kChunk * 16 : (kChunk + 1) * 4);
+  static constexpr int kDecayBytes =
+      kColumnGate ? kGateCols * 4 : (kTokenGate ? kWarps * kChunk * 16 : (kChunk + 1) * 4);
   static constexpr int kSmemBytes = kOffDecay + kDecayBytes;
   static_assert(kSmemBytes <= 227 * 1024, "tile does not fit in shared memory");
   static_assert(kStage % 8 == 0 && kOffDecay % 16 == 0, "16-byte aligned regions");
@@ -166,7 +174,10 @@ __device__ __forceinline__ void load_chunk(__nv_bfloat16* stage, const Recurrenc
   load_tile<T, kSplit, C, VT, Tr::kThreads>(s.vh, s.vl, Tr::kVP,
                                             static_cast<const T*>(p.v) + it.batch * p.sv.s0 + h64 * p.sv.s2, p.sv.s1,
                                             p.sv.s3, tg, c, c0, p.value_dim, p.vectorized);
-  if constexpr (Tr::kKeyGate) load_key_gates<C, KT, Tr::kGP, Tr::kThreads>(s.gates, p, it.batch, tg, c, h);
+  if constexpr (Tr::kKeyGate)
+    load_gate_rows<C, KT, Tr::kGP, Tr::kThreads>(s.gates, p, it.batch, it.start, tg, c, h, 0, p.key_dim);
+  if constexpr (Tr::kValueGate)
+    load_gate_rows<C, VT, Tr::kGP, Tr::kThreads>(s.gates, p, it.batch, it.start, tg, c, h, c0, p.value_dim);
   if constexpr (Tr::kTokenGate) load_token_gates<C, Tr::kThreads>(s.gates, p, it.batch, it.start, tg, c, h);
   cp_async_commit();
 }
