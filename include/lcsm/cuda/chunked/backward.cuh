@@ -76,7 +76,8 @@ struct BackwardPlan {
   std::size_t scaled_final = 0;    // dS_final / scale [N, H, K, V]
   std::size_t final_state = 0;     // S_T [N, H, K, V] for the final-state term of the decay gradient
   std::size_t dq32 = 0, dk32 = 0;  // fp32 dq, dk [B, T, H, K] (16-bit inputs, decay gradient wanted)
-  std::size_t terms = 0;           // dG [B, T, H] (lightning; the scalar gate's go into d_log_gate)
+  std::size_t terms = 0;           // dG [B, T, H] (lightning; the scalar gate's go into d_log_gate), or
+                                   // the vector gate's per-slice sums [N, parts, H, K] (double)
   std::size_t totals = 0;          // per (sequence, head) sums of the decay gradient (lightning)
   std::size_t offsets = 0;         // the reversed row's cu_seqlens (varlen)
   std::size_t zeros = 0;           // a zero operand (scale = 0)
@@ -84,6 +85,13 @@ struct BackwardPlan {
     return segments + scaled_final + final_state + dq32 + dk32 + terms + totals + offsets + zeros;
   }
 };
+
+// The vector gate's decay gradient cuts each sequence into this many slices of time (about 512
+// tokens of the mean sequence each, at most 64: enough blocks to fill the card at B x H = 16).
+inline int key_gate_parts(const ProblemShape& s) {
+  const std::int64_t mean = s.sequences > 0 ? s.batch * s.time / s.sequences : 0;
+  return static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(64, mean / 512)));
+}
 
 template <DecayKind kDecay>
 BackwardPlan plan_backward(const ProblemShape& s, bool varlen, bool d_final, bool decay_gradient, bool float_inputs,
@@ -111,6 +119,8 @@ BackwardPlan plan_backward(const ProblemShape& s, bool varlen, bool d_final, boo
     b.terms = bytes(s.batch * s.time * s.heads, sizeof(float));
     b.totals = bytes(s.sequences * s.heads, sizeof(double));
   }
+  if (decay_gradient && kDecay == DecayKind::key)  // the slices' sums, then carries
+    b.terms = bytes(s.sequences * key_gate_parts(s) * s.heads * s.key_dim, sizeof(double));
   b.offsets = varlen ? bytes(s.sequences + 1, sizeof(std::int64_t)) : 0;
   b.zeros = zero_scale ? 256 : 0;
   return b;
@@ -364,11 +374,19 @@ void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const Ba
   const float* d_final = c.states.d_final.present() ? c.states.d_final.data() : nullptr;
   const Strides4 sdf = strides_of(c.states.d_final);
   if constexpr (kDecay == DecayKind::key) {
-    const std::int64_t blocks = N * H * ((K + 31) / 32);
-    if (blocks > 0) {
-      key_gate_gradient_kernel<T>
-          <<<grid_size(blocks, "(sequence, head, key group) triples"), kGradientWarps * 32, 0, stream>>>(
-              fwd, a, decay.d_key_gate.data(), strides_of(decay.d_key_gate), d_final, sdf, final_state);
+    const int parts = key_gate_parts(s), HK = H * K;
+    auto* part_sums = reinterpret_cast<double*>(terms);  // this region holds doubles for the vector gate
+    if (N * HK > 0) {
+      const dim3 grid(grid_size(N * parts, "(sequence, slice) pairs"), (HK + kKeyGateColumns - 1) / kKeyGateColumns);
+      key_gate_terms_kernel<T><<<grid, kKeyGateColumns, 0, stream>>>(fwd, a, decay.d_key_gate.data(),
+                                                                     strides_of(decay.d_key_gate), parts, part_sums);
+      LCSM_CUDA_CHECK(cudaGetLastError());
+      key_gate_carry_kernel<>
+          <<<grid_size((N * HK + kBackwardThreads - 1) / kBackwardThreads, "columns"), kBackwardThreads, 0, stream>>>(
+              fwd, parts, part_sums, d_final, sdf, final_state);
+      LCSM_CUDA_CHECK(cudaGetLastError());
+      key_gate_suffix_kernel<><<<grid, kKeyGateColumns, 0, stream>>>(fwd, decay.d_key_gate.data(),
+                                                                     strides_of(decay.d_key_gate), parts, part_sums);
       LCSM_CUDA_CHECK(cudaGetLastError());
     }
     return;
