@@ -10,10 +10,10 @@ build=${LCSM_DEVICE_BUILD:-build-device}
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLCSM_ENABLE_CUDA=ON -DLCSM_BUILD_BENCH=ON \
   -DLCSM_BUILD_EXAMPLES=OFF -DCMAKE_CUDA_ARCHITECTURES=90a-real -DCMAKE_CUDA_RUNTIME_LIBRARY=Static \
   -DCMAKE_EXE_LINKER_FLAGS="-static-libstdc++ -static-libgcc" >/dev/null
-ninja -C "$build" lcsm_tests_cuda lcsm_bench_cuda lcsm_capi lcsm_ref
+ninja -C "$build" lcsm_tests_cuda lcsm_tests_nccl lcsm_bench_cuda lcsm_capi lcsm_ref
 rm -rf .device && mkdir -p .device/lib
-cp "$build/tests/cuda/lcsm_tests_cuda" "$build/bench/cuda/lcsm_bench_cuda" "$build/bench/cuda/liblcsm_capi.so" \
-  "$build/tools/lcsm-ref" .device/
+cp "$build/tests/cuda/lcsm_tests_cuda" "$build/tests/cuda/lcsm_tests_nccl" "$build/bench/cuda/lcsm_bench_cuda" \
+  "$build/bench/cuda/liblcsm_capi.so" "$build/tools/lcsm-ref" .device/
 cp bench/peers/gpu_peers.py scripts/gpu_run.sh .device/
 cp -L /usr/lib/x86_64-linux-gnu/libbenchmark.so.1debian .device/lib/ 2>/dev/null || true
 cp -L /usr/lib/x86_64-linux-gnu/libstdc++.so.6 .device/lib/libstdc++.so.6.fallback

@@ -37,6 +37,12 @@ if has tests; then
   echo "portable kernels: $(tail -n 2 "$out/tests_portable.txt" | tr '\n' ' ')"
   LCSM_LONG_T=${LCSM_LONG_T:-1048576} .device/lcsm_tests_cuda --rng-seed time -s "[long]" >"$out/long.txt" 2>&1 || status=1
   grep -E "1M-token check|passed|failed" "$out/long.txt" | tail -n 5
+  # Sequence parallelism's NCCL front-end on this machine's GPUs (libnccl: the toolkit's, or PyTorch's wheel).
+  if [ -x .device/lcsm_tests_nccl ]; then
+    nccl_dirs=$(python3 -c "import glob, os, torch; print(':'.join(sorted({os.path.dirname(p) for p in glob.glob(os.path.join(os.path.dirname(torch.__file__), '..', 'nvidia', '*', 'lib', 'libnccl.so*'))})))" 2>/dev/null)
+    NCCL_NVLS_ENABLE=0 LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$nccl_dirs" .device/lcsm_tests_nccl >"$out/nccl.txt" 2>&1 || status=1
+    tail -n 6 "$out/nccl.txt"
+  fi
   # lcsm-ref's conformance set on the CUDA backend (what it lacks is skipped, each said).
   if [ -x .device/lcsm-ref ]; then
     .device/lcsm-ref run --device cuda --batch tools/conformance.txt --repeat 1 >"$out/conformance_cuda.txt" 2>&1 || status=1

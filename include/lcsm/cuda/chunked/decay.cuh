@@ -74,6 +74,9 @@ struct TokenDecay {
   // warp's slice is ready for every lane when this returns.
   __device__ void prepare(const float* gates) {
     const int lane = threadIdx.x % 32;
+    // Every lane is done reading the previous chunk's slice before any lane overwrites it (the
+    // sm_90a consumers have no CTA barrier between chunks; racecheck flagged it there).
+    __syncwarp();
     double x[kPerLane], sum = 0;
 #pragma unroll
     for (int e = 0; e < kPerLane; ++e) sum += (x[e] = static_cast<double>(gates[lane * kPerLane + e]));

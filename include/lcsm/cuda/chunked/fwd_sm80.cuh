@@ -220,7 +220,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
   Item it;
   if (!decode_item(p, bc.item, it)) return;
   const bool last_segment = it.segment + 1 >= it.segments;
-  if (kDeltaOnly && last_segment) return;  // the last segment's contribution is never needed
+  if (kDeltaOnly && last_segment && !p.last_delta) return;  // its contribution is needed by sequence parallelism only
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, h = bc.head;
   const int K = p.key_dim, V = p.value_dim, c0 = bc.value_block * VT;
@@ -436,8 +436,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
     }
   }
 
-  if (kDeltaOnly) {
-    state_to_global<Tr>(S, p.segment_states, ws, bc.item + 1, h, c0, K, V);  // delta of segment s
+  if (kDeltaOnly) {  // delta of segment s: the next slot, or last_delta for a sequence's last segment
+    if (last_segment) state_to_global<Tr>(S, p.last_delta, ws, it.seq, h, c0, K, V);
+    else state_to_global<Tr>(S, p.segment_states, ws, bc.item + 1, h, c0, K, V);
     if constexpr (Tr::kTokenGate) {
       if (bc.value_block == 0 && threadIdx.x == 0)
         p.segment_log_decay[bc.item * p.heads + h] = static_cast<float>(segment_log2[0]);

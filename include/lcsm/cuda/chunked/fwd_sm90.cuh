@@ -175,7 +175,7 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
   Item it;
   if (!decode_item(p, item_index, it)) return;
   const bool last_segment = it.segment + 1 >= it.segments;
-  if (kDeltaOnly && last_segment) return;
+  if (kDeltaOnly && last_segment && !p.last_delta) return;  // needed by sequence parallelism only
 
   const int wg = threadIdx.x / 128, h = bc.head, tile_c0 = bc.value_block * Tr::kValueTile;
   auto decay = [&] {
@@ -379,8 +379,9 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
     }
   }
 
-  if (kDeltaOnly) {
-    state_t_to_global(S, p.segment_states, ws, item_index + 1, h, c0, K, V);
+  if (kDeltaOnly) {  // the next slot, or last_delta for a sequence's last segment
+    if (last_segment) state_t_to_global(S, p.last_delta, ws, it.seq, h, c0, K, V);
+    else state_t_to_global(S, p.segment_states, ws, item_index + 1, h, c0, K, V);
     if constexpr (Tr::kTokenGate)
       if (bc.value_block == 0 && cw == 0 && wg_thread == 0)
         p.segment_log_decay[item_index * p.heads + h] = static_cast<float>(segment_log2);

@@ -19,21 +19,20 @@
 // The instances of one decay kind (head: lightning; token: scalar gate; key: vector gate) for the
 // three input types: PREFIX extern declares them (run.cuh, under LCSM_CUDA_EXTERN_INSTANCES), an
 // empty PREFIX defines them (LCSM_CUDA_INSTANTIATE).
-#define LCSM_CUDA_INSTANCES_OF_TYPE(PREFIX, T, DECAY)                                                        \
+// run_forward's instance is its phased form (run.cuh); the other overload calls it.
+#define LCSM_CUDA_FORWARD_INSTANCE_OF_TYPE(PREFIX, T, DECAY)                                                 \
   PREFIX template void lcsm::cuda::detail::run_forward<T, lcsm::cuda::detail::DecayKind::DECAY>(             \
       lcsm::cuda::detail::RecurrenceParams, const lcsm::cuda::detail::ChunkPlan&, const lcsm::cuda::Device&, \
-      lcsm::Precision);                                                                                      \
-  PREFIX template void lcsm::cuda::detail::run_step<T, lcsm::cuda::detail::DecayKind::DECAY>(                \
+      lcsm::Precision, lcsm::cuda::detail::ForwardPhase);
+#define LCSM_CUDA_INSTANCES_OF_TYPE(PREFIX, T, DECAY)                                         \
+  LCSM_CUDA_FORWARD_INSTANCE_OF_TYPE(PREFIX, T, DECAY)                                        \
+  PREFIX template void lcsm::cuda::detail::run_step<T, lcsm::cuda::detail::DecayKind::DECAY>( \
       lcsm::cuda::detail::RecurrenceParams, const lcsm::View<float, 4>&, cudaStream_t);
 #define LCSM_CUDA_INSTANCES_OF_DECAY(PREFIX, DECAY)  \
   LCSM_CUDA_INSTANCES_OF_TYPE(PREFIX, float, DECAY)  \
   LCSM_CUDA_INSTANCES_OF_TYPE(PREFIX, __half, DECAY) \
   LCSM_CUDA_INSTANCES_OF_TYPE(PREFIX, __nv_bfloat16, DECAY)
 #define LCSM_CUDA_INSTANTIATE(DECAY) LCSM_CUDA_INSTANCES_OF_DECAY(, DECAY)
-#define LCSM_CUDA_FORWARD_INSTANCE_OF_TYPE(PREFIX, T, DECAY)                                                 \
-  PREFIX template void lcsm::cuda::detail::run_forward<T, lcsm::cuda::detail::DecayKind::DECAY>(             \
-      lcsm::cuda::detail::RecurrenceParams, const lcsm::cuda::detail::ChunkPlan&, const lcsm::cuda::Device&, \
-      lcsm::Precision);
 #define LCSM_CUDA_FORWARD_INSTANCES_OF_DECAY(PREFIX, DECAY) \
   LCSM_CUDA_FORWARD_INSTANCE_OF_TYPE(PREFIX, float, DECAY)  \
   LCSM_CUDA_FORWARD_INSTANCE_OF_TYPE(PREFIX, __half, DECAY) \

@@ -67,16 +67,25 @@ void launch_sm90(const RecurrenceParams& p, std::int64_t items, cudaStream_t str
   LCSM_CUDA_CHECK(cudaGetLastError());
 }
 
+// Which launches of a forward run: all of them; only the delta launch (sequence parallelism: for
+// every segment, the last included, cut sequences or not; p.last_delta set); or the rest (the scan
+// and the output launch, after the deltas and their collective).
+enum class ForwardPhase { all, deltas, outputs };
+
 // The launches of one forward: for cut sequences the delta launch (launch(true_type)), the scan
 // over segments, then the output launch (launch(false_type)) that every call has.
 template <DecayKind kDecay, class Launch>
-void run_segments(const RecurrenceParams& p, const ChunkPlan& plan, cudaStream_t stream, Launch&& launch) {
-  if (plan.split) {
-    if (p.cu_seqlens) {
+void run_segments(const RecurrenceParams& p, const ChunkPlan& plan, cudaStream_t stream, ForwardPhase phase,
+                  Launch&& launch) {
+  if (phase == ForwardPhase::deltas || (phase == ForwardPhase::all && plan.split)) {
+    if (p.cu_seqlens && plan.split) {
       segment_offsets_kernel<><<<1, 1024, 0, stream>>>(p, const_cast<std::int64_t*>(p.segment_offsets));
       LCSM_CUDA_CHECK(cudaGetLastError());
     }
     launch(std::true_type{});
+  }
+  if (phase == ForwardPhase::deltas) return;
+  if (plan.split) {
     const std::int64_t kv = static_cast<std::int64_t>(p.key_dim) * p.value_dim;
     const std::int64_t blocks = (kv + kScanThreads - 1) / kScanThreads * p.heads * p.sequences;
     segment_scan_kernel<kDecay><<<grid_size(blocks, "state elements"), kScanThreads, 0, stream>>>(p);
@@ -121,9 +130,9 @@ bool sm90_path(const RecurrenceParams& p, Kernels kernels) {
 }
 
 template <class T, DecayKind kDecay, bool kExact, int KT, int VT>
-void run_sm80(const RecurrenceParams& p, const ChunkPlan& plan, cudaStream_t stream) {
+void run_sm80(const RecurrenceParams& p, const ChunkPlan& plan, cudaStream_t stream, ForwardPhase phase) {
   using Tr = Sm80Traits<T, KT, VT, kExact, kDecay>;
-  run_segments<kDecay>(p, plan, stream, [&](auto delta_only) {
+  run_segments<kDecay>(p, plan, stream, phase, [&](auto delta_only) {
     launch_sm80<T, Tr, decltype(delta_only)::value>(p, plan.max_items, stream);
   });
 }
@@ -131,11 +140,12 @@ void run_sm80(const RecurrenceParams& p, const ChunkPlan& plan, cudaStream_t str
 // Switch on the key tile, the value tile and the precision (FlashAttention-style dispatch). The
 // plan's tile (plan.cuh) fixes the chunk and value tile; the gates instantiate two key tiles only.
 template <class T, DecayKind kDecay>
-void dispatch_sm80(const RecurrenceParams& p, const ChunkPlan& plan, bool exact, cudaStream_t stream) {
+void dispatch_sm80(const RecurrenceParams& p, const ChunkPlan& plan, bool exact, cudaStream_t stream,
+                   ForwardPhase phase) {
   auto by_precision = [&](auto kt, auto vt) {
     constexpr int KT = decltype(kt)::value, VT = decltype(vt)::value;
-    if (exact) run_sm80<T, kDecay, true, KT, VT>(p, plan, stream);
-    else run_sm80<T, kDecay, false, KT, VT>(p, plan, stream);
+    if (exact) run_sm80<T, kDecay, true, KT, VT>(p, plan, stream, phase);
+    else run_sm80<T, kDecay, false, KT, VT>(p, plan, stream, phase);
   };
   using I64 = std::integral_constant<int, 64>;
   using I128 = std::integral_constant<int, 128>;

@@ -62,6 +62,10 @@ struct RecurrenceParams {
   // segment's total log-decay [max_items, H, gate width] (per-token gates only).
   float* segment_states;
   float* segment_log_decay;
+  // Sequence parallelism (sequence_parallel.cuh): the delta launch also runs each sequence's last
+  // segment and writes its contribution here, [N, H, K, V] contiguous (its log-decay goes into
+  // segment_log_decay like the others'); null otherwise.
+  float* last_delta;
 
   // Decode: the state [B, H, K, V] advanced in place, and the tokens staged per pass over it.
   float* state;

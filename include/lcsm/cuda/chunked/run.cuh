@@ -147,7 +147,8 @@ inline void check_workspace(const char* where, const Device& device, const Chunk
 // initial) are safe: unsplit, one CTA reads a sequence's initial state before it writes its final
 // state; split, only the scan launch reads initial states.
 template <class T, DecayKind kDecay>
-void run_forward(RecurrenceParams p, const ChunkPlan& plan, const Device& device, Precision precision) {
+void run_forward(RecurrenceParams p, const ChunkPlan& plan, const Device& device, Precision precision,
+                 ForwardPhase phase) {
   p.value_blocks = static_cast<int>(plan.value_blocks);
   p.segment_len = plan.segment_len;
   p.segments_per_seq = plan.segments_per_seq;
@@ -162,15 +163,19 @@ void run_forward(RecurrenceParams p, const ChunkPlan& plan, const Device& device
   const bool exact = precision == Precision::exact;
   if (sm90_path<T, kDecay>(p, device.kernels)) {
     if constexpr (std::is_same_v<T, __nv_bfloat16> && kDecay != DecayKind::key && kDecay != DecayKind::value) {
-      run_segments<kDecay>(p, plan, device.stream, [&](auto delta_only) {
+      run_segments<kDecay>(p, plan, device.stream, phase, [&](auto delta_only) {
         constexpr bool kDelta = decltype(delta_only)::value;
         if (exact) launch_sm90<kDecay, true, kDelta>(p, plan.max_items, device.stream);
         else launch_sm90<kDecay, false, kDelta>(p, plan.max_items, device.stream);
       });
     }
   } else {
-    dispatch_sm80<T, kDecay>(p, plan, exact, device.stream);
+    dispatch_sm80<T, kDecay>(p, plan, exact, device.stream, phase);
   }
+}
+template <class T, DecayKind kDecay>
+void run_forward(const RecurrenceParams& p, const ChunkPlan& plan, const Device& device, Precision precision) {
+  run_forward<T, kDecay>(p, plan, device, precision, ForwardPhase::all);
 }
 
 // Decode: advances p.state [B, H, K, V] (fp32, in place) by the p.time tokens of the views.

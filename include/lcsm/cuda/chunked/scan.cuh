@@ -61,6 +61,65 @@ __global__ void __launch_bounds__(kScanThreads) segment_scan_kernel(const __grid
   }
 }
 
+// Sequence parallelism (sequence_parallel.cuh), after a ForwardPhase::deltas launch: every
+// segment's contribution from zero (the last one in p.last_delta) folded into the state after the
+// whole slice from p.initial_state (zero when absent), written over p.last_delta [N, H, K, V], and
+// the slice's total log2-decay per (sequence, head, gate column) into total_log2 [N, H, width]
+// (width 1 for a decay per head or token). Sequences not cut: one segment each. One thread per
+// state element, as segment_scan_kernel.
+template <DecayKind kDecay>
+__global__ void __launch_bounds__(kScanThreads)
+    slice_fold_kernel(const __grid_constant__ RecurrenceParams p, float* total_log2) {
+  const std::int64_t kv = static_cast<std::int64_t>(p.key_dim) * p.value_dim;
+  const std::int64_t element_blocks = (kv + kScanThreads - 1) / kScanThreads;
+  const std::int64_t block = blockIdx.x;
+  const std::int64_t e = (block % element_blocks) * kScanThreads + threadIdx.x;
+  const int h = static_cast<int>((block / element_blocks) % p.heads);
+  const std::int64_t n = block / (element_blocks * p.heads);
+  if (e >= kv) return;
+  const int r = static_cast<int>(e / p.value_dim), c = static_cast<int>(e % p.value_dim);
+  std::int64_t first, count, length;
+  if (!p.cu_seqlens) {
+    first = n * p.segments_per_seq;
+    count = p.segments_per_seq;
+    length = p.time;
+  } else {
+    first = p.segment_offsets ? p.segment_offsets[n] : n;
+    count = p.segment_offsets ? p.segment_offsets[n + 1] - first : 1;
+    length = cu_offset(p, n + 1) - cu_offset(p, n);
+    if (length < 0) length = 0;
+  }
+  float running =
+      p.initial_state
+          ? p.initial_state[n * p.s_initial.s0 + h * p.s_initial.s1 + r * p.s_initial.s2 + c * p.s_initial.s3]
+          : 0.f;
+  double total = 0;  // log2
+  float* last = p.last_delta + (n * p.heads + h) * kv + e;
+  for (std::int64_t s = 0; s < count; ++s) {
+    double log2_decay;
+    if constexpr (kDecay == DecayKind::head) {
+      const std::int64_t len = (s + 1) * p.segment_len <= length ? p.segment_len : length - s * p.segment_len;
+      log2_decay = p.log_decay[h] * kLog2e * static_cast<double>(len > 0 ? len : 0);
+    } else if constexpr (kDecay == DecayKind::token) {
+      log2_decay = p.segment_log_decay[(first + s) * p.heads + h];
+    } else if constexpr (kDecay == DecayKind::key) {
+      log2_decay = p.segment_log_decay[((first + s) * p.heads + h) * p.key_dim + r];
+    } else {
+      log2_decay = p.segment_log_decay[((first + s) * p.heads + h) * p.value_dim + c];
+    }
+    const float delta = s + 1 < count ? p.segment_states[((first + s + 1) * p.heads + h) * kv + e] : *last;
+    running = exp2f(static_cast<float>(log2_decay)) * running + delta;
+    total += log2_decay;
+  }
+  *last = running;
+  const bool writer = kDecay == DecayKind::key ? c == 0 : kDecay == DecayKind::value ? r == 0 : e == 0;
+  if (writer) {
+    const int w = kDecay == DecayKind::key ? r : kDecay == DecayKind::value ? c : 0;
+    const int width = kDecay == DecayKind::key ? p.key_dim : kDecay == DecayKind::value ? p.value_dim : 1;
+    total_log2[(n * p.heads + h) * width + w] = static_cast<float>(total);
+  }
+}
+
 // Varlen: segment_offsets[n] = sum over m < n of max(1, ceil(len_m / segment_len)), one block.
 template <int kUnused = 0>
 __global__ void segment_offsets_kernel(const __grid_constant__ RecurrenceParams p, std::int64_t* offsets) {
