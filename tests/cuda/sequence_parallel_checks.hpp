@@ -26,4 +26,12 @@ struct SequenceParallelResult {
 // The case's R ranks run one after another on this GPU, the all-gather replaced by device copies.
 SequenceParallelResult run_sequence_parallel(const SequenceParallelCase& c);
 
+struct SequenceParallelBackwardResult {
+  double dq_rel_rms, dk_rel_rms, dv_rel_rms, d_initial_rel_rms, d_decay_rel_rms;  // against one GPU
+};
+
+// The backward with a random final-state gradient, the initial state and the decay gradient: R host
+// threads (one stream each) on this GPU over a stand-in collective.
+SequenceParallelBackwardResult run_sequence_parallel_backward(const SequenceParallelCase& c);
+
 }  // namespace lcsm::test

@@ -41,6 +41,38 @@ TEST_CASE("cuda sequence parallelism: virtual ranks reproduce the single-GPU for
   }
 }
 
+TEST_CASE("cuda sequence parallelism: the backward reproduces the single-GPU backward",
+          "[cuda][sequence_parallel][backward]") {
+  const std::vector<std::vector<std::int64_t>> splits = {{500}, {250, 250}, {200, 0, 157, 143}, {0, 64, 1, 435}};
+  for (LongFamily family : {LongFamily::lightning, LongFamily::scalar_gate, LongFamily::vector_gate})
+    for (bool fp32 : {true, false})
+      for (int gates : {1, 2})
+        for (const auto& slices : splits) {
+          SequenceParallelCase c{family, fp32, slices, gates, 2, 3, 48, 40, fresh_seed()};
+          const SequenceParallelBackwardResult r = run_sequence_parallel_backward(c);
+          INFO(name(family) << (fp32 ? " fp32" : " bf16") << " gates " << gates << " ranks " << slices.size() << ": dq "
+                            << r.dq_rel_rms << " dk " << r.dk_rel_rms << " dv " << r.dv_rel_rms << " d_initial "
+                            << r.d_initial_rel_rms << " d_decay " << r.d_decay_rel_rms);
+          const double grads = fp32 ? 1e-4 : 8e-3;
+          CHECK(r.dq_rel_rms <= grads);
+          CHECK(r.dk_rel_rms <= grads);
+          CHECK(r.dv_rel_rms <= grads);
+          CHECK(r.d_initial_rel_rms <= 1e-4);
+          CHECK(r.d_decay_rel_rms <= 1e-3);
+        }
+  for (LongFamily family : {LongFamily::lightning, LongFamily::scalar_gate, LongFamily::vector_gate}) {
+    SequenceParallelCase c{family, false, {3000, 5000, 4192}, 0, 1, 2, 128, 128, fresh_seed()};
+    const SequenceParallelBackwardResult r = run_sequence_parallel_backward(c);
+    INFO(name(family) << " bf16 D = 128: dq " << r.dq_rel_rms << " dk " << r.dk_rel_rms << " dv " << r.dv_rel_rms
+                      << " d_initial " << r.d_initial_rel_rms << " d_decay " << r.d_decay_rel_rms);
+    CHECK(r.dq_rel_rms <= 8e-3);
+    CHECK(r.dk_rel_rms <= 8e-3);
+    CHECK(r.dv_rel_rms <= 8e-3);
+    CHECK(r.d_initial_rel_rms <= 1e-4);
+    CHECK(r.d_decay_rel_rms <= 1e-3);
+  }
+}
+
 TEST_CASE("cuda sequence parallelism: a rank that disagrees poisons every rank's outputs",
           "[cuda][sequence_parallel]") {
   SequenceParallelCase c{LongFamily::scalar_gate, true, {100, 100, 100}, 0, 1, 2, 32, 32, fresh_seed()};

@@ -59,7 +59,7 @@ Reference reference_backward(const GatedProblemData& p, const std::vector<double
 // the states' magnitudes (every product then adds, none cancels). A float dq_t can be off by many
 // ulps of |dq_t| where its terms cancel, and q_t (.) dq_t, which the gate gradient sums, with it.
 struct TermMagnitudes {
-  std::vector<double> dq, dk;
+  std::vector<double> dq, dk, dv, ds0;
 };
 
 TermMagnitudes term_magnitudes(const GatedProblemData& p, const std::vector<double>& dod,
@@ -73,8 +73,10 @@ TermMagnitudes term_magnitudes(const GatedProblemData& p, const std::vector<doub
   };
   const std::vector<double> q = magnitude(p.qd), k = magnitude(p.kd), v = magnitude(p.vd), d_o = magnitude(dod),
                             s0 = magnitude(p.s0d), dsT = magnitude(dsTd);
-  TermMagnitudes m{std::vector<double>(q.size()), std::vector<double>(k.size())};
-  std::vector<double> dv(v.size()), ds0(N * c.H * c.K * c.V);
+  TermMagnitudes m{std::vector<double>(q.size()), std::vector<double>(k.size()), std::vector<double>(v.size()),
+                   std::vector<double>(N * c.H * c.K * c.V)};
+  std::vector<double>& dv = m.dv;
+  std::vector<double>& ds0 = m.ds0;
   auto mut = [&](std::vector<double>& x, index_t D) { return lcsm::view(x.data(), {c.B, c.T, c.H, D}); };
   p.with_reference_op([&](const auto& op) {
     reference::gated_backward(op, p.dview(q, c.K), p.dview(k, c.K), p.dview(v, c.V), p.dview(d_o, c.V), mut(m.dq, c.K),
@@ -115,11 +117,21 @@ void check_backward(const GatedCase& c, Dtype dtype, bool every_output = true) {
                 {"dk", dk.to_double(), ref.dk, dtype},
                 {"dv", dv.to_double(), ref.dv, dtype},
                 {"d_initial_state", ds0.to_double(), ref.ds0, state_dtype(dtype)}};
+  // As in the lightning backward test: a backend whose products carry a relative error is held to it
+  // times the magnitude of the terms where an output is a cancelled sum (a row at T = 1 is one).
+  const TermMagnitudes terms = term_magnitudes(p, dod, dsTd);
+  const std::vector<double>* magnitudes[] = {&terms.dq, &terms.dk, &terms.dv, &terms.ds0};
+  const double per_product = backend().product_error();
+  int which = 0;
   for (const auto& ch : checks) {
+    const std::vector<double>& m = *magnitudes[which++];
     if (!every_output && std::string(ch.what) == "d_initial_state") continue;
     const Verdict v = judge(ch.got, ch.want, tolerance(ch.dt, ch.want, 2.0));
-    INFO(ch.what << ": " << v.str());
-    CHECK(v.ok);
+    bool within_terms = per_product > 0 && ch.dt == Dtype::f32;
+    for (std::size_t i = 0; within_terms && i < ch.got.size(); ++i)
+      within_terms = std::fabs(ch.got[i] - ch.want[i]) <= 8 * per_product * m[i] + 1e-7 * std::fabs(ch.want[i]);
+    INFO(ch.what << ": " << v.str() << (within_terms ? " (within the products' error of its terms)" : ""));
+    CHECK((v.ok || within_terms));
   }
   if (!every_output) return;
   // dg_t = sum_{s>=t} (q_s (.) dq_s - k_s (.) dk_s) + sum_v dS_T (.) S_T sums terms of both signs: its
@@ -130,7 +142,6 @@ void check_backward(const GatedCase& c, Dtype dtype, bool every_output = true) {
   const index_t W = c.gate_width(), N = c.sequences();
   const Sequences seqs(c.B, c.T, p.cu_view());
   const std::vector<double> got = dg.to_double();
-  const TermMagnitudes terms = term_magnitudes(p, dod, dsTd);
   const double unit = dtype == Dtype::f64 ? 1e-12 : std::max(2e-5, backend().product_error());
   index_t bad = 0;
   std::string first;

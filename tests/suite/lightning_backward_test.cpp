@@ -58,19 +58,8 @@ void check_backward(const LightningCase& c, Dtype dtype, bool every_output = tru
                 {"dk", dk.to_double(), rdk, dtype},
                 {"dv", dv.to_double(), rdv, dtype},
                 {"d_initial_state", ds0.to_double(), rds0, state_dtype(dtype)}};
-  for (const auto& ch : checks) {
-    if (!every_output && std::string(ch.what) == "d_initial_state") continue;
-    const Verdict v = judge(ch.got, ch.want, tolerance(ch.dt, ch.want, 2.0));
-    INFO(ch.what << ": " << v.str());
-    CHECK(v.ok);
-  }
-  if (!every_output) return;
-  // dg_h = sum_t t (q_t . dq_t - k_t . dk_t) + T <dS_T, S_T> sums terms of both signs: its error
-  // is judged against the magnitude of those terms, not against the (possibly cancelled) sum: every
-  // product counted with the magnitude of the terms inside dq, dk and S_T (the reference forward and
-  // backward of |q|, |k|, |v|, |dO| and the states' magnitudes: nothing cancels there). Counting
-  // only |q_t . dq_t| missed both the state term and cancellation inside dq (T = 1 and 2 with a
-  // state failed about once in 15 runs of the suite).
+  // The magnitudes of every output: the reference backward (and forward) of |q|, |k|, |v|, |dO| and
+  // the states' magnitudes, where nothing cancels.
   auto magnitude_of = [](const std::vector<double>& x) {
     std::vector<double> m(x.size());
     for (std::size_t i = 0; i < x.size(); ++i) m[i] = std::fabs(x[i]);
@@ -89,6 +78,31 @@ void check_backward(const LightningCase& c, Dtype dtype, bool every_output = tru
                                 lcsm::view(mds0.data(), {N, c.H, c.K, c.V}), cu);
   reference::lightning_forward(p.op, p.dview(aq, c.K), p.dview(ak, c.K), p.dview(av, c.V), mut(mo, c.V), as0v,
                                lcsm::view(msT.data(), {N, c.H, c.K, c.V}), cu);
+  // A backend whose products carry a relative error (the tensor cores' bf16 pieces) is held to the
+  // relative bound where the outputs are not cancelled sums, and to that error times the magnitude
+  // of the terms where they are: a row of T = 1 is one dot product, v . dO, which can cancel to a
+  // small fraction of its terms (fp32 inputs failed the relative bound at T = 1 and 2 in one run of
+  // six on an H100).
+  const std::vector<double>* magnitudes[] = {&mdq, &mdk, &mdv, &mds0};
+  const double per_product = backend().product_error();
+  int which = 0;
+  for (const auto& ch : checks) {
+    const std::vector<double>& m = *magnitudes[which++];
+    if (!every_output && std::string(ch.what) == "d_initial_state") continue;
+    const Verdict v = judge(ch.got, ch.want, tolerance(ch.dt, ch.want, 2.0));
+    bool within_terms = per_product > 0 && ch.dt == Dtype::f32;
+    for (std::size_t i = 0; within_terms && i < ch.got.size(); ++i)
+      within_terms = std::fabs(ch.got[i] - ch.want[i]) <= 8 * per_product * m[i] + 1e-7 * std::fabs(ch.want[i]);
+    INFO(ch.what << ": " << v.str() << (within_terms ? " (within the products' error of its terms)" : ""));
+    CHECK((v.ok || within_terms));
+  }
+  if (!every_output) return;
+  // dg_h = sum_t t (q_t . dq_t - k_t . dk_t) + T <dS_T, S_T> sums terms of both signs: its error
+  // is judged against the magnitude of those terms, not against the (possibly cancelled) sum: every
+  // product counted with the magnitude of the terms inside dq, dk and S_T (the reference forward and
+  // backward of |q|, |k|, |v|, |dO| and the states' magnitudes: nothing cancels there). Counting
+  // only |q_t . dq_t| missed both the state term and cancellation inside dq (T = 1 and 2 with a
+  // state failed about once in 15 runs of the suite).
   std::vector<double> magnitude(c.H, 0.0);
   const Sequences seqs(c.B, c.T, cu);
   for (index_t n = 0; n < seqs.size(); ++n) {

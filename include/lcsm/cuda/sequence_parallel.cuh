@@ -16,6 +16,7 @@
 #include <string>
 
 #include "lcsm/core/error.hpp"
+#include "lcsm/cuda/sequence_parallel/backward.cuh"
 #include "lcsm/cuda/sequence_parallel/forward.cuh"
 
 namespace lcsm::cuda::sequence_parallel {
@@ -50,6 +51,16 @@ void forward(const Device& device, ncclComm_t comm, const Op& op, lcsm::detail::
              const StateIO<float>& state = {}) {
   NcclCollective c(comm);
   forward<T>(device, static_cast<Collective&>(c), op, q, k, v, o, state);
+}
+
+template <class T, class Op, class DG>
+void backward(const Device& device, ncclComm_t comm, const Op& op, lcsm::detail::identity_t<View<const T, 4>> q,
+              lcsm::detail::identity_t<View<const T, 4>> k, lcsm::detail::identity_t<View<const T, 4>> v,
+              lcsm::detail::identity_t<View<const T, 4>> d_o, lcsm::detail::identity_t<View<T, 4>> dq,
+              lcsm::detail::identity_t<View<T, 4>> dk, lcsm::detail::identity_t<View<T, 4>> dv,
+              const StateGrads<float>& states, DG d_log_decay) {
+  NcclCollective c(comm);
+  backward<T>(device, static_cast<Collective&>(c), op, q, k, v, d_o, dq, dk, dv, states, d_log_decay);
 }
 
 }  // namespace lcsm::cuda::sequence_parallel

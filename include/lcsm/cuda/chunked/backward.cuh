@@ -208,6 +208,34 @@ struct BackwardCall {
   ProblemShape shape;
 };
 
+// The call's decay into a pass's params: the head decays, or the gate (scalar or per key).
+template <DecayKind kDecay>
+void set_backward_decay(RecurrenceParams& p, const BackwardDecay& decay) {
+  if (decay.log_decay) set_head_decay(p, *decay.log_decay);
+  else if constexpr (kDecay == DecayKind::key) set_gate(p, decay.key_gate);
+  else set_gate(p, decay.gate);
+}
+
+// A reversed pass's views (rows of `time` tokens; a varlen row's sequence order is the caller's):
+// time backwards, and token t decays by the gate of token t + 1, with a restart at each sequence's
+// first token (lightning: its head decay as that gate).
+template <class T, DecayKind kDecay>
+void reverse_pass(RecurrenceParams& p, const BackwardDecay& decay, std::int64_t time, bool out_float) {
+  reverse_time<T>(p.q, p.sq, time);
+  reverse_time<T>(p.k, p.sk, time);
+  reverse_time<T>(p.v, p.sv, time);
+  if (out_float) reverse_time<float>(p.o, p.so, time);
+  else reverse_time<T>(p.o, p.so, time);
+  p.gate_restart = true;
+  set_backward_decay<kDecay>(p, decay);
+  if (decay.log_decay) {
+    p.gate_from_head = true;
+  } else {
+    p.log_gate += time * p.sg.s1;  // token t reads the gate of t + 1
+    p.sg.s1 = -p.sg.s1;
+  }
+}
+
 template <class T, DecayKind kDecay>
 void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const BackwardPlan& plan,
                   const Device& device) {
@@ -243,11 +271,7 @@ void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const Ba
   const View<const T, 4> q_or_zeros =
       zero_scale ? View<const T, 4>(static_cast<const T*>(zeros), c.q.shape(), {0, 0, 0, 0}) : c.q;
   using Passes = BackwardPasses<kDecay>;
-  const auto set_decay = [&](RecurrenceParams& p) {
-    if (decay.log_decay) set_head_decay(p, *decay.log_decay);
-    else if constexpr (kDecay == DecayKind::key) set_gate(p, decay.key_gate);
-    else set_gate(p, decay.gate);
-  };
+  const auto set_decay = [&](RecurrenceParams& p) { set_backward_decay<kDecay>(p, decay); };
 
   // The forward-direction problem, for the small kernels (shapes, cu_seqlens, decays).
   RecurrenceParams fwd = make_params(c.q, c.k, c.v, c.dv, c.scale, s);
@@ -291,25 +315,12 @@ void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const Ba
   }
   // The reversed passes' common part: time and sequences backwards, the shifted gates.
   const auto reverse = [&](RecurrenceParams& p, bool out_float) {
-    reverse_time<T>(p.q, p.sq, time);
-    reverse_time<T>(p.k, p.sk, time);
-    reverse_time<T>(p.v, p.sv, time);
-    if (out_float) reverse_time<float>(p.o, p.so, time);
-    else reverse_time<T>(p.o, p.so, time);
+    reverse_pass<T, kDecay>(p, decay, time, out_float);
     if (varlen) {
       p.cu_seqlens = offsets;
       p.cu_seqlens_int64 = true;
       reverse_sequences(p.initial_state, p.s_initial, N);
       reverse_sequences(p.final_state, p.s_final, N);
-    }
-    p.gate_restart = true;
-    if (decay.log_decay) {
-      set_head_decay(p, *decay.log_decay);
-      p.gate_from_head = true;
-    } else {
-      set_decay(p);
-      p.log_gate += time * p.sg.s1;  // token t reads the gate of t + 1
-      p.sg.s1 = -p.sg.s1;
     }
   };
 

@@ -63,4 +63,50 @@ __global__ void __launch_bounds__(kCombineThreads)
   start[i] = agree ? s : __int_as_float(0x7fc00000);
 }
 
+// The backward's mirror image: the gradient with respect to the state at the end of this rank's
+// slice, d_end = C_{rank+1} + E_{rank+1} (C_{rank+2} + E_{rank+2} (...)), with C_q rank q's state
+// gradient at its start from its own tokens (the last rank's with the sequences' dS_final) and E_q
+// its slice's decay (forward's log2-decays, `decays`), by X = E_q X + C_q from the last rank down.
+// Headers of both gathers are checked as in combine_kernel.
+template <int kUnused = 0>
+__global__ void __launch_bounds__(kCombineThreads)
+    combine_reverse_kernel(const unsigned char* decays, const unsigned char* grads, BlockLayout layout, RankHeader self,
+                           int width, bool width_is_key, float* d_end) {
+  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= layout.state_elements) return;
+  const std::int64_t kv = static_cast<std::int64_t>(self.key_dim) * self.value_dim;
+  const std::int64_t nh = i / kv, e = i % kv;
+  const int r = static_cast<int>(e / self.value_dim), c = static_cast<int>(e % self.value_dim);
+  const int w = width == 1 ? 0 : (width_is_key ? r : c);
+  bool agree = true;
+  float x = 0.f;
+  for (int q = self.ranks - 1; q >= 0; --q) {
+    const unsigned char* db = decays + q * layout.bytes;
+    const unsigned char* gb = grads + q * layout.bytes;
+    for (const unsigned char* block : {db, gb}) {
+      const RankHeader& h = *reinterpret_cast<const RankHeader*>(block);
+      agree = agree && h.magic == kHeaderMagic && h.decay == self.decay && h.batch == self.batch &&
+              h.heads == self.heads && h.key_dim == self.key_dim && h.value_dim == self.value_dim && h.rank == q &&
+              h.ranks == self.ranks;
+    }
+    if (q > self.rank) {
+      const float g = reinterpret_cast<const float*>(db + layout.log2_offset)[nh * width + w];
+      x = exp2f(g) * x + reinterpret_cast<const float*>(gb + layout.delta_offset)[i];
+    }
+  }
+  d_end[i] = agree ? x : __int_as_float(0x7fc00000);
+}
+
+// out[h] = sum over ranks q (in order) of the gathered partial sums parts[q][h] (lightning's
+// d_log_decay: each rank's tokens' share), at `offset` bytes into each block.
+template <int kUnused = 0>
+__global__ void sum_ranks_kernel(const unsigned char* gathered, std::size_t block_bytes, std::size_t offset, int ranks,
+                                 int count, float* out, std::int64_t stride) {
+  const int h = blockIdx.x * blockDim.x + threadIdx.x;
+  if (h >= count) return;
+  double sum = 0;
+  for (int q = 0; q < ranks; ++q) sum += reinterpret_cast<const float*>(gathered + q * block_bytes + offset)[h];
+  out[h * stride] = static_cast<float>(sum);
+}
+
 }  // namespace lcsm::cuda::sequence_parallel::detail

@@ -68,6 +68,22 @@ inline SliceWorkspace slice_workspace(DecayKind d, const ProblemShape& s, const 
   return w;
 }
 
+// The engine's regions as run_forward places them (it sets the same ones again), so that the fold
+// sees them; sequences not cut keep their segment log-decays in `unsplit_log_decay`.
+inline void bind_engine(RecurrenceParams& p, const ChunkPlan& plan, char* engine, float* unsplit_log_decay) {
+  p.value_blocks = static_cast<int>(plan.value_blocks);
+  p.segment_len = plan.segment_len;
+  p.segments_per_seq = plan.segments_per_seq;
+  p.max_items = plan.max_items;
+  if (plan.split) {
+    p.segment_states = reinterpret_cast<float*>(engine);
+    p.segment_log_decay = plan.log_decay_bytes ? reinterpret_cast<float*>(engine + plan.states_bytes) : nullptr;
+  } else {
+    p.segment_states = nullptr;
+    p.segment_log_decay = unsplit_log_decay;
+  }
+}
+
 template <class T, DecayKind kDecay>
 class SliceForward {
  public:
@@ -84,18 +100,7 @@ class SliceForward {
     send_ = reinterpret_cast<unsigned char*>(next), next += space_.send;
     recv_ = reinterpret_cast<unsigned char*>(next), next += space_.recv;
     start_ = reinterpret_cast<float*>(next);
-    // The engine's regions as run_forward places them, so that the fold sees the same ones.
-    p_.value_blocks = static_cast<int>(plan.value_blocks);
-    p_.segment_len = plan.segment_len;
-    p_.segments_per_seq = plan.segments_per_seq;
-    p_.max_items = plan.max_items;
-    if (plan.split) {
-      p_.segment_states = reinterpret_cast<float*>(engine_);
-      p_.segment_log_decay = plan.log_decay_bytes ? reinterpret_cast<float*>(engine_ + plan.states_bytes) : nullptr;
-    } else {
-      p_.segment_states = nullptr;
-      p_.segment_log_decay = space_.log_decay ? log_decay_ : nullptr;
-    }
+    bind_engine(p_, plan, engine_, space_.log_decay ? log_decay_ : nullptr);
   }
 
   const void* send() const { return send_; }
@@ -122,6 +127,16 @@ class SliceForward {
   }
 
   void outputs() {
+    combine();
+    RecurrenceParams o = p_;
+    o.initial_state = start_;
+    o.s_initial = {shape_.heads * shape_.key_dim * shape_.value_dim, shape_.key_dim * shape_.value_dim,
+                   shape_.value_dim, 1};
+    lcsm::cuda::detail::run_forward<T, kDecay>(o, plan_, engine_device(), precision_, ForwardPhase::outputs);
+  }
+
+  // After the gather: this rank's start state ([N, H, K, V] contiguous, in the workspace).
+  const float* combine() {
     const cudaStream_t stream = device_.stream;
     if (layout_.state_elements > 0) {
       const unsigned blocks = lcsm::cuda::detail::grid_size(
@@ -131,15 +146,10 @@ class SliceForward {
           p_.initial_state, p_.s_initial, start_);
       LCSM_CUDA_CHECK(cudaGetLastError());
     }
-    RecurrenceParams o = p_;
-    o.initial_state = start_;
-    o.s_initial = {shape_.heads * shape_.key_dim * shape_.value_dim, shape_.key_dim * shape_.value_dim,
-                   shape_.value_dim, 1};
-    lcsm::cuda::detail::run_forward<T, kDecay>(o, plan_, engine_device(), precision_, ForwardPhase::outputs);
+    return start_;
   }
-
- private:
-  Device engine_device() const { return Device{device_.stream, {engine_, space_.engine}, device_.kernels}; }
+  const unsigned char* gathered() const { return recv_; }
+  const BlockLayout& layout() const { return layout_; }
   RankHeader header() const {
     return {kHeaderMagic,
             static_cast<std::int32_t>(kDecay),
@@ -150,6 +160,9 @@ class SliceForward {
             rank_,
             ranks_};
   }
+
+ private:
+  Device engine_device() const { return Device{device_.stream, {engine_, space_.engine}, device_.kernels}; }
 
   RecurrenceParams p_;
   ProblemShape shape_;
