@@ -39,7 +39,11 @@ ProblemShape check_backward_slice(const char* where, const Op& op, const SliceBa
 template <class T, class Op, class DG>
 void backward_entry(const char* where, const Device& device, Collective& comm, const Op& op, SliceBackwardCall<T> c,
                     const DG& d_decay) {
-  if (c.q.size(0) == 0 || c.q.size(2) == 0) return;  // every rank's (B and H agree)
+  if (c.q.size(0) == 0 || c.q.size(2) == 0) {              // every rank's (B and H agree): no collective
+    if constexpr (std::is_same_v<Op, LightningAttention>)  // as the single-GPU call: d_log_decay = 0
+      if (d_decay.present() && d_decay.numel() > 0) lcsm::cuda::detail::zero_head_gradient(d_decay, device.stream);
+    return;
+  }
   constexpr DecayKind kDecay = SliceDecay<Op>::value;
   lcsm::detail::Operands ops(where);
   BackwardDecay decay;
