@@ -13,6 +13,7 @@
 #include "cuda/device_buffer.cuh"
 #include "cuda/fill.cuh"
 #include "cuda/sequence_parallel_checks.hpp"
+#include "cuda/sequence_parallel_support.cuh"
 #include "lcsm/cuda.cuh"
 #include "lcsm/cuda/sequence_parallel/backward.cuh"
 
@@ -67,36 +68,6 @@ class ThreadCollective final : public cuda::sequence_parallel::Collective {
   int rank_, ranks_;
 };
 
-__global__ void shape_gates_bwd(float* g, std::int64_t n, std::int64_t width, int kind) {
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    if (kind == 1 && (i / width) % 8 == 3) g[i] = -20.f;
-    if (kind == 2) g[i] /= 50.f;
-  }
-}
-
-template <class E>
-std::vector<double> fetch(const void* p, std::size_t count) {
-  std::vector<E> raw(count);
-  LCSM_CUDA_CHECK(cudaMemcpy(raw.data(), p, count * sizeof(E), cudaMemcpyDeviceToHost));
-  std::vector<double> out(count);
-  for (std::size_t i = 0; i < count; ++i) {
-    if constexpr (std::is_same_v<E, __nv_bfloat16>) out[i] = __bfloat162float(raw[i]);
-    else out[i] = raw[i];
-  }
-  return out;
-}
-
-double rel_rms(const std::vector<double>& got, const std::vector<double>& want) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    if (!std::isfinite(got[i])) return std::numeric_limits<double>::quiet_NaN();
-    num += (got[i] - want[i]) * (got[i] - want[i]);
-    den += want[i] * want[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
-
 template <class E>
 SequenceParallelBackwardResult run(const SequenceParallelCase& c) {
   const std::int64_t B = c.batch, H = c.heads, K = c.key_dim, V = c.value_dim;
@@ -120,7 +91,7 @@ SequenceParallelBackwardResult run(const SequenceParallelCase& c) {
   fill_normal<<<1024, 256>>>(static_cast<float*>(s0.get()), ns, c.seed + 4);
   fill_normal<<<1024, 256>>>(static_cast<float*>(d_final.get()), ns, c.seed + 5);
   fill_log_gate<><<<1024, 256>>>(static_cast<float*>(gate.get()), B * T * H * W, c.seed + 6);
-  shape_gates_bwd<<<1024, 256>>>(static_cast<float*>(gate.get()), B * T * H * W, H * W, c.gates);
+  shape_gates<><<<1024, 256>>>(static_cast<float*>(gate.get()), B * T * H * W, H * W, c.gates);
   for (auto* b : {&dq[1], &dk[1], &dv[1], &d_gate[1]}) LCSM_CUDA_CHECK(cudaMemset(b->get(), 0xFF, b->bytes()));
   LCSM_CUDA_CHECK(cudaDeviceSynchronize());
 
@@ -205,12 +176,14 @@ SequenceParallelBackwardResult run(const SequenceParallelCase& c) {
     if (!e.empty()) throw std::runtime_error("sequence-parallel backward: " + e);
 
   SequenceParallelBackwardResult res{};
-  res.dq_rel_rms = rel_rms(fetch<E>(dq[1].get(), nk), fetch<E>(dq[0].get(), nk));
-  res.dk_rel_rms = rel_rms(fetch<E>(dk[1].get(), nk), fetch<E>(dk[0].get(), nk));
-  res.dv_rel_rms = rel_rms(fetch<E>(dv[1].get(), nv), fetch<E>(dv[0].get(), nv));
-  res.d_initial_rel_rms = rel_rms(fetch<float>(d_init_ranks[0].get(), ns), fetch<float>(d_init[0].get(), ns));
+  res.dq_rel_rms = relative_difference(fetch_as_double<E>(dq[1].get(), nk), fetch_as_double<E>(dq[0].get(), nk));
+  res.dk_rel_rms = relative_difference(fetch_as_double<E>(dk[1].get(), nk), fetch_as_double<E>(dk[0].get(), nk));
+  res.dv_rel_rms = relative_difference(fetch_as_double<E>(dv[1].get(), nv), fetch_as_double<E>(dv[0].get(), nv));
+  res.d_initial_rel_rms = relative_difference(fetch_as_double<float>(d_init_ranks[0].get(), ns),
+                                              fetch_as_double<float>(d_init[0].get(), ns));
   const std::size_t gates = d_gate[0].bytes() / 4;
-  res.d_decay_rel_rms = rel_rms(fetch<float>(d_gate[1].get(), gates), fetch<float>(d_gate[0].get(), gates));
+  res.d_decay_rel_rms = relative_difference(fetch_as_double<float>(d_gate[1].get(), gates),
+                                            fetch_as_double<float>(d_gate[0].get(), gates));
   return res;
 }
 

@@ -10,43 +10,12 @@
 #include "cuda/device_buffer.cuh"
 #include "cuda/fill.cuh"
 #include "cuda/sequence_parallel_checks.hpp"
+#include "cuda/sequence_parallel_support.cuh"
 #include "lcsm/cuda.cuh"
 #include "lcsm/cuda/sequence_parallel/forward.cuh"
 
 namespace lcsm::test {
 namespace {
-
-// Log-gates: fla's (log-sigmoid(N(0, 1)) / 16), every 8th token of a head at -20 (strong), or
-// fla's divided by 50 (weak: the state keeps thousands of tokens).
-__global__ void shape_gates(float* g, std::int64_t n, std::int64_t width, int kind) {
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    if (kind == 1 && (i / width) % 8 == 3) g[i] = -20.f;
-    if (kind == 2) g[i] /= 50.f;
-  }
-}
-
-template <class E>
-std::vector<double> fetch(const DeviceBuffer& b) {
-  std::vector<double> out(b.bytes() / sizeof(E));
-  std::vector<E> raw(out.size());
-  LCSM_CUDA_CHECK(cudaMemcpy(raw.data(), b.get(), b.bytes(), cudaMemcpyDeviceToHost));
-  for (std::size_t i = 0; i < raw.size(); ++i) {
-    if constexpr (std::is_same_v<E, __nv_bfloat16>) out[i] = __bfloat162float(raw[i]);
-    else out[i] = raw[i];
-  }
-  return out;
-}
-
-double rel_rms(const std::vector<double>& got, const std::vector<double>& want) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    if (!std::isfinite(got[i])) return std::numeric_limits<double>::quiet_NaN();
-    num += (got[i] - want[i]) * (got[i] - want[i]);
-    den += want[i] * want[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
 
 template <class E>
 SequenceParallelResult run(const SequenceParallelCase& c) {
@@ -63,7 +32,7 @@ SequenceParallelResult run(const SequenceParallelCase& c) {
   fill_normal<<<1024, 256>>>(static_cast<E*>(v.get()), B * T * H * V, c.seed + 2);
   fill_normal<<<1024, 256>>>(static_cast<float*>(s0.get()), B * H * K * V, c.seed + 3);
   fill_log_gate<><<<1024, 256>>>(static_cast<float*>(gate.get()), B * T * H * W, c.seed + 4);
-  shape_gates<<<1024, 256>>>(static_cast<float*>(gate.get()), B * T * H * W, H * W, c.gates);
+  shape_gates<><<<1024, 256>>>(static_cast<float*>(gate.get()), B * T * H * W, H * W, c.gates);
   LCSM_CUDA_CHECK(cudaMemset(o_sp.get(), 0xFF, o_sp.bytes()));  // poisoned: every output must be written
   LCSM_CUDA_CHECK(cudaGetLastError());
 
@@ -140,9 +109,11 @@ SequenceParallelResult run(const SequenceParallelCase& c) {
   });
 
   SequenceParallelResult res{};
-  const auto got = fetch<E>(o_sp), want = fetch<E>(o_ref);
-  res.output_rel_rms = rel_rms(got, want);
-  res.final_rel_rms = rel_rms(fetch<float>(finals[R - 1]), fetch<float>(final_ref));
+  const auto got = fetch_as_double<E>(o_sp.get(), o_sp.bytes() / sizeof(E)),
+             want = fetch_as_double<E>(o_ref.get(), o_ref.bytes() / sizeof(E));
+  res.output_rel_rms = relative_difference(got, want);
+  res.final_rel_rms = relative_difference(fetch_as_double<float>(finals[R - 1].get(), finals[R - 1].bytes() / 4),
+                                          fetch_as_double<float>(final_ref.get(), final_ref.bytes() / 4));
   res.all_outputs_nan = true;
   for (double x : got) res.all_outputs_nan = res.all_outputs_nan && std::isnan(x);
   return res;

@@ -27,6 +27,13 @@ __global__ void write_header_kernel(RankHeader h, RankHeader* dst) {
   if (threadIdx.x == 0 && blockIdx.x == 0) *dst = h;
 }
 
+// Whether rank q's block header says what this rank ran (the same kind, shapes and rank count).
+__device__ __forceinline__ bool header_agrees(const unsigned char* block, const RankHeader& self, int q) {
+  const RankHeader& h = *reinterpret_cast<const RankHeader*>(block);
+  return h.magic == kHeaderMagic && h.decay == self.decay && h.batch == self.batch && h.heads == self.heads &&
+         h.key_dim == self.key_dim && h.value_dim == self.value_dim && h.rank == q && h.ranks == self.ranks;
+}
+
 // start[n, h, r, c] = sum over q < rank of (prod over q < p < rank of e^{G_p}) delta_q, by the
 // recurrence S = e^{G_q} S + delta_q (G per (n, h) or per key row / value column: width entries);
 // rank 0's start is the caller's initial state (zero when absent), which its delta already carries.
@@ -50,10 +57,7 @@ __global__ void __launch_bounds__(kCombineThreads)
   }
   for (int q = 0; q < self.ranks; ++q) {
     const unsigned char* block = recv + q * layout.bytes;
-    const RankHeader& h = *reinterpret_cast<const RankHeader*>(block);
-    agree = agree && h.magic == kHeaderMagic && h.decay == self.decay && h.batch == self.batch &&
-            h.heads == self.heads && h.key_dim == self.key_dim && h.value_dim == self.value_dim && h.rank == q &&
-            h.ranks == self.ranks;
+    agree = agree && header_agrees(block, self, q);
     if (q < self.rank) {
       const float g = reinterpret_cast<const float*>(block + layout.log2_offset)[nh * width + w];
       const float d = reinterpret_cast<const float*>(block + layout.delta_offset)[i];
@@ -83,12 +87,7 @@ __global__ void __launch_bounds__(kCombineThreads)
   for (int q = self.ranks - 1; q >= 0; --q) {
     const unsigned char* db = decays + q * layout.bytes;
     const unsigned char* gb = grads + q * layout.bytes;
-    for (const unsigned char* block : {db, gb}) {
-      const RankHeader& h = *reinterpret_cast<const RankHeader*>(block);
-      agree = agree && h.magic == kHeaderMagic && h.decay == self.decay && h.batch == self.batch &&
-              h.heads == self.heads && h.key_dim == self.key_dim && h.value_dim == self.value_dim && h.rank == q &&
-              h.ranks == self.ranks;
-    }
+    agree = agree && header_agrees(db, self, q) && header_agrees(gb, self, q);
     if (q > self.rank) {
       const float g = reinterpret_cast<const float*>(db + layout.log2_offset)[nh * width + w];
       x = exp2f(g) * x + reinterpret_cast<const float*>(gb + layout.delta_offset)[i];
