@@ -58,7 +58,33 @@ class Lcsm:
         self.lib.lcsm_backward.restype = ctypes.c_int
         self.lib.lcsm_backward.argtypes = [ctypes.c_int, ctypes.c_int, P, P, P, P, P, P, P, P, P, L, L, L, L, L,
                                            ctypes.c_double, P, L, ctypes.c_int, P, ctypes.c_char_p, ctypes.c_int]
+        self.lib.lcsm_cosformer_workspace.restype = L
+        self.lib.lcsm_cosformer_workspace.argtypes = [ctypes.c_int, ctypes.c_int, L, L, L, L, L, ctypes.c_char_p,
+                                                      ctypes.c_int]
+        self.lib.lcsm_cosformer_forward.restype = ctypes.c_int
+        self.lib.lcsm_cosformer_forward.argtypes = [ctypes.c_int, ctypes.c_int, P, P, P, P, L, L, L, L, L, P, L,
+                                                    ctypes.c_int, P, ctypes.c_char_p, ctypes.c_int]
         self.err = ctypes.create_string_buffer(1024)
+
+    def cosformer_forward(self, q, k, v, causal, exact=True):
+        """ReLU features, M = T, no states."""
+        B, T, H, K = q.shape
+        V = v.shape[-1]
+        dt = DTYPES[q.dtype]
+        o = torch.empty_like(v)
+        ws = self.lib.lcsm_cosformer_workspace(dt, int(causal), B, T, H, K, V, self.err, 1024)
+        if ws < 0:
+            raise RuntimeError(self.err.value.decode())
+        work = torch.empty(max(ws, 1), dtype=torch.uint8, device=q.device)
+        stream = torch.cuda.current_stream().cuda_stream
+
+        def run():
+            rc = self.lib.lcsm_cosformer_forward(dt, int(causal), q.data_ptr(), k.data_ptr(), v.data_ptr(),
+                                                 o.data_ptr(), B, T, H, K, V, work.data_ptr(), ws, int(exact), stream,
+                                                 self.err, 1024)
+            if rc:
+                raise RuntimeError(self.err.value.decode())
+        return o, run
 
     def backward(self, family, q, k, v, d_o, decay, scale, exact=True):
         """family 0: lightning (decay: log-decays [H]); 1: scalar gate (decay: fp32 gate [B, T, H]);
@@ -529,6 +555,89 @@ def run_toeplitz(lc, args, results, dev, copy_bw):
                   f"{row['yardstick']:10.2e}", flush=True)
 
 
+def cosformer_features(x, T, sin_first):
+    """ReLU features times sin and cos of pi t / 2M (M = T), as [B, T, H, 2K]."""
+    ang = torch.arange(T, device=x.device, dtype=torch.float32) * (math.pi / (2 * T))
+    c, s = (f(ang).to(x.dtype)[None, :, None, None] for f in (torch.cos, torch.sin))
+    x = F.relu(x)
+    return torch.cat([x * s, x * c] if sin_first else [x * c, x * s], dim=-1)
+
+
+def cosformer_fla(q, k, v):
+    """cosFormer through fla: chunk_linear_attn on the [q sin, q cos] / [k sin, k cos] features with
+    its normaliser (the issue's emulation; the features are formed inside the timed call)."""
+    from fla.ops.linear_attn import chunk_linear_attn
+    T = q.shape[1]
+    o, _ = chunk_linear_attn(cosformer_features(q, T, True), cosformer_features(k, T, True), v, scale=1.0,
+                             normalize=True)
+    return o
+
+
+def cosformer_reference_fp64(q, k, v, causal):
+    """The direct formula in float64 (quadratic; small T only)."""
+    T = q.shape[1]
+    u, w = cosformer_features(q.double(), T, False), cosformer_features(k.double(), T, False)
+    s = torch.einsum("bthk,bshk->bhts", u, w)
+    if causal:
+        s = torch.tril(s)
+    num = torch.einsum("bhts,bshv->bthv", s, v.double())
+    den = s.sum(-1).transpose(1, 2).unsqueeze(-1).clamp_min(1e-6)
+    return num / den
+
+
+def run_cosformer(lc, args, results, dev, copy_bw):
+    H, D = 16, 128
+    shapes = [(1, T) for T in (4096, 16384, 65536, 262144, 1 << 20) if T <= args.max_t] + [(8, 8192)]
+    print(f"\n{'cosformer forward':>26} {'lcsm ms':>9} {'fast ms':>9} {'fla ms':>9} {'fla/lcsm':>9} {'%copy':>6} "
+          f"{'lcsm-vs-fla':>12}", flush=True)
+    for causal in (True, False):
+        for B, T in shapes:
+            q, k, v = (torch.randn(B, T, H, D, device=dev, dtype=torch.bfloat16) for _ in range(3))
+            o, run = lc.cosformer_forward(q, k, v, causal)
+            ours = time_ms(run)
+            of, run_fast = lc.cosformer_forward(q, k, v, causal, exact=False)
+            fast = time_ms(run_fast)
+            theirs, diff = None, None
+            if causal:
+                reps = 10 if T <= 262144 else 3
+                theirs = time_ms(lambda: cosformer_fla(q, k, v), reps=reps)
+                fo = cosformer_fla(q, k, v)
+            run()
+            run_fast()
+            torch.cuda.synchronize()
+            if causal:
+                diff = rel_rms(o, fo)
+            frac = 4 * B * T * H * D * 2 / (ours * 1e-3) / 1e12 / copy_bw
+            label = f"{'causal' if causal else 'non-causal'} B={B} T={T}"
+            results["rows"].append(dict(op="cosformer forward", causal=causal, B=B, T=T, H=H, D=D, lcsm_ms=ours,
+                                        lcsm_fast_ms=fast, fla_ms=theirs, lcsm_vs_fla=diff, frac_copy_bw=frac))
+            ratio = f"{theirs / ours:9.2f}" if theirs else f"{'-':>9}"
+            print(f"{label:>26} {ours:9.3f} {fast:9.3f} {theirs if theirs else float('nan'):9.3f} {ratio} "
+                  f"{100 * frac:6.1f} {diff if diff is not None else float('nan'):12.2e}", flush=True)
+            if diff is not None and diff > 1e-2:
+                print(f"  MISMATCH: lcsm vs fla relative RMS {diff:.3e} > 1e-2", flush=True)
+                results["mismatch"] = True
+            del q, k, v, o, of, run, run_fast
+            torch.cuda.empty_cache()
+    # Fidelity against float64 (the direct formula on the same bf16 inputs): T = 2048, B = 1.
+    print(f"\n{'cosformer fidelity (rel RMS vs fp64)':>38} {'lcsm':>9} {'lcsm fast':>10} {'fla':>9} {'yardstick':>10}")
+    for causal in (True, False):
+        T = 2048
+        q, k, v = (torch.randn(1, T, H, D, device=dev, dtype=torch.bfloat16) for _ in range(3))
+        ref = cosformer_reference_fp64(q, k, v, causal)
+        o, run = lc.cosformer_forward(q, k, v, causal)
+        of, run_fast = lc.cosformer_forward(q, k, v, causal, exact=False)
+        run()
+        run_fast()
+        fla_err = rel_rms(cosformer_fla(q, k, v), ref) if causal else None
+        torch.cuda.synchronize()
+        row = dict(op="cosformer fidelity", causal=causal, T=T, lcsm=rel_rms(o, ref), lcsm_fast=rel_rms(of, ref),
+                   fla=fla_err, yardstick=rel_rms(ref.to(torch.bfloat16), ref))
+        results["rows"].append(row)
+        print(f"{'causal' if causal else 'non-causal':>38} {row['lcsm']:9.2e} {row['lcsm_fast']:10.2e} "
+              f"{fla_err if fla_err is not None else float('nan'):9.2e} {row['yardstick']:10.2e}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", required=True)
@@ -537,8 +646,8 @@ def main():
     ap.add_argument("--sdpa-max-t", type=int, default=1 << 20)
     ap.add_argument("--backward-families", default="lightning,scalar,vector",
                     help="the backward section's families (lightning, scalar, vector)")
-    ap.add_argument("--families", default="lightning,gated,toeplitz,backward",
-                    help="comma-separated: lightning, gated, toeplitz, backward")
+    ap.add_argument("--families", default="lightning,gated,cosformer,toeplitz,backward",
+                    help="comma-separated: lightning, gated, cosformer, toeplitz, backward")
     args = ap.parse_args()
     torch.manual_seed(0)
     dev = torch.device("cuda")
@@ -567,6 +676,8 @@ def main():
         run_backward(lc, args, results, dev, copy_bw)
     if "gated" in args.families:
         run_gated(lc, args, results, dev, copy_bw)
+    if "cosformer" in args.families:
+        run_cosformer(lc, args, results, dev, copy_bw)
     if "toeplitz" in args.families:
         run_toeplitz(lc, args, results, dev, copy_bw)
     if "lightning" not in args.families:

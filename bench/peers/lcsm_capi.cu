@@ -1,7 +1,7 @@
-// A C ABI over lcsm's CUDA lightning attention, gated recurrences (forward, decode, backward) and the
-// Toeplitz convolution, so the peers script (Python, ctypes) can run them on PyTorch tensors in the
-// same process as fla and SDPA. Contiguous
-// [B, T, H, D] tensors only; gates fp32 [B, T, H] (scalar, kind 0) or [B, T, H, K] (vector, kind 1).
+// A C ABI over lcsm's CUDA lightning attention, gated recurrences (forward, decode, backward),
+// cosFormer (forward) and the Toeplitz convolution, so the peers script (Python, ctypes) can run them
+// on PyTorch tensors in the same process as fla and SDPA. Contiguous [B, T, H, D] tensors only; gates
+// fp32 [B, T, H] (scalar, kind 0) or [B, T, H, K] (vector, kind 1).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -174,6 +174,41 @@ int lcsm_gated_step(int kind, int dtype, const void* q, const void* k, const voi
                        lcsm::view(static_cast<const T_*>(v), {B, n, H, V}),
                        lcsm::view(static_cast<T_*>(o), {B, n, H, V}), lcsm::view(state, {B, H, K, V}));
       });
+    });
+  });
+}
+
+// cosFormer forward (ReLU features, M = each sequence's length, no states): scratch bytes, -1 on error.
+long long lcsm_cosformer_workspace(int dtype, int causal, long long B, long long T, long long H, long long K,
+                                   long long V, char* error, int error_len) {
+  long long bytes = -1;
+  guarded(error, error_len, [&] {
+    dispatch(dtype, [&](auto tag) {
+      using T_ = decltype(tag);
+      lcsm::CosFormerAttention op;
+      op.causal = causal != 0;
+      bytes = static_cast<long long>(
+          lcsm::cuda::forward_workspace_bytes<T_>(op, lcsm::view(static_cast<const T_*>(nullptr), {B, T, H, K}),
+                                                  lcsm::view(static_cast<const T_*>(nullptr), {B, T, H, V})));
+    });
+  });
+  return bytes;
+}
+
+int lcsm_cosformer_forward(int dtype, int causal, const void* q, const void* k, const void* v, void* o, long long B,
+                           long long T, long long H, long long K, long long V, void* workspace,
+                           long long workspace_bytes, int exact, void* stream, char* error, int error_len) {
+  return guarded(error, error_len, [&] {
+    dispatch(dtype, [&](auto tag) {
+      using T_ = decltype(tag);
+      lcsm::CosFormerAttention op;
+      op.causal = causal != 0;
+      op.precision = exact ? lcsm::Precision::exact : lcsm::Precision::fast;
+      lcsm::cuda::Device dev{static_cast<cudaStream_t>(stream), {workspace, static_cast<std::size_t>(workspace_bytes)}};
+      lcsm::forward<T_>(dev, op, lcsm::view(static_cast<const T_*>(q), {B, T, H, K}),
+                        lcsm::view(static_cast<const T_*>(k), {B, T, H, K}),
+                        lcsm::view(static_cast<const T_*>(v), {B, T, H, V}),
+                        lcsm::view(static_cast<T_*>(o), {B, T, H, V}));
     });
   });
 }

@@ -79,6 +79,7 @@ class CudaBackend final : public Backend {
   }
 
   GatedOps* gated() override { return cuda_gated_ops(); }
+  CosformerOps* cosformer() override { return cuda_cosformer_ops(); }
   ToeplitzOps* toeplitz() override { return cuda_toeplitz_ops(); }
   Probe* probe() override { return cuda_probe(); }
 };

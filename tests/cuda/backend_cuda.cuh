@@ -91,7 +91,8 @@ struct DeviceStateGrads {
 
 // The family files' entry points (each in its own translation unit, so they compile in parallel).
 GatedOps* cuda_gated_ops();
-ToeplitzOps* cuda_toeplitz_ops();  // toeplitz_backend_cuda.cu
-Probe* cuda_probe();               // probe_cuda.cu
+CosformerOps* cuda_cosformer_ops();  // cosformer_backend_cuda.cu
+ToeplitzOps* cuda_toeplitz_ops();    // toeplitz_backend_cuda.cu
+Probe* cuda_probe();                 // probe_cuda.cu
 
 }  // namespace lcsm::test

@@ -164,6 +164,35 @@ std::string forward_with_large_key_dim_message() {
   return "";
 }
 
+std::string cosformer_error_message(const std::string& which) {
+  const std::int64_t B = 2, T = 4, H = 1, K = which == "k136" ? 136 : 16, V = 16;
+  DeviceBuffer q(B * T * H * K * 2), v(B * T * H * V * 2), o(B * T * H * V * 2), s(B * H * 2 * K * (V + 1) * 4),
+      pos(3 * 8);
+  CosFormerAttention op;
+  const auto qv = lcsm::view(static_cast<const __nv_bfloat16*>(q.get()), {B, T, H, K});
+  const auto vv = lcsm::view(static_cast<const __nv_bfloat16*>(v.get()), {B, T, H, V});
+  const auto ov = lcsm::view(static_cast<__nv_bfloat16*>(o.get()), {B, T, H, V});
+  const auto positions = [&](std::int64_t n) { return lcsm::view(static_cast<const index_t*>(pos.get()), {n}); };
+  try {
+    if (which == "k136" || which == "positions_shape" || which == "short_m") {
+      if (which == "positions_shape") op.positions = positions(3);
+      if (which == "short_m") op.length = 3;
+      lcsm::forward<__nv_bfloat16>(cuda::Device{}, op, qv, qv, vv, ov);
+    } else {
+      op.length = 100;
+      op.positions = positions(B);
+      if (which == "no_length") op.length.reset();
+      if (which == "no_positions") op.positions = {};
+      if (which == "non_causal_step") op.causal = false;
+      lcsm::step<__nv_bfloat16>(cuda::Device{}, op, qv, qv, vv, ov,
+                                lcsm::view(static_cast<float*>(s.get()), {B, H, 2 * K, V + 1}));
+    }
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
 std::string backward_error_message(bool large_value_dim) {
   const std::int64_t T = 64, H = 2, K = 64, V = large_value_dim ? 320 : 64;
   DeviceBuffer q(T * H * K * 2), v(T * H * V * 2), dq(T * H * K * 2), dk(T * H * K * 2), dv(T * H * V * 2), dg(H * 4);

@@ -38,6 +38,10 @@ LongBackwardResult run_long_backward(LongFamily family, std::int64_t T, int H, i
 // Calls that must throw; returns the exception message ("" when nothing was thrown).
 std::string forward_without_workspace_message();
 std::string forward_with_large_key_dim_message();
+// cosFormer's CUDA-only argument errors: "k136" (K > 128), "no_length" and "no_positions" (decode
+// without M or positions), "non_causal_step", "positions_shape" ([3] positions for 2 sequences),
+// "short_m" (T > M); the message, or "" when nothing was thrown.
+std::string cosformer_error_message(const std::string& which);
 // A lightning backward with a decay gradient and no workspace, or with V = 320 (> 256).
 std::string backward_error_message(bool large_value_dim);
 

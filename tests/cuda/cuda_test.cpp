@@ -82,6 +82,15 @@ TEST_CASE("cuda lightning: errors", "[cuda][validation]") {
   CHECK_THAT(backward_error_message(true), Contains("V <= 256") && Contains("V = 320"));
 }
 
+TEST_CASE("cuda cosformer: errors", "[cuda][validation][cosformer]") {
+  CHECK_THAT(cosformer_error_message("k136"), Contains("argument 'q'") && Contains("K <= 128") && Contains("K = 136"));
+  CHECK_THAT(cosformer_error_message("no_length"), Contains("argument 'op.length'") && Contains("unset"));
+  CHECK_THAT(cosformer_error_message("no_positions"), Contains("argument 'op.positions'") && Contains("absent"));
+  CHECK_THAT(cosformer_error_message("non_causal_step"), Contains("argument 'op.causal'"));
+  CHECK_THAT(cosformer_error_message("positions_shape"), Contains("argument 'op.positions'") && Contains("[2]"));
+  CHECK_THAT(cosformer_error_message("short_m"), Contains("argument 'op.length'") && Contains("T = 4"));
+}
+
 // cu_seqlens in device memory is never read on the host: 2^58 sequences fit its extent check, and
 // N x H x K x V state elements (times 4) then overflow int64 before any plan is made (the suite's
 // arguments_test.cpp runs the shared aliasing and overflow cases on this backend too).

@@ -21,6 +21,8 @@ class CosformerOps {
                        const Tensor* initial_state, Tensor* final_state, const Offsets* cu_seqlens) = 0;
   virtual void step(const CosFormerAttention& op, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o,
                     Tensor& state) = 0;
+  // Whether backward runs on this backend (the suite warns and skips where not).
+  virtual bool has_backward() const { return true; }
   virtual void backward(const CosFormerAttention& op, const Tensor& q, const Tensor& k, const Tensor& v,
                         const Tensor& d_o, const Tensor* initial_state, const Tensor* d_final_state,
                         const CosformerBackwardOut& out, const Offsets* cu_seqlens) = 0;

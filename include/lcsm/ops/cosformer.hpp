@@ -19,6 +19,7 @@
 #include <type_traits>
 
 #include "lcsm/core/error.hpp"
+#include "lcsm/core/precision.hpp"
 #include "lcsm/core/tensor.hpp"
 #include "lcsm/core/validate.hpp"
 #include "lcsm/ops/problem.hpp"
@@ -39,6 +40,8 @@ struct CosFormerAttention {
   double eps = 1e-6;
   // Tokens per block of the chunked algorithm (CPU backend).
   index_t chunk = 64;
+  // Tensor-core backends: exact (default) or fast rounding of the products (core/precision.hpp).
+  Precision precision = Precision::exact;
   // [N] (int64): the position of each sequence's first token. forward(): optional (absent: 0), so
   // a prefill can continue from a state; step(): required, [B], the position of the first decode
   // token. The view's memory is read during the call only.

@@ -12,6 +12,8 @@
 //   value       a gate [B, T, H, V] along the state's value columns, S_t = S_{t-1} diag(e^{g_t}) +
 //               k_t v_t^T: no family's forward, but the vector gate's backward passes for dq and dk
 //               (chunked/value_gate_sm80.cuh).
+//   cosine      cosFormer: no decay of the state, but the Toeplitz re-weighting cos(pi (i - j) / 2M)
+//               as the score mask, with the feature map and the normaliser (chunked/cosine_sm80.cuh).
 // Device code, except DecayKind and its traits.
 #pragma once
 
@@ -28,12 +30,15 @@ constexpr double kLog2e = 1.4426950408889634;
 constexpr float kLog2eHi = 1.4426950216293335f, kLog2eLo = 1.9259629911266175e-08f;
 
 // The decay of a family: the one template parameter that tells the engine's kernels apart.
-enum class DecayKind { head, token, key, value };
+// cosine rides on the same axis: it is the one template parameter the engine's kernels take, and
+// cosFormer's policy (a mask per token distance, features, a normaliser) replaces the decay's.
+enum class DecayKind { head, token, key, value, cosine };
 
-constexpr bool per_token(DecayKind d) { return d != DecayKind::head; }
+constexpr bool per_token(DecayKind d) { return d == DecayKind::token || d == DecayKind::key || d == DecayKind::value; }
 // Log-decays per (segment, head) the segment scan needs: none, one, one per key or per value column.
 inline int gate_width(DecayKind d, int key_dim, int value_dim) {
-  return d == DecayKind::head ? 0 : d == DecayKind::token ? 1 : d == DecayKind::key ? key_dim : value_dim;
+  if (d == DecayKind::head || d == DecayKind::cosine) return 0;
+  return d == DecayKind::token ? 1 : d == DecayKind::key ? key_dim : value_dim;
 }
 
 struct HeadDecay {

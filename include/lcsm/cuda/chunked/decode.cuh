@@ -12,6 +12,7 @@
 
 #include <cstdint>
 
+#include "lcsm/cuda/chunked/cosine.cuh"
 #include "lcsm/cuda/chunked/decay.cuh"
 #include "lcsm/cuda/chunked/params.cuh"
 #include "lcsm/cuda/dtype.cuh"
@@ -21,15 +22,20 @@ namespace lcsm::cuda::detail {
 constexpr int kStepThreads = 256;
 constexpr int kStepRows = 16;  // rows per thread per batch: 16 float4 = 256 bytes in flight each
 
-// Floats staged per token: q, k, v, the output sums, and the decays.
+// Floats staged per token: q, k, v, the output sums, and the decays (cosFormer: its features
+// [phi(q) cos, phi(q) sin], [phi(k) cos, phi(k) sin] and [v, 1], the state being [2K, V + 1]).
 inline int step_floats_per_token(DecayKind decay, int key_dim, int value_dim) {
+  if (decay == DecayKind::cosine) return 4 * key_dim + 2 * (value_dim + 1);
   return 2 * key_dim + 2 * value_dim + gate_width(decay, key_dim, value_dim);
 }
 
 template <class T, DecayKind kDecay>
 __global__ void __launch_bounds__(kStepThreads, 2) step_kernel(const __grid_constant__ RecurrenceParams p) {
   extern __shared__ float step_smem[];
-  const int K = p.key_dim, V = p.value_dim, G = p.token_group;
+  constexpr bool kCosine = kDecay == DecayKind::cosine;
+  // The state's rows and columns (cosFormer: 2K and V + 1) and q's and v's widths.
+  const int Kin = p.key_dim, Vin = p.value_dim, G = p.token_group;
+  const int K = kCosine ? 2 * Kin : Kin, V = kCosine ? Vin + 1 : Vin;
   float* sq = step_smem;   // [G][K]  q * scale
   float* sk = sq + G * K;  // [G][K]
   float* sv = sk + G * K;  // [G][V]
@@ -49,13 +55,23 @@ __global__ void __launch_bounds__(kStepThreads, 2) step_kernel(const __grid_cons
   T* o = static_cast<T*>(p.o);
   const float head_decay = kDecay == DecayKind::head ? static_cast<float>(exp(p.log_decay[h])) : 1.f;
   float* state = p.state + b * p.ss.s0 + h * p.ss.s1;
-  const float* gate = kDecay == DecayKind::head ? nullptr : p.log_gate + b * p.sg.s0 + h * p.sg.s2;
+  const float* gate = kDecay == DecayKind::head || kCosine ? nullptr : p.log_gate + b * p.sg.s0 + h * p.sg.s2;
+  [[maybe_unused]] CosSequence cos_seq{};
+  if constexpr (kCosine) cos_seq = cos_sequence(p, b, p.time);
 
   for (std::int64_t t0 = 0; t0 < p.time; t0 += G) {
     const int nt = static_cast<int>(p.time - t0 < G ? p.time - t0 : G);
     for (int i = threadIdx.x; i < nt * K; i += kStepThreads) {
       const std::int64_t t = t0 + i / K;
       const int r = i % K;
+      if constexpr (kCosine) {  // row r < K of the features: phi(x[r mod K]) times cos or sin
+        const int col = r < Kin ? r : r - Kin;
+        const float2 a = cos_angle(cos_seq, t);
+        const float f = r < Kin ? a.x : a.y;
+        sq[i] = f * cos_phi(p.relu, to_float(q[b * p.sq.s0 + t * p.sq.s1 + h * p.sq.s2 + col * p.sq.s3]));
+        sk[i] = f * cos_phi(p.relu, to_float(k[b * p.sk.s0 + t * p.sk.s1 + h * p.sk.s2 + col * p.sk.s3]));
+        continue;
+      }
       sq[i] = p.scale * to_float(q[b * p.sq.s0 + t * p.sq.s1 + h * p.sq.s2 + r * p.sq.s3]);
       sk[i] = to_float(k[b * p.sk.s0 + t * p.sk.s1 + h * p.sk.s2 + r * p.sk.s3]);
       if constexpr (kDecay == DecayKind::key) sd[i] = expf(gate[t * p.sg.s1 + r * p.sg.s3]);
@@ -65,7 +81,7 @@ __global__ void __launch_bounds__(kStepThreads, 2) step_kernel(const __grid_cons
     for (int i = threadIdx.x; i < nt * V; i += kStepThreads) {
       const std::int64_t t = t0 + i / V;
       const int c = i % V;
-      sv[i] = to_float(v[b * p.sv.s0 + t * p.sv.s1 + h * p.sv.s2 + c * p.sv.s3]);
+      sv[i] = c < Vin ? to_float(v[b * p.sv.s0 + t * p.sv.s1 + h * p.sv.s2 + c * p.sv.s3]) : 1.f;  // [v, 1]
       so[i] = 0.f;
     }
     __syncthreads();
@@ -120,10 +136,14 @@ __global__ void __launch_bounds__(kStepThreads, 2) step_kernel(const __grid_cons
       }
     }
     __syncthreads();
-    for (int i = threadIdx.x; i < nt * V; i += kStepThreads) {
-      const std::int64_t t = t0 + i / V;
-      const int c = i % V;
-      o[b * p.so.s0 + t * p.so.s1 + h * p.so.s2 + c * p.so.s3] = from_float<T>(so[i]);
+    for (int i = threadIdx.x; i < nt * Vin; i += kStepThreads) {
+      const int tt = i / Vin, c = i % Vin;
+      float x = so[tt * V + c];
+      if constexpr (kCosine) {  // num / max(den, eps), the denominator in column V (NaN stays NaN)
+        const float den = so[tt * V + Vin];
+        x /= den < p.eps ? p.eps : den;
+      }
+      o[b * p.so.s0 + (t0 + tt) * p.so.s1 + h * p.so.s2 + c * p.so.s3] = from_float<T>(x);
     }
     __syncthreads();  // the staging is reused by the next group
   }

@@ -21,6 +21,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "lcsm/cuda/chunked/chunk_mma_sm80.cuh"
+#include "lcsm/cuda/chunked/cosine_sm80.cuh"
 #include "lcsm/cuda/chunked/decay.cuh"
 #include "lcsm/cuda/chunked/key_gate_sm80.cuh"
 #include "lcsm/cuda/chunked/params.cuh"
@@ -31,22 +33,6 @@
 
 namespace lcsm::cuda::detail {
 
-template <bool kLo>
-__device__ __forceinline__ void load_a(SplitA& a, const __nv_bfloat16* hi, const __nv_bfloat16* lo, int off) {
-  ldmatrix_x4(a.hi, hi + off);
-  if constexpr (kLo) ldmatrix_x4(a.lo, lo + off);
-}
-template <bool kLo>
-__device__ __forceinline__ void load_b(SplitB& b, const __nv_bfloat16* hi, const __nv_bfloat16* lo, int off) {
-  ldmatrix_x4(b.hi, hi + off);
-  if constexpr (kLo) ldmatrix_x4(b.lo, lo + off);
-}
-template <bool kLo>
-__device__ __forceinline__ void load_b_trans(SplitB& b, const __nv_bfloat16* hi, const __nv_bfloat16* lo, int off) {
-  ldmatrix_x4_trans(b.hi, hi + off);
-  if constexpr (kLo) ldmatrix_x4_trans(b.lo, lo + off);
-}
-
 // The decay policy object of a kernel (the column gates have none: key_gate_sm80.cuh and
 // value_gate_sm80.cuh; their scores are masked only).
 struct NoChunkDecay {
@@ -54,153 +40,16 @@ struct NoChunkDecay {
   __device__ float mask(int, int) const { return 1.f; }
 };
 template <class Tr>
-__device__ __forceinline__ auto chunk_decay(const RecurrenceParams& p, int h, unsigned char* smem_raw) {
-  if constexpr (Tr::kColumnGate) {
+__device__ __forceinline__ auto chunk_decay(const RecurrenceParams& p, const Item& it, int h, unsigned char* smem_raw) {
+  if constexpr (Tr::kCosine) {
+    return CosineTiles<Tr>(smem_raw).make_mask(cos_sequence(p, it.seq, it.length));
+  } else if constexpr (Tr::kColumnGate) {
     return NoChunkDecay{};
   } else if constexpr (Tr::kTokenGate) {
     return TokenDecay<Tr::kChunk>::make(reinterpret_cast<float4*>(smem_raw + Tr::kOffDecay) +
                                         (threadIdx.x / 32) * Tr::kChunk);
   } else {
     return HeadDecay::make<Tr::kChunk>(p, h, reinterpret_cast<float*>(smem_raw + Tr::kOffDecay));
-  }
-}
-
-// Scores of rows [r0, r0 + 16) x this warp's columns, decay mask, P (hi, lo) to smem. The operands
-// are q, k (lightning, scalar gate) or the vector gate's Q~, K^; kSplit: they carry a lo term.
-template <class Tr, bool kSplit, class Decay>
-__device__ __forceinline__ void scores_sm80(const __nv_bfloat16* qh, const __nv_bfloat16* ql, const __nv_bfloat16* kh,
-                                            const __nv_bfloat16* kl, __nv_bfloat16* sPh, __nv_bfloat16* sPl,
-                                            const Decay& decay, int r0, int cw, int lane) {
-  float A[Tr::kScoreTiles][4] = {};
-  const int n0 = cw * Tr::kScoreTiles * 8;
-#pragma unroll
-  for (int kk = 0; kk < Tr::kKeyTile / 16; ++kk) {
-    SplitA q;
-    load_a<kSplit>(q, qh, ql, (r0 + lane % 16) * Tr::kKP + kk * 16 + (lane / 16) * 8);
-#pragma unroll
-    for (int np = 0; np < Tr::kScoreTiles / 2; ++np) {
-      SplitB k;
-      load_b<kSplit>(k, kh, kl, (n0 + np * 16 + lane % 8 + (lane / 16) * 8) * Tr::kKP + kk * 16 + ((lane / 8) % 2) * 8);
-      split_mma<kSplit, kSplit>(A[2 * np], A[2 * np + 1], q, k);
-    }
-  }
-#pragma unroll
-  for (int j = 0; j < Tr::kScoreTiles; ++j)
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int row = r0 + lane / 4 + half * 8, col = n0 + j * 8 + 2 * (lane % 4);
-      float x0 = A[j][2 * half], x1 = A[j][2 * half + 1];
-      x0 = col <= row ? (decay.active() ? x0 * decay.mask(row, col) : x0) : 0.f;
-      x1 = col + 1 <= row ? (decay.active() ? x1 * decay.mask(row, col + 1) : x1) : 0.f;
-      std::uint32_t h32, l32;
-      split_pack_bf16(x0, x1, h32, l32);
-      *reinterpret_cast<std::uint32_t*>(sPh + row * Tr::kPP + col) = h32;
-      if constexpr (Tr::kSplitP) *reinterpret_cast<std::uint32_t*>(sPl + row * Tr::kPP + col) = l32;
-    }
-}
-
-// O += Q S for rows [r0, r0 + 16) x this warp's output columns. Q is q (lightning, the scalar and
-// value gates) or the vector gate's q e^L.
-template <class Tr, bool kQLo>
-__device__ __forceinline__ void output_state_sm80(float (&O)[Tr::kOutTiles][4], const __nv_bfloat16* qh,
-                                                  const __nv_bfloat16* ql, const __nv_bfloat16* sSh,
-                                                  const __nv_bfloat16* sSl, int r0, int v0, int lane) {
-#pragma unroll
-  for (int kk = 0; kk < Tr::kKeyTile / 16; ++kk) {
-    SplitA q;
-    load_a<kQLo>(q, qh, ql, (r0 + lane % 16) * Tr::kKP + kk * 16 + (lane / 16) * 8);
-#pragma unroll
-    for (int np = 0; np < Tr::kOutTiles / 2; ++np) {
-      SplitB s;
-      load_b_trans<Tr::kExactState>(
-          s, sSh, sSl, (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * Tr::kVP + v0 + np * 16 + (lane / 16) * 8);
-      split_mma<kQLo, Tr::kExactState>(O[2 * np], O[2 * np + 1], q, s);
-    }
-  }
-}
-
-// O += P V for rows [r0, r0 + 16) x this warp's output columns; V is v or the value gate's V^ (kVLo:
-// with a lo term).
-template <class Tr, bool kVLo>
-__device__ __forceinline__ void output_scores_sm80(float (&O)[Tr::kOutTiles][4], const __nv_bfloat16* sPh,
-                                                   const __nv_bfloat16* sPl, const __nv_bfloat16* vh,
-                                                   const __nv_bfloat16* vl, int r0, int v0, int lane) {
-#pragma unroll
-  for (int kk = 0; kk < Tr::kChunk / 16; ++kk) {
-    SplitA pa;
-    load_a<Tr::kSplitP>(pa, sPh, sPl, (r0 + lane % 16) * Tr::kPP + kk * 16 + (lane / 16) * 8);
-#pragma unroll
-    for (int np = 0; np < Tr::kOutTiles / 2; ++np) {
-      SplitB v;
-      load_b_trans<kVLo>(v, vh, vl,
-                         (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * Tr::kVP + v0 + np * 16 + (lane / 16) * 8);
-      split_mma<Tr::kSplitP, kVLo>(O[2 * np], O[2 * np + 1], pa, v);
-    }
-  }
-}
-
-// O = Q S (rows scaled by row_factor) + P V for rows [r0, r0 + 16) x this warp's output columns.
-template <class Tr, bool kQLo, class RowFactor>
-__device__ __forceinline__ void output_sm80(float (&O)[Tr::kOutTiles][4], const __nv_bfloat16* qh,
-                                            const __nv_bfloat16* ql, const StageTiles<Tr>& st, const __nv_bfloat16* sPh,
-                                            const __nv_bfloat16* sPl, const __nv_bfloat16* sSh,
-                                            const __nv_bfloat16* sSl, bool state_zero, RowFactor&& row_factor, int r0,
-                                            int v0, int lane) {
-  if (!state_zero) {
-    output_state_sm80<Tr, kQLo>(O, qh, ql, sSh, sSl, r0, v0, lane);
-    row_factor(O, r0 + lane / 4);
-  }
-  output_scores_sm80<Tr, Tr::kSplitInputs>(O, sPh, sPl, st.vh, st.vl, r0, v0, lane);
-}
-
-// S = decay S + W^T V with W the decayed keys: lightning and the scalar gate scale k's fragments in
-// registers by key_factor(j) (split into hi + lo when exact); the vector gate reads its K~ tiles.
-// V: v, or the value gate's V~ (kVLo: with a lo term).
-template <class Tr, bool kVLo, class KeyFactor>
-__device__ __forceinline__ void state_update_sm80(StateRegs<Tr>& S, const StageTiles<Tr>& st,
-                                                  const __nv_bfloat16* wh_tile, const __nv_bfloat16* wl_tile,
-                                                  const __nv_bfloat16* vh_tile, const __nv_bfloat16* vl_tile,
-                                                  KeyFactor&& key_factor, int warp, int lane) {
-  constexpr bool kSplit = Tr::kSplitInputs;
-  constexpr bool kWLo = Tr::kExactState || kSplit;  // W carries a lo term (the vector gate's K~: kLoQK)
-  const int srow0 = (warp % Tr::kStateRowWarps) * Tr::kStateMTiles * 16;
-  const int scol0 = (warp / Tr::kStateRowWarps) * Tr::kStateNTiles * 8;
-#pragma unroll
-  for (int kk = 0; kk < Tr::kChunk / 16; ++kk) {
-    // Tokens of this lane's fragment elements: a0/a1 hold j0, j0 + 1; a2/a3 hold j0 + 8, j0 + 9.
-    const int j0 = kk * 16 + 2 * (lane % 4);
-    float w[4];
-    if constexpr (!Tr::kKeyGate)
-      w[0] = key_factor(j0), w[1] = key_factor(j0 + 1), w[2] = key_factor(j0 + 8), w[3] = key_factor(j0 + 9);
-#pragma unroll
-    for (int m = 0; m < Tr::kStateMTiles; ++m) {
-      SplitA W;
-      const int off = (kk * 16 + lane % 8 + (lane / 16) * 8) * Tr::kKP + srow0 + m * 16 + ((lane / 8) % 2) * 8;
-      if constexpr (Tr::kKeyGate) {
-        ldmatrix_x4_trans(W.hi, wh_tile + off);
-        if constexpr (kWLo) ldmatrix_x4_trans(W.lo, wl_tile + off);
-      } else {
-        std::uint32_t kh[4], kl[4];
-        ldmatrix_x4_trans(kh, st.kh + off);
-        if constexpr (kSplit) ldmatrix_x4_trans(kl, st.kl + off);
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {
-          float2 x = unpack_bf16(kh[r]);
-          if constexpr (kSplit) {
-            const float2 y = unpack_bf16(kl[r]);
-            x.x += y.x, x.y += y.y;
-          }
-          split_pack_bf16(w[r < 2 ? 0 : 2] * x.x, w[r < 2 ? 1 : 3] * x.y, W.hi[r], W.lo[r]);
-        }
-      }
-#pragma unroll
-      for (int np = 0; np < Tr::kStateNTiles / 2; ++np) {
-        SplitB v;
-        load_b_trans<kVLo>(v, vh_tile, vl_tile,
-                           (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * Tr::kVP + scol0 + np * 16 + (lane / 16) * 8);
-        split_mma<kWLo, kVLo>(S[m][2 * np], S[m][2 * np + 1], W, v);
-      }
-    }
   }
 }
 
@@ -215,6 +64,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
   __nv_bfloat16* sSl = smem + Tr::kOffSl;  // only when exact
   const KeyGateTiles<Tr> kg(smem, smem_raw);
   const ValueGateTiles<Tr> vg(smem, smem_raw);
+  const CosineTiles<Tr> ct(smem_raw);
 
   const BlockCoords bc = block_coords(p);
   Item it;
@@ -224,21 +74,33 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, h = bc.head;
   const int K = p.key_dim, V = p.value_dim, c0 = bc.value_block * VT;
-  auto decay = chunk_decay<Tr>(p, h, smem_raw);
+  auto decay = chunk_decay<Tr>(p, it, h, smem_raw);
   double segment_log2[kKeysPerThread<Tr>] = {};  // the segment's total log2-decay (gates)
+  // cosFormer: the sequence's positions, whether the outputs read the whole sequence's sums (then
+  // nothing is updated), and which z buffer holds the sums before the chunk.
+  [[maybe_unused]] CosSequence cos_seq{};
+  if constexpr (Tr::kCosine) cos_seq = cos_sequence(p, it.seq, it.length);
+  const bool bidirectional = Tr::kCosine && !kDeltaOnly && p.bidirectional;
+  [[maybe_unused]] int zc = 0;
 
+  // The state in global memory: [.., K, V], cosFormer's [.., 2K, V + 1] (z in column V).
+  const int SR = Tr::kCosine ? 2 * K : K, SC = Tr::kCosine ? V + 1 : V;
   StateRegs<Tr> S;
   bool state_zero = true;
-  const Strides4 ws{static_cast<std::int64_t>(p.heads) * K * V, static_cast<std::int64_t>(K) * V, V, 1};
-  if (!kDeltaOnly && p.segment_states) {  // cut sequences: every segment starts from the scanned state
-    state_from_global<Tr>(S, p.segment_states, ws, bc.item, h, c0, K, V);
-    state_zero = false;
+  const Strides4 ws{static_cast<std::int64_t>(p.heads) * SR * SC, static_cast<std::int64_t>(SR) * SC, SC, 1};
+  const float* start = nullptr;  // where the state before the segment is, and its indices
+  Strides4 start_strides = ws;
+  std::int64_t start_index = 0;
+  if (bidirectional) {  // the whole sequence's sums (slice_fold_kernel)
+    start = p.last_delta, start_index = it.seq;
+  } else if (!kDeltaOnly && p.segment_states) {  // cut sequences: every segment starts from the scanned state
+    start = p.segment_states, start_index = bc.item;
   } else if (!kDeltaOnly && p.initial_state) {
-    state_from_global<Tr>(S, p.initial_state, p.s_initial, it.seq, h, c0, K, V);
-    state_zero = false;
-  } else {
-    state_from_global<Tr>(S, nullptr, p.s_initial, 0, 0, c0, K, V);
+    start = p.initial_state, start_strides = p.s_initial, start_index = it.seq;
   }
+  state_from_global<Tr>(S, start, start_strides, start_index, h, c0, K, V);
+  if constexpr (Tr::kCosine) cos_z_from_global<Tr>(ct.z, start, start_strides, start_index, h, K, V);
+  state_zero = start == nullptr;
   if (!kDeltaOnly && !state_zero) state_to_smem<Tr>(S, sSh, sSl);
 
   T* o = static_cast<T*>(p.o);
@@ -254,6 +116,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
     const int c = static_cast<int>(it.end - t < C ? it.end - t : C);
     const std::int64_t tg = it.start + t;  // first token of the chunk in the batch row
     const StageTiles<Tr> st(smem + Tr::kOffStages + stage * Tr::kStage);
+    if constexpr (Tr::kCosine) ct.set_angles(cos_seq, t, c);
     // This chunk's loads are the oldest in flight; with two stages, start the next chunk's now.
     if constexpr (Tr::kStages == 2) {
       if (t + C < it.end) {
@@ -268,6 +131,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
       cp_async_wait<0>();
     }
     __syncthreads();  // chunk data (and the state operand) visible to all
+    if constexpr (Tr::kCosine) {
+      cos_features<Tr, kDeltaOnly>(st, c, K, p.relu);
+      __syncthreads();  // phi(q), phi(k)
+    }
 
     bool steep = false;  // the value gate's chunk takes the steep form (value_gate_sm80.cuh)
     if constexpr (Tr::kValueGate) {
@@ -309,34 +176,20 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
         decay.prepare(st.gates);
         segment_log2[0] += decay.chunk_log2;
       }
-      if (!kDeltaOnly && cw < Tr::kScoreColWarps)
-        scores_sm80<Tr, Tr::kSplitInputs>(st.qh, st.ql, st.kh, st.kl, sPh, sPl, decay, r0, cw, lane);
+      if (!kDeltaOnly && !bidirectional && cw < Tr::kScoreColWarps)
+        scores_sm80<Tr, Tr::kStageLoQK>(st.qh, st.ql, st.kh, st.kl, sPh, sPl, decay, r0, cw, lane);
       __syncthreads();  // P complete
     }
 
     if (!kDeltaOnly) {
       float O[Tr::kOutTiles][4] = {};
+      float2 row_scale = make_float2(p.scale, p.scale);  // of rows r0 + lane / 4 and + 8 (cosFormer: 1 / den)
       if constexpr (Tr::kValueGate) {
-        // Gentle: e^{L} (Q S + A V^). Steep: rows < 16 e^{L} Q S, rows >= 16 e^{L - M} (e^{M} Q S +
-        // A V^) with M = L_15; then the diagonal blocks.
-        const float* L = st.gates;
-        if (!state_zero) {
-          output_state_sm80<Tr, Tr::kSplitInputs>(O, st.qh, st.ql, sSh, sSl, r0, v0, lane);
-          if (steep)
-            scale_outputs<Tr>(O, r0, v0, lane, [&](int row, int col) {
-              return value_gate_factor<Tr>(L, vg.gate_lo, row < 16 ? row : 15, -1, col);
-            });
-        }
-        if (!steep || rw == 1) output_scores_sm80<Tr, Tr::kLoV>(O, sPh, sPl, vg.uh, vg.ul, r0, v0, lane);
-        if (!steep) {
-          scale_outputs<Tr>(O, r0, v0, lane,
-                            [&](int row, int col) { return value_gate_factor<Tr>(L, vg.gate_lo, row, -1, col); });
-        } else {
-          if (rw == 1)
-            scale_outputs<Tr>(O, r0, v0, lane,
-                              [&](int row, int col) { return value_gate_factor<Tr>(L, vg.gate_lo, row, 15, col); });
-          value_gate_diagonal<Tr>(O, st, vg, sPh, sPl, r0, v0, lane);
-        }
+        value_gate_outputs_sm80<Tr>(O, st, vg, sPh, sPl, sSh, sSl, state_zero, steep, rw, r0, v0, lane);
+      } else if constexpr (Tr::kCosine) {
+        row_scale = cos_inverse_denominators<Tr>(st, sPh, sPl, ct, ct.z + zc * Tr::kKeyTile, !bidirectional,
+                                                 !state_zero, r0, lane, p.eps);
+        cos_outputs_sm80<Tr>(O, st, ct, sPh, sPl, sSh, sSl, !state_zero, !bidirectional, r0, v0, lane);
       } else if constexpr (Tr::kKeyGate) {
         output_sm80<Tr, Tr::kLoQK>(
             O, kg.qh, kg.ql, st, sPh, sPl, sSh, sSl, state_zero, [](auto&, int) {}, r0, v0, lane);
@@ -355,7 +208,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
           const int row = r0 + lane / 4 + half * 8, lcol = v0 + j * 8 + 2 * (lane % 4), col = c0 + lcol;
-          const float x0 = p.scale * O[j][2 * half], x1 = p.scale * O[j][2 * half + 1];
+          const float f = half ? row_scale.y : row_scale.x;
+          const float x0 = f * O[j][2 * half], x1 = f * O[j][2 * half + 1];
           if constexpr (Tr::kStageOutput) {
             if (!p.out_float) {  // written out after the update's barrier
               T* so = reinterpret_cast<T*>(smem + Tr::kOffO) + row * Tr::kVP + lcol;
@@ -395,6 +249,14 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
           }
       state_update_sm80<Tr, Tr::kLoV>(
           S, st, nullptr, nullptr, vg.th, vg.tl, [](int) { return 1.f; }, warp, lane);
+    } else if constexpr (Tr::kCosine) {  // S += [cs (.) b; sn (.) b]^T V, z likewise
+      if (!bidirectional) {
+        state_update_sm80<Tr, Tr::kSplitInputs>(
+            S, st, nullptr, nullptr, st.vh, st.vl,
+            [&](int j, bool sin_half) { return sin_half ? ct.angles[j].y : ct.angles[j].x; }, warp, lane);
+        cos_advance_z<Tr>(st, ct, ct.z + zc * Tr::kKeyTile, ct.z + (zc ^ 1) * Tr::kKeyTile);
+        zc ^= 1;
+      }
     } else if constexpr (!Tr::kKeyGate) {
       if (decay.active()) {
         const float f = decay.state(c);
@@ -427,7 +289,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
       }
     }
     state_zero = false;
-    if (!kDeltaOnly && t + C < it.end) state_to_smem<Tr>(S, sSh, sSl);  // read after the next sync
+    if (!kDeltaOnly && !bidirectional && t + C < it.end) state_to_smem<Tr>(S, sSh, sSl);  // read after the next sync
     if constexpr (Tr::kStages == 2) {
       stage ^= 1;
     } else if (t + C < it.end) {
@@ -437,8 +299,12 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
   }
 
   if (kDeltaOnly) {  // delta of segment s: the next slot, or last_delta for a sequence's last segment
-    if (last_segment) state_to_global<Tr>(S, p.last_delta, ws, it.seq, h, c0, K, V);
-    else state_to_global<Tr>(S, p.segment_states, ws, bc.item + 1, h, c0, K, V);
+    float* dst = last_segment ? p.last_delta : p.segment_states;
+    const std::int64_t index = last_segment ? it.seq : bc.item + 1;
+    state_to_global<Tr>(S, dst, ws, index, h, c0, K, V);
+    if constexpr (Tr::kCosine) {
+      if (bc.value_block == 0) cos_z_to_global<Tr>(ct.z + zc * Tr::kKeyTile, dst, ws, index, h, K, V);
+    }
     if constexpr (Tr::kTokenGate) {
       if (bc.value_block == 0 && threadIdx.x == 0)
         p.segment_log_decay[bc.item * p.heads + h] = static_cast<float>(segment_log2[0]);
@@ -461,6 +327,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
     }
   } else if (last_segment && p.final_state) {
     state_to_global<Tr>(S, p.final_state, p.s_final, it.seq, h, c0, K, V);
+    if constexpr (Tr::kCosine) {
+      if (bc.value_block == 0) cos_z_to_global<Tr>(ct.z + zc * Tr::kKeyTile, p.final_state, p.s_final, it.seq, h, K, V);
+    }
   }
 }
 

@@ -5,8 +5,9 @@
 //   - define LCSM_CUDA_EXTERN_INSTANCES in every translation unit (the calls are then declared
 //     extern and their kernels are not compiled there), and
 //   - compile one file (or one per decay, for parallel builds) that includes lcsm/cuda.cuh and says
-//     LCSM_CUDA_INSTANTIATE(head), LCSM_CUDA_INSTANTIATE(token), LCSM_CUDA_INSTANTIATE(key) and
-//     LCSM_CUDA_INSTANTIATE_FORWARD(value) (the vector gate's backward passes: a forward only).
+//     LCSM_CUDA_INSTANTIATE(head), LCSM_CUDA_INSTANTIATE(token), LCSM_CUDA_INSTANTIATE(key),
+//     LCSM_CUDA_INSTANTIATE(cosine) and LCSM_CUDA_INSTANTIATE_FORWARD(value) (the vector gate's
+//     backward passes: a forward only).
 // run.cuh includes this header after its definitions and declares the instances extern there.
 // lcsm's own tests, benchmarks and demo do this (instances/CMakeLists.txt). Without the macro the
 // headers stay header-only: nothing here changes what a call computes.
@@ -16,9 +17,9 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-// The instances of one decay kind (head: lightning; token: scalar gate; key: vector gate) for the
-// three input types: PREFIX extern declares them (run.cuh, under LCSM_CUDA_EXTERN_INSTANCES), an
-// empty PREFIX defines them (LCSM_CUDA_INSTANTIATE).
+// The instances of one decay kind (head: lightning; token: scalar gate; key: vector gate; cosine:
+// cosFormer) for the three input types: PREFIX extern declares them (run.cuh, under
+// LCSM_CUDA_EXTERN_INSTANCES), an empty PREFIX defines them (LCSM_CUDA_INSTANTIATE).
 // run_forward's instance is its phased form (run.cuh); the other overload calls it.
 #define LCSM_CUDA_FORWARD_INSTANCE_OF_TYPE(PREFIX, T, DECAY)                                                 \
   PREFIX template void lcsm::cuda::detail::run_forward<T, lcsm::cuda::detail::DecayKind::DECAY>(             \

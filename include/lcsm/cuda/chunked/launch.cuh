@@ -85,8 +85,8 @@ void run_segments(const RecurrenceParams& p, const ChunkPlan& plan, cudaStream_t
     launch(std::true_type{});
   }
   if (phase == ForwardPhase::deltas) return;
-  if (plan.split) {
-    const std::int64_t kv = static_cast<std::int64_t>(p.key_dim) * p.value_dim;
+  if (plan.split && !p.bidirectional) {  // cosFormer's non-causal outputs read the whole sums instead
+    const std::int64_t kv = static_cast<std::int64_t>(state_rows<kDecay>(p)) * state_cols<kDecay>(p);
     const std::int64_t blocks = (kv + kScanThreads - 1) / kScanThreads * p.heads * p.sequences;
     segment_scan_kernel<kDecay><<<grid_size(blocks, "state elements"), kScanThreads, 0, stream>>>(p);
     LCSM_CUDA_CHECK(cudaGetLastError());
@@ -121,7 +121,8 @@ bool sm90_kernels_available() {
 // the per-head or scalar-gate decay (outputs bf16, or fp32 with unit-stride rows: out_float).
 template <class T, DecayKind kDecay>
 bool sm90_path(const RecurrenceParams& p, Kernels kernels) {
-  if constexpr (!std::is_same_v<T, __nv_bfloat16> || kDecay == DecayKind::key || kDecay == DecayKind::value) {
+  if constexpr (!std::is_same_v<T, __nv_bfloat16> || kDecay == DecayKind::key || kDecay == DecayKind::value ||
+                kDecay == DecayKind::cosine) {
     return false;
   } else {
     return kernels == Kernels::automatic && p.vectorized && p.key_dim <= 128 && p.key_dim % 8 == 0 &&
@@ -165,6 +166,10 @@ void dispatch_sm80(const RecurrenceParams& p, const ChunkPlan& plan, bool exact,
     else by_precision(I256{}, I64{});
   } else if constexpr (kDecay == DecayKind::value) {
     if (p.key_dim > 128) by_precision(I256{}, I64{});
+    else if (plan.tile.value_tile == 64) by_precision(I128{}, I64{});
+    else by_precision(I128{}, I128{});
+  } else if constexpr (kDecay == DecayKind::cosine) {  // the state's 2K rows fix the key tile
+    if (2 * p.key_dim > 128) by_precision(I256{}, I64{});
     else if (plan.tile.value_tile == 64) by_precision(I128{}, I64{});
     else by_precision(I128{}, I128{});
   } else {

@@ -39,6 +39,14 @@ struct RecurrenceParams {
   bool gate_restart;
   bool gate_from_head;
 
+  // cosFormer (DecayKind::cosine, chunked/cosine_sm80.cuh). The engine's state is then [2K, V + 1]:
+  // key_dim and value_dim stay q's K and v's V, the state's rows and columns are 2K and V + 1.
+  const std::int64_t* positions;  // [N] (device) first position of each sequence; null: 0
+  std::int64_t cos_length;        // M when > 0; else each sequence's first position + its length
+  float eps;                      // the denominator's clamp
+  bool relu;                      // phi = ReLU, else 1 + ELU
+  bool bidirectional;             // non-causal: every token reads the whole sequence's state (last_delta)
+
   // Sequences: B rows of T tokens, or cu_seqlens over row 0 (device memory, int32 or int64).
   const void* cu_seqlens;
   bool cu_seqlens_int64;

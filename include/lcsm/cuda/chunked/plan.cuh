@@ -34,6 +34,7 @@ constexpr int kKeyGateValueTile = LCSM_CUDA_KEY_GATE_VALUE_TILE;
 static_assert(kKeyGateValueTile == 64 || kKeyGateValueTile == 128, "LCSM_CUDA_KEY_GATE_VALUE_TILE: 64 or 128");
 
 inline TileShape tile_shape(DecayKind decay, std::int64_t key_dim, std::int64_t value_dim) {
+  if (decay == DecayKind::cosine) key_dim *= 2;  // the state's rows: the cos and sin features
   if (decay == DecayKind::key) return key_dim > 128 ? TileShape{16, 64} : TileShape{32, kKeyGateValueTile};
   if (decay == DecayKind::value) return key_dim > 128 ? TileShape{32, 64} : TileShape{32, value_dim <= 64 ? 64 : 128};
   if (key_dim > 128) return {32, 64};
@@ -46,7 +47,8 @@ struct ChunkPlan {
   std::int64_t value_blocks, segment_len, segments_per_seq, max_items;
   bool split;
   std::size_t states_bytes, log_decay_bytes, offsets_bytes;
-  std::size_t workspace_bytes() const { return states_bytes + log_decay_bytes + offsets_bytes; }
+  std::size_t totals_bytes;  // cosFormer non-causal: each sequence's whole sums (cuda/cosformer.cuh)
+  std::size_t workspace_bytes() const { return states_bytes + log_decay_bytes + offsets_bytes + totals_bytes; }
 };
 
 inline std::size_t round_up_256(std::size_t bytes) { return (bytes + 255) / 256 * 256; }

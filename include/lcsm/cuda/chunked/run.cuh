@@ -55,9 +55,10 @@ bool rows_are_16_byte_aligned(const V& v) {
 template <class T>
 ProblemShape check_forward_call(const char* where, const View<const T, 4>& q, const View<const T, 4>& k,
                                 const View<const T, 4>& v, const View<T, 4>& o, const StateIO<float>& state,
-                                const CuSeqlens& cu, const lcsm::detail::Operands& ops) {
+                                const CuSeqlens& cu, const lcsm::detail::Operands& ops,
+                                lcsm::detail::StateLayout layout = lcsm::detail::StateLayout::kv) {
   using namespace lcsm::detail;
-  const ProblemShape p = check_forward(where, q, k, v, o, state, cu, ops, StateLayout::kv, OffsetsAt::device);
+  const ProblemShape p = check_forward(where, q, k, v, o, state, cu, ops, layout, OffsetsAt::device);
   if (cu.present())
     check_argument(cu.stride() == 1, where, "cu_seqlens", "contiguous offsets", concat("stride ", cu.stride()));
   check_argument(p.key_dim <= 256, where, "q", "K <= 256", concat("K = ", p.key_dim));
@@ -119,9 +120,13 @@ void set_gate(RecurrenceParams& p, const View<const float, Rank>& gate) {
 
 template <DecayKind kDecay>
 ChunkPlan plan_forward(const ProblemShape& s, bool varlen) {
-  return plan_chunks(tile_shape(kDecay, s.key_dim, s.value_dim), s.time, s.heads, s.key_dim, s.value_dim, s.sequences,
-                     varlen, gate_width(kDecay, static_cast<int>(s.key_dim), static_cast<int>(s.value_dim)),
-                     multiprocessor_count());
+  ChunkPlan plan = plan_chunks(
+      tile_shape(kDecay, s.key_dim, s.value_dim), s.time, s.heads, s.key_dim, s.value_dim, s.sequences, varlen,
+      gate_width(kDecay, static_cast<int>(s.key_dim), static_cast<int>(s.value_dim)), multiprocessor_count());
+  if (kDecay == DecayKind::cosine && plan.split)  // states of 2K rows and V + 1 columns
+    plan.states_bytes =
+        round_up_256(static_cast<std::size_t>(plan.max_items * s.heads * 2 * s.key_dim * (s.value_dim + 1)) * 4);
+  return plan;
 }
 
 // Scratch bytes of a forward with these shapes on the current device (0: none).
@@ -146,9 +151,9 @@ inline void check_workspace(const char* where, const Device& device, const Chunk
 // and shapes, then the segment deltas, the scan and the outputs. In-place states (final ==
 // initial) are safe: unsplit, one CTA reads a sequence's initial state before it writes its final
 // state; split, only the scan launch reads initial states.
-template <class T, DecayKind kDecay>
-void run_forward(RecurrenceParams p, const ChunkPlan& plan, const Device& device, Precision precision,
-                 ForwardPhase phase) {
+// The plan's segments and workspace into the params (run_forward does it; callers that launch
+// the engine's other kernels between phases do it first).
+inline void set_plan(RecurrenceParams& p, const ChunkPlan& plan, const Device& device) {
   p.value_blocks = static_cast<int>(plan.value_blocks);
   p.segment_len = plan.segment_len;
   p.segments_per_seq = plan.segments_per_seq;
@@ -160,9 +165,16 @@ void run_forward(RecurrenceParams p, const ChunkPlan& plan, const Device& device
     if (p.cu_seqlens)
       p.segment_offsets = reinterpret_cast<const std::int64_t*>(base + plan.states_bytes + plan.log_decay_bytes);
   }
+}
+
+template <class T, DecayKind kDecay>
+void run_forward(RecurrenceParams p, const ChunkPlan& plan, const Device& device, Precision precision,
+                 ForwardPhase phase) {
+  set_plan(p, plan, device);
   const bool exact = precision == Precision::exact;
   if (sm90_path<T, kDecay>(p, device.kernels)) {
-    if constexpr (std::is_same_v<T, __nv_bfloat16> && kDecay != DecayKind::key && kDecay != DecayKind::value) {
+    if constexpr (std::is_same_v<T, __nv_bfloat16> && kDecay != DecayKind::key && kDecay != DecayKind::value &&
+                  kDecay != DecayKind::cosine) {
       run_segments<kDecay>(p, plan, device.stream, phase, [&](auto delta_only) {
         constexpr bool kDelta = decltype(delta_only)::value;
         if (exact) launch_sm90<kDecay, true, kDelta>(p, plan.max_items, device.stream);
@@ -199,5 +211,6 @@ void run_step(RecurrenceParams p, const View<float, 4>& state, cudaStream_t stre
 LCSM_CUDA_INSTANCES_OF_DECAY(extern, head)
 LCSM_CUDA_INSTANCES_OF_DECAY(extern, token)
 LCSM_CUDA_INSTANCES_OF_DECAY(extern, key)
+LCSM_CUDA_INSTANCES_OF_DECAY(extern, cosine)
 LCSM_CUDA_FORWARD_INSTANCES_OF_DECAY(extern, value)
 #endif

@@ -12,22 +12,34 @@ namespace lcsm::cuda::detail {
 
 constexpr int kScanThreads = 256;
 
+// The state's rows and columns: [K, V], cosFormer's [2K, V + 1] (its key sums z in column V).
+template <DecayKind kDecay>
+__host__ __device__ inline int state_rows(const RecurrenceParams& p) {
+  return kDecay == DecayKind::cosine ? 2 * p.key_dim : p.key_dim;
+}
+template <DecayKind kDecay>
+__host__ __device__ inline int state_cols(const RecurrenceParams& p) {
+  return kDecay == DecayKind::cosine ? p.value_dim + 1 : p.value_dim;
+}
+
 // One thread per state element (row r, column c) of one (sequence, head). Slot first + s holds the
 // contribution of segment s - 1 on entry and the state before segment s on exit:
 //   slot[first] = initial;  slot[first + s + 1] = D(s) slot[first + s] + delta(s),
 // with D(s) the decay over segment s: lambda^len (head), 2^(segment log2-decay) (gates; per key row
-// for the vector gate, per value column for the value gate). Only this kernel reads the initial state of a cut
-// sequence, so final_state may alias it. Grid: x = element blocks x heads x sequences.
+// for the vector gate, per value column for the value gate; 1 for cosFormer). Only this kernel
+// reads the initial state of a cut sequence, so final_state may alias it. Grid: x = element blocks
+// x heads x sequences.
 template <DecayKind kDecay>
 __global__ void __launch_bounds__(kScanThreads) segment_scan_kernel(const __grid_constant__ RecurrenceParams p) {
-  const std::int64_t kv = static_cast<std::int64_t>(p.key_dim) * p.value_dim;
+  const int cols = state_cols<kDecay>(p);
+  const std::int64_t kv = static_cast<std::int64_t>(state_rows<kDecay>(p)) * cols;
   const std::int64_t element_blocks = (kv + kScanThreads - 1) / kScanThreads;
   const std::int64_t block = blockIdx.x;
   const std::int64_t e = (block % element_blocks) * kScanThreads + threadIdx.x;
   const int h = static_cast<int>((block / element_blocks) % p.heads);
   const std::int64_t n = block / (element_blocks * p.heads);
   if (e >= kv) return;
-  const int r = static_cast<int>(e / p.value_dim), c = static_cast<int>(e % p.value_dim);
+  const int r = static_cast<int>(e / cols), c = static_cast<int>(e % cols);
   std::int64_t first, count, length;
   if (!p.cu_seqlens) {
     first = n * p.segments_per_seq;
@@ -45,7 +57,9 @@ __global__ void __launch_bounds__(kScanThreads) segment_scan_kernel(const __grid
   p.segment_states[(first * p.heads + h) * kv + e] = running;
   for (std::int64_t s = 0; s + 1 < count; ++s) {
     float decay;
-    if constexpr (kDecay == DecayKind::head) {
+    if constexpr (kDecay == DecayKind::cosine) {
+      decay = 1.f;
+    } else if constexpr (kDecay == DecayKind::head) {
       const std::int64_t len = (s + 1) * p.segment_len <= length ? p.segment_len : length - s * p.segment_len;
       decay = static_cast<float>(exp(p.log_decay[h] * len));
     } else if constexpr (kDecay == DecayKind::token) {
@@ -70,14 +84,15 @@ __global__ void __launch_bounds__(kScanThreads) segment_scan_kernel(const __grid
 template <DecayKind kDecay>
 __global__ void __launch_bounds__(kScanThreads)
     slice_fold_kernel(const __grid_constant__ RecurrenceParams p, float* total_log2) {
-  const std::int64_t kv = static_cast<std::int64_t>(p.key_dim) * p.value_dim;
+  const int cols = state_cols<kDecay>(p);
+  const std::int64_t kv = static_cast<std::int64_t>(state_rows<kDecay>(p)) * cols;
   const std::int64_t element_blocks = (kv + kScanThreads - 1) / kScanThreads;
   const std::int64_t block = blockIdx.x;
   const std::int64_t e = (block % element_blocks) * kScanThreads + threadIdx.x;
   const int h = static_cast<int>((block / element_blocks) % p.heads);
   const std::int64_t n = block / (element_blocks * p.heads);
   if (e >= kv) return;
-  const int r = static_cast<int>(e / p.value_dim), c = static_cast<int>(e % p.value_dim);
+  const int r = static_cast<int>(e / cols), c = static_cast<int>(e % cols);
   std::int64_t first, count, length;
   if (!p.cu_seqlens) {
     first = n * p.segments_per_seq;
@@ -97,7 +112,9 @@ __global__ void __launch_bounds__(kScanThreads)
   float* last = p.last_delta + (n * p.heads + h) * kv + e;
   for (std::int64_t s = 0; s < count; ++s) {
     double log2_decay;
-    if constexpr (kDecay == DecayKind::head) {
+    if constexpr (kDecay == DecayKind::cosine) {
+      log2_decay = 0;
+    } else if constexpr (kDecay == DecayKind::head) {
       const std::int64_t len = (s + 1) * p.segment_len <= length ? p.segment_len : length - s * p.segment_len;
       log2_decay = p.log_decay[h] * kLog2e * static_cast<double>(len > 0 ? len : 0);
     } else if constexpr (kDecay == DecayKind::token) {

@@ -16,14 +16,19 @@
 
 namespace lcsm::cuda::detail {
 
-// Tile shapes for head dimension K <= KT, value columns per CTA VT, element type T, whether the
-// state and decayed operands keep a lo bf16 term (kExact), and the decay policy.
+// Tile shapes for a state of KT rows (head dimension K <= KT; cosFormer's 2K <= KT), value columns
+// per CTA VT, element type T, whether the state and decayed operands keep a lo bf16 term (kExact),
+// and the decay policy.
 template <class T, int KT, int VT, bool kExact, DecayKind kDecay>
 struct Sm80Traits {
   static constexpr bool kKeyGate = kDecay == DecayKind::key, kTokenGate = kDecay == DecayKind::token;
   static constexpr bool kValueGate = kDecay == DecayKind::value;
+  static constexpr bool kCosine = kDecay == DecayKind::cosine;
   static constexpr bool kColumnGate = kKeyGate || kValueGate;  // a gate tile per chunk, not per token
   static constexpr int kKeyTile = KT;
+  // Columns of the q and k tiles: the state's rows, except for cosFormer, whose state holds the cos
+  // and the sin features of each key (2K rows from K columns).
+  static constexpr int kFeatureTile = kCosine ? KT / 2 : KT;
   static constexpr int kValueBlock = VT;
   // Tokens per chunk. The vector gate's chunk is its sub-chunk (key_gate_sm80.cuh): 32 tokens where
   // shared memory allows (K <= 128), else 16; the value gate's is always 32 (value_gate_sm80.cuh).
@@ -35,10 +40,11 @@ struct Sm80Traits {
   static constexpr bool kSplitInputs = !std::is_same_v<T, __nv_bfloat16>;  // inputs not exact in bf16
   static constexpr bool kExactState = kExact;
   // Double-buffered loads (cp.async of the next chunk during this one) where shared memory allows.
-  static constexpr int kStages = kKeyGate ? (KT <= 128 && kSplitInputs ? 1 : 2) : (!kSplitInputs && KT <= 128 ? 2 : 1);
-  static constexpr int kKP = KT + 8, kVP = VT + 8, kPP = kChunk + 8;  // padded rows: no ldmatrix conflicts
-  static constexpr int kGateCols = kKeyGate ? KT : VT;                // gate columns a CTA reads
-  static constexpr int kGP = kGateCols + 4;                           // gate rows (floats)
+  static constexpr int kStages =
+      kKeyGate ? (KT <= 128 && kSplitInputs ? 1 : 2) : (!kSplitInputs && kFeatureTile <= 128 ? 2 : 1);
+  static constexpr int kKP = kFeatureTile + 8, kVP = VT + 8, kPP = kChunk + 8;  // padded rows: no ldmatrix conflicts
+  static constexpr int kGateCols = kKeyGate ? KT : VT;                          // gate columns a CTA reads
+  static constexpr int kGP = kGateCols + 4;                                     // gate rows (floats)
   // Score / output partition: kChunk / 16 row blocks of 16 tokens x the rest of the warps over columns.
   static constexpr int kRowWarps = kChunk / 16, kColWarps = kWarps / kRowWarps;
   static constexpr int kScoreColWarps = kColWarps < kChunk / 16 ? kColWarps : kChunk / 16;  // >= 2 n-tiles each
@@ -54,7 +60,10 @@ struct Sm80Traits {
   // Shared memory, bf16 elements first. A stage holds Q, K, V (hi, then lo for split inputs) and
   // the chunk's gates (floats).
   static constexpr int kQ = kChunk * kKP, kV = kChunk * kVP, kS = KT * kVP, kP = kChunk * kPP;
-  static constexpr int kStageTiles = (kSplitInputs ? 2 : 1) * (2 * kQ + kV);
+  // The stage's q and k tiles carry a lo term for split inputs, and for cosFormer's features in
+  // exact mode (1 + ELU is not exact in bf16; cosine_sm80.cuh writes the lo tiles of bf16 inputs).
+  static constexpr bool kStageLoQK = kSplitInputs || (kCosine && kExact);
+  static constexpr int kStageTiles = 2 * kQ + kV + (kStageLoQK ? 2 * kQ : 0) + (kSplitInputs ? kV : 0);
   static constexpr int kGateFloats = kColumnGate ? kChunk * kGP : (kTokenGate ? kChunk : 0);
   static constexpr int kStage = kStageTiles + 2 * kGateFloats;          // in bf16 elements
   static constexpr bool kSplitP = kSplitInputs || kExact;               // P keeps a lo term
@@ -84,8 +93,13 @@ struct Sm80Traits {
   static constexpr int kElems = kDecayedEnd + (kGateLoInO ? 0 : kGateLo);
   // Bytes past the bf16 area: the lambda^p table, the per-warp gate scans, or the per-column state factors.
   static constexpr int kOffDecay = kElems * 2;
+  // cosFormer: the mask table (kChunk + 1, padded to 16 bytes), the chunk's (cos, sin) pairs and
+  // the key sums z, double-buffered (chunked/cosine_sm80.cuh).
+  static constexpr int kCosMaskBytes = (kChunk + 4) * 4, kCosAnglesBytes = kChunk * 8;
   static constexpr int kDecayBytes =
-      kColumnGate ? kGateCols * 4 : (kTokenGate ? kWarps * kChunk * 16 : (kChunk + 1) * 4);
+      kColumnGate ? kGateCols * 4
+                  : (kTokenGate ? kWarps * kChunk * 16
+                                : (kCosine ? kCosMaskBytes + kCosAnglesBytes + 2 * KT * 4 : (kChunk + 1) * 4));
   static constexpr int kSmemBytes = kOffDecay + kDecayBytes;
   static_assert(kSmemBytes <= 227 * 1024, "tile does not fit in shared memory");
   static_assert(kStage % 8 == 0 && kOffDecay % 16 == 0, "16-byte aligned regions");
@@ -161,14 +175,14 @@ template <class T, class Tr, bool kDeltaOnly>
 __device__ __forceinline__ void load_chunk(__nv_bfloat16* stage, const RecurrenceParams& p, const Item& it,
                                            std::int64_t tg, int c, int h, int c0) {
   constexpr bool kSplit = Tr::kSplitInputs;
-  constexpr int C = Tr::kChunk, KT = Tr::kKeyTile, VT = Tr::kValueBlock;
+  constexpr int C = Tr::kChunk, KT = Tr::kKeyTile, KF = Tr::kFeatureTile, VT = Tr::kValueBlock;
   const StageTiles<Tr> s(stage);
   const std::int64_t h64 = h;
   if (!kDeltaOnly)  // a segment's state contribution needs only k, v (and the gates)
-    load_tile<T, kSplit, C, KT, Tr::kThreads>(s.qh, s.ql, Tr::kKP,
+    load_tile<T, kSplit, C, KF, Tr::kThreads>(s.qh, s.ql, Tr::kKP,
                                               static_cast<const T*>(p.q) + it.batch * p.sq.s0 + h64 * p.sq.s2, p.sq.s1,
                                               p.sq.s3, tg, c, 0, p.key_dim, p.vectorized);
-  load_tile<T, kSplit, C, KT, Tr::kThreads>(s.kh, s.kl, Tr::kKP,
+  load_tile<T, kSplit, C, KF, Tr::kThreads>(s.kh, s.kl, Tr::kKP,
                                             static_cast<const T*>(p.k) + it.batch * p.sk.s0 + h64 * p.sk.s2, p.sk.s1,
                                             p.sk.s3, tg, c, 0, p.key_dim, p.vectorized);
   load_tile<T, kSplit, C, VT, Tr::kThreads>(s.vh, s.vl, Tr::kVP,
@@ -192,7 +206,22 @@ __device__ __forceinline__ void state_coords(int warp, int lane, int m, int j, i
 template <class Tr>
 using StateRegs = float[Tr::kStateMTiles][Tr::kStateNTiles][4];
 
-// This warp's state tiles <-> a [K, V] fp32 state slice in global memory (absent: zeros).
+// The global state row of the CTA's state row r, or -1 where it has none (past K): r itself, or for
+// cosFormer, whose tile holds the cos features in rows [0, KF) and the sin features in [KF, 2 KF)
+// and the global state in rows [0, K) and [K, 2K), K + r - KF in the sin half.
+template <class Tr>
+__device__ __forceinline__ int global_state_row(int r, int K) {
+  if constexpr (Tr::kCosine) {
+    const bool sin_half = r >= Tr::kFeatureTile;
+    const int feature = sin_half ? r - Tr::kFeatureTile : r;
+    return feature < K ? (sin_half ? K : 0) + feature : -1;
+  } else {
+    return r < K ? r : -1;
+  }
+}
+
+// This warp's state tiles <-> a [K, V] fp32 state slice in global memory (absent: zeros); K is q's
+// head dimension (cosFormer's state has 2K rows: global_state_row).
 template <class Tr>
 __device__ __forceinline__ void state_from_global(StateRegs<Tr>& acc, const float* s, const Strides4& st,
                                                   std::int64_t n, int h, int col0, int K, int V) {
@@ -206,7 +235,8 @@ __device__ __forceinline__ void state_from_global(StateRegs<Tr>& acc, const floa
         int r, c;
         state_coords<Tr>(warp, lane, m, j, e, r, c);
         c += col0;
-        acc[m][j][e] = (s && r < K && c < V) ? s[n * st.s0 + h * st.s1 + r * st.s2 + c * st.s3] : 0.f;
+        r = global_state_row<Tr>(r, K);
+        acc[m][j][e] = (s && r >= 0 && c < V) ? s[n * st.s0 + h * st.s1 + r * st.s2 + c * st.s3] : 0.f;
       }
 }
 template <class Tr>
@@ -222,7 +252,8 @@ __device__ __forceinline__ void state_to_global(const StateRegs<Tr>& acc, float*
         int r, c;
         state_coords<Tr>(warp, lane, m, j, e, r, c);
         c += col0;
-        if (r < K && c < V) s[n * st.s0 + h * st.s1 + r * st.s2 + c * st.s3] = acc[m][j][e];
+        r = global_state_row<Tr>(r, K);
+        if (r >= 0 && c < V) s[n * st.s0 + h * st.s1 + r * st.s2 + c * st.s3] = acc[m][j][e];
       }
 }
 

@@ -21,6 +21,7 @@
 
 #include <cstdint>
 
+#include "lcsm/cuda/chunked/chunk_mma_sm80.cuh"
 #include "lcsm/cuda/chunked/key_gate_sm80.cuh"
 #include "lcsm/cuda/chunked/tiles_sm80.cuh"
 
@@ -121,6 +122,35 @@ __device__ __forceinline__ void value_gate_diagonal(float (&O)[Tr::kOutTiles][4]
       }
       O[j][e] += acc;
     }
+}
+
+// The outputs of rows [r0, r0 + 16) x this warp's columns (row block rw). Gentle: e^{L} (Q S + A V^).
+// Steep: rows < 16 e^{L} Q S, rows >= 16 e^{L - M} (e^{M} Q S + A V^) with M = L_15; then the
+// diagonal blocks.
+template <class Tr>
+__device__ __forceinline__ void value_gate_outputs_sm80(float (&O)[Tr::kOutTiles][4], const StageTiles<Tr>& st,
+                                                        const ValueGateTiles<Tr>& vg, const __nv_bfloat16* sPh,
+                                                        const __nv_bfloat16* sPl, const __nv_bfloat16* sSh,
+                                                        const __nv_bfloat16* sSl, bool state_zero, bool steep, int rw,
+                                                        int r0, int v0, int lane) {
+  const float* L = st.gates;
+  if (!state_zero) {
+    output_state_sm80<Tr, Tr::kSplitInputs>(O, st.qh, st.ql, sSh, sSl, r0, v0, lane);
+    if (steep)
+      scale_outputs<Tr>(O, r0, v0, lane, [&](int row, int col) {
+        return value_gate_factor<Tr>(L, vg.gate_lo, row < 16 ? row : 15, -1, col);
+      });
+  }
+  if (!steep || rw == 1) output_scores_sm80<Tr, Tr::kLoV>(O, sPh, sPl, vg.uh, vg.ul, r0, v0, lane);
+  if (!steep) {
+    scale_outputs<Tr>(O, r0, v0, lane,
+                      [&](int row, int col) { return value_gate_factor<Tr>(L, vg.gate_lo, row, -1, col); });
+  } else {
+    if (rw == 1)
+      scale_outputs<Tr>(O, r0, v0, lane,
+                        [&](int row, int col) { return value_gate_factor<Tr>(L, vg.gate_lo, row, 15, col); });
+    value_gate_diagonal<Tr>(O, st, vg, sPh, sPl, r0, v0, lane);
+  }
 }
 
 }  // namespace lcsm::cuda::detail

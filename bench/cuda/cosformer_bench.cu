@@ -1,0 +1,62 @@
+// CUDA cosFormer benchmarks: forward causal (both precisions) and non-causal, and decode, with the
+// counters of common.cuh. bytes/s counts q, k, v read once and o written once (decode: the
+// [B, H, 2K, V + 1] state read and written, and the token's q, k, v, o). ReLU features, M = T.
+#include "common.cuh"
+
+namespace {
+
+using namespace lcsm_bench;
+
+template <bool kCausal, bool kExact = true>
+void BM_cosformer_forward(benchmark::State& state) {
+  using E = __nv_bfloat16;
+  const std::int64_t B = state.range(0), T = state.range(1), H = state.range(2), D = 128;
+  const std::int64_t n = B * T * H * D;
+  Buffer q(n * sizeof(E)), k(n * sizeof(E)), v(n * sizeof(E)), o(n * sizeof(E));
+  for (void* p : {q.p, k.p, v.p}) fill_inputs<E>(p, n, 4321);
+  lcsm::CosFormerAttention op;
+  op.causal = kCausal;
+  op.precision = kExact ? lcsm::Precision::exact : lcsm::Precision::fast;
+  auto view = [&](void* p) { return lcsm::view(static_cast<E*>(p), {B, T, H, D}); };
+  const auto qv = view(q.p), kv = view(k.p), vv = view(v.p), ov = view(o.p);
+  const std::size_t ws_bytes = lcsm::cuda::forward_workspace_bytes<E>(op, qv, vv);
+  Buffer ws(ws_bytes);
+  lcsm::cuda::Device dev{nullptr, {ws.p, ws_bytes}};
+  const double median = run_timed(state, [&] { lcsm::forward<E>(dev, op, qv, kv, vv, ov); });
+  forward_counters(state, median, static_cast<double>(B * T), static_cast<double>(H), 4.0 * n * sizeof(E), D);
+}
+
+void BM_cosformer_decode(benchmark::State& state) {
+  using E = __nv_bfloat16;
+  const std::int64_t B = state.range(0), H = 16, D = 128, S = B * H * 2 * D * (D + 1);
+  Buffer q(B * H * D * 2), k(B * H * D * 2), v(B * H * D * 2), o(B * H * D * 2), s(S * 4), pos(B * 8);
+  for (void* p : {q.p, k.p, v.p}) fill_inputs<E>(p, B * H * D, 11);
+  LCSM_CUDA_CHECK(cudaMemset(s.p, 0, S * 4));
+  LCSM_CUDA_CHECK(cudaMemset(pos.p, 0, B * 8));
+  lcsm::CosFormerAttention op;
+  op.length = 1 << 20;
+  op.positions = lcsm::view(static_cast<const lcsm::index_t*>(pos.p), {B});
+  auto view = [&](void* p) { return lcsm::view(static_cast<E*>(p), {B, 1, H, D}); };
+  const auto sv = lcsm::view(static_cast<float*>(s.p), {B, H, 2 * D, D + 1});
+  const double median = run_timed(
+      state, [&] { lcsm::step<E>(lcsm::cuda::Device{}, op, view(q.p), view(k.p), view(v.p), view(o.p), sv); });
+  const double bytes = 2.0 * S * 4 + 4.0 * B * H * D * 2;
+  using C = benchmark::Counter;
+  state.counters["median_ms"] = median * 1e3;
+  state.counters["bytes_per_second"] = C(bytes / median, C::kDefaults, C::OneK::kIs1000);
+  state.counters["frac_copy"] = bytes / median / copy_bandwidth();
+}
+
+void shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"B", "T", "H"});
+  for (std::int64_t T : {4096, 16384, 65536, 262144, 1 << 20}) b->Args({1, T, 16});
+  b->Args({8, 8192, 16});
+  b->UseManualTime()->Unit(benchmark::kMillisecond);
+}
+
+}  // namespace
+
+BENCHMARK_TEMPLATE(BM_cosformer_forward, true)->Name("BM_cosformer_forward<bf16>")->Apply(shapes);
+BENCHMARK_TEMPLATE(BM_cosformer_forward, true, false)->Name("BM_cosformer_forward_fast<bf16>")->Apply(shapes);
+BENCHMARK_TEMPLATE(BM_cosformer_forward, false)->Name("BM_cosformer_forward_noncausal<bf16>")->Apply(shapes);
+BENCHMARK(BM_cosformer_decode)->ArgNames({"B"})->Arg(64)->Arg(1)->UseManualTime()->Unit(benchmark::kMicrosecond);

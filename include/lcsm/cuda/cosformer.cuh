@@ -1,0 +1,160 @@
+// cosFormer on CUDA: forward (causal and non-causal) and decode step. Include from a .cu file.
+//
+//   lcsm::CosFormerAttention op;                       // ReLU, causal, M = each sequence's end
+//   lcsm::cuda::Device dev{stream, {workspace_ptr, workspace_bytes}};
+//   lcsm::forward<__nv_bfloat16>(dev, op, q, k, v, o, {initial_state, final_state}, cu_seqlens);
+//   op.length = M;  op.positions = positions;          // decode: M fixed, [B] first positions
+//   lcsm::step<__nv_bfloat16>(dev, op, q1, k1, v1, o1, state);
+//
+// As lightning attention (lightning.cuh): device memory, the caller's stream and workspace
+// (lcsm::cuda::forward_workspace_bytes), no synchronisation, cu_seqlens contents unread. States are
+// fp32 [N, H, 2K, V + 1] as on the CPU (ops/cosformer.hpp); K <= 128 (the state's 2K rows are the
+// engine's key tile, at most 256). op.positions ([N] int64) lives in device memory too and its
+// contents are not read on the host: a negative position is taken as 0, and positions at or past
+// M give weights cos(..) <= 0 (wrong results, never bad accesses); the CPU backend checks them.
+// The algorithm is the chunked engine's with the cosine policy (chunked/cosine_sm80.cuh): the
+// mma.sync kernel on every GPU. op.chunk is the CPU's; the engine picks its own chunk.
+#pragma once
+
+#include <cstdint>
+
+#include "lcsm/cuda/chunked/run.cuh"
+#include "lcsm/cuda/chunked/scan.cuh"
+#include "lcsm/cuda/device.cuh"
+#include "lcsm/cuda/dtype.cuh"
+#include "lcsm/ops/cosformer.hpp"
+#include "lcsm/ops/problem.hpp"
+
+namespace lcsm {
+namespace cuda {
+namespace detail {
+
+// op.positions on CUDA: absent, or [N] contiguous int64 in device memory (required for decode).
+inline void check_cosine_positions(const char* where, const CosFormerAttention& op, std::int64_t sequences,
+                                   bool required) {
+  using namespace lcsm::detail;
+  if (required && op.positions.absent())
+    throw_argument(where, "op.positions", concat("[", sequences, "] positions of the first decode token per sequence"),
+                   "an absent view");
+  if (op.positions.absent()) return;
+  check_memory(where, "op.positions", op.positions);
+  check_shape(where, "op.positions", op.positions, {sequences}, "[N], one position per sequence");
+  check_argument(op.positions.stride(0) == 1 || sequences <= 1, where, "op.positions", "contiguous positions",
+                 concat("stride ", op.positions.stride(0)));
+}
+
+// The forward's plan: the engine's, plus (non-causal) each sequence's whole sums [N, H, 2K, V + 1]
+// and the fold's N x H log2 totals (zero here) at the end of the workspace.
+inline ChunkPlan plan_cosine(const ProblemShape& s, bool varlen, bool causal) {
+  ChunkPlan plan = plan_forward<DecayKind::cosine>(s, varlen);
+  if (!causal)
+    plan.totals_bytes =
+        round_up_256(static_cast<std::size_t>(s.sequences * s.heads * 2 * s.key_dim * (s.value_dim + 1)) * 4) +
+        round_up_256(static_cast<std::size_t>(s.sequences * s.heads) * 4);
+  return plan;
+}
+
+inline void set_cosine(RecurrenceParams& p, const CosFormerAttention& op) {
+  p.positions = op.positions.present() ? op.positions.data() : nullptr;
+  p.cos_length = op.length ? *op.length : 0;
+  p.eps = static_cast<float>(op.eps);
+  p.relu = op.feature_map == CosFormerAttention::FeatureMap::relu;
+}
+
+}  // namespace detail
+
+// Scratch bytes a forward call with these shapes needs on the current device (0: none).
+template <class T>
+std::size_t forward_workspace_bytes(const CosFormerAttention& op, View<const T, 4> q, View<const T, 4> v,
+                                    const CuSeqlens& cu_seqlens = {}) {
+  const std::int64_t sequences = cu_seqlens.present() ? cu_seqlens.num_sequences() : q.size(0);
+  const lcsm::detail::ProblemShape shape{1, q.size(1), q.size(2), q.size(3), v.size(3), sequences};
+  lcsm::detail::check_problem_size("lcsm::cuda::forward_workspace_bytes", cu_seqlens.present() ? "cu_seqlens" : "q",
+                                   shape);
+  return detail::plan_cosine(shape, cu_seqlens.present(), op.causal).workspace_bytes();
+}
+
+}  // namespace cuda
+
+// Forward on the GPU: o = cosFormer(q, k, v) with optional fp32 [N, H, 2K, V + 1] initial and final
+// states (non-causal: the final state is the initial one plus the whole sequence's sums).
+template <class T>
+void forward(const cuda::Device& device, const CosFormerAttention& op, detail::identity_t<View<const T, 4>> q,
+             detail::identity_t<View<const T, 4>> k, detail::identity_t<View<const T, 4>> v, View<T, 4> o,
+             const StateIO<float>& state = {}, const CuSeqlens& cu_seqlens = {}) {
+  static_assert(cuda::detail::is_cuda_input_v<T>, "CUDA cosFormer takes float, __half or __nv_bfloat16");
+  using cuda::detail::DecayKind;
+  const char* where = "lcsm::forward(cuda, CosFormerAttention)";
+  detail::Operands ops(where);
+  ops.in("op.positions", op.positions);
+  const auto shape =
+      cuda::detail::check_forward_call(where, q, k, v, o, state, cu_seqlens, ops, detail::StateLayout::cosformer);
+  op.check(where);
+  detail::check_argument(shape.key_dim <= 128, where, "q", "K <= 128 (the state's 2K rows on CUDA)",
+                         detail::concat("K = ", shape.key_dim));
+  cuda::detail::check_cosine_positions(where, op, shape.sequences, false);
+  // What the host can see of "every position below M": one batch of T tokens from position 0.
+  if (op.length && !cu_seqlens.present() && op.positions.absent() && shape.time > *op.length)
+    detail::throw_argument(where, "op.length", "M >= position + length of every sequence",
+                           detail::concat("M = ", *op.length, " smaller than the length T = ", shape.time));
+  if (shape.batch == 0 || shape.sequences == 0 || (shape.time == 0 && state.final.absent())) return;
+
+  const auto plan = cuda::detail::plan_cosine(shape, cu_seqlens.present(), op.causal);
+  cuda::detail::check_workspace(where, device, plan);
+  auto params = cuda::detail::make_params(q, k, v, o, 1.0, shape);
+  cuda::detail::set_states(params, state, cu_seqlens);
+  cuda::detail::set_cosine(params, op);
+  if (op.causal) {
+    cuda::detail::run_forward<T, DecayKind::cosine>(params, plan, device, op.precision);
+    return;
+  }
+  // Non-causal: every segment's sums (deltas), folded with the initial state into each sequence's
+  // whole sums, which every token then reads.
+  cuda::detail::set_plan(params, plan, device);
+  auto* totals = static_cast<char*>(device.workspace.data) + (plan.workspace_bytes() - plan.totals_bytes);
+  params.last_delta = reinterpret_cast<float*>(totals);
+  auto* total_log2 = reinterpret_cast<float*>(
+      totals +
+      cuda::detail::round_up_256(
+          static_cast<std::size_t>(shape.sequences * shape.heads * 2 * shape.key_dim * (shape.value_dim + 1)) * 4));
+  cuda::detail::run_forward<T, DecayKind::cosine>(params, plan, device, op.precision,
+                                                  cuda::detail::ForwardPhase::deltas);
+  const std::int64_t kv = 2 * shape.key_dim * (shape.value_dim + 1);
+  const std::int64_t blocks =
+      (kv + cuda::detail::kScanThreads - 1) / cuda::detail::kScanThreads * shape.heads * shape.sequences;
+  cuda::detail::slice_fold_kernel<DecayKind::cosine>
+      <<<cuda::detail::grid_size(blocks, "state elements"), cuda::detail::kScanThreads, 0, device.stream>>>(params,
+                                                                                                            total_log2);
+  LCSM_CUDA_CHECK(cudaGetLastError());
+  params.bidirectional = true;
+  cuda::detail::run_forward<T, DecayKind::cosine>(params, plan, device, op.precision,
+                                                  cuda::detail::ForwardPhase::outputs);
+}
+
+// Decode on the GPU: advances state [B, H, 2K, V + 1] (fp32, in place) by the n tokens of q, k
+// [B, n, H, K], v [B, n, H, V], writing o [B, n, H, V]. Causal only; op.length (M) and op.positions
+// ([B] int64 in device memory, the position of each sequence's first decode token) are required.
+template <class T>
+void step(const cuda::Device& device, const CosFormerAttention& op, detail::identity_t<View<const T, 4>> q,
+          detail::identity_t<View<const T, 4>> k, detail::identity_t<View<const T, 4>> v, View<T, 4> o,
+          View<float, 4> state) {
+  static_assert(cuda::detail::is_cuda_input_v<T>, "CUDA cosFormer takes float, __half or __nv_bfloat16");
+  using cuda::detail::DecayKind;
+  const char* where = "lcsm::step(cuda, CosFormerAttention)";
+  detail::Operands ops(where);
+  ops.in("op.positions", op.positions);
+  const auto shape = detail::check_step(where, q, k, v, o, state, ops, detail::StateLayout::cosformer);
+  op.check(where);
+  detail::check_argument(op.causal, where, "op.causal", "true (decode is causal)", "false");
+  if (!op.length) detail::throw_argument(where, "op.length", "M set for decode (the prefill's M)", "unset");
+  cuda::detail::check_cosine_positions(where, op, shape.batch, true);
+  detail::check_argument(2 * shape.key_dim <= 16384, where, "q", "K <= 8192", detail::concat("K = ", shape.key_dim));
+  detail::check_argument(shape.value_dim < 1024, where, "v", "V < 1024", detail::concat("V = ", shape.value_dim));
+  if (shape.batch == 0 || shape.time == 0) return;
+
+  auto params = cuda::detail::make_params(q, k, v, o, 1.0, shape);
+  cuda::detail::set_cosine(params, op);
+  cuda::detail::run_step<T, DecayKind::cosine>(params, state, device.stream);
+}
+
+}  // namespace lcsm
