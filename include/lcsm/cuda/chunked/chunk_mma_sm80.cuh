@@ -128,7 +128,7 @@ __device__ __forceinline__ void state_update_sm80(StateRegs<Tr>& S, const StageT
                                                   const __nv_bfloat16* wh_tile, const __nv_bfloat16* wl_tile,
                                                   const __nv_bfloat16* vh_tile, const __nv_bfloat16* vl_tile,
                                                   KeyFactor&& key_factor, int warp, int lane) {
-  constexpr bool kSplit = Tr::kStageLoQK;  // k's lo tile
+  constexpr bool kSplit = Tr::kStageLoQK;           // k's lo tile
   constexpr bool kWLo = Tr::kExactState || kSplit;  // W carries a lo term (the vector gate's K~: kLoQK)
   const int srow0 = (warp % Tr::kStateRowWarps) * Tr::kStateMTiles * 16;
   const int scol0 = (warp / Tr::kStateRowWarps) * Tr::kStateNTiles * 8;
