@@ -32,10 +32,13 @@ __device__ __forceinline__ void load_b_trans(SplitB& b, const __nv_bfloat16* hi,
 
 // Scores of rows [r0, r0 + 16) x this warp's columns, decay mask, P (hi, lo) to smem. The operands
 // are q, k (lightning, scalar gate) or the vector gate's Q~, K^; kSplit: they carry a lo term.
+// row_sums (cosFormer's normaliser): this warp's share of every row's sum of P as stored, at
+// row_sums[row].
 template <class Tr, bool kSplit, class Decay>
 __device__ __forceinline__ void scores_sm80(const __nv_bfloat16* qh, const __nv_bfloat16* ql, const __nv_bfloat16* kh,
                                             const __nv_bfloat16* kl, __nv_bfloat16* sPh, __nv_bfloat16* sPl,
-                                            const Decay& decay, int r0, int cw, int lane) {
+                                            const Decay& decay, int r0, int cw, int lane, float* row_sums = nullptr) {
+  float sums[2] = {0.f, 0.f};  // rows r0 + lane / 4 and + 8
   float A[Tr::kScoreTiles][4] = {};
   const int n0 = cw * Tr::kScoreTiles * 8;
 #pragma unroll
@@ -61,7 +64,23 @@ __device__ __forceinline__ void scores_sm80(const __nv_bfloat16* qh, const __nv_
       split_pack_bf16(x0, x1, h32, l32);
       *reinterpret_cast<std::uint32_t*>(sPh + row * Tr::kPP + col) = h32;
       if constexpr (Tr::kSplitP) *reinterpret_cast<std::uint32_t*>(sPl + row * Tr::kPP + col) = l32;
+      if constexpr (Tr::kCosine) {
+        float2 x = unpack_bf16(h32);
+        if constexpr (Tr::kSplitP) {
+          const float2 y = unpack_bf16(l32);
+          x.x += y.x, x.y += y.y;
+        }
+        sums[half] += x.x + x.y;
+      }
     }
+  if constexpr (Tr::kCosine) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      sums[half] += __shfl_xor_sync(0xFFFFFFFFu, sums[half], 1);
+      sums[half] += __shfl_xor_sync(0xFFFFFFFFu, sums[half], 2);
+    }
+    if (row_sums && lane % 4 == 0) row_sums[r0 + lane / 4] = sums[0], row_sums[r0 + lane / 4 + 8] = sums[1];
+  }
 }
 
 // O += Q S for rows [r0, r0 + 16) x this warp's output columns, over the first kRows rows of S (the

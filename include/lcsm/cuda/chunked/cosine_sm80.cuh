@@ -45,11 +45,15 @@ template <class Tr>
 struct CosineTiles {
   float* pw;
   float2* angles;
-  float* z;  // [2][Tr::kKeyTile]
+  float* z;          // [2][Tr::kKeyTile]
+  float* den_parts;  // [Tr::kScoreColWarps][Tr::kChunk]: the score warps' row sums of A
+  float* den_state;  // [Tr::kChunk]: cs (a z_cos) + sn (a z_sin)
   __device__ explicit CosineTiles(unsigned char* smem_raw) {
     pw = reinterpret_cast<float*>(smem_raw + Tr::kOffDecay);
     angles = reinterpret_cast<float2*>(smem_raw + Tr::kOffDecay + Tr::kCosMaskBytes);
     z = reinterpret_cast<float*>(smem_raw + Tr::kOffDecay + Tr::kCosMaskBytes + Tr::kCosAnglesBytes);
+    den_parts = z + 2 * Tr::kKeyTile;
+    den_state = den_parts + Tr::kScoreColWarps * Tr::kChunk;
   }
   // The mask table (visible after the kernel's next barrier).
   __device__ CosineMask make_mask(const CosSequence& sq) const {
@@ -118,46 +122,55 @@ __device__ __forceinline__ void cos_features(const StageTiles<Tr>& st, int c, in
   }
 }
 
-// 1 / max(den, eps) for this lane's output rows r0 + lane / 4 (x) and r0 + lane / 4 + 8 (y): the
-// row sums of the masked scores A (scores: causal) plus (cs, sn) . (a z_cos, a z_sin) (state: z is
-// not zero). Each half-warp sums half of the terms of rows r0 .. r0 + 15. NaN stays NaN.
+// The state's part of every row's denominator, cs (a z_cos) + sn (a z_sin), into ct.den_state
+// (zero when the state is): 8 threads per row, thread i of a row taking columns i, i + 8, .. (8
+// consecutive columns per row and step: no bank conflicts), summed by shuffles. Before the
+// barrier that completes the scores (readers: cos_inverse_denominators, after it).
 template <class Tr>
-__device__ __forceinline__ float2 cos_inverse_denominators(const StageTiles<Tr>& st, const __nv_bfloat16* sPh,
-                                                           const __nv_bfloat16* sPl, const CosineTiles<Tr>& ct,
-                                                           const float* z, bool scores, bool state, int r0, int lane,
-                                                           float eps) {
-  constexpr int C = Tr::kChunk, KF = Tr::kFeatureTile;
-  const int row = r0 + lane % 16, part = lane / 16;
-  float acc = 0.f;
-  if (scores) {  // entries above the diagonal are zero
-#pragma unroll
-    for (int j = part * (C / 2); j < (part + 1) * (C / 2); j += 2) {
-      float2 x = unpack_bf16(*reinterpret_cast<const std::uint32_t*>(sPh + row * Tr::kPP + j));
-      if constexpr (Tr::kSplitP) {
-        const float2 y = unpack_bf16(*reinterpret_cast<const std::uint32_t*>(sPl + row * Tr::kPP + j));
-        x.x += y.x, x.y += y.y;
-      }
-      acc += x.x + x.y;
-    }
-  }
-  if (state) {
+__device__ __forceinline__ void cos_state_denominators(const StageTiles<Tr>& st, const CosineTiles<Tr>& ct,
+                                                       const float* z, bool state) {
+  constexpr int KF = Tr::kFeatureTile;
+  static_assert(Tr::kThreads % 8 == 0, "8 threads per row");
+  for (int base = 0; base < Tr::kChunk * 8; base += Tr::kThreads) {
+    const int t = base + static_cast<int>(threadIdx.x), row = t / 8, part = t % 8;
     float dc = 0.f, ds = 0.f;
+    if (state && row < Tr::kChunk) {
 #pragma unroll 4
-    for (int k = part * (KF / 2); k < (part + 1) * (KF / 2); k += 2) {
-      float2 a = unpack_bf16(*reinterpret_cast<const std::uint32_t*>(st.qh + row * Tr::kKP + k));
-      if constexpr (Tr::kStageLoQK) {
-        const float2 y = unpack_bf16(*reinterpret_cast<const std::uint32_t*>(st.ql + row * Tr::kKP + k));
-        a.x += y.x, a.y += y.y;
+      for (int k = part; k < KF; k += 8) {
+        float a = __bfloat162float(st.qh[row * Tr::kKP + k]);
+        if constexpr (Tr::kStageLoQK) a += __bfloat162float(st.ql[row * Tr::kKP + k]);
+        dc += a * z[k];
+        ds += a * z[KF + k];
       }
-      dc += a.x * z[k] + a.y * z[k + 1];
-      ds += a.x * z[KF + k] + a.y * z[KF + k + 1];
     }
-    const float2 cs = ct.angles[row];
-    acc += cs.x * dc + cs.y * ds;
+#pragma unroll
+    for (int d = 1; d < 8; d *= 2) {
+      dc += __shfl_xor_sync(0xFFFFFFFFu, dc, d);
+      ds += __shfl_xor_sync(0xFFFFFFFFu, ds, d);
+    }
+    if (part == 0 && row < Tr::kChunk) {
+      const float2 a = ct.angles[row];
+      ct.den_state[row] = a.x * dc + a.y * ds;
+    }
   }
-  acc += __shfl_xor_sync(0xFFFFFFFFu, acc, 16);
-  const float top = __shfl_sync(0xFFFFFFFFu, acc, lane / 4), bottom = __shfl_sync(0xFFFFFFFFu, acc, lane / 4 + 8);
-  return make_float2(1.f / (top < eps ? eps : top), 1.f / (bottom < eps ? eps : bottom));
+}
+
+// 1 / max(den, eps) for this lane's output rows r0 + lane / 4 (x) and r0 + lane / 4 + 8 (y): the
+// score warps' row sums of A (scores: causal) plus the state's part. NaN stays NaN.
+template <class Tr>
+__device__ __forceinline__ float2 cos_inverse_denominators(const CosineTiles<Tr>& ct, bool scores, int r0, int lane,
+                                                           float eps) {
+  float den[2];
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int row = r0 + lane / 4 + 8 * half;
+    float d = ct.den_state[row];
+    if (scores)
+#pragma unroll
+      for (int w = 0; w < Tr::kScoreColWarps; ++w) d += ct.den_parts[w * Tr::kChunk + row];
+    den[half] = 1.f / (d < eps ? eps : d);
+  }
+  return make_float2(den[0], den[1]);
 }
 
 // z_new = z_old + [b^T cs; b^T sn]: one thread per state row.

@@ -176,9 +176,13 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
         decay.prepare(st.gates);
         segment_log2[0] += decay.chunk_log2;
       }
+      if constexpr (Tr::kCosine) {
+        if (!kDeltaOnly) cos_state_denominators<Tr>(st, ct, ct.z + zc * Tr::kKeyTile, !state_zero);
+      }
       if (!kDeltaOnly && !bidirectional && cw < Tr::kScoreColWarps)
-        scores_sm80<Tr, Tr::kStageLoQK>(st.qh, st.ql, st.kh, st.kl, sPh, sPl, decay, r0, cw, lane);
-      __syncthreads();  // P complete
+        scores_sm80<Tr, Tr::kStageLoQK>(st.qh, st.ql, st.kh, st.kl, sPh, sPl, decay, r0, cw, lane,
+                                        Tr::kCosine ? ct.den_parts + cw * Tr::kChunk : nullptr);
+      __syncthreads();  // P complete (and cosFormer's denominator parts)
     }
 
     if (!kDeltaOnly) {
@@ -187,8 +191,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
       if constexpr (Tr::kValueGate) {
         value_gate_outputs_sm80<Tr>(O, st, vg, sPh, sPl, sSh, sSl, state_zero, steep, rw, r0, v0, lane);
       } else if constexpr (Tr::kCosine) {
-        row_scale = cos_inverse_denominators<Tr>(st, sPh, sPl, ct, ct.z + zc * Tr::kKeyTile, !bidirectional,
-                                                 !state_zero, r0, lane, p.eps);
+        row_scale = cos_inverse_denominators<Tr>(ct, !bidirectional, r0, lane, p.eps);
         cos_outputs_sm80<Tr>(O, st, ct, sPh, sPl, sSh, sSl, !state_zero, !bidirectional, r0, v0, lane);
       } else if constexpr (Tr::kKeyGate) {
         output_sm80<Tr, Tr::kLoQK>(

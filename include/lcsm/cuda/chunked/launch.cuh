@@ -169,8 +169,10 @@ void dispatch_sm80(const RecurrenceParams& p, const ChunkPlan& plan, bool exact,
     else if (plan.tile.value_tile == 64) by_precision(I128{}, I64{});
     else by_precision(I128{}, I128{});
   } else if constexpr (kDecay == DecayKind::cosine) {  // the state's 2K rows fix the key tile
-    if (2 * p.key_dim > 128) by_precision(I256{}, I64{});
-    else if (plan.tile.value_tile == 64) by_precision(I128{}, I64{});
+    if (2 * p.key_dim > 128) {
+      if (plan.tile.value_tile == 64) by_precision(I256{}, I64{});
+      else by_precision(I256{}, I128{});
+    } else if (plan.tile.value_tile == 64) by_precision(I128{}, I64{});
     else by_precision(I128{}, I128{});
   } else {
     if (p.key_dim <= 128) by_precision(I128{}, I128{});

@@ -34,7 +34,10 @@ constexpr int kKeyGateValueTile = LCSM_CUDA_KEY_GATE_VALUE_TILE;
 static_assert(kKeyGateValueTile == 64 || kKeyGateValueTile == 128, "LCSM_CUDA_KEY_GATE_VALUE_TILE: 64 or 128");
 
 inline TileShape tile_shape(DecayKind decay, std::int64_t key_dim, std::int64_t value_dim) {
-  if (decay == DecayKind::cosine) key_dim *= 2;  // the state's rows: the cos and sin features
+  // cosFormer: the state's 2K rows are the key tile; K <= 128 keeps 128 value columns per CTA (16
+  // warps), so that features, scores and normaliser are formed once per 128 columns.
+  if (decay == DecayKind::cosine)
+    return key_dim <= 64 ? TileShape{64, value_dim <= 64 ? 64 : 128} : TileShape{32, value_dim <= 64 ? 64 : 128};
   if (decay == DecayKind::key) return key_dim > 128 ? TileShape{16, 64} : TileShape{32, kKeyGateValueTile};
   if (decay == DecayKind::value) return key_dim > 128 ? TileShape{32, 64} : TileShape{32, value_dim <= 64 ? 64 : 128};
   if (key_dim > 128) return {32, 64};

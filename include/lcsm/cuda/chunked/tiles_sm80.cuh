@@ -35,13 +35,14 @@ struct Sm80Traits {
   static constexpr int kChunk = kValueGate ? 32 : kKeyGate ? (KT <= 128 ? 32 : 16) : (KT > 128 ? 32 : 64);
   // 4 warps per scheduler hide latency; the column gates' chunk has 16 or 32 rows, so their warps
   // split the value columns (and the two row blocks of a 32-token chunk).
-  static constexpr int kWarps = kKeyGate ? VT / 16 : kValueGate ? VT / 8 : (KT > 128 ? 8 : 16);
+  static constexpr int kWarps = kKeyGate ? VT / 16 : kValueGate ? VT / 8 : (KT > 128 && VT <= 64 ? 8 : 16);
   static constexpr int kThreads = kWarps * 32;
   static constexpr bool kSplitInputs = !std::is_same_v<T, __nv_bfloat16>;  // inputs not exact in bf16
   static constexpr bool kExactState = kExact;
   // Double-buffered loads (cp.async of the next chunk during this one) where shared memory allows.
-  static constexpr int kStages =
-      kKeyGate ? (KT <= 128 && kSplitInputs ? 1 : 2) : (!kSplitInputs && kFeatureTile <= 128 ? 2 : 1);
+  // (cosFormer's 2K = 256-row state with 128 value columns leaves room for one.)
+  static constexpr int kStages = kKeyGate ? (KT <= 128 && kSplitInputs ? 1 : 2)
+                                          : (!kSplitInputs && kFeatureTile <= 128 && KT * VT <= 128 * 128 ? 2 : 1);
   static constexpr int kKP = kFeatureTile + 8, kVP = VT + 8, kPP = kChunk + 8;  // padded rows: no ldmatrix conflicts
   static constexpr int kGateCols = kKeyGate ? KT : VT;                          // gate columns a CTA reads
   static constexpr int kGP = kGateCols + 4;                                     // gate rows (floats)
@@ -93,13 +94,14 @@ struct Sm80Traits {
   static constexpr int kElems = kDecayedEnd + (kGateLoInO ? 0 : kGateLo);
   // Bytes past the bf16 area: the lambda^p table, the per-warp gate scans, or the per-column state factors.
   static constexpr int kOffDecay = kElems * 2;
-  // cosFormer: the mask table (kChunk + 1, padded to 16 bytes), the chunk's (cos, sin) pairs and
-  // the key sums z, double-buffered (chunked/cosine_sm80.cuh).
+  // cosFormer: the mask table (kChunk + 1, padded to 16 bytes), the chunk's (cos, sin) pairs, the
+  // key sums z (double-buffered), and the denominators' parts: the score warps' row sums and the
+  // state's (chunked/cosine_sm80.cuh).
   static constexpr int kCosMaskBytes = (kChunk + 4) * 4, kCosAnglesBytes = kChunk * 8;
+  static constexpr int kCosBytes = kCosMaskBytes + kCosAnglesBytes + 2 * KT * 4 + (kScoreColWarps + 1) * kChunk * 4;
   static constexpr int kDecayBytes =
       kColumnGate ? kGateCols * 4
-                  : (kTokenGate ? kWarps * kChunk * 16
-                                : (kCosine ? kCosMaskBytes + kCosAnglesBytes + 2 * KT * 4 : (kChunk + 1) * 4));
+                  : (kTokenGate ? kWarps * kChunk * 16 : (kCosine ? kCosBytes : (kChunk + 1) * 4));
   static constexpr int kSmemBytes = kOffDecay + kDecayBytes;
   static_assert(kSmemBytes <= 227 * 1024, "tile does not fit in shared memory");
   static_assert(kStage % 8 == 0 && kOffDecay % 16 == 0, "16-byte aligned regions");
