@@ -141,13 +141,13 @@ __device__ __forceinline__ void output_sm80(float (&O)[Tr::kOutTiles][4], const 
 // S = decay S + W^T V with W the decayed keys: lightning and the scalar gate scale k's fragments in
 // registers by key_factor(j) (split into hi + lo when exact); cosFormer by key_factor(j, sin_half)
 // (its cos or sin, the state's two halves reading the same k columns); the vector gate reads its K~
-// tiles. V: v, or the value gate's V~ (kVLo: with a lo term).
-template <class Tr, bool kVLo, class KeyFactor>
+// tiles. V: v, or the value gate's V~ (kVLo: with a lo term); kKLo: k's lo tile is read.
+template <class Tr, bool kVLo, bool kKLo = Tr::kStageLoQK, class KeyFactor>
 __device__ __forceinline__ void state_update_sm80(StateRegs<Tr>& S, const StageTiles<Tr>& st,
                                                   const __nv_bfloat16* wh_tile, const __nv_bfloat16* wl_tile,
                                                   const __nv_bfloat16* vh_tile, const __nv_bfloat16* vl_tile,
                                                   KeyFactor&& key_factor, int warp, int lane) {
-  constexpr bool kSplit = Tr::kStageLoQK;           // k's lo tile
+  constexpr bool kSplit = kKLo;
   constexpr bool kWLo = Tr::kExactState || kSplit;  // W carries a lo term (the vector gate's K~: kLoQK)
   const int srow0 = (warp % Tr::kStateRowWarps) * Tr::kStateMTiles * 16;
   const int scol0 = (warp / Tr::kStateRowWarps) * Tr::kStateNTiles * 8;

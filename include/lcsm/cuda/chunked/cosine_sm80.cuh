@@ -87,6 +87,13 @@ __device__ __forceinline__ void cos_z_to_global(const float* z, float* s, const 
   }
 }
 
+// Whether the features carry a lo term: split inputs, or 1 + ELU in exact mode (ReLU of a bf16 is
+// a bf16: its lo tiles are zero and the MMAs skip them).
+template <class Tr>
+__device__ __forceinline__ bool cos_features_lo(const RecurrenceParams& p) {
+  return Tr::kSplitInputs || (Tr::kStageLoQK && !p.relu);
+}
+
 // phi in place on the chunk's q (unless kDeltaOnly) and k tiles, rows [0, c) x columns [0, K): the
 // zero padding stays zero (1 + ELU maps 0 to 1). The lo tiles (Tr::kStageLoQK) get phi's lo term,
 // padding included (bf16 inputs load none); without them (bf16, fast mode) phi is rounded to bf16:
@@ -194,8 +201,9 @@ __device__ __forceinline__ void cos_advance_z(const StageTiles<Tr>& st, const Co
 }
 
 // O = cs (.) (a S_cos) + sn (.) (a S_sin) (state) + A V (scores) for rows [r0, r0 + 16) x this
-// warp's output columns: the two halves of S in two K-row MMAs, combined in fp32.
-template <class Tr>
+// warp's output columns: the two halves of S in two K-row MMAs, combined in fp32. kQLo: phi(q)
+// carries a lo term.
+template <class Tr, bool kQLo>
 __device__ __forceinline__ void cos_outputs_sm80(float (&O)[Tr::kOutTiles][4], const StageTiles<Tr>& st,
                                                  const CosineTiles<Tr>& ct, const __nv_bfloat16* sPh,
                                                  const __nv_bfloat16* sPl, const __nv_bfloat16* sSh,
@@ -204,8 +212,8 @@ __device__ __forceinline__ void cos_outputs_sm80(float (&O)[Tr::kOutTiles][4], c
   constexpr int KF = Tr::kFeatureTile;
   if (state) {
     float Os[Tr::kOutTiles][4] = {};
-    output_state_sm80<Tr, Tr::kStageLoQK, KF>(O, st.qh, st.ql, sSh, sSl, r0, v0, lane);
-    output_state_sm80<Tr, Tr::kStageLoQK, KF>(Os, st.qh, st.ql, sSh + KF * Tr::kVP, sSl + KF * Tr::kVP, r0, v0, lane);
+    output_state_sm80<Tr, kQLo, KF>(O, st.qh, st.ql, sSh, sSl, r0, v0, lane);
+    output_state_sm80<Tr, kQLo, KF>(Os, st.qh, st.ql, sSh + KF * Tr::kVP, sSl + KF * Tr::kVP, r0, v0, lane);
     const float2 top = ct.angles[r0 + lane / 4], bottom = ct.angles[r0 + lane / 4 + 8];
 #pragma unroll
     for (int j = 0; j < Tr::kOutTiles; ++j) {

@@ -81,6 +81,16 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
   [[maybe_unused]] CosSequence cos_seq{};
   if constexpr (Tr::kCosine) cos_seq = cos_sequence(p, it.seq, it.length);
   const bool bidirectional = Tr::kCosine && !kDeltaOnly && p.bidirectional;
+  // f(std::bool_constant<lo>) with lo whether the q and k operands carry a lo term: the stage's
+  // (split inputs), or for cosFormer its features' (cos_features_lo: a runtime choice).
+  auto with_features_lo = [&](auto&& f) {
+    if constexpr (Tr::kCosine && Tr::kStageLoQK && !Tr::kSplitInputs) {
+      if (cos_features_lo<Tr>(p)) f(std::true_type{});
+      else f(std::false_type{});
+    } else {
+      f(std::bool_constant<Tr::kStageLoQK>{});
+    }
+  };
   [[maybe_unused]] int zc = 0;
 
   // The state in global memory: [.., K, V], cosFormer's [.., 2K, V + 1] (z in column V).
@@ -180,8 +190,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
         if (!kDeltaOnly) cos_state_denominators<Tr>(st, ct, ct.z + zc * Tr::kKeyTile, !state_zero);
       }
       if (!kDeltaOnly && !bidirectional && cw < Tr::kScoreColWarps)
-        scores_sm80<Tr, Tr::kStageLoQK>(st.qh, st.ql, st.kh, st.kl, sPh, sPl, decay, r0, cw, lane,
-                                        Tr::kCosine ? ct.den_parts + cw * Tr::kChunk : nullptr);
+        with_features_lo([&](auto lo) {
+          scores_sm80<Tr, decltype(lo)::value>(st.qh, st.ql, st.kh, st.kl, sPh, sPl, decay, r0, cw, lane,
+                                               Tr::kCosine ? ct.den_parts + cw * Tr::kChunk : nullptr);
+        });
       __syncthreads();  // P complete (and cosFormer's denominator parts)
     }
 
@@ -192,7 +204,10 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
         value_gate_outputs_sm80<Tr>(O, st, vg, sPh, sPl, sSh, sSl, state_zero, steep, rw, r0, v0, lane);
       } else if constexpr (Tr::kCosine) {
         row_scale = cos_inverse_denominators<Tr>(ct, !bidirectional, r0, lane, p.eps);
-        cos_outputs_sm80<Tr>(O, st, ct, sPh, sPl, sSh, sSl, !state_zero, !bidirectional, r0, v0, lane);
+        with_features_lo([&](auto lo) {
+          cos_outputs_sm80<Tr, decltype(lo)::value>(O, st, ct, sPh, sPl, sSh, sSl, !state_zero, !bidirectional, r0,
+                                                    v0, lane);
+        });
       } else if constexpr (Tr::kKeyGate) {
         output_sm80<Tr, Tr::kLoQK>(
             O, kg.qh, kg.ql, st, sPh, sPl, sSh, sSl, state_zero, [](auto&, int) {}, r0, v0, lane);
@@ -254,9 +269,11 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
           S, st, nullptr, nullptr, vg.th, vg.tl, [](int) { return 1.f; }, warp, lane);
     } else if constexpr (Tr::kCosine) {  // S += [cs (.) b; sn (.) b]^T V, z likewise
       if (!bidirectional) {
-        state_update_sm80<Tr, Tr::kSplitInputs>(
-            S, st, nullptr, nullptr, st.vh, st.vl,
-            [&](int j, bool sin_half) { return sin_half ? ct.angles[j].y : ct.angles[j].x; }, warp, lane);
+        with_features_lo([&](auto lo) {
+          state_update_sm80<Tr, Tr::kSplitInputs, decltype(lo)::value>(
+              S, st, nullptr, nullptr, st.vh, st.vl,
+              [&](int j, bool sin_half) { return sin_half ? ct.angles[j].y : ct.angles[j].x; }, warp, lane);
+        });
         cos_advance_z<Tr>(st, ct, ct.z + zc * Tr::kKeyTile, ct.z + (zc ^ 1) * Tr::kKeyTile);
         zc ^= 1;
       }
