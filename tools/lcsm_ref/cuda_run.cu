@@ -1,6 +1,7 @@
 // `run --device cuda`: lcsm's CUDA backend on a problem, through the public API only (lcsm/cuda.cuh),
-// for what that backend has: forward and decode of lightning attention and both gates, and the
-// Toeplitz convolution's forward, backward and decode, in f32, f16 and bf16. Inputs go to the device
+// for what that backend has: forward, backward and decode of lightning attention and both gates,
+// cosFormer's forward and decode, and the Toeplitz convolution's forward, backward and decode, in
+// f32, f16 and bf16. Inputs go to the device
 // once; each timed call is followed by a device synchronisation (the time is the call's, enqueue to
 // completion); outputs come back converted exactly (they are already in the problem's dtype, states
 // in fp32).
@@ -75,6 +76,112 @@ View<X, 4> token(X* base, index_t t, index_t B, index_t T, index_t H, index_t D)
   return lcsm::view(base + t * H * D, {B, 1, H, D}, {T * H * D, H * D, D, 1});
 }
 
+// The backward of lightning attention or a gate: dq, dk, dv, the initial state's gradient (with a
+// state) and the decay's (d_log_decay [H] or d_log_gate in the gate's shape), workspace from the query.
+template <class T, class Op>
+std::vector<Tensor64> run_recurrence_backward(const Problem& pr, const Op& op, View<const T, 4> qv, View<const T, 4> kv,
+                                              View<const T, 4> vv, const Array<float>& s0, const CuSeqlens& cu,
+                                              Stopwatch& watch) {
+  const Descriptor& d = pr.descriptor;
+  const index_t B = d.B, Tn = d.T, H = d.H, K = d.K, V = d.V, N = d.sequences();
+  const Array<T> d_o(pr.input("do").values);
+  const Array<float> dsT(d.state ? pr.input("d_final_state").values : std::vector<double>{});
+  Array<T> dq(B * Tn * H * K), dk(B * Tn * H * K), dv(B * Tn * H * V);
+  Array<float> ds0(d.state ? N * H * K * V : 0);
+  const Shape<4> ss{N, H, K, V};
+  const StateGrads<float> states{
+      d.state ? View<const float, 4>(s0.get(), ss, contiguous_strides<4>(ss)) : View<const float, 4>{},
+      d.state ? View<const float, 4>(dsT.get(), ss, contiguous_strides<4>(ss)) : View<const float, 4>{},
+      d.state ? View<float, 4>(ds0.get(), ss, contiguous_strides<4>(ss)) : View<float, 4>{}};
+  const auto dov = lcsm::view(static_cast<const T*>(d_o.get()), {B, Tn, H, V});
+  const auto dqv = lcsm::view(dq.get(), {B, Tn, H, K}), dkv = lcsm::view(dk.get(), {B, Tn, H, K});
+  const auto dvv = lcsm::view(dv.get(), {B, Tn, H, V});
+  std::vector<double> decay_gradient;
+  auto call = [&](auto d_decay, const Array<float>& dg) {
+    const std::size_t bytes = cuda::backward_workspace_bytes<T>(op, qv, vv, states, d_decay, cu);
+    const Array<unsigned char> workspace(bytes);
+    const cuda::Device dev{nullptr, {workspace.get(), bytes}};
+    watch.measure([&] {
+      lcsm::backward<T>(dev, op, qv, kv, vv, dov, dqv, dkv, dvv, states, d_decay, cu);
+      synchronize();
+    });
+    decay_gradient = dg.download();
+  };
+  if constexpr (std::is_same_v<Op, LightningAttention>) {
+    Array<float> dg(H);
+    call(lcsm::view(dg.get(), {H}), dg);
+  } else if constexpr (std::is_same_v<Op, ScalarGatedAttention<T>>) {
+    Array<float> dg(B * Tn * H);
+    call(lcsm::view(dg.get(), {B, Tn, H}), dg);
+  } else {
+    Array<float> dg(B * Tn * H * K);
+    call(lcsm::view(dg.get(), {B, Tn, H, K}), dg);
+  }
+  std::vector<Tensor64> out = {output_of(pr, "dq", dq.download()), output_of(pr, "dk", dk.download()),
+                               output_of(pr, "dv", dv.download())};
+  if (d.state) out.push_back(output_of(pr, "d_initial_state", ds0.download()));
+  out.push_back(output_of(pr, d.op == Operator::lightning ? "d_log_decay" : "d_log_gate", decay_gradient));
+  return out;
+}
+
+// cosFormer: forward, and decode token by token (positions in device memory, one row per token).
+template <class T>
+std::vector<Tensor64> run_cosformer(const Problem& pr, Stopwatch& watch) {
+  const Descriptor& d = pr.descriptor;
+  const index_t B = d.B, Tn = d.T, H = d.H, K = d.K, V = d.V, N = d.sequences();
+  const Shape<4> ss{N, H, 2 * K, V + 1};
+  CosFormerAttention op;
+  op.feature_map = d.elu ? CosFormerAttention::FeatureMap::elu_plus_one : CosFormerAttention::FeatureMap::relu;
+  op.causal = d.causal;
+  if (d.M) op.length = *d.M;
+  std::vector<double> first = pr.has_input("positions") ? pr.input("positions").values : std::vector<double>{};
+  std::vector<double> rows;  // decode: token t's positions first + t
+  for (index_t t = 0; t < (d.dir == Direction::step ? Tn : 1); ++t)
+    for (double f : first) rows.push_back(f + (d.dir == Direction::step ? static_cast<double>(t) : 0.0));
+  const Array<std::int64_t> positions(rows);
+  auto positions_at = [&](index_t t) {
+    return first.empty() ? View<const index_t, 1>{}
+                         : lcsm::view(static_cast<const index_t*>(positions.get()) + t * N, {N});
+  };
+  const Array<T> q(pr.input("q").values), k(pr.input("k").values), v(pr.input("v").values);
+  const std::vector<double> s0_values =
+      d.state ? pr.input("initial_state").values : std::vector<double>(N * H * 2 * K * (V + 1), 0.0);
+  Array<float> s0(s0_values), state(s0_values.size());
+  Array<T> o(B * Tn * H * V);
+  Array<std::int64_t> offsets(pr.has_input("cu_seqlens") ? pr.input("cu_seqlens").values : std::vector<double>{});
+  const CuSeqlens cu =
+      pr.has_input("cu_seqlens") ? CuSeqlens(static_cast<const std::int64_t*>(offsets.get()), N + 1) : CuSeqlens{};
+  const auto qv = lcsm::view(static_cast<const T*>(q.get()), {B, Tn, H, K});
+  const auto vv = lcsm::view(static_cast<const T*>(v.get()), {B, Tn, H, V});
+  const auto sv = View<float, 4>(state.get(), ss, contiguous_strides<4>(ss));
+  if (d.dir == Direction::forward) {
+    op.positions = positions_at(0);
+    const std::size_t bytes = cuda::forward_workspace_bytes<T>(op, qv, vv, cu);
+    const Array<unsigned char> workspace(bytes);
+    const cuda::Device dev{nullptr, {workspace.get(), bytes}};
+    const View<const float, 4> s0v =
+        d.state ? View<const float, 4>(s0.get(), ss, contiguous_strides<4>(ss)) : View<const float, 4>{};
+    watch.measure([&] {
+      lcsm::forward<T>(dev, op, qv, lcsm::view(static_cast<const T*>(k.get()), {B, Tn, H, K}), vv,
+                       lcsm::view(o.get(), {B, Tn, H, V}), {s0v, sv}, cu);
+      synchronize();
+    });
+  } else {
+    watch.measure(
+        [&] { LCSM_CUDA_CHECK(cudaMemcpy(state.get(), s0.get(), s0_values.size() * 4, cudaMemcpyDeviceToDevice)); },
+        [&] {
+          for (index_t t = 0; t < Tn; ++t) {
+            op.positions = positions_at(t);
+            lcsm::step<T>(cuda::Device{}, op, token(static_cast<const T*>(q.get()), t, B, Tn, H, K),
+                          token(static_cast<const T*>(k.get()), t, B, Tn, H, K),
+                          token(static_cast<const T*>(v.get()), t, B, Tn, H, V), token(o.get(), t, B, Tn, H, V), sv);
+          }
+          synchronize();
+        });
+  }
+  return {output_of(pr, "o", o.download()), output_of(pr, "final_state", state.download())};
+}
+
 // Lightning attention and the gates: forward (workspace from the query) and decode token by token.
 template <class T>
 std::vector<Tensor64> run_recurrence(const Problem& pr, Stopwatch& watch) {
@@ -94,6 +201,7 @@ std::vector<Tensor64> run_recurrence(const Problem& pr, Stopwatch& watch) {
   const auto vv = lcsm::view(static_cast<const T*>(v.get()), {B, Tn, H, V});
   const auto ov = lcsm::view(o.get(), {B, Tn, H, V});
   const auto sv = lcsm::view(state.get(), {N, H, K, V});
+  std::vector<Tensor64> backward_outputs;
 
   // f(op, set_gate) with the operator's descriptor; set_gate(t, n) points it at tokens [t, t + n).
   auto with_op = [&](auto&& f) {
@@ -116,6 +224,10 @@ std::vector<Tensor64> run_recurrence(const Problem& pr, Stopwatch& watch) {
   };
   with_op([&](auto& op, auto&& set_gate) {
     set_gate(0, Tn);
+    if (d.dir == Direction::backward) {
+      backward_outputs = run_recurrence_backward<T>(pr, op, qv, kv, vv, s0, cu, watch);
+      return;
+    }
     if (d.dir == Direction::forward) {
       const std::size_t bytes = cuda::forward_workspace_bytes<T>(op, qv, vv, cu);
       const Array<unsigned char> workspace(bytes);
@@ -140,6 +252,7 @@ std::vector<Tensor64> run_recurrence(const Problem& pr, Stopwatch& watch) {
           synchronize();
         });
   });
+  if (d.dir == Direction::backward) return backward_outputs;
   return {output_of(pr, "o", o.download()), output_of(pr, "final_state", state.download())};
 }
 
@@ -196,6 +309,7 @@ std::vector<Tensor64> run_toeplitz(const Problem& pr, Stopwatch& watch) {
 template <class T>
 std::vector<Tensor64> run_typed(const Problem& pr, Stopwatch& watch) {
   if (pr.descriptor.op == Operator::toeplitz) return run_toeplitz<T>(pr, watch);
+  if (pr.descriptor.op == Operator::cosformer) return run_cosformer<T>(pr, watch);
   return run_recurrence<T>(pr, watch);
 }
 
@@ -215,9 +329,9 @@ std::string cuda_device_name() {
 }
 
 std::string cuda_lacks(const Descriptor& d) {
-  if (d.op == Operator::cosformer) return "cosFormer is not on the CUDA backend yet (issue 10)";
-  if (d.op != Operator::toeplitz && d.dir == Direction::backward)
-    return detail::concat("the backward of ", name(d.op), " is not on the CUDA backend yet (issue 9)");
+  if (d.op == Operator::cosformer && d.dir == Direction::backward)
+    return "the backward of cosformer is not on the CUDA backend yet (issue 10)";
+  if (d.op == Operator::cosformer && d.K > 128) return "cosFormer on the CUDA backend takes K <= 128";
   if (d.dtype == test::Dtype::f64) return "the CUDA backend takes f32, f16 and bf16 inputs, not f64";
   return "";
 }
