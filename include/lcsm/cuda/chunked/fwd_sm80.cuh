@@ -205,8 +205,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
       } else if constexpr (Tr::kCosine) {
         row_scale = cos_inverse_denominators<Tr>(ct, !bidirectional, r0, lane, p.eps);
         with_features_lo([&](auto lo) {
-          cos_outputs_sm80<Tr, decltype(lo)::value>(O, st, ct, sPh, sPl, sSh, sSl, !state_zero, !bidirectional, r0,
-                                                    v0, lane);
+          cos_outputs_sm80<Tr, decltype(lo)::value>(O, st, ct, sPh, sPl, sSh, sSl, !state_zero, !bidirectional, r0, v0,
+                                                    lane);
         });
       } else if constexpr (Tr::kKeyGate) {
         output_sm80<Tr, Tr::kLoQK>(

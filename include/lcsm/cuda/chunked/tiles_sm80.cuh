@@ -100,8 +100,7 @@ struct Sm80Traits {
   static constexpr int kCosMaskBytes = (kChunk + 4) * 4, kCosAnglesBytes = kChunk * 8;
   static constexpr int kCosBytes = kCosMaskBytes + kCosAnglesBytes + 2 * KT * 4 + (kScoreColWarps + 1) * kChunk * 4;
   static constexpr int kDecayBytes =
-      kColumnGate ? kGateCols * 4
-                  : (kTokenGate ? kWarps * kChunk * 16 : (kCosine ? kCosBytes : (kChunk + 1) * 4));
+      kColumnGate ? kGateCols * 4 : (kTokenGate ? kWarps * kChunk * 16 : (kCosine ? kCosBytes : (kChunk + 1) * 4));
   static constexpr int kSmemBytes = kOffDecay + kDecayBytes;
   static_assert(kSmemBytes <= 227 * 1024, "tile does not fit in shared memory");
   static_assert(kStage % 8 == 0 && kOffDecay % 16 == 0, "16-byte aligned regions");
