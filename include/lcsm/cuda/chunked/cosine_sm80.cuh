@@ -61,8 +61,8 @@ struct CosineTiles {
       pw[d] = static_cast<float>(cospi(static_cast<double>(d) * sq.half_inverse_m));
     return {pw};
   }
-  // The angles of tokens t0 .. t0 + c - 1 of the sequence (before the chunk's first barrier: the
-  // previous chunk's readers are past its last one).
+  // The angles of tokens t0 .. t0 + c - 1 of the sequence (between the chunk's first barrier and
+  // its features' barrier: the previous chunk's readers are past its last one).
   __device__ void set_angles(const CosSequence& sq, std::int64_t t0, int c) const {
     for (int i = threadIdx.x; i < Tr::kChunk; i += Tr::kThreads)
       angles[i] = i < c ? cos_angle(sq, t0 + i) : make_float2(0.f, 0.f);

@@ -126,7 +126,6 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
     const int c = static_cast<int>(it.end - t < C ? it.end - t : C);
     const std::int64_t tg = it.start + t;  // first token of the chunk in the batch row
     const StageTiles<Tr> st(smem + Tr::kOffStages + stage * Tr::kStage);
-    if constexpr (Tr::kCosine) ct.set_angles(cos_seq, t, c);
     // This chunk's loads are the oldest in flight; with two stages, start the next chunk's now.
     if constexpr (Tr::kStages == 2) {
       if (t + C < it.end) {
@@ -142,8 +141,9 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
     }
     __syncthreads();  // chunk data (and the state operand) visible to all
     if constexpr (Tr::kCosine) {
+      ct.set_angles(cos_seq, t, c);  // the first warp's sincospi overlaps the other warps' features
       cos_features<Tr, kDeltaOnly>(st, c, K, p.relu);
-      __syncthreads();  // phi(q), phi(k)
+      __syncthreads();  // phi(q), phi(k), the chunk's angles
     }
 
     bool steep = false;  // the value gate's chunk takes the steep form (value_gate_sm80.cuh)

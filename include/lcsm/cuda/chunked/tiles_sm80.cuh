@@ -40,9 +40,11 @@ struct Sm80Traits {
   static constexpr bool kSplitInputs = !std::is_same_v<T, __nv_bfloat16>;  // inputs not exact in bf16
   static constexpr bool kExactState = kExact;
   // Double-buffered loads (cp.async of the next chunk during this one) where shared memory allows.
-  // (cosFormer's 2K = 256-row state with 128 value columns leaves room for one.)
-  static constexpr int kStages = kKeyGate ? (KT <= 128 && kSplitInputs ? 1 : 2)
-                                          : (!kSplitInputs && kFeatureTile <= 128 && KT * VT <= 128 * 128 ? 2 : 1);
+  // cosFormer: two in fast mode (no lo state); in exact mode, as the others, except that its
+  // 2K = 256-row state with 128 value columns leaves room for one.
+  static constexpr int kStages = kKeyGate  ? (KT <= 128 && kSplitInputs ? 1 : 2)
+                                 : kCosine ? (!kExact || (!kSplitInputs && KT * VT <= 128 * 128) ? 2 : 1)
+                                           : (!kSplitInputs && kFeatureTile <= 128 ? 2 : 1);
   static constexpr int kKP = kFeatureTile + 8, kVP = VT + 8, kPP = kChunk + 8;  // padded rows: no ldmatrix conflicts
   static constexpr int kGateCols = kKeyGate ? KT : VT;                          // gate columns a CTA reads
   static constexpr int kGP = kGateCols + 4;                                     // gate rows (floats)
