@@ -36,9 +36,7 @@ void BM_training_step(benchmark::State& state) {
     });
     using C = benchmark::Counter;
     const double bytes = 11.0 * n * 2 + 3.0 * gates * 4;
-    state.counters["median_ms"] = median * 1e3;
-    state.counters["bytes_per_second"] = C(bytes / median, C::kDefaults, C::OneK::kIs1000);
-    state.counters["frac_copy"] = bytes / median / copy_bandwidth();
+    bandwidth_counters(state, median, bytes);
     state.counters["extra_bytes"] = C(static_cast<double>(bwd_bytes), C::kDefaults, C::OneK::kIs1024);
   };
   if constexpr (kDecay == Decay::vector_gate) {

@@ -135,16 +135,22 @@ __global__ void fill_gates(float* g, std::int64_t n, std::uint64_t seed) {
   }
 }
 
+// The counters every benchmark reports: median time, bytes/s and the fraction of the copy bandwidth.
+inline void bandwidth_counters(benchmark::State& state, double median, double bytes) {
+  using C = benchmark::Counter;
+  state.counters["median_ms"] = median * 1e3;
+  state.counters["bytes_per_second"] = C(bytes / median, C::kDefaults, C::OneK::kIs1000);
+  state.counters["frac_copy"] = bytes / median / copy_bandwidth();
+}
+
 // The counters of a forward: bytes/s of q, k, v read once and o written once (plus the gate),
 // FLOP/s at 4 C K + 4 K V per token and head (C = 64), tokens/s, fraction of the copy bandwidth.
 inline void forward_counters(benchmark::State& state, double median, double tokens, double heads, double bytes, int D) {
   using C = benchmark::Counter;
   const double flops = tokens * heads * (4.0 * 64 * D + 4.0 * D * D);
-  state.counters["median_ms"] = median * 1e3;
-  state.counters["bytes_per_second"] = C(bytes / median, C::kDefaults, C::OneK::kIs1000);
+  bandwidth_counters(state, median, bytes);
   state.counters["flop_per_second"] = C(flops / median, C::kDefaults, C::OneK::kIs1000);
   state.counters["tokens_per_second"] = C(tokens / median, C::kDefaults, C::OneK::kIs1000);
-  state.counters["frac_copy"] = bytes / median / copy_bandwidth();
 }
 
 }  // namespace lcsm_bench

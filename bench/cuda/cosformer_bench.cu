@@ -41,10 +41,7 @@ void BM_cosformer_decode(benchmark::State& state) {
   const double median = run_timed(
       state, [&] { lcsm::step<E>(lcsm::cuda::Device{}, op, view(q.p), view(k.p), view(v.p), view(o.p), sv); });
   const double bytes = 2.0 * S * 4 + 4.0 * B * H * D * 2;
-  using C = benchmark::Counter;
-  state.counters["median_ms"] = median * 1e3;
-  state.counters["bytes_per_second"] = C(bytes / median, C::kDefaults, C::OneK::kIs1000);
-  state.counters["frac_copy"] = bytes / median / copy_bandwidth();
+  bandwidth_counters(state, median, bytes);
 }
 
 void shapes(benchmark::internal::Benchmark* b) {

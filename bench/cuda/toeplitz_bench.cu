@@ -37,10 +37,8 @@ void toeplitz_counters(benchmark::State& state, double median, double B, double 
   using Ctr = benchmark::Counter;
   const double L = std::exp2(std::ceil(std::log2(std::max(32.0, 2 * n - 1))));
   const double flops = transforms * B * C * 5.0 * L * std::log2(L);
-  state.counters["median_ms"] = median * 1e3;
-  state.counters["bytes_per_second"] = Ctr(bytes / median, Ctr::kDefaults, Ctr::OneK::kIs1000);
+  bandwidth_counters(state, median, bytes);
   state.counters["flop_per_second"] = Ctr(flops / median, Ctr::kDefaults, Ctr::OneK::kIs1000);
-  state.counters["frac_copy"] = bytes / median / copy_bandwidth();
 }
 
 template <bool kCausal, bool kFft>
@@ -86,10 +84,7 @@ void BM_toeplitz_decode(benchmark::State& state) {
                   lcsm::view(static_cast<E*>(yt.p), {B, 1, C}), h);
   });
   const double bytes = 2.0 * B * n_max * C + 2.0 * C * n_max;  // history and coefficients read once
-  using Ctr = benchmark::Counter;
-  state.counters["median_ms"] = median * 1e3;
-  state.counters["bytes_per_second"] = Ctr(bytes / median, Ctr::kDefaults, Ctr::OneK::kIs1000);
-  state.counters["frac_copy"] = bytes / median / copy_bandwidth();
+  bandwidth_counters(state, median, bytes);
 }
 
 void fft_shapes(benchmark::internal::Benchmark* b) {
