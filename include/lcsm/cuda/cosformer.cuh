@@ -43,15 +43,39 @@ inline void check_cosine_positions(const char* where, const CosFormerAttention& 
                  concat("stride ", op.positions.stride(0)));
 }
 
-// The forward's plan: the engine's, plus (non-causal) each sequence's whole sums [N, H, 2K, V + 1]
-// and the fold's N x H log2 totals (zero here) at the end of the workspace.
+// Bytes of each sequence's whole sums, [N, H, 2K, V + 1] fp32 (the non-causal forward's totals).
+inline std::size_t whole_sums_bytes(const ProblemShape& s) {
+  return round_up_256(static_cast<std::size_t>(s.sequences * s.heads * 2 * s.key_dim * (s.value_dim + 1)) * 4);
+}
+
+// The forward's plan: the engine's, plus (non-causal) each sequence's whole sums and the fold's
+// N x H log2 totals (zero here) at the end of the workspace.
 inline ChunkPlan plan_cosine(const ProblemShape& s, bool varlen, bool causal) {
   ChunkPlan plan = plan_forward<DecayKind::cosine>(s, varlen);
   if (!causal)
-    plan.totals_bytes =
-        round_up_256(static_cast<std::size_t>(s.sequences * s.heads * 2 * s.key_dim * (s.value_dim + 1)) * 4) +
-        round_up_256(static_cast<std::size_t>(s.sequences * s.heads) * 4);
+    plan.totals_bytes = whole_sums_bytes(s) + round_up_256(static_cast<std::size_t>(s.sequences * s.heads) * 4);
   return plan;
+}
+
+// Non-causal: every segment's sums (the delta phase, the last segment included), folded with the
+// initial state into each sequence's whole sums (slice_fold_kernel), which every token then reads
+// (the output phase with p.bidirectional).
+template <class T>
+void run_cosine_bidirectional(RecurrenceParams p, const ChunkPlan& plan, const Device& device, Precision precision,
+                              const ProblemShape& shape) {
+  set_plan(p, plan, device);
+  auto* totals = static_cast<char*>(device.workspace.data) + (plan.workspace_bytes() - plan.totals_bytes);
+  p.last_delta = reinterpret_cast<float*>(totals);
+  auto* total_log2 = reinterpret_cast<float*>(totals + whole_sums_bytes(shape));
+  run_forward<T, DecayKind::cosine>(p, plan, device, precision, ForwardPhase::deltas);
+  const std::int64_t elements =
+      static_cast<std::int64_t>(state_rows<DecayKind::cosine>(p)) * state_cols<DecayKind::cosine>(p);
+  const std::int64_t blocks = (elements + kScanThreads - 1) / kScanThreads * shape.heads * shape.sequences;
+  slice_fold_kernel<DecayKind::cosine>
+      <<<grid_size(blocks, "state elements"), kScanThreads, 0, device.stream>>>(p, total_log2);
+  LCSM_CUDA_CHECK(cudaGetLastError());
+  p.bidirectional = true;
+  run_forward<T, DecayKind::cosine>(p, plan, device, precision, ForwardPhase::outputs);
 }
 
 inline void set_cosine(RecurrenceParams& p, const CosFormerAttention& op) {
@@ -104,31 +128,8 @@ void forward(const cuda::Device& device, const CosFormerAttention& op, detail::i
   auto params = cuda::detail::make_params(q, k, v, o, 1.0, shape);
   cuda::detail::set_states(params, state, cu_seqlens);
   cuda::detail::set_cosine(params, op);
-  if (op.causal) {
-    cuda::detail::run_forward<T, DecayKind::cosine>(params, plan, device, op.precision);
-    return;
-  }
-  // Non-causal: every segment's sums (deltas), folded with the initial state into each sequence's
-  // whole sums, which every token then reads.
-  cuda::detail::set_plan(params, plan, device);
-  auto* totals = static_cast<char*>(device.workspace.data) + (plan.workspace_bytes() - plan.totals_bytes);
-  params.last_delta = reinterpret_cast<float*>(totals);
-  auto* total_log2 = reinterpret_cast<float*>(
-      totals +
-      cuda::detail::round_up_256(
-          static_cast<std::size_t>(shape.sequences * shape.heads * 2 * shape.key_dim * (shape.value_dim + 1)) * 4));
-  cuda::detail::run_forward<T, DecayKind::cosine>(params, plan, device, op.precision,
-                                                  cuda::detail::ForwardPhase::deltas);
-  const std::int64_t kv = 2 * shape.key_dim * (shape.value_dim + 1);
-  const std::int64_t blocks =
-      (kv + cuda::detail::kScanThreads - 1) / cuda::detail::kScanThreads * shape.heads * shape.sequences;
-  cuda::detail::slice_fold_kernel<DecayKind::cosine>
-      <<<cuda::detail::grid_size(blocks, "state elements"), cuda::detail::kScanThreads, 0, device.stream>>>(params,
-                                                                                                            total_log2);
-  LCSM_CUDA_CHECK(cudaGetLastError());
-  params.bidirectional = true;
-  cuda::detail::run_forward<T, DecayKind::cosine>(params, plan, device, op.precision,
-                                                  cuda::detail::ForwardPhase::outputs);
+  if (op.causal) cuda::detail::run_forward<T, DecayKind::cosine>(params, plan, device, op.precision);
+  else cuda::detail::run_cosine_bidirectional<T>(params, plan, device, op.precision, shape);
 }
 
 // Decode on the GPU: advances state [B, H, 2K, V + 1] (fp32, in place) by the n tokens of q, k

@@ -96,7 +96,6 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
   // The state in global memory: [.., K, V], cosFormer's [.., 2K, V + 1] (z in column V).
   const int SR = Tr::kCosine ? 2 * K : K, SC = Tr::kCosine ? V + 1 : V;
   StateRegs<Tr> S;
-  bool state_zero = true;
   const Strides4 ws{static_cast<std::int64_t>(p.heads) * SR * SC, static_cast<std::int64_t>(SR) * SC, SC, 1};
   const float* start = nullptr;  // where the state before the segment is, and its indices
   Strides4 start_strides = ws;
@@ -110,7 +109,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
   }
   state_from_global<Tr>(S, start, start_strides, start_index, h, c0, K, V);
   if constexpr (Tr::kCosine) cos_z_from_global<Tr>(ct.z, start, start_strides, start_index, h, K, V);
-  state_zero = start == nullptr;
+  bool state_zero = start == nullptr;
   if (!kDeltaOnly && !state_zero) state_to_smem<Tr>(S, sSh, sSl);
 
   T* o = static_cast<T*>(p.o);
