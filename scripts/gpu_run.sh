@@ -53,7 +53,7 @@ if has sanitize; then
   echo "== compute-sanitizer"
   subset='lightning forward: head dimensions,lightning forward: varlen with per-sequence states,lightning decode: many sequences*,lightning forward: sequence lengths around the tile'
   subset="$subset,gated forward: head dimensions,gated forward: varlen with per-sequence states,gated decode: many sequences*"
-  subset="$subset,cosformer forward: head dimensions,cosformer forward: varlen with per-sequence states,cosformer decode*"
+  subset="$subset,cosformer forward: head dimensions,cosformer forward: varlen with per-sequence states,cosformer decode*,cosformer backward: varlen and strided memory"
   subset="$subset,lightning backward: varlen and strided memory,gated backward: varlen and strided memory"
   subset="$subset,toeplitz forward: varlen sequences are convolved separately,toeplitz forward: NaN and Inf*,toeplitz decode*,toeplitz backward: NaN in dy*,toeplitz backward: lengths*"
   # bf16 runs the sm_90a kernels (lightning, scalar gate) and the mma.sync kernel (vector gate);

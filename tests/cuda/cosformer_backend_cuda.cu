@@ -1,5 +1,5 @@
 // The CUDA runner's cosFormer calls: device copies of the host tensors and of op.positions (device
-// memory on CUDA), with the workspace each call asks for. No backward on CUDA yet.
+// memory on CUDA), with the workspace each call asks for.
 #include <stdexcept>
 
 #include "cuda/backend_cuda.cuh"
@@ -59,10 +59,24 @@ class CudaCosformerOps final : public CosformerOps {
     });
   }
 
-  bool has_backward() const override { return false; }
-  void backward(const CosFormerAttention&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor*,
-                const Tensor*, const CosformerBackwardOut&, const Offsets*) override {
-    throw Error("cuda backend: no cosFormer backward yet");
+  void backward(const CosFormerAttention& host_op, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& d_o,
+                const Tensor* s0, const Tensor* dsT, const CosformerBackwardOut& out, const Offsets* cu) override {
+    dispatch_cuda(q.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      const DeviceCosformer d(host_op);
+      const DeviceBuffer dq_in(q), dk_in(k), dv_in(v), ddo(d_o), dq(*out.dq), dk(*out.dk), dv(*out.dv);
+      const DeviceStateGrads states(s0, dsT, out.d_initial_state);
+      const DeviceOffsets offsets(cu);
+      const auto qv = dq_in.view<const T>(q), vv = dv_in.view<const T>(v);
+      const DeviceBuffer workspace(cuda::backward_workspace_bytes<T>(d.op, qv, vv, states.views, offsets.view));
+      lcsm::backward<T>(test_device(workspace), d.op, qv, dk_in.view<const T>(k), vv, ddo.view<const T>(d_o),
+                        dq.view<T>(*out.dq), dk.view<T>(*out.dk), dv.view<T>(*out.dv), states.views, offsets.view);
+      LCSM_CUDA_CHECK(cudaDeviceSynchronize());
+      dq.to_host(*out.dq);
+      dk.to_host(*out.dk);
+      dv.to_host(*out.dv);
+      states.to_host(out.d_initial_state);
+    });
   }
 };
 

@@ -1,6 +1,6 @@
 // `run --device cuda`: lcsm's CUDA backend on a problem, through the public API only (lcsm/cuda.cuh),
 // for what that backend has: forward, backward and decode of lightning attention and both gates,
-// cosFormer's forward and decode, and the Toeplitz convolution's forward, backward and decode, in
+// cosFormer's forward, backward and decode, and the Toeplitz convolution's forward, backward and decode, in
 // f32, f16 and bf16. Inputs go to the device
 // once; each timed call is followed by a device synchronisation (the time is the call's, enqueue to
 // completion); outputs come back converted exactly (they are already in the problem's dtype, states
@@ -124,7 +124,8 @@ std::vector<Tensor64> run_recurrence_backward(const Problem& pr, const Op& op, V
   return out;
 }
 
-// cosFormer: forward, and decode token by token (positions in device memory, one row per token).
+// cosFormer: forward, backward, and decode token by token (positions in device memory, one row per
+// token).
 template <class T>
 std::vector<Tensor64> run_cosformer(const Problem& pr, Stopwatch& watch) {
   const Descriptor& d = pr.descriptor;
@@ -154,16 +155,39 @@ std::vector<Tensor64> run_cosformer(const Problem& pr, Stopwatch& watch) {
   const auto qv = lcsm::view(static_cast<const T*>(q.get()), {B, Tn, H, K});
   const auto vv = lcsm::view(static_cast<const T*>(v.get()), {B, Tn, H, V});
   const auto sv = View<float, 4>(state.get(), ss, contiguous_strides<4>(ss));
+  const View<const float, 4> s0v =
+      d.state ? View<const float, 4>(s0.get(), ss, contiguous_strides<4>(ss)) : View<const float, 4>{};
+  const auto kv = lcsm::view(static_cast<const T*>(k.get()), {B, Tn, H, K});
+  if (d.dir == Direction::backward) {
+    op.positions = positions_at(0);
+    const Array<T> d_o(pr.input("do").values);
+    const Array<float> dsT(d.state ? pr.input("d_final_state").values : std::vector<double>{});
+    Array<T> dq(B * Tn * H * K), dk(B * Tn * H * K), dv(B * Tn * H * V);
+    Array<float> ds0(d.state ? N * H * 2 * K * (V + 1) : 0);
+    const StateGrads<float> states{
+        s0v, d.state ? View<const float, 4>(dsT.get(), ss, contiguous_strides<4>(ss)) : View<const float, 4>{},
+        d.state ? View<float, 4>(ds0.get(), ss, contiguous_strides<4>(ss)) : View<float, 4>{}};
+    const std::size_t bytes = cuda::backward_workspace_bytes<T>(op, qv, vv, states, cu);
+    const Array<unsigned char> workspace(bytes);
+    const cuda::Device dev{nullptr, {workspace.get(), bytes}};
+    watch.measure([&] {
+      lcsm::backward<T>(dev, op, qv, kv, vv, lcsm::view(static_cast<const T*>(d_o.get()), {B, Tn, H, V}),
+                        lcsm::view(dq.get(), {B, Tn, H, K}), lcsm::view(dk.get(), {B, Tn, H, K}),
+                        lcsm::view(dv.get(), {B, Tn, H, V}), states, cu);
+      synchronize();
+    });
+    std::vector<Tensor64> out = {output_of(pr, "dq", dq.download()), output_of(pr, "dk", dk.download()),
+                                 output_of(pr, "dv", dv.download())};
+    if (d.state) out.push_back(output_of(pr, "d_initial_state", ds0.download()));
+    return out;
+  }
   if (d.dir == Direction::forward) {
     op.positions = positions_at(0);
     const std::size_t bytes = cuda::forward_workspace_bytes<T>(op, qv, vv, cu);
     const Array<unsigned char> workspace(bytes);
     const cuda::Device dev{nullptr, {workspace.get(), bytes}};
-    const View<const float, 4> s0v =
-        d.state ? View<const float, 4>(s0.get(), ss, contiguous_strides<4>(ss)) : View<const float, 4>{};
     watch.measure([&] {
-      lcsm::forward<T>(dev, op, qv, lcsm::view(static_cast<const T*>(k.get()), {B, Tn, H, K}), vv,
-                       lcsm::view(o.get(), {B, Tn, H, V}), {s0v, sv}, cu);
+      lcsm::forward<T>(dev, op, qv, kv, vv, lcsm::view(o.get(), {B, Tn, H, V}), {s0v, sv}, cu);
       synchronize();
     });
   } else {
@@ -329,8 +353,6 @@ std::string cuda_device_name() {
 }
 
 std::string cuda_lacks(const Descriptor& d) {
-  if (d.op == Operator::cosformer && d.dir == Direction::backward)
-    return "the backward of cosformer is not on the CUDA backend yet (issue 10)";
   if (d.op == Operator::cosformer && d.K > 128) return "cosFormer on the CUDA backend takes K <= 128";
   if (d.dtype == test::Dtype::f64) return "the CUDA backend takes f32, f16 and bf16 inputs, not f64";
   return "";

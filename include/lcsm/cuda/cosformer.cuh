@@ -1,8 +1,10 @@
-// cosFormer on CUDA: forward (causal and non-causal) and decode step. Include from a .cu file.
+// cosFormer on CUDA: forward (causal and non-causal), backward and decode step. Include from a .cu
+// file.
 //
 //   lcsm::CosFormerAttention op;                       // ReLU, causal, M = each sequence's end
 //   lcsm::cuda::Device dev{stream, {workspace_ptr, workspace_bytes}};
 //   lcsm::forward<__nv_bfloat16>(dev, op, q, k, v, o, {initial_state, final_state}, cu_seqlens);
+//   lcsm::backward<__nv_bfloat16>(dev, op, q, k, v, d_o, dq, dk, dv, {s0, d_final, d_initial}, cu_seqlens);
 //   op.length = M;  op.positions = positions;          // decode: M fixed, [B] first positions
 //   lcsm::step<__nv_bfloat16>(dev, op, q1, k1, v1, o1, state);
 //
@@ -13,11 +15,14 @@
 // contents are not read on the host: a negative position is taken as 0, and positions at or past
 // M give weights cos(..) <= 0 (wrong results, never bad accesses); the CPU backend checks them.
 // The algorithm is the chunked engine's with the cosine policy (chunked/cosine_sm80.cuh): the
-// mma.sync kernel on every GPU. op.chunk is the CPU's; the engine picks its own chunk.
+// mma.sync kernel on every GPU. op.chunk is the CPU's; the engine picks its own chunk. The backward
+// runs the engine over fp32 features (chunked/cosine_backward.cuh; its workspace:
+// lcsm::cuda::backward_workspace_bytes), V <= 255.
 #pragma once
 
 #include <cstdint>
 
+#include "lcsm/cuda/chunked/cosine_backward.cuh"
 #include "lcsm/cuda/chunked/run.cuh"
 #include "lcsm/cuda/chunked/scan.cuh"
 #include "lcsm/cuda/device.cuh"
@@ -41,6 +46,14 @@ inline void check_cosine_positions(const char* where, const CosFormerAttention& 
   check_shape(where, "op.positions", op.positions, {sequences}, "[N], one position per sequence");
   check_argument(op.positions.stride(0) == 1 || sequences <= 1, where, "op.positions", "contiguous positions",
                  concat("stride ", op.positions.stride(0)));
+}
+
+// What the host can see of "every position below M": one batch of T tokens from position 0.
+inline void check_cosine_length(const char* where, const CosFormerAttention& op, const ProblemShape& shape,
+                                bool varlen) {
+  if (op.length && !varlen && op.positions.absent() && shape.time > *op.length)
+    lcsm::detail::throw_argument(where, "op.length", "M >= position + length of every sequence",
+                                 lcsm::detail::concat("M = ", *op.length, " smaller than the length T = ", shape.time));
 }
 
 // Bytes of each sequence's whole sums, [N, H, 2K, V + 1] fp32 (the non-causal forward's totals).
@@ -98,6 +111,18 @@ std::size_t forward_workspace_bytes(const CosFormerAttention& op, View<const T, 
   return detail::plan_cosine(shape, cu_seqlens.present(), op.causal).workspace_bytes();
 }
 
+// Scratch bytes a backward call with these arguments needs on the current device (never 0: the fp32
+// features of every token).
+template <class T>
+std::size_t backward_workspace_bytes(const CosFormerAttention& op, View<const T, 4> q, View<const T, 4> v,
+                                     const StateGrads<float>& states = {}, const CuSeqlens& cu_seqlens = {}) {
+  const std::int64_t sequences = cu_seqlens.present() ? cu_seqlens.num_sequences() : q.size(0);
+  const lcsm::detail::ProblemShape shape{q.size(0), q.size(1), q.size(2), q.size(3), v.size(3), sequences};
+  lcsm::detail::check_problem_size("lcsm::cuda::backward_workspace_bytes", cu_seqlens.present() ? "cu_seqlens" : "q",
+                                   detail::cosine_feature_shape(shape));
+  return detail::plan_cosine_backward(shape, cu_seqlens.present(), op.causal, states.d_final.present()).bytes();
+}
+
 }  // namespace cuda
 
 // Forward on the GPU: o = cosFormer(q, k, v) with optional fp32 [N, H, 2K, V + 1] initial and final
@@ -117,10 +142,7 @@ void forward(const cuda::Device& device, const CosFormerAttention& op, detail::i
   detail::check_argument(shape.key_dim <= 128, where, "q", "K <= 128 (the state's 2K rows on CUDA)",
                          detail::concat("K = ", shape.key_dim));
   cuda::detail::check_cosine_positions(where, op, shape.sequences, false);
-  // What the host can see of "every position below M": one batch of T tokens from position 0.
-  if (op.length && !cu_seqlens.present() && op.positions.absent() && shape.time > *op.length)
-    detail::throw_argument(where, "op.length", "M >= position + length of every sequence",
-                           detail::concat("M = ", *op.length, " smaller than the length T = ", shape.time));
+  cuda::detail::check_cosine_length(where, op, shape, cu_seqlens.present());
   if (shape.batch == 0 || shape.sequences == 0 || (shape.time == 0 && state.final.absent())) return;
 
   const auto plan = cuda::detail::plan_cosine(shape, cu_seqlens.present(), op.causal);
@@ -130,6 +152,44 @@ void forward(const cuda::Device& device, const CosFormerAttention& op, detail::i
   cuda::detail::set_cosine(params, op);
   if (op.causal) cuda::detail::run_forward<T, DecayKind::cosine>(params, plan, device, op.precision);
   else cuda::detail::run_cosine_bidirectional<T>(params, plan, device, op.precision, shape);
+}
+
+// Backward on the GPU: dq, dk, dv from do, and optionally the gradient of the fp32 [N, H, 2K, V + 1]
+// initial state (from the final state's), as on the CPU. Gradients in the input type; K <= 128,
+// V <= 255 (the feature problem's 2K keys and V + 1 values are the engine's, at most 256), H <= 256.
+template <class T>
+void backward(const cuda::Device& device, const CosFormerAttention& op, detail::identity_t<View<const T, 4>> q,
+              detail::identity_t<View<const T, 4>> k, detail::identity_t<View<const T, 4>> v,
+              detail::identity_t<View<const T, 4>> d_o, View<T, 4> dq, detail::identity_t<View<T, 4>> dk,
+              detail::identity_t<View<T, 4>> dv, const StateGrads<float>& states = {},
+              const CuSeqlens& cu_seqlens = {}) {
+  static_assert(cuda::detail::is_cuda_input_v<T>, "CUDA cosFormer takes float, __half or __nv_bfloat16");
+  const char* where = "lcsm::backward(cuda, CosFormerAttention)";
+  detail::Operands ops(where);
+  ops.in("op.positions", op.positions);
+  const auto shape = detail::check_backward(where, q, k, v, d_o, dq, dk, dv, states, cu_seqlens, ops,
+                                            detail::StateLayout::cosformer, detail::OffsetsAt::device);
+  if (cu_seqlens.present())
+    detail::check_argument(cu_seqlens.stride() == 1, where, "cu_seqlens", "contiguous offsets",
+                           detail::concat("stride ", cu_seqlens.stride()));
+  op.check(where);
+  detail::check_argument(shape.key_dim <= 128, where, "q", "K <= 128 (the state's 2K rows on CUDA)",
+                         detail::concat("K = ", shape.key_dim));
+  detail::check_argument(shape.value_dim <= 255, where, "v", "V <= 255 (the backward's V + 1 values on CUDA)",
+                         detail::concat("V = ", shape.value_dim));
+  detail::check_argument(shape.heads <= cuda::detail::kMaxHeads, where, "q",
+                         detail::concat("H <= ", cuda::detail::kMaxHeads), detail::concat("H = ", shape.heads));
+  cuda::detail::check_cosine_positions(where, op, shape.sequences, false);
+  cuda::detail::check_cosine_length(where, op, shape, cu_seqlens.present());
+  if (shape.batch == 0 || shape.sequences == 0 || (shape.time == 0 && states.d_initial.absent())) return;
+
+  const auto plan =
+      cuda::detail::plan_cosine_backward(shape, cu_seqlens.present(), op.causal, states.d_final.present());
+  cuda::detail::check_cosine_backward_workspace(where, device, plan);
+  cuda::detail::RecurrenceParams cosine{};
+  cuda::detail::set_cosine(cosine, op);
+  cuda::detail::run_cosine_backward<T>({q, k, v, d_o, dq, dk, dv, states, cu_seqlens, 1.0, op.precision, shape}, cosine,
+                                       op.causal, plan, device);
 }
 
 // Decode on the GPU: advances state [B, H, 2K, V + 1] (fp32, in place) by the n tokens of q, k
