@@ -55,39 +55,6 @@ Reference reference_backward(const GatedProblemData& p, const std::vector<double
   return r;
 }
 
-// The magnitude of the terms that dq and dk sum: the reference backward of |q|, |k|, |v|, |dO| and
-// the states' magnitudes (every product then adds, none cancels). A float dq_t can be off by many
-// ulps of |dq_t| where its terms cancel, and q_t (.) dq_t, which the gate gradient sums, with it.
-struct TermMagnitudes {
-  std::vector<double> dq, dk, dv, ds0;
-};
-
-TermMagnitudes term_magnitudes(const GatedProblemData& p, const std::vector<double>& dod,
-                               const std::vector<double>& dsTd) {
-  const GatedCase& c = p.c;
-  const index_t N = c.sequences();
-  auto magnitude = [](const std::vector<double>& x) {
-    std::vector<double> m(x.size());
-    for (std::size_t i = 0; i < x.size(); ++i) m[i] = std::fabs(x[i]);
-    return m;
-  };
-  const std::vector<double> q = magnitude(p.qd), k = magnitude(p.kd), v = magnitude(p.vd), d_o = magnitude(dod),
-                            s0 = magnitude(p.s0d), dsT = magnitude(dsTd);
-  TermMagnitudes m{std::vector<double>(q.size()), std::vector<double>(k.size()), std::vector<double>(v.size()),
-                   std::vector<double>(N * c.H * c.K * c.V)};
-  std::vector<double>& dv = m.dv;
-  std::vector<double>& ds0 = m.ds0;
-  auto mut = [&](std::vector<double>& x, index_t D) { return lcsm::view(x.data(), {c.B, c.T, c.H, D}); };
-  p.with_reference_op([&](const auto& op) {
-    reference::gated_backward(op, p.dview(q, c.K), p.dview(k, c.K), p.dview(v, c.V), p.dview(d_o, c.V), mut(m.dq, c.K),
-                              mut(m.dk, c.K), mut(dv, c.V),
-                              c.with_state ? lcsm::view(s0.data(), {N, c.H, c.K, c.V}) : View<const double, 4>{},
-                              c.with_state ? lcsm::view(dsT.data(), {N, c.H, c.K, c.V}) : View<const double, 4>{},
-                              lcsm::view(ds0.data(), {N, c.H, c.K, c.V}), p.cu_view());
-  });
-  return m;
-}
-
 // every_output = false: only dq, dk, dv are asked for (no initial-state or decay gradient: the
 // backends' paths that skip them).
 void check_backward(const GatedCase& c, Dtype dtype, bool every_output = true) {
@@ -134,44 +101,22 @@ void check_backward(const GatedCase& c, Dtype dtype, bool every_output = true) {
     CHECK((v.ok || within_terms));
   }
   if (!every_output) return;
-  // dg_t = sum_{s>=t} (q_s (.) dq_s - k_s (.) dk_s) + sum_v dS_T (.) S_T sums terms of both signs: its
-  // error is judged against the magnitude of those terms, not against the (possibly cancelled) sum,
-  // and each q_s (.) dq_s against the magnitude of the terms inside dq_s (term_magnitudes): a float
-  // dq_s where they cancel is off by many ulps of itself (seen: 1.7e-4 relative on the last token of
-  // a sequence, once in ~150 seeds, when only |q (.) dq| was counted).
-  const index_t W = c.gate_width(), N = c.sequences();
-  const Sequences seqs(c.B, c.T, p.cu_view());
-  const std::vector<double> got = dg.to_double();
+  // dg_t sums terms of both signs: its error is judged against the magnitude of those terms, not
+  // against the (possibly cancelled) sum (gate_gradient_terms).
+  const index_t W = c.gate_width();
+  const std::vector<double> got = dg.to_double(), mag = gate_gradient_terms(p, terms, dsTd, ref.sT);
   const double unit = dtype == Dtype::f64 ? 1e-12 : std::max(2e-5, backend().product_error());
   index_t bad = 0;
   std::string first;
-  for (index_t n = 0; n < N; ++n)
-    for (index_t h = 0; h < c.H; ++h) {
-      std::vector<double> mag(W, 0.0);
-      if (c.with_state)
-        for (index_t a = 0; a < c.K; ++a)
-          for (index_t b = 0; b < c.V; ++b) {
-            const index_t i = ((n * c.H + h) * c.K + a) * c.V + b;
-            mag[W == 1 ? 0 : a] += std::fabs(dsTd[i] * ref.sT[i]);
-          }
-      for (index_t t = seqs[n].length - 1; t >= 0; --t) {
-        const index_t tt = seqs[n].start + t, b = seqs[n].batch;
-        for (index_t d = 0; d < c.K; ++d) {
-          const index_t i = ((b * c.T + tt) * c.H + h) * c.K + d;
-          mag[W == 1 ? 0 : d] += std::fabs(p.qd[i]) * terms.dq[i] + std::fabs(p.kd[i]) * terms.dk[i];
-        }
-        for (index_t w = 0; w < W; ++w) {
-          const index_t i = ((b * c.T + tt) * c.H + h) * W + w;
-          const double err = std::fabs(got[i] - ref.dg[i]);
-          if (!(err <= unit * (mag[w] + std::fabs(ref.dg[i])) + 1e-300)) {
-            if (bad++ == 0)
-              first = "d_log_gate at token " + std::to_string(tt) + " head " + std::to_string(h) + " key " +
-                      std::to_string(w) + ": " + std::to_string(got[i]) + " vs reference " + std::to_string(ref.dg[i]) +
-                      ", term magnitude " + std::to_string(mag[w]);
-          }
-        }
-      }
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    const double err = std::fabs(got[i] - ref.dg[i]);
+    if (!(err <= unit * (mag[i] + std::fabs(ref.dg[i])) + 1e-300) && bad++ == 0) {
+      const index_t e = static_cast<index_t>(i);
+      first = "d_log_gate at token " + std::to_string(e / W / c.H % c.T) + " head " + std::to_string(e / W % c.H) +
+              " key " + std::to_string(e % W) + ": " + std::to_string(got[i]) + " vs reference " +
+              std::to_string(ref.dg[i]) + ", term magnitude " + std::to_string(mag[i]);
     }
+  }
   INFO(bad << " gate gradients out of tolerance; first: " << first);
   CHECK(bad == 0);
 }

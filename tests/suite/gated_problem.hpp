@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "lcsm/core/sequences.hpp"
 #include "lcsm/reference/gated.hpp"
 #include "support/compare.hpp"
 #include "support/gated_backend.hpp"
@@ -214,5 +215,68 @@ struct GatedProblemData {
     });
   }
 };
+
+// The magnitude of the terms that dq and dk sum: the reference backward of |q|, |k|, |v|, |dO| and
+// the states' magnitudes (every product then adds, none cancels). A float dq_t can be off by many
+// ulps of |dq_t| where its terms cancel, and q_t (.) dq_t, which the gate gradient sums, with it.
+struct TermMagnitudes {
+  std::vector<double> dq, dk, dv, ds0;
+};
+
+inline TermMagnitudes term_magnitudes(const GatedProblemData& p, const std::vector<double>& dod,
+                                      const std::vector<double>& dsTd) {
+  const GatedCase& c = p.c;
+  const index_t N = c.sequences();
+  auto magnitude = [](const std::vector<double>& x) {
+    std::vector<double> m(x.size());
+    for (std::size_t i = 0; i < x.size(); ++i) m[i] = std::fabs(x[i]);
+    return m;
+  };
+  const std::vector<double> q = magnitude(p.qd), k = magnitude(p.kd), v = magnitude(p.vd), d_o = magnitude(dod),
+                            s0 = magnitude(p.s0d), dsT = magnitude(dsTd);
+  TermMagnitudes m{std::vector<double>(q.size()), std::vector<double>(k.size()), std::vector<double>(v.size()),
+                   std::vector<double>(N * c.H * c.K * c.V)};
+  auto mut = [&](std::vector<double>& x, index_t D) { return lcsm::view(x.data(), {c.B, c.T, c.H, D}); };
+  p.with_reference_op([&](const auto& op) {
+    reference::gated_backward(op, p.dview(q, c.K), p.dview(k, c.K), p.dview(v, c.V), p.dview(d_o, c.V), mut(m.dq, c.K),
+                              mut(m.dk, c.K), mut(m.dv, c.V),
+                              c.with_state ? lcsm::view(s0.data(), {N, c.H, c.K, c.V}) : View<const double, 4>{},
+                              c.with_state ? lcsm::view(dsT.data(), {N, c.H, c.K, c.V}) : View<const double, 4>{},
+                              lcsm::view(m.ds0.data(), {N, c.H, c.K, c.V}), p.cu_view());
+  });
+  return m;
+}
+
+// The magnitude of the terms each element of d_log_gate sums (the gate's shape): dg_t = sum over
+// s >= t of q_s (.) dq_s - k_s (.) dk_s, plus sum_v dS_T (.) S_T with a state; each q_s (.) dq_s
+// counted as |q_s| times the magnitude of the terms inside dq_s (a float dq_s where they cancel is
+// off by many ulps of itself: seen 1.7e-4 relative on a sequence's last token when only
+// |q (.) dq| was counted). sT: the reference final state.
+inline std::vector<double> gate_gradient_terms(const GatedProblemData& p, const TermMagnitudes& m,
+                                               const std::vector<double>& dsTd, const std::vector<double>& sT) {
+  const GatedCase& c = p.c;
+  const index_t W = c.gate_width(), N = c.sequences();
+  const Sequences seqs(c.B, c.T, p.cu_view());
+  std::vector<double> terms(c.B * c.T * c.H * W, 0.0), mag(W);
+  for (index_t n = 0; n < N; ++n)
+    for (index_t h = 0; h < c.H; ++h) {
+      std::fill(mag.begin(), mag.end(), 0.0);
+      if (c.with_state)
+        for (index_t a = 0; a < c.K; ++a)
+          for (index_t b = 0; b < c.V; ++b) {
+            const index_t i = ((n * c.H + h) * c.K + a) * c.V + b;
+            mag[W == 1 ? 0 : a] += std::fabs(dsTd[i] * sT[i]);
+          }
+      for (index_t t = seqs[n].length - 1; t >= 0; --t) {
+        const index_t tt = seqs[n].start + t, b = seqs[n].batch;
+        for (index_t d = 0; d < c.K; ++d) {
+          const index_t i = ((b * c.T + tt) * c.H + h) * c.K + d;
+          mag[W == 1 ? 0 : d] += std::fabs(p.qd[i]) * m.dq[i] + std::fabs(p.kd[i]) * m.dk[i];
+        }
+        for (index_t w = 0; w < W; ++w) terms[((b * c.T + tt) * c.H + h) * W + w] = mag[w];
+      }
+    }
+  return terms;
+}
 
 }  // namespace lcsm::test
