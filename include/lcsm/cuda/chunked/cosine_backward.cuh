@@ -43,16 +43,20 @@ inline ProblemShape swapped_dims(const ProblemShape& s) {
   return {s.batch, s.time, s.heads, s.value_dim, s.key_dim, s.sequences};
 }
 
+// Feature rows padded to 4 floats (16 bytes: the engine's vector loads).
+inline int padded_row(std::int64_t width) { return static_cast<int>((width + 3) / 4 * 4); }
+
 // The scratch of a cosFormer backward call, region by region (bytes, 256-byte multiples).
 struct CosineBackwardPlan {
-  std::size_t keys = 0;    // one [B, T, H, 2K] fp32 region: u, w, du, dw
-  std::size_t values = 0;  // one [B, T, H, V + 1] fp32 region: [v, 1], [num, den] -> [g, e], d[v, 1]
-  std::size_t sums = 0;    // non-causal: S and dS, [N, H, 2K, V + 1] fp32 each
-  std::size_t zeros = 0;   // non-causal: the zero operand
-  ChunkPlan forward;       // the engine's forward over the features
-  ChunkPlan swapped;       // non-causal: over V + 1 keys and 2K values (du, dw)
-  BackwardPlan backward;   // causal: lightning's backward over the features
-  std::size_t engine = 0;  // the engine's scratch: the largest of the three
+  int key_row = 0, value_row = 0;  // floats per feature row: 2K and V + 1, padded
+  std::size_t keys = 0;            // one [B, T, H, 2K] fp32 region: u, w, du, dw
+  std::size_t values = 0;          // one [B, T, H, V + 1] fp32 region: [v, 1], [num, den] -> [g, e], d[v, 1]
+  std::size_t sums = 0;            // non-causal: S and dS, [N, H, 2K, V + 1] fp32 each
+  std::size_t zeros = 0;           // non-causal: one zero row, the zero operand
+  ChunkPlan forward;               // the engine's forward over the features
+  ChunkPlan swapped;               // non-causal: over V + 1 keys and 2K values (du, dw)
+  BackwardPlan backward;           // causal: lightning's backward over the features
+  std::size_t engine = 0;          // the engine's scratch: the largest of the three
   std::size_t bytes() const { return 4 * keys + 3 * values + 2 * sums + zeros + engine; }
 };
 
@@ -60,8 +64,10 @@ inline CosineBackwardPlan plan_cosine_backward(const ProblemShape& s, bool varle
   const ProblemShape f = cosine_feature_shape(s);
   const auto floats = [](std::int64_t count) { return round_up_256(static_cast<std::size_t>(count) * sizeof(float)); };
   CosineBackwardPlan b;
-  b.keys = floats(f.batch * f.time * f.heads * f.key_dim);
-  b.values = floats(f.batch * f.time * f.heads * f.value_dim);
+  b.key_row = padded_row(f.key_dim);
+  b.value_row = padded_row(f.value_dim);
+  b.keys = floats(f.batch * f.time * f.heads * b.key_row);
+  b.values = floats(f.batch * f.time * f.heads * b.value_row);
   b.forward = plan_forward<DecayKind::head>(f, varlen);
   b.engine = b.forward.workspace_bytes();
   if (causal) {
@@ -69,7 +75,7 @@ inline CosineBackwardPlan plan_cosine_backward(const ProblemShape& s, bool varle
     b.engine = std::max(b.engine, b.backward.bytes());
   } else {
     b.sums = floats(f.sequences * f.heads * f.key_dim * f.value_dim);
-    b.zeros = 256;
+    b.zeros = floats(std::max(b.key_row, b.value_row));
     b.swapped = plan_forward<DecayKind::head>(swapped_dims(f), varlen);
     b.engine = std::max(b.engine, b.swapped.workspace_bytes());
   }
@@ -102,6 +108,8 @@ void run_cosine_backward(const BackwardCall<T>& c, const RecurrenceParams& cosin
     return region;
   };
   CosineFeatures x{};
+  x.key_row = plan.key_row;
+  x.value_row = plan.value_row;
   x.u = take(plan.keys);
   x.w = take(plan.keys);
   x.du = take(plan.keys);
@@ -122,17 +130,20 @@ void run_cosine_backward(const BackwardCall<T>& c, const RecurrenceParams& cosin
   p.cos_length = cosine.cos_length;
   p.eps = cosine.eps;
   p.relu = cosine.relu;
-  const unsigned rows = grid_of(s.batch * s.time * s.heads, kBackwardThreads / 32);
-  cosine_features_kernel<T><<<rows, kBackwardThreads, 0, stream>>>(p, x);
+  const unsigned blocks = grid_of(s.batch * s.time * s.heads, kBackwardThreads / 32);
+  cosine_features_kernel<T><<<blocks, kBackwardThreads, 0, stream>>>(p, x);
   LCSM_CUDA_CHECK(cudaGetLastError());
 
-  const auto keys = [&](float* data) { return lcsm::view(data, {f.batch, f.time, f.heads, f.key_dim}); };
-  const auto values = [&](float* data) { return lcsm::view(data, {f.batch, f.time, f.heads, f.value_dim}); };
+  const auto rows = [&](float* data, std::int64_t width, std::int64_t row) {
+    return lcsm::view(data, {f.batch, f.time, f.heads, width}, {f.time * f.heads * row, f.heads * row, row, 1});
+  };
+  const auto keys = [&](float* data) { return rows(data, f.key_dim, plan.key_row); };
+  const auto values = [&](float* data) { return rows(data, f.value_dim, plan.value_row); };
   const auto gradients = [&] {  // [num, den] -> [g, e]
     RecurrenceParams grads = p;
     grads.o = const_cast<T*>(c.d_o.data());  // read only
     grads.so = strides_of(c.d_o);
-    cosine_output_grads_kernel<T><<<rows, kBackwardThreads, 0, stream>>>(grads, x.outputs);
+    cosine_output_grads_kernel<T><<<blocks, kBackwardThreads, 0, stream>>>(grads, x);
     LCSM_CUDA_CHECK(cudaGetLastError());
   };
 
@@ -149,8 +160,9 @@ void run_cosine_backward(const BackwardCall<T>& c, const RecurrenceParams& cosin
                                          decay, plan.backward, engine);
   } else {
     LCSM_CUDA_CHECK(cudaMemsetAsync(zeros, 0, plan.zeros, stream));
-    const View<const float, 4> zero_keys(zeros, keys(zeros).shape(), {0, 0, 0, 0});
-    const View<const float, 4> zero_values(zeros, values(zeros).shape(), {0, 0, 0, 0});
+    // Every row the same zero row (unit inner stride: the passes keep their vector loads).
+    const View<const float, 4> zero_keys(zeros, keys(zeros).shape(), {0, 0, 0, 1});
+    const View<const float, 4> zero_values(zeros, values(zeros).shape(), {0, 0, 0, 1});
     // One engine forward over the features: outputs from the initial state and the tokens, the
     // final state when asked (swapped: V + 1 keys, 2K values).
     const auto pass = [&](View<const float, 4> q, View<const float, 4> k, View<const float, 4> v, View<float, 4> o,
@@ -190,7 +202,7 @@ void run_cosine_backward(const BackwardCall<T>& c, const RecurrenceParams& cosin
     pass(keys(x.w), zero_keys, zero_values, values(x.dvalues), d_whole, sd, nullptr, {}, false);
   }
 
-  cosine_gradients_kernel<T><<<rows, kBackwardThreads, 0, stream>>>(
+  cosine_gradients_kernel<T><<<blocks, kBackwardThreads, 0, stream>>>(
       p, x, CosineGradientOutputs<T>{c.dk.data(), c.dv.data(), strides_of(c.dk), strides_of(c.dv)});
   LCSM_CUDA_CHECK(cudaGetLastError());
 }

@@ -36,9 +36,11 @@ __device__ __forceinline__ TokenPlace token_place(const RecurrenceParams& p, std
   return {lo, t - start, cu_offset(p, lo + 1) - start};
 }
 
-// The fp32 feature problem [B, T, H, X] (contiguous): u = [phi(q) cos, phi(q) sin], w = [phi(k)
-// cos, phi(k) sin] (2K columns), [v, 1] (V + 1), and the gradients of the same shapes.
+// The fp32 feature problem [B, T, H, X], rows of `key_row` (u, w, du, dw) or `value_row` floats
+// (the others; both multiples of 4, so the engine loads them 16 bytes at a time): u = [phi(q) cos,
+// phi(q) sin], w = [phi(k) cos, phi(k) sin] (2K columns), [v, 1] (V + 1), and their gradients.
 struct CosineFeatures {
+  int key_row, value_row;
   float* u;
   float* w;
   float* values;   // [v, 1]; then the gradients [g, e] of [num, den]
@@ -80,9 +82,9 @@ __global__ void __launch_bounds__(kBackwardThreads)
     const T* q = static_cast<const T*>(p.q) + b * p.sq.s0 + t * p.sq.s1 + h * p.sq.s2;
     const T* k = static_cast<const T*>(p.k) + b * p.sk.s0 + t * p.sk.s1 + h * p.sk.s2;
     const T* v = static_cast<const T*>(p.v) + b * p.sv.s0 + t * p.sv.s1 + h * p.sv.s2;
-    float* u = f.u + feature_row(p, b, t, h, 2 * K);
-    float* w = f.w + feature_row(p, b, t, h, 2 * K);
-    float* values = f.values + feature_row(p, b, t, h, V + 1);
+    float* u = f.u + feature_row(p, b, t, h, f.key_row);
+    float* w = f.w + feature_row(p, b, t, h, f.key_row);
+    float* values = f.values + feature_row(p, b, t, h, f.value_row);
     for (int d = lane; d < K; d += 32) {
       const float a = cos_phi(p.relu, to_float(q[d * p.sq.s3])), c = cos_phi(p.relu, to_float(k[d * p.sk.s3]));
       u[d] = a * cs.x;
@@ -98,11 +100,11 @@ __global__ void __launch_bounds__(kBackwardThreads)
 // the clamp is active (a NaN den gives NaN g and e = 0, as on the CPU). d_o: p.o with p.so.
 template <class T>
 __global__ void __launch_bounds__(kBackwardThreads)
-    cosine_output_grads_kernel(const __grid_constant__ RecurrenceParams p, float* outputs) {
+    cosine_output_grads_kernel(const __grid_constant__ RecurrenceParams p, const CosineFeatures f) {
   const int V = p.value_dim;
   for_each_token_row(p, [&](std::int64_t b, std::int64_t t, int h, float2, int lane) {
     const T* d_o = static_cast<const T*>(p.o) + b * p.so.s0 + t * p.so.s1 + h * p.so.s2;
-    float* row = outputs + feature_row(p, b, t, h, V + 1);
+    float* row = f.outputs + feature_row(p, b, t, h, f.value_row);
     const float den = row[V], r = 1.f / (den < p.eps ? p.eps : den);
     float dot = 0.f;
     for (int d = lane; d < V; d += 32) {
@@ -135,9 +137,9 @@ __global__ void __launch_bounds__(kBackwardThreads)
     T* dq = static_cast<T*>(p.o) + b * p.so.s0 + t * p.so.s1 + h * p.so.s2;
     T* dk = out.dk + b * out.sdk.s0 + t * out.sdk.s1 + h * out.sdk.s2;
     T* dv = out.dv + b * out.sdv.s0 + t * out.sdv.s1 + h * out.sdv.s2;
-    const float* du = f.du + feature_row(p, b, t, h, 2 * K);
-    const float* dw = f.dw + feature_row(p, b, t, h, 2 * K);
-    const float* dvalues = f.dvalues + feature_row(p, b, t, h, V + 1);
+    const float* du = f.du + feature_row(p, b, t, h, f.key_row);
+    const float* dw = f.dw + feature_row(p, b, t, h, f.key_row);
+    const float* dvalues = f.dvalues + feature_row(p, b, t, h, f.value_row);
     for (int d = lane; d < K; d += 32) {
       const float a = cos_phi(p.relu, to_float(q[d * p.sq.s3])), c = cos_phi(p.relu, to_float(k[d * p.sk.s3]));
       dq[d * p.so.s3] = from_float<T>(cos_phi_grad(p.relu, a) * fmaf(du[d], cs.x, du[K + d] * cs.y));
