@@ -64,6 +64,12 @@ class Lcsm:
         self.lib.lcsm_cosformer_forward.restype = ctypes.c_int
         self.lib.lcsm_cosformer_forward.argtypes = [ctypes.c_int, ctypes.c_int, P, P, P, P, L, L, L, L, L, P, L,
                                                     ctypes.c_int, P, ctypes.c_char_p, ctypes.c_int]
+        self.lib.lcsm_cosformer_backward_workspace.restype = L
+        self.lib.lcsm_cosformer_backward_workspace.argtypes = [ctypes.c_int, ctypes.c_int, L, L, L, L, L,
+                                                               ctypes.c_char_p, ctypes.c_int]
+        self.lib.lcsm_cosformer_backward.restype = ctypes.c_int
+        self.lib.lcsm_cosformer_backward.argtypes = [ctypes.c_int, ctypes.c_int, P, P, P, P, P, P, P, L, L, L, L, L,
+                                                     P, L, ctypes.c_int, P, ctypes.c_char_p, ctypes.c_int]
         self.err = ctypes.create_string_buffer(1024)
 
     def cosformer_forward(self, q, k, v, causal, exact=True):
@@ -85,6 +91,26 @@ class Lcsm:
             if rc:
                 raise RuntimeError(self.err.value.decode())
         return o, run
+
+    def cosformer_backward(self, q, k, v, d_o, causal, exact=True):
+        """ReLU features, M = T, no states. Returns (dq, dk, dv, run, workspace bytes)."""
+        B, T, H, K = q.shape
+        V = v.shape[-1]
+        dt = DTYPES[q.dtype]
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        ws = self.lib.lcsm_cosformer_backward_workspace(dt, int(causal), B, T, H, K, V, self.err, 1024)
+        if ws < 0:
+            raise RuntimeError(self.err.value.decode())
+        work = torch.empty(max(ws, 1), dtype=torch.uint8, device=q.device)
+        stream = torch.cuda.current_stream().cuda_stream
+
+        def run():
+            rc = self.lib.lcsm_cosformer_backward(dt, int(causal), q.data_ptr(), k.data_ptr(), v.data_ptr(),
+                                                  d_o.data_ptr(), dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), B, T,
+                                                  H, K, V, work.data_ptr(), ws, int(exact), stream, self.err, 1024)
+            if rc:
+                raise RuntimeError(self.err.value.decode())
+        return dq, dk, dv, run, ws
 
     def backward(self, family, q, k, v, d_o, decay, scale, exact=True):
         """family 0: lightning (decay: log-decays [H]); 1: scalar gate (decay: fp32 gate [B, T, H]);
@@ -638,6 +664,63 @@ def run_cosformer(lc, args, results, dev, copy_bw):
               f"{fla_err if fla_err is not None else float('nan'):9.2e} {row['yardstick']:10.2e}", flush=True)
 
 
+def run_cosformer_training(lc, args, results, dev):
+    """One forward plus one backward call (causal, ReLU, M = T) against fla's emulation under
+    autograd, with the extra memory of each; then the gradients' error against float64 (the direct
+    formula under autograd, T = 1024, H = 4) for both."""
+    H, D = 16, 128
+    shapes = [(1, T) for T in (4096, 16384, 65536) if T <= args.max_t] + [(8, 8192)]
+    print(f"\n{'cosformer fwd+bwd':>22} {'shape':>14} {'lcsm ms':>9} {'fla ms':>9} {'fla/lcsm':>9} {'ws MB':>8} "
+          f"{'fla MB':>8} {'dq-vs-fla':>10}", flush=True)
+    for B, T in shapes:
+        q, k, v, d_o = (torch.randn(B, T, H, D, device=dev, dtype=torch.bfloat16) for _ in range(4))
+        o, fwd = lc.cosformer_forward(q, k, v, True)
+        dq, dk, dv, bwd, ws = lc.cosformer_backward(q, k, v, d_o, True)
+        ours = time_ms(lambda: (fwd(), bwd()))
+        leaves = [x.detach().clone().requires_grad_(True) for x in (q, k, v)]
+
+        def fla_step():
+            return torch.autograd.grad(cosformer_fla(*leaves), leaves, d_o)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        try:
+            grads = fla_step()
+            torch.cuda.synchronize()
+            fla_extra = (torch.cuda.max_memory_allocated() - base) / 1e6
+            theirs = time_ms(fla_step)
+        except Exception as e:  # fla's failure is a row of ours without its numbers
+            print(f"# fla cosformer fwd+bwd at B={B} T={T} failed: {str(e)[:200]}", flush=True)
+            grads, fla_extra, theirs = [torch.full_like(dq, float("nan"))], float("nan"), float("nan")
+        fwd()
+        bwd()
+        torch.cuda.synchronize()
+        diff = rel_rms(dq, grads[0])
+        results["rows"].append(dict(op="cosformer fwd+bwd", B=B, T=T, H=H, D=D, lcsm_ms=ours, fla_ms=theirs,
+                                    lcsm_ws_mb=ws / 1e6, fla_extra_mb=fla_extra, dq_vs_fla=diff))
+        print(f"{'cosformer':>22} {f'B={B} T={T}':>14} {ours:9.3f} {theirs:9.3f} {theirs / ours:9.2f} "
+              f"{ws / 1e6:8.0f} {fla_extra:8.0f} {diff:10.2e}", flush=True)
+        del q, k, v, d_o, o, dq, dk, dv, grads, leaves
+        torch.cuda.empty_cache()
+    print(f"\n{'cosformer gradients (rel RMS vs fp64)':>38} {'lcsm':>9} {'fla':>9} {'yardstick':>10}")
+    T, H = 1024, 4
+    q, k, v, d_o = (torch.randn(1, T, H, D, device=dev, dtype=torch.bfloat16) for _ in range(4))
+    leaves = [x.double().requires_grad_(True) for x in (q, k, v)]
+    ref = torch.autograd.grad(cosformer_reference_fp64(*leaves, True), leaves, d_o.double())
+    _, fwd = lc.cosformer_forward(q, k, v, True)
+    dq, dk, dv, bwd, _ = lc.cosformer_backward(q, k, v, d_o, True)
+    fwd()
+    bwd()
+    fl = [x.detach().clone().requires_grad_(True) for x in (q, k, v)]
+    fla_grads = torch.autograd.grad(cosformer_fla(*fl), fl, d_o)
+    torch.cuda.synchronize()
+    for name, ours, theirs, want in zip(("dq", "dk", "dv"), (dq, dk, dv), fla_grads, ref):
+        row = dict(op="cosformer gradient fidelity", grad=name, T=T, lcsm=rel_rms(ours, want),
+                   fla=rel_rms(theirs, want), yardstick=rel_rms(want.to(torch.bfloat16), want))
+        results["rows"].append(row)
+        print(f"{name:>38} {row['lcsm']:9.2e} {row['fla']:9.2e} {row['yardstick']:10.2e}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", required=True)
@@ -678,6 +761,7 @@ def main():
         run_gated(lc, args, results, dev, copy_bw)
     if "cosformer" in args.families:
         run_cosformer(lc, args, results, dev, copy_bw)
+        run_cosformer_training(lc, args, results, dev)
     if "toeplitz" in args.families:
         run_toeplitz(lc, args, results, dev, copy_bw)
     if "lightning" not in args.families:

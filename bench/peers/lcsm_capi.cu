@@ -213,6 +213,44 @@ int lcsm_cosformer_forward(int dtype, int causal, const void* q, const void* k, 
   });
 }
 
+// Scratch bytes for lcsm_cosformer_backward (no states); -1 on error (message in `error`).
+long long lcsm_cosformer_backward_workspace(int dtype, int causal, long long B, long long T, long long H, long long K,
+                                            long long V, char* error, int error_len) {
+  long long bytes = -1;
+  guarded(error, error_len, [&] {
+    dispatch(dtype, [&](auto tag) {
+      using T_ = decltype(tag);
+      lcsm::CosFormerAttention op;
+      op.causal = causal != 0;
+      bytes = static_cast<long long>(
+          lcsm::cuda::backward_workspace_bytes<T_>(op, lcsm::view(static_cast<const T_*>(nullptr), {B, T, H, K}),
+                                                   lcsm::view(static_cast<const T_*>(nullptr), {B, T, H, V})));
+    });
+  });
+  return bytes;
+}
+
+// cosFormer's backward (ReLU, M = T): dq, dk, dv from d_o.
+int lcsm_cosformer_backward(int dtype, int causal, const void* q, const void* k, const void* v, const void* d_o,
+                            void* dq, void* dk, void* dv, long long B, long long T, long long H, long long K,
+                            long long V, void* workspace, long long workspace_bytes, int exact, void* stream,
+                            char* error, int error_len) {
+  return guarded(error, error_len, [&] {
+    dispatch(dtype, [&](auto tag) {
+      using T_ = decltype(tag);
+      lcsm::CosFormerAttention op;
+      op.causal = causal != 0;
+      op.precision = exact ? lcsm::Precision::exact : lcsm::Precision::fast;
+      lcsm::cuda::Device dev{static_cast<cudaStream_t>(stream), {workspace, static_cast<std::size_t>(workspace_bytes)}};
+      const auto keys = [&](const void* x) { return lcsm::view(static_cast<const T_*>(x), {B, T, H, K}); };
+      const auto values = [&](const void* x) { return lcsm::view(static_cast<const T_*>(x), {B, T, H, V}); };
+      lcsm::backward<T_>(dev, op, keys(q), keys(k), values(v), values(d_o),
+                         lcsm::view(static_cast<T_*>(dq), {B, T, H, K}), lcsm::view(static_cast<T_*>(dk), {B, T, H, K}),
+                         lcsm::view(static_cast<T_*>(dv), {B, T, H, V}));
+    });
+  });
+}
+
 // Scratch bytes for lcsm_toeplitz_forward with these tensors; -1 on error (message in `error`).
 long long lcsm_toeplitz_workspace(int dtype, int causal, const void* x, const void* a, long long B, long long n,
                                   long long C, char* error, int error_len) {
