@@ -1,7 +1,8 @@
 // The GPU half of the demo: lightning attention on CUDA at T = 65536, H = 16, K = V = 128, bf16
 // inputs and outputs, fp32 state. Prints time, tokens/s and bandwidth for the forward (exact and
 // fast precision) and for a decode step of 64 sequences, and the error of sampled rows and of the
-// final state against the float64 reference.   usage: demo_cuda [--T N]
+// final state against the float64 reference; then the other families (demo_cuda_families.cu).
+//   usage: demo_cuda [--T N]
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -13,56 +14,13 @@
 #include <string>
 #include <vector>
 
+#include "demo_cuda.cuh"
 #include "lcsm/cuda.cuh"
 #include "lcsm/reference/lightning.hpp"
 
-namespace {
-
-struct DeviceMemory {
-  void* p = nullptr;
-  explicit DeviceMemory(std::size_t bytes) {
-    if (bytes) LCSM_CUDA_CHECK(cudaMalloc(&p, bytes));
-  }
-  ~DeviceMemory() {
-    if (p) cudaFree(p);
-  }
-  DeviceMemory(const DeviceMemory&) = delete;
-  DeviceMemory& operator=(const DeviceMemory&) = delete;
-};
-
-// Median milliseconds of `reps` calls of fn, by CUDA events.
-template <class Fn>
-double median_ms(Fn&& fn, int reps = 10) {
-  cudaEvent_t a, b;
-  LCSM_CUDA_CHECK(cudaEventCreate(&a));
-  LCSM_CUDA_CHECK(cudaEventCreate(&b));
-  fn();
-  std::vector<float> t;
-  for (int i = 0; i < reps; ++i) {
-    LCSM_CUDA_CHECK(cudaEventRecord(a));
-    fn();
-    LCSM_CUDA_CHECK(cudaEventRecord(b));
-    LCSM_CUDA_CHECK(cudaEventSynchronize(b));
-    float ms = 0;
-    LCSM_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
-double rel_rms(const std::vector<double>& got, const std::vector<double>& want) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    num += (got[i] - want[i]) * (got[i] - want[i]);
-    den += want[i] * want[i];
-  }
-  return std::sqrt(num / den);
-}
-
-}  // namespace
+using demo::DeviceMemory;
+using demo::median_ms;
+using demo::rel_rms;
 
 int main(int argc, char** argv) {
   std::int64_t T = 65536;
@@ -160,5 +118,6 @@ int main(int argc, char** argv) {
                 rel_rms(sgot, s1));
   }
   std::printf("(bf16 outputs: the float64 result rounded to bf16 is itself ~1.7e-3 off)\n");
+  demo::other_families(T);
   return 0;
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds everything the GPU round trip runs, here (no GPU needed), into .device/ at the repo root:
-# the CUDA test runner, the CUDA benchmarks, the peers script's C ABI library, lcsm-ref, the runtime
+# the CUDA test runner, the CUDA benchmarks, the peers script's C ABI library, lcsm-ref, the GPU demo, the runtime
 # libraries they need, and fla's wheels. Then run scripts/gpu_run.sh on the GPU machine with
 # .device.tar.xz and .whl carried (docs/gpu.md says how).
 set -euo pipefail
@@ -8,12 +8,12 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 build=${LCSM_DEVICE_BUILD:-build-device}
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLCSM_ENABLE_CUDA=ON -DLCSM_BUILD_BENCH=ON \
-  -DLCSM_BUILD_EXAMPLES=OFF -DCMAKE_CUDA_ARCHITECTURES=90a-real -DCMAKE_CUDA_RUNTIME_LIBRARY=Static \
+  -DLCSM_BUILD_EXAMPLES=ON -DCMAKE_CUDA_ARCHITECTURES=90a-real -DCMAKE_CUDA_RUNTIME_LIBRARY=Static \
   -DCMAKE_EXE_LINKER_FLAGS="-static-libstdc++ -static-libgcc" >/dev/null
-ninja -C "$build" lcsm_tests_cuda lcsm_tests_nccl lcsm_bench_cuda lcsm_capi lcsm_ref
+ninja -C "$build" lcsm_tests_cuda lcsm_tests_nccl lcsm_bench_cuda lcsm_capi lcsm_ref lcsm_demo_cuda
 rm -rf .device && mkdir -p .device/lib
 cp "$build/tests/cuda/lcsm_tests_cuda" "$build/tests/cuda/lcsm_tests_nccl" "$build/bench/cuda/lcsm_bench_cuda" \
-  "$build/bench/cuda/liblcsm_capi.so" "$build/tools/lcsm-ref" .device/
+  "$build/bench/cuda/liblcsm_capi.so" "$build/tools/lcsm-ref" "$build/examples/demo_cuda" .device/
 cp bench/peers/gpu_peers.py scripts/gpu_run.sh .device/
 cp -L /usr/lib/x86_64-linux-gnu/libbenchmark.so.1debian .device/lib/ 2>/dev/null || true
 cp -L /usr/lib/x86_64-linux-gnu/libstdc++.so.6 .device/lib/libstdc++.so.6.fallback

@@ -4,7 +4,7 @@
 # the CUDA test suite, the 1M-token check, compute-sanitizer (memcheck, racecheck) on a reduced
 # set, the Google Benchmark CUDA suite and the peers comparison. Full logs and JSON go to $OUT;
 # the short tables come last on stdout.
-#   usage: scripts/gpu_run.sh [all|tests|sanitize|bench|peers]...
+#   usage: scripts/gpu_run.sh [all|tests|sanitize|bench|peers|demo]...
 # Environment: LCSM_BENCH_FILTER (a --benchmark_filter regex), LCSM_PEERS_ARGS (extra arguments of
 # gpu_peers.py, e.g. --families gated), LCSM_LONG_T, LCSM_SANITIZE_TOOLS, LCSM_SANITIZE_DTYPES.
 set -uo pipefail
@@ -72,6 +72,11 @@ if has bench; then
   .device/lcsm_bench_cuda --benchmark_out="$out/bench.json" --benchmark_out_format=json \
     --benchmark_filter="${LCSM_BENCH_FILTER:-.}" --benchmark_min_time=0.2 >"$out/bench.txt" 2>&1 || status=1
   grep -E "^BM_" "$out/bench.txt" | sed -E 's/ +/ /g' | cut -c1-200
+fi
+if has demo; then
+  echo "== demo"
+  .device/demo_cuda >"$out/demo_cuda.txt" 2>&1 || status=1
+  cat "$out/demo_cuda.txt"
 fi
 if has peers; then
   echo "== peers"
