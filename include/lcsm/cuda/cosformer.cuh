@@ -120,7 +120,9 @@ std::size_t backward_workspace_bytes(const CosFormerAttention& op, View<const T,
   const lcsm::detail::ProblemShape shape{q.size(0), q.size(1), q.size(2), q.size(3), v.size(3), sequences};
   lcsm::detail::check_problem_size("lcsm::cuda::backward_workspace_bytes", cu_seqlens.present() ? "cu_seqlens" : "q",
                                    detail::cosine_feature_shape(shape));
-  return detail::plan_cosine_backward(shape, cu_seqlens.present(), op.causal, states.d_final.present()).bytes();
+  return detail::plan_cosine_backward(shape, cu_seqlens.present(), op.causal, states.d_final.present(),
+                                      states.d_initial.present())
+      .bytes();
 }
 
 }  // namespace cuda
@@ -183,8 +185,8 @@ void backward(const cuda::Device& device, const CosFormerAttention& op, detail::
   cuda::detail::check_cosine_length(where, op, shape, cu_seqlens.present());
   if (shape.batch == 0 || shape.sequences == 0 || (shape.time == 0 && states.d_initial.absent())) return;
 
-  const auto plan =
-      cuda::detail::plan_cosine_backward(shape, cu_seqlens.present(), op.causal, states.d_final.present());
+  const auto plan = cuda::detail::plan_cosine_backward(shape, cu_seqlens.present(), op.causal, states.d_final.present(),
+                                                       states.d_initial.present());
   cuda::detail::check_cosine_backward_workspace(where, device, plan);
   cuda::detail::RecurrenceParams cosine{};
   cuda::detail::set_cosine(cosine, op);

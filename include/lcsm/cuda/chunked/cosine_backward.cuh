@@ -15,8 +15,9 @@
 //   5. dq = phi'(q) (.) (du_cos cos + du_sin sin), dk likewise, dv (cosine_gradients_kernel).
 // Features and gradients are fp32 whatever the inputs (the engine's fp32 path: hi + lo in exact
 // mode), so the gradients keep fp32 accuracy up to their own rounding. The price is memory: 4 x 2K
-// + 3 x (V + 1) floats per token and head (5.6 KB at K = V = 128), where the forward's feature
-// policy (cosine_sm80.cuh) forms nothing; docs/decisions.md says why and what would replace it.
+// + 3 x (V + 1) floats per token and head (rows padded to 4 floats: 5.7 KB at K = V = 128; non-
+// causal calls also two [N, H, 2K, V + 1] sums), where the forward's feature policy
+// (cosine_sm80.cuh) forms nothing; docs/decisions.md says why and what would replace it.
 // Host code.
 #pragma once
 
@@ -51,16 +52,18 @@ struct CosineBackwardPlan {
   int key_row = 0, value_row = 0;  // floats per feature row: 2K and V + 1, padded
   std::size_t keys = 0;            // one [B, T, H, 2K] fp32 region: u, w, du, dw
   std::size_t values = 0;          // one [B, T, H, V + 1] fp32 region: [v, 1], [num, den] -> [g, e], d[v, 1]
-  std::size_t sums = 0;            // non-causal: S and dS, [N, H, 2K, V + 1] fp32 each
+  std::size_t sums = 0;            // non-causal: S, [N, H, 2K, V + 1] fp32
+  std::size_t d_sums = 0;          // non-causal without a d_initial view to hold it: dS, as S
   std::size_t zeros = 0;           // non-causal: one zero row, the zero operand
   ChunkPlan forward;               // the engine's forward over the features
   ChunkPlan swapped;               // non-causal: over V + 1 keys and 2K values (du, dw)
   BackwardPlan backward;           // causal: lightning's backward over the features
   std::size_t engine = 0;          // the engine's scratch: the largest of the three
-  std::size_t bytes() const { return 4 * keys + 3 * values + 2 * sums + zeros + engine; }
+  std::size_t bytes() const { return 4 * keys + 3 * values + sums + d_sums + zeros + engine; }
 };
 
-inline CosineBackwardPlan plan_cosine_backward(const ProblemShape& s, bool varlen, bool causal, bool d_final) {
+inline CosineBackwardPlan plan_cosine_backward(const ProblemShape& s, bool varlen, bool causal, bool d_final,
+                                               bool d_initial) {
   const ProblemShape f = cosine_feature_shape(s);
   const auto floats = [](std::int64_t count) { return round_up_256(static_cast<std::size_t>(count) * sizeof(float)); };
   CosineBackwardPlan b;
@@ -75,6 +78,7 @@ inline CosineBackwardPlan plan_cosine_backward(const ProblemShape& s, bool varle
     b.engine = std::max(b.engine, b.backward.bytes());
   } else {
     b.sums = floats(f.sequences * f.heads * f.key_dim * f.value_dim);
+    b.d_sums = d_initial ? 0 : b.sums;
     b.zeros = floats(std::max(b.key_row, b.value_row));
     b.swapped = plan_forward<DecayKind::head>(swapped_dims(f), varlen);
     b.engine = std::max(b.engine, b.swapped.workspace_bytes());
@@ -118,7 +122,7 @@ void run_cosine_backward(const BackwardCall<T>& c, const RecurrenceParams& cosin
   x.outputs = take(plan.values);
   x.dvalues = take(plan.values);
   float* sums = take(plan.sums);
-  float* d_sums = take(plan.sums);
+  float* d_sums = take(plan.d_sums);
   float* zeros = take(plan.zeros);
   const Device engine{stream, {take(plan.engine), plan.engine}, device.kernels};
 

@@ -43,8 +43,8 @@ struct CosineFeatures {
   int key_row, value_row;
   float* u;
   float* w;
-  float* values;   // [v, 1]; then the gradients [g, e] of [num, den]
-  float* outputs;  // [num, den]; then their gradients in place
+  float* values;   // [v, 1] (read until the end)
+  float* outputs;  // [num, den]; then their gradients [g, e] in place
   float* du;
   float* dw;
   float* dvalues;
