@@ -143,6 +143,8 @@ TEST_CASE("cosformer backward: lengths, feature maps and states", "[cosformer][b
         check_backward(*o, c, dt);
       }
     check_backward(*o, cos_case(1, 130, 2, 100, 60, true, CosMap::relu, true), dt);
+    for (bool causal : {true, false})  // no tokens: the initial state's gradient is the final state's
+      check_backward(*o, cos_case(2, 0, 2, 16, 16, causal, CosMap::relu, true), dt);
     for (bool causal : {true, false})  // K = V = 128: the largest key tile on CUDA (2K = 256 state rows)
       check_backward(*o, cos_case(1, 100, 1, 128, 128, causal, CosMap::relu, true), dt);
     check_backward(*o, cos_case(1, 200, 11, 32, 32, true, CosMap::relu, true), dt);  // groups of heads
