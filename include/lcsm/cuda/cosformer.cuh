@@ -187,7 +187,7 @@ void backward(const cuda::Device& device, const CosFormerAttention& op, detail::
 
   const auto plan = cuda::detail::plan_cosine_backward(shape, cu_seqlens.present(), op.causal, states.d_final.present(),
                                                        states.d_initial.present());
-  cuda::detail::check_cosine_backward_workspace(where, device, plan);
+  cuda::detail::check_backward_workspace(where, device, plan);
   cuda::detail::RecurrenceParams cosine{};
   cuda::detail::set_cosine(cosine, op);
   cuda::detail::run_cosine_backward<T>({q, k, v, d_o, dq, dk, dv, states, cu_seqlens, 1.0, op.precision, shape}, cosine,

@@ -163,7 +163,9 @@ std::size_t backward_workspace_bytes(const char* where, const View<const T, 4>& 
       .bytes();
 }
 
-inline void check_backward_workspace(const char* where, const Device& device, const BackwardPlan& plan) {
+// The backward's workspace checks, for any plan with bytes() (BackwardPlan, CosineBackwardPlan).
+template <class Plan>
+void check_backward_workspace(const char* where, const Device& device, const Plan& plan) {
   using namespace lcsm::detail;
   const Workspace& w = device.workspace;
   if (plan.bytes() > 0 && (w.bytes < plan.bytes() || w.data == nullptr))

@@ -86,17 +86,6 @@ inline CosineBackwardPlan plan_cosine_backward(const ProblemShape& s, bool varle
   return b;
 }
 
-inline void check_cosine_backward_workspace(const char* where, const Device& device, const CosineBackwardPlan& plan) {
-  using namespace lcsm::detail;
-  const Workspace& w = device.workspace;
-  if (plan.bytes() > 0 && (w.bytes < plan.bytes() || w.data == nullptr))
-    throw_argument(where, "device.workspace",
-                   concat("at least ", plan.bytes(), " bytes (lcsm::cuda::backward_workspace_bytes)"),
-                   concat(w.bytes, " bytes at ", w.data));
-  check_argument(reinterpret_cast<std::uintptr_t>(w.data) % 256 == 0, where, "device.workspace",
-                 "a 256-byte aligned address", concat(w.data));
-}
-
 // c: the checked call (its shape the cosFormer one: K, V); cosine: params carrying the call's
 // positions, M, eps and feature map (set_cosine).
 template <class T>
