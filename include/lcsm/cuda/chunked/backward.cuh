@@ -60,6 +60,11 @@ struct BackwardDecay {
   bool wants_gradient() const { return d_log_decay.present() || d_gate.present() || d_key_gate.present(); }
 };
 
+// The problem with K and V swapped: the passes whose queries are values (dq, dk).
+inline ProblemShape swapped_dims(const ProblemShape& s) {
+  return {s.batch, s.time, s.heads, s.value_dim, s.key_dim, s.sequences};
+}
+
 // The decays of the three passes: dq runs forward, dv and dk in reversed time (the scalar gate's
 // decay kind with the gate shifted, for lightning too; the vector gate's dq and dk decay by value column).
 template <DecayKind kDecay>
@@ -98,7 +103,7 @@ BackwardPlan plan_backward(const ProblemShape& s, bool varlen, bool d_final, boo
                            bool zero_scale) {
   using Passes = BackwardPasses<kDecay>;
   const int sms = multiprocessor_count();
-  const ProblemShape swapped{s.batch, s.time, s.heads, s.value_dim, s.key_dim, s.sequences};
+  const ProblemShape swapped = swapped_dims(s);
   auto plan = [&](DecayKind d, const ProblemShape& x) {
     return plan_chunks(tile_shape(d, x.key_dim, x.value_dim), x.time, x.heads, x.key_dim, x.value_dim, x.sequences,
                        varlen, gate_width(d, static_cast<int>(x.key_dim), static_cast<int>(x.value_dim)), sms);
@@ -244,7 +249,7 @@ void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const Ba
   const ProblemShape& s = c.shape;
   const std::int64_t N = s.sequences, time = s.time;
   const int H = static_cast<int>(s.heads), K = static_cast<int>(s.key_dim), V = static_cast<int>(s.value_dim);
-  const ProblemShape swapped{s.batch, s.time, s.heads, s.value_dim, s.key_dim, s.sequences};
+  const ProblemShape swapped = swapped_dims(s);
   const cudaStream_t stream = device.stream;
   const bool varlen = c.cu.present(), gradient = decay.wants_gradient();
 

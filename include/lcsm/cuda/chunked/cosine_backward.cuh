@@ -40,9 +40,6 @@ namespace lcsm::cuda::detail {
 inline ProblemShape cosine_feature_shape(const ProblemShape& s) {
   return {s.batch, s.time, s.heads, 2 * s.key_dim, s.value_dim + 1, s.sequences};
 }
-inline ProblemShape swapped_dims(const ProblemShape& s) {
-  return {s.batch, s.time, s.heads, s.value_dim, s.key_dim, s.sequences};
-}
 
 // Feature rows padded to 4 floats (16 bytes: the engine's vector loads).
 inline int padded_row(std::int64_t width) { return static_cast<int>((width + 3) / 4 * 4); }
