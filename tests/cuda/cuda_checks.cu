@@ -165,7 +165,7 @@ std::string forward_with_large_key_dim_message() {
 }
 
 std::string cosformer_error_message(const std::string& which) {
-  const std::int64_t B = 2, T = 4, H = 1, K = which == "k136" ? 136 : 16, V = which == "backward_v256" ? 256 : 16;
+  const std::int64_t B = 2, T = 4, H = 1, K = which == "k136" ? 136 : 16, V = which == "backward_v257" ? 257 : 16;
   DeviceBuffer q(B * T * H * K * 2), v(B * T * H * V * 2), o(B * T * H * V * 2), s(B * H * 2 * K * (V + 1) * 4),
       pos(3 * 8);
   CosFormerAttention op;
@@ -174,7 +174,7 @@ std::string cosformer_error_message(const std::string& which) {
   const auto ov = lcsm::view(static_cast<__nv_bfloat16*>(o.get()), {B, T, H, V});
   const auto positions = [&](std::int64_t n) { return lcsm::view(static_cast<const index_t*>(pos.get()), {n}); };
   try {
-    if (which == "backward_v256" || which == "backward_workspace") {
+    if (which == "backward_v257" || which == "backward_workspace") {
       const auto dq = lcsm::view(static_cast<__nv_bfloat16*>(o.get()), {B, T, H, K});
       DeviceBuffer dk(B * T * H * K * 2), dv(B * T * H * V * 2);
       DeviceBuffer workspace(which == "backward_workspace" ? 1024 : 0);

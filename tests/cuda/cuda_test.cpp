@@ -89,8 +89,8 @@ TEST_CASE("cuda cosformer: errors", "[cuda][validation][cosformer]") {
   CHECK_THAT(cosformer_error_message("non_causal_step"), Contains("argument 'op.causal'"));
   CHECK_THAT(cosformer_error_message("positions_shape"), Contains("argument 'op.positions'") && Contains("[2]"));
   CHECK_THAT(cosformer_error_message("short_m"), Contains("argument 'op.length'") && Contains("T = 4"));
-  CHECK_THAT(cosformer_error_message("backward_v256"),
-             Contains("argument 'v'") && Contains("V <= 255") && Contains("V = 256"));
+  CHECK_THAT(cosformer_error_message("backward_v257"),
+             Contains("argument 'v'") && Contains("V <= 256") && Contains("V = 257"));
   CHECK_THAT(cosformer_error_message("backward_workspace"),
              Contains("argument 'device.workspace'") && Contains("backward_workspace_bytes"));
 }

@@ -17,7 +17,7 @@
 // The algorithm is the chunked engine's with the cosine policy (chunked/cosine_sm80.cuh): the
 // mma.sync kernel on every GPU. op.chunk is the CPU's; the engine picks its own chunk. The backward
 // runs the engine over fp32 features (chunked/cosine_backward.cuh; its workspace:
-// lcsm::cuda::backward_workspace_bytes), V <= 255.
+// lcsm::cuda::backward_workspace_bytes).
 #pragma once
 
 #include <cstdint>
@@ -158,7 +158,7 @@ void forward(const cuda::Device& device, const CosFormerAttention& op, detail::i
 
 // Backward on the GPU: dq, dk, dv from do, and optionally the gradient of the fp32 [N, H, 2K, V + 1]
 // initial state (from the final state's), as on the CPU. Gradients in the input type; K <= 128,
-// V <= 255 (the feature problem's 2K keys and V + 1 values are the engine's, at most 256), H <= 256.
+// V <= 256 (the feature problem's 2K keys and V values are the engine's, at most 256), H <= 256.
 template <class T>
 void backward(const cuda::Device& device, const CosFormerAttention& op, detail::identity_t<View<const T, 4>> q,
               detail::identity_t<View<const T, 4>> k, detail::identity_t<View<const T, 4>> v,
@@ -177,7 +177,7 @@ void backward(const cuda::Device& device, const CosFormerAttention& op, detail::
   op.check(where);
   detail::check_argument(shape.key_dim <= 128, where, "q", "K <= 128 (the state's 2K rows on CUDA)",
                          detail::concat("K = ", shape.key_dim));
-  detail::check_argument(shape.value_dim <= 255, where, "v", "V <= 255 (the backward's V + 1 values on CUDA)",
+  detail::check_argument(shape.value_dim <= 256, where, "v", "V <= 256 (the backward's values on CUDA)",
                          detail::concat("V = ", shape.value_dim));
   detail::check_argument(shape.heads <= cuda::detail::kMaxHeads, where, "q",
                          detail::concat("H <= ", cuda::detail::kMaxHeads), detail::concat("H = ", shape.heads));

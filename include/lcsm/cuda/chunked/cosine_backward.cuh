@@ -1,23 +1,28 @@
 // cosFormer's backward on the engine, through its EOS instance: with u = [phi(q) cos, phi(q) sin],
-// w = [phi(k) cos, phi(k) sin] (2K columns each) and the values [v, 1] (V + 1 columns), the
-// numerator and the denominator are one linear attention, [num, den] = LA(u, w, [v, 1]) from the
-// [2K, V + 1] initial state. So the backward is
+// w = [phi(k) cos, phi(k) sin] (2K columns each), the numerator is one linear attention,
+// num = LA(u, w, v) from the [2K, V] part of the initial state, and the denominator den_t =
+// u_t . Z_t with Z_t the key sums (column V of the state; non-causal: the whole sequence's). So the
+// backward is
 //   1. the fp32 features (cosine_features_kernel);
-//   2. [num, den] recomputed by the engine's forward with no decay (lightning's, scale 1);
-//   3. their gradients [g, e] (cosine_output_grads_kernel): g = dO / max(den, eps), e = -(dO . o) /
-//      max(den, eps), 0 where the clamp is active;
-//   4. du, dw, d[v, 1] and the initial state's gradient: causal, lightning's backward over the
+//   2. num recomputed by the engine's forward with no decay (lightning's, scale 1), Z by a scan over
+//      time (cosine_key_sums_kernel, cosine_carry_kernel);
+//   3. den, and the gradients g = dO / max(den, eps), e = -(dO . o) / max(den, eps), 0 where the
+//      clamp is active (cosine_denominators_kernel);
+//   4. du, dw, dv and the initial state's gradient from g: causal, lightning's backward over the
 //      features (chunked/backward.cuh, its three engine passes); non-causal, every token reads the
-//      whole sums S = S0 + sum w^T [v, 1], so du = [g, e] S^T, dS = dS_final + sum u^T [g, e],
-//      dw = [v, 1] dS^T, d[v, 1] = w dS: six engine forwards with a zero operand in place of the
-//      keys (the outputs then read only the initial state) or of the queries (only the final state
-//      counts);
-//   5. dq = phi'(q) (.) (du_cos cos + du_sin sin), dk likewise, dv (cosine_gradients_kernel).
+//      whole sums S = S0 + sum w^T v, so du = g S^T, dS = dS_final + sum u^T g, dw = v dS^T,
+//      dv = w dS: six engine forwards with a zero operand in place of the keys (the outputs then
+//      read only the initial state) or of the queries (only the final state counts);
+//   5. e's share, du_t += e_t Z_t and dw_j += dz_final + sum_{t >= j} e_t u_t (all t non-causal),
+//      by the same scans, and dq = phi'(q) (.) (du_cos cos + du_sin sin), dk likewise, dv
+//      (cosine_gradients_kernel).
+// The normaliser's column never enters the engine: the passes keep V value columns (V + 1 would
+// cost a third block of value columns, or the K = 256 tile where K and V swap).
 // Features and gradients are fp32 whatever the inputs (the engine's fp32 path: hi + lo in exact
 // mode), so the gradients keep fp32 accuracy up to their own rounding. The price is memory: 4 x 2K
-// + 3 x (V + 1) floats per token and head (rows padded to 4 floats: 5.7 KB at K = V = 128; non-
-// causal calls also two [N, H, 2K, V + 1] sums), where the forward's feature policy
-// (cosine_sm80.cuh) forms nothing; docs/decisions.md says why and what would replace it.
+// + 3 x V + 1 floats per token and head (rows padded to 4 floats: 5.6 KB at K = V = 128; non-causal
+// calls also two [N, H, 2K, V] sums), where the forward's feature policy (cosine_sm80.cuh) forms
+// nothing; docs/decisions.md says why and what would replace it.
 // Host code.
 #pragma once
 
@@ -36,51 +41,82 @@
 
 namespace lcsm::cuda::detail {
 
-// The feature problem: 2K keys, V + 1 values.
+// The feature problem: 2K keys, V values (the normaliser's column is scanned apart).
 inline ProblemShape cosine_feature_shape(const ProblemShape& s) {
-  return {s.batch, s.time, s.heads, 2 * s.key_dim, s.value_dim + 1, s.sequences};
+  return {s.batch, s.time, s.heads, 2 * s.key_dim, s.value_dim, s.sequences};
 }
 
 // Feature rows padded to 4 floats (16 bytes: the engine's vector loads).
 inline int padded_row(std::int64_t width) { return static_cast<int>((width + 3) / 4 * 4); }
 
+// Slices of time per sequence for the normaliser's scans: about 4096 warps in all (enough to stream
+// at the card's bandwidth), slices of at least 64 tokens of the mean sequence, at most 256.
+inline int cosine_parts(const ProblemShape& s) {
+  const std::int64_t pairs = std::max<std::int64_t>(1, s.sequences * s.heads);
+  const std::int64_t mean = s.sequences > 0 ? s.batch * s.time / s.sequences : 0;
+  const std::int64_t parts = std::min<std::int64_t>({256, (4096 + pairs - 1) / pairs, mean / 64});
+  return static_cast<int>(std::max<std::int64_t>(1, parts));
+}
+
 // The scratch of a cosFormer backward call, region by region (bytes, 256-byte multiples).
 struct CosineBackwardPlan {
-  int key_row = 0, value_row = 0;  // floats per feature row: 2K and V + 1, padded
+  int key_row = 0, value_row = 0;  // floats per feature row: 2K and V, padded
+  int parts = 1;                   // slices of time per sequence (cosine_parts)
   std::size_t keys = 0;            // one [B, T, H, 2K] fp32 region: u, w, du, dw
-  std::size_t values = 0;          // one [B, T, H, V + 1] fp32 region: [v, 1], [num, den] -> [g, e], d[v, 1]
-  std::size_t sums = 0;            // non-causal: S, [N, H, 2K, V + 1] fp32
+  std::size_t values = 0;          // one [B, T, H, V] fp32 region: v, num -> g, dv
+  std::size_t tokens = 0;          // e [B, T, H] fp32
+  std::size_t slices = 0;          // one [N, parts, H, 2K] double region: Z's and R's slices
+  std::size_t sums = 0;            // non-causal: S, [N, H, 2K, V] fp32
   std::size_t d_sums = 0;          // non-causal without a d_initial view to hold it: dS, as S
   std::size_t zeros = 0;           // non-causal: one zero row, the zero operand
   ChunkPlan forward;               // the engine's forward over the features
-  ChunkPlan swapped;               // non-causal: over V + 1 keys and 2K values (du, dw)
+  ChunkPlan swapped;               // non-causal: over V keys and 2K values (du, dw)
   BackwardPlan backward;           // causal: lightning's backward over the features
   std::size_t engine = 0;          // the engine's scratch: the largest of the three
-  std::size_t bytes() const { return 4 * keys + 3 * values + sums + d_sums + zeros + engine; }
+  std::size_t bytes() const {
+    return 4 * keys + 3 * values + tokens + 2 * slices + sums + d_sums + zeros + engine;
+  }
 };
 
 inline CosineBackwardPlan plan_cosine_backward(const ProblemShape& s, bool varlen, bool causal, bool d_final,
                                                bool d_initial) {
   const ProblemShape f = cosine_feature_shape(s);
-  const auto floats = [](std::int64_t count) { return round_up_256(static_cast<std::size_t>(count) * sizeof(float)); };
+  const auto bytes = [](std::int64_t count, std::size_t size) {
+    return round_up_256(static_cast<std::size_t>(count) * size);
+  };
   CosineBackwardPlan b;
   b.key_row = padded_row(f.key_dim);
   b.value_row = padded_row(f.value_dim);
-  b.keys = floats(f.batch * f.time * f.heads * b.key_row);
-  b.values = floats(f.batch * f.time * f.heads * b.value_row);
+  b.parts = cosine_parts(s);
+  b.keys = bytes(f.batch * f.time * f.heads * b.key_row, sizeof(float));
+  b.values = bytes(f.batch * f.time * f.heads * b.value_row, sizeof(float));
+  b.tokens = bytes(f.batch * f.time * f.heads, sizeof(float));
+  b.slices = bytes(f.sequences * b.parts * f.heads * f.key_dim, sizeof(double));
   b.forward = plan_forward<DecayKind::head>(f, varlen);
   b.engine = b.forward.workspace_bytes();
   if (causal) {
     b.backward = plan_backward<DecayKind::head>(f, varlen, d_final, false, true, false);
     b.engine = std::max(b.engine, b.backward.bytes());
   } else {
-    b.sums = floats(f.sequences * f.heads * f.key_dim * f.value_dim);
+    b.sums = bytes(f.sequences * f.heads * f.key_dim * f.value_dim, sizeof(float));
     b.d_sums = d_initial ? 0 : b.sums;
-    b.zeros = floats(std::max(b.key_row, b.value_row));
+    b.zeros = bytes(std::max(b.key_row, b.value_row), sizeof(float));
     b.swapped = plan_forward<DecayKind::head>(swapped_dims(f), varlen);
     b.engine = std::max(b.engine, b.swapped.workspace_bytes());
   }
   return b;
+}
+
+// The first V columns of a cosFormer state view [N, H, 2K, V + 1] (the numerator's state), and the
+// column-V pointer of one (the key sums; absent: null).
+template <class S>
+View<S, 4> numerator_columns(const View<S, 4>& x, std::int64_t V) {
+  if (x.absent()) return x;
+  return View<S, 4>(x.data(), {x.size(0), x.size(1), x.size(2), V}, x.strides());
+}
+template <class S>
+S* key_sums_column(const View<S, 4>& x, std::int64_t V) {
+  return x.present() ? x.data() + V * x.stride(3) : nullptr;
 }
 
 // c: the checked call (its shape the cosFormer one: K, V); cosine: params carrying the call's
@@ -92,24 +128,28 @@ void run_cosine_backward(const BackwardCall<T>& c, const RecurrenceParams& cosin
   const ProblemShape f = cosine_feature_shape(s), fs = swapped_dims(f);
   const cudaStream_t stream = device.stream;
   char* next = static_cast<char*>(device.workspace.data);
-  const auto take = [&](std::size_t bytes) -> float* {
-    auto* region = bytes ? reinterpret_cast<float*>(next) : nullptr;
+  const auto take = [&](std::size_t bytes) -> void* {
+    void* region = bytes ? next : nullptr;
     next += bytes;
     return region;
   };
+  const auto take_floats = [&](std::size_t bytes) { return static_cast<float*>(take(bytes)); };
   CosineFeatures x{};
   x.key_row = plan.key_row;
   x.value_row = plan.value_row;
-  x.u = take(plan.keys);
-  x.w = take(plan.keys);
-  x.du = take(plan.keys);
-  x.dw = take(plan.keys);
-  x.values = take(plan.values);
-  x.outputs = take(plan.values);
-  x.dvalues = take(plan.values);
-  float* sums = take(plan.sums);
-  float* d_sums = take(plan.d_sums);
-  float* zeros = take(plan.zeros);
+  x.u = take_floats(plan.keys);
+  x.w = take_floats(plan.keys);
+  x.du = take_floats(plan.keys);
+  x.dw = take_floats(plan.keys);
+  x.values = take_floats(plan.values);
+  x.outputs = take_floats(plan.values);
+  x.dvalues = take_floats(plan.values);
+  x.e = take_floats(plan.tokens);
+  auto* z_slices = static_cast<double*>(take(plan.slices));
+  auto* r_slices = static_cast<double*>(take(plan.slices));
+  float* sums = take_floats(plan.sums);
+  float* d_sums = take_floats(plan.d_sums);
+  float* zeros = take_floats(plan.zeros);
   const Device engine{stream, {take(plan.engine), plan.engine}, device.kernels};
 
   // The call's own views for the per-token kernels (o: dq), with cosFormer's fields.
@@ -120,33 +160,58 @@ void run_cosine_backward(const BackwardCall<T>& c, const RecurrenceParams& cosin
   p.cos_length = cosine.cos_length;
   p.eps = cosine.eps;
   p.relu = cosine.relu;
-  const unsigned blocks = grid_of(s.batch * s.time * s.heads, kBackwardThreads / 32);
-  cosine_features_kernel<T><<<blocks, kBackwardThreads, 0, stream>>>(p, x);
+  cosine_features_kernel<T>
+      <<<grid_of(s.batch * s.time * s.heads, kBackwardThreads / 32), kBackwardThreads, 0, stream>>>(p, x);
   LCSM_CUDA_CHECK(cudaGetLastError());
+
+  // The normaliser's scans: one warp per slice, one thread per state column between them.
+  const int parts = plan.parts;
+  const unsigned slice_blocks = grid_size((s.sequences * s.heads * parts + kBackwardThreads / 32 - 1) /
+                                              (kBackwardThreads / 32),
+                                          "(sequence, head, slice) triples");
+  const unsigned column_blocks =
+      grid_size((s.sequences * s.heads * 2 * s.key_dim + kBackwardThreads - 1) / kBackwardThreads, "state columns");
+  const std::int64_t V = s.value_dim;
+  const auto carry = [&](double* slices, const View<const float, 4>& base, const View<float, 4>& total,
+                         SliceCarry how) {
+    const CosineColumn col{key_sums_column(base, V), strides_of(base), key_sums_column(total, V), strides_of(total)};
+    cosine_carry_kernel<><<<column_blocks, kBackwardThreads, 0, stream>>>(p, parts, slices, col, how);
+    LCSM_CUDA_CHECK(cudaGetLastError());
+  };
+  // Z: the key sums each slice starts from (z_0 from the initial state's column V).
+  cosine_key_sums_kernel<T><<<slice_blocks, kBackwardThreads, 0, stream>>>(p, parts, z_slices);
+  LCSM_CUDA_CHECK(cudaGetLastError());
+  carry(z_slices, c.states.initial, {}, causal ? SliceCarry::forward : SliceCarry::whole);
 
   const auto rows = [&](float* data, std::int64_t width, std::int64_t row) {
     return lcsm::view(data, {f.batch, f.time, f.heads, width}, {f.time * f.heads * row, f.heads * row, row, 1});
   };
   const auto keys = [&](float* data) { return rows(data, f.key_dim, plan.key_row); };
   const auto values = [&](float* data) { return rows(data, f.value_dim, plan.value_row); };
-  const auto gradients = [&] {  // [num, den] -> [g, e]
+  // num -> g, e; then R: the e-terms each slice starts from (dz_final from the d_final's column V),
+  // and the initial state's column V.
+  const auto denominators = [&] {
     RecurrenceParams grads = p;
     grads.o = const_cast<T*>(c.d_o.data());  // read only
     grads.so = strides_of(c.d_o);
-    cosine_output_grads_kernel<T><<<blocks, kBackwardThreads, 0, stream>>>(grads, x);
+    cosine_denominators_kernel<T>
+        <<<slice_blocks, kBackwardThreads, 0, stream>>>(grads, x, parts, z_slices, r_slices, causal);
     LCSM_CUDA_CHECK(cudaGetLastError());
+    carry(r_slices, c.states.d_final, c.states.d_initial, causal ? SliceCarry::backward : SliceCarry::whole);
   };
+  const StateGrads<float> states{numerator_columns(c.states.initial, V), numerator_columns(c.states.d_final, V),
+                                 numerator_columns(c.states.d_initial, V)};
 
   if (causal) {
     RecurrenceParams fw = make_params<float>(keys(x.u), keys(x.w), values(x.values), values(x.outputs), 1.0, f);
-    set_states(fw, {c.states.initial, {}}, c.cu);
+    set_states(fw, {states.initial, {}}, c.cu);
     run_forward<float, DecayKind::head>(fw, plan.forward, engine, c.precision);
-    gradients();
+    denominators();
     const std::vector<double> no_decay(static_cast<std::size_t>(s.heads), 0.0);
     BackwardDecay decay;
     decay.log_decay = &no_decay;
     run_backward<float, DecayKind::head>({keys(x.u), keys(x.w), values(x.values), values(x.outputs), keys(x.du),
-                                          keys(x.dw), values(x.dvalues), c.states, c.cu, 1.0, c.precision, f},
+                                          keys(x.dw), values(x.dvalues), states, c.cu, 1.0, c.precision, f},
                                          decay, plan.backward, engine);
   } else {
     LCSM_CUDA_CHECK(cudaMemsetAsync(zeros, 0, plan.zeros, stream));
@@ -154,7 +219,7 @@ void run_cosine_backward(const BackwardCall<T>& c, const RecurrenceParams& cosin
     const View<const float, 4> zero_keys(zeros, keys(zeros).shape(), {0, 0, 0, 1});
     const View<const float, 4> zero_values(zeros, values(zeros).shape(), {0, 0, 0, 1});
     // One engine forward over the features: outputs from the initial state and the tokens, the
-    // final state when asked (swapped: V + 1 keys, 2K values).
+    // final state when asked (swapped: V keys, 2K values).
     const auto pass = [&](View<const float, 4> q, View<const float, 4> k, View<const float, 4> v, View<float, 4> o,
                           const float* initial, Strides4 s_initial, float* final_state, Strides4 s_final,
                           bool swapped) {
@@ -173,27 +238,26 @@ void run_cosine_backward(const BackwardCall<T>& c, const RecurrenceParams& cosin
       return t;
     };
     // dS lands in d_initial when the caller wants it (it is that gradient), else in the workspace.
-    float* d_whole = c.states.d_initial.present() ? c.states.d_initial.data() : d_sums;
-    const Strides4 sd = c.states.d_initial.present() ? strides_of(c.states.d_initial) : whole;
+    float* d_whole = states.d_initial.present() ? states.d_initial.data() : d_sums;
+    const Strides4 sd = states.d_initial.present() ? strides_of(states.d_initial) : whole;
     const View<float, 4> scratch = values(x.dvalues);  // the passes that want only a final state write here
 
-    // S = S0 + sum w^T [v, 1]; [num, den] = u S.
-    pass(zero_keys, keys(x.w), values(x.values), scratch,
-         c.states.initial.present() ? c.states.initial.data() : nullptr, strides_of(c.states.initial), sums, whole,
-         false);
+    // S = S0 + sum w^T v; num = u S.
+    pass(zero_keys, keys(x.w), values(x.values), scratch, states.initial.present() ? states.initial.data() : nullptr,
+         strides_of(states.initial), sums, whole, false);
     pass(keys(x.u), zero_keys, zero_values, values(x.outputs), sums, whole, nullptr, {}, false);
-    gradients();
-    // dS = dS_final + sum u^T [g, e]; du = [g, e] S^T; dw = [v, 1] dS^T; d[v, 1] = w dS.
-    pass(zero_keys, keys(x.u), values(x.outputs), scratch,
-         c.states.d_final.present() ? c.states.d_final.data() : nullptr, strides_of(c.states.d_final), d_whole, sd,
-         false);
+    denominators();
+    // dS = dS_final + sum u^T g; du = g S^T; dw = v dS^T; dv = w dS.
+    pass(zero_keys, keys(x.u), values(x.outputs), scratch, states.d_final.present() ? states.d_final.data() : nullptr,
+         strides_of(states.d_final), d_whole, sd, false);
     pass(values(x.outputs), zero_values, zero_keys, keys(x.du), sums, transposed(whole), nullptr, {}, true);
     pass(values(x.values), zero_values, zero_keys, keys(x.dw), d_whole, transposed(sd), nullptr, {}, true);
     pass(keys(x.w), zero_keys, zero_values, values(x.dvalues), d_whole, sd, nullptr, {}, false);
   }
 
-  cosine_gradients_kernel<T><<<blocks, kBackwardThreads, 0, stream>>>(
-      p, x, CosineGradientOutputs<T>{c.dk.data(), c.dv.data(), strides_of(c.dk), strides_of(c.dv)});
+  cosine_gradients_kernel<T><<<slice_blocks, kBackwardThreads, 0, stream>>>(
+      p, x, parts, z_slices, r_slices,
+      CosineGradientOutputs<T>{c.dk.data(), c.dv.data(), strides_of(c.dk), strides_of(c.dv)}, causal);
   LCSM_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -1,6 +1,14 @@
-// cosFormer's backward around the engine (chunked/cosine_backward.cuh): the per-token kernels that
-// form the fp32 features, turn the recomputed numerator and denominator into their gradients, and
-// chain the feature gradients through cos, sin and phi. One warp per (token, head). Device code.
+// cosFormer's backward around the engine (chunked/cosine_backward.cuh): the per-token kernel that
+// forms the fp32 features, and the normaliser's column as scans over time. With u, w the features
+// of q and k (2K columns), Z_t = z_0 + sum_{j <= t} w_j the key sums (non-causal: the whole
+// sequence's), den_t = u_t . Z_t and e_t its gradient,
+//   du_t += e_t Z_t,   dw_j += R_j,   R_j = dz_final + sum_{t >= j} e_t u_t (non-causal: all t),
+//   dz_0 = R at the sequence's first token.
+// Each sequence is cut into `parts` slices of time, one warp each: the slices' sums, then one thread
+// per (sequence, head, column) turns them into what each slice starts from, then each warp walks
+// its slice. A lane holds the column pairs (d, K + d) for d = lane + 32 i: the cos and sin halves of
+// one key, so q and k are read once per token and the features recomputed in registers. Sums in
+// double (the sums of w grow with T; the CPU's are double). Device code.
 #pragma once
 
 #include <cstdint>
@@ -11,10 +19,33 @@
 
 namespace lcsm::cuda::detail {
 
+constexpr int kCosineKeysPerLane = 4;  // K <= 128
+
 // phi'(x) from y = phi(x), as the CPU's cos_phi_grad: ReLU 1 where y > 0; 1 + ELU min(y, 1).
 __device__ __forceinline__ float cos_phi_grad(bool relu, float y) {
   if (relu) return y > 0.f ? 1.f : 0.f;
   return y < 1.f ? y : 1.f;
+}
+
+// The fp32 feature problem [B, T, H, X] that the engine passes read and write, rows of `key_row`
+// (u, w, du, dw) or `value_row` floats (the others; both multiples of 4, so the engine loads them
+// 16 bytes at a time): u = [phi(q) cos, phi(q) sin], w = [phi(k) cos, phi(k) sin] (2K columns), v
+// (V columns), and their gradients; e: the denominators' gradients [B, T, H].
+struct CosineFeatures {
+  int key_row, value_row;
+  float* u;
+  float* w;
+  float* values;   // v (read until the end)
+  float* outputs;  // the numerators; then their gradients g in place
+  float* du;
+  float* dw;
+  float* dvalues;
+  float* e;
+};
+
+__device__ __forceinline__ std::int64_t feature_row(const RecurrenceParams& p, std::int64_t b, std::int64_t t, int h,
+                                                    int width) {
+  return ((b * p.time + t) * p.heads + h) * static_cast<std::int64_t>(width);
 }
 
 // Token t of row b in its sequence: the sequence (-1 outside every sequence: before cu[0] or from
@@ -36,49 +67,20 @@ __device__ __forceinline__ TokenPlace token_place(const RecurrenceParams& p, std
   return {lo, t - start, cu_offset(p, lo + 1) - start};
 }
 
-// The fp32 feature problem [B, T, H, X], rows of `key_row` (u, w, du, dw) or `value_row` floats
-// (the others; both multiples of 4, so the engine loads them 16 bytes at a time): u = [phi(q) cos,
-// phi(q) sin], w = [phi(k) cos, phi(k) sin] (2K columns), [v, 1] (V + 1), and their gradients.
-struct CosineFeatures {
-  int key_row, value_row;
-  float* u;
-  float* w;
-  float* values;   // [v, 1] (read until the end)
-  float* outputs;  // [num, den]; then their gradients [g, e] in place
-  float* du;
-  float* dw;
-  float* dvalues;
-};
-
-__device__ __forceinline__ std::int64_t feature_row(const RecurrenceParams& p, std::int64_t b, std::int64_t t, int h,
-                                                    int width) {
-  return ((b * p.time + t) * p.heads + h) * static_cast<std::int64_t>(width);
-}
-
-// Rows of the call (b, t, h), one warp each, with the token's place and angle; tokens outside
-// every sequence are skipped (no engine pass reads or writes them).
-template <class F>
-__device__ __forceinline__ void for_each_token_row(const RecurrenceParams& p, F&& f) {
-  const int lane = threadIdx.x % 32;
-  const std::int64_t warps = static_cast<std::int64_t>(gridDim.x) * (blockDim.x / 32);
-  const std::int64_t rows = p.batch * p.time * p.heads;
-  for (std::int64_t w = blockIdx.x * static_cast<std::int64_t>(blockDim.x / 32) + threadIdx.x / 32; w < rows;
-       w += warps) {
-    const int h = static_cast<int>(w % p.heads);
-    const std::int64_t t = (w / p.heads) % p.time, b = w / p.heads / p.time;
-    const TokenPlace place = token_place(p, b, t);
-    if (place.sequence < 0) continue;
-    const float2 cs = cos_angle(cos_sequence(p, place.sequence, place.length), place.index);
-    f(b, t, h, cs, lane);
-  }
-}
-
-// u, w and [v, 1] from q, k, v (p: the call's params, its own views and strides).
+// u, w and v as fp32 rows, one warp per (token, head); tokens outside every sequence are skipped
+// (no engine pass reads or writes them). p: the call's params, its own views and strides.
 template <class T>
 __global__ void __launch_bounds__(kBackwardThreads)
     cosine_features_kernel(const __grid_constant__ RecurrenceParams p, const CosineFeatures f) {
-  const int K = p.key_dim, V = p.value_dim;
-  for_each_token_row(p, [&](std::int64_t b, std::int64_t t, int h, float2 cs, int lane) {
+  const int K = p.key_dim, V = p.value_dim, lane = threadIdx.x % 32;
+  const std::int64_t warps = static_cast<std::int64_t>(gridDim.x) * (blockDim.x / 32);
+  for (std::int64_t r = blockIdx.x * static_cast<std::int64_t>(blockDim.x / 32) + threadIdx.x / 32;
+       r < p.batch * p.time * p.heads; r += warps) {
+    const int h = static_cast<int>(r % p.heads);
+    const std::int64_t t = (r / p.heads) % p.time, b = r / p.heads / p.time;
+    const TokenPlace place = token_place(p, b, t);
+    if (place.sequence < 0) continue;
+    const float2 cs = cos_angle(cos_sequence(p, place.sequence, place.length), place.index);
     const T* q = static_cast<const T*>(p.q) + b * p.sq.s0 + t * p.sq.s1 + h * p.sq.s2;
     const T* k = static_cast<const T*>(p.k) + b * p.sk.s0 + t * p.sk.s1 + h * p.sk.s2;
     const T* v = static_cast<const T*>(p.v) + b * p.sv.s0 + t * p.sv.s1 + h * p.sv.s2;
@@ -92,20 +94,161 @@ __global__ void __launch_bounds__(kBackwardThreads)
       w[d] = c * cs.x;
       w[K + d] = c * cs.y;
     }
-    for (int d = lane; d <= V; d += 32) values[d] = d < V ? to_float(v[d * p.sv.s3]) : 1.f;
-  });
+    for (int d = lane; d < V; d += 32) values[d] = to_float(v[d * p.sv.s3]);
+  }
 }
 
-// [num, den] -> [g, e] in place: g = dO / max(den, eps), e = -(dO . num) / max(den, eps)^2, 0 where
-// the clamp is active (a NaN den gives NaN g and e = 0, as on the CPU). d_o: p.o with p.so.
+// The slice of warp w: sequence n, head h, part; its tokens [first, last) of batch row `batch`,
+// the sequence's first token `start` and length (for the angles).
+struct CosineSlice {
+  std::int64_t n, batch, start, length, first, last;
+  int h, part;
+};
+__device__ __forceinline__ bool cosine_slice(const RecurrenceParams& p, int parts, CosineSlice& s) {
+  const std::int64_t w = blockIdx.x * static_cast<std::int64_t>(blockDim.x / 32) + threadIdx.x / 32;
+  if (w >= p.sequences * p.heads * parts) return false;
+  s.part = static_cast<int>(w % parts);
+  s.h = static_cast<int>((w / parts) % p.heads);
+  s.n = w / parts / p.heads;
+  const SequenceSpan span = sequence_span(p, s.n);
+  s.batch = span.batch, s.start = span.start, s.length = span.length;
+  part_range(span, s.part, parts, s.first, s.last);
+  return true;
+}
+
+// Index of column c of (n, part, h) in the slices' sums [N, parts, H, 2K].
+__device__ __forceinline__ std::int64_t slice_column(const RecurrenceParams& p, int parts, std::int64_t n, int part,
+                                                     int h, int c) {
+  return ((n * parts + part) * p.heads + h) * 2 * static_cast<std::int64_t>(p.key_dim) + c;
+}
+
+// This lane's phi(x) of one token's row (0 past K).
+template <class T>
+__device__ __forceinline__ void lane_phi(float (&y)[kCosineKeysPerLane], const T* row, std::int64_t stride, int K,
+                                         bool relu, int lane) {
+#pragma unroll
+  for (int i = 0; i < kCosineKeysPerLane; ++i) {
+    const int d = lane + 32 * i;
+    y[i] = d < K ? cos_phi(relu, to_float(row[d * stride])) : 0.f;
+  }
+}
+
+// A lane's columns (d, K + d) of a 2K-vector in double.
+struct LanePairs {
+  double c[kCosineKeysPerLane], s[kCosineKeysPerLane];
+  __device__ void load(const double* x, int K, int lane) {
+#pragma unroll
+    for (int i = 0; i < kCosineKeysPerLane; ++i) {
+      const int d = lane + 32 * i;
+      c[i] = d < K ? x[d] : 0.0;
+      s[i] = d < K ? x[K + d] : 0.0;
+    }
+  }
+  __device__ void store(double* x, int K, int lane) const {
+#pragma unroll
+    for (int i = 0; i < kCosineKeysPerLane; ++i) {
+      const int d = lane + 32 * i;
+      if (d < K) x[d] = c[i], x[K + d] = s[i];
+    }
+  }
+  // this += f * (y cos, y sin)
+  __device__ void add(const float (&y)[kCosineKeysPerLane], float2 cs, float f) {
+#pragma unroll
+    for (int i = 0; i < kCosineKeysPerLane; ++i) {  // the features as the engine's (y cos, y sin in float)
+      c[i] += static_cast<double>(f) * static_cast<double>(y[i] * cs.x);
+      s[i] += static_cast<double>(f) * static_cast<double>(y[i] * cs.y);
+    }
+  }
+};
+
+template <class T>
+__device__ __forceinline__ const T* token_row(const void* base, const Strides4& s, const CosineSlice& sl,
+                                              std::int64_t t) {
+  return static_cast<const T*>(base) + sl.batch * s.s0 + t * s.s1 + sl.h * s.s2;
+}
+
+// The slices' sums of w: sums[n, part, h, :] (one warp per slice).
 template <class T>
 __global__ void __launch_bounds__(kBackwardThreads)
-    cosine_output_grads_kernel(const __grid_constant__ RecurrenceParams p, const CosineFeatures f) {
-  const int V = p.value_dim;
-  for_each_token_row(p, [&](std::int64_t b, std::int64_t t, int h, float2, int lane) {
-    const T* d_o = static_cast<const T*>(p.o) + b * p.so.s0 + t * p.so.s1 + h * p.so.s2;
-    float* row = f.outputs + feature_row(p, b, t, h, f.value_row);
-    const float den = row[V], r = 1.f / (den < p.eps ? p.eps : den);
+    cosine_key_sums_kernel(const __grid_constant__ RecurrenceParams p, int parts, double* sums) {
+  CosineSlice sl;
+  if (!cosine_slice(p, parts, sl)) return;
+  const int K = p.key_dim, lane = threadIdx.x % 32;
+  const CosSequence seq = cos_sequence(p, sl.n, sl.length);
+  LanePairs z{};
+  for (std::int64_t t = sl.first; t < sl.last; ++t) {
+    float c[kCosineKeysPerLane];
+    lane_phi(c, token_row<T>(p.k, p.sk, sl, t), p.sk.s3, K, p.relu, lane);
+    z.add(c, cos_angle(seq, t - sl.start), 1.f);
+  }
+  z.store(sums + slice_column(p, parts, sl.n, sl.part, sl.h, 0), K, lane);
+}
+
+// One thread per (sequence, head, column): the slices' sums become what each slice starts from,
+// base (column V of a [N, H, 2K, V + 1] state, by its strides; absent: 0) plus the sums of the
+// slices before it (forward), of it and after it (backward), or of all (whole: non-causal). total,
+// when present: base plus every slice, at column V of a state.
+struct CosineColumn {
+  const float* base;  // at column V
+  Strides4 sb;
+  float* total;  // at column V
+  Strides4 st;
+};
+enum class SliceCarry { forward, backward, whole };
+
+template <int kUnused = 0>
+__global__ void __launch_bounds__(kBackwardThreads)
+    cosine_carry_kernel(const __grid_constant__ RecurrenceParams p, int parts, double* sums, CosineColumn col,
+                        SliceCarry how) {
+  const int K2 = 2 * p.key_dim;
+  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= p.sequences * p.heads * K2) return;
+  const int c = static_cast<int>(i % K2), h = static_cast<int>((i / K2) % p.heads);
+  const std::int64_t n = i / K2 / p.heads;
+  const double base = col.base ? col.base[n * col.sb.s0 + h * col.sb.s1 + c * col.sb.s2] : 0.0;
+  double total = base;
+  for (int part = 0; part < parts; ++part) total += sums[slice_column(p, parts, n, part, h, c)];
+  double carry = how == SliceCarry::backward ? total : base;
+  for (int part = 0; part < parts; ++part) {
+    double& slot = sums[slice_column(p, parts, n, part, h, c)];
+    const double sum = slot;
+    slot = how == SliceCarry::whole ? total : carry;
+    carry += how == SliceCarry::backward ? -sum : sum;
+  }
+  if (col.total) col.total[n * col.st.s0 + h * col.st.s1 + c * col.st.s2] = static_cast<float>(total);
+}
+
+// Per slice: den_t = u_t . Z_t; the numerators (f.outputs) become g = dO / max(den, eps) in place,
+// e_t = -(dO . num) / max(den, eps)^2, 0 where the clamp is active (a NaN den: NaN g, e = 0, as on
+// the CPU); e_sums[n, part, h, :] = sum over the slice of e_t u_t. z: what each slice starts from
+// (cosine_carry_kernel). d_o: p.o with p.so.
+template <class T>
+__global__ void __launch_bounds__(kBackwardThreads)
+    cosine_denominators_kernel(const __grid_constant__ RecurrenceParams p, const CosineFeatures f, int parts,
+                               const double* z, double* e_sums, bool causal) {
+  CosineSlice sl;
+  if (!cosine_slice(p, parts, sl)) return;
+  const int K = p.key_dim, V = p.value_dim, lane = threadIdx.x % 32;
+  const CosSequence seq = cos_sequence(p, sl.n, sl.length);
+  LanePairs Z, eu{};
+  Z.load(z + slice_column(p, parts, sl.n, sl.part, sl.h, 0), K, lane);
+  for (std::int64_t t = sl.first; t < sl.last; ++t) {
+    const float2 cs = cos_angle(seq, t - sl.start);
+    float a[kCosineKeysPerLane];
+    lane_phi(a, token_row<T>(p.q, p.sq, sl, t), p.sq.s3, K, p.relu, lane);
+    if (causal) {
+      float c[kCosineKeysPerLane];
+      lane_phi(c, token_row<T>(p.k, p.sk, sl, t), p.sk.s3, K, p.relu, lane);
+      Z.add(c, cs, 1.f);
+    }
+    double part = 0;
+#pragma unroll
+    for (int i = 0; i < kCosineKeysPerLane; ++i)
+      part += static_cast<double>(a[i] * cs.x) * Z.c[i] + static_cast<double>(a[i] * cs.y) * Z.s[i];
+    for (int offset = 16; offset > 0; offset /= 2) part += __shfl_xor_sync(0xffffffffu, part, offset);
+    const float den = static_cast<float>(part), r = 1.f / (den < p.eps ? p.eps : den);
+    const T* d_o = token_row<T>(p.o, p.so, sl, t);
+    float* row = f.outputs + feature_row(p, sl.batch, t, sl.h, f.value_row);
     float dot = 0.f;
     for (int d = lane; d < V; d += 32) {
       const float g = to_float(d_o[d * p.so.s3]);
@@ -113,12 +256,16 @@ __global__ void __launch_bounds__(kBackwardThreads)
       row[d] = g * r;
     }
     for (int offset = 16; offset > 0; offset /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, offset);
-    if (lane == 0) row[V] = den > p.eps ? -dot * r * r : 0.f;
-  });
+    const float e = den > p.eps ? -dot * r * r : 0.f;
+    if (lane == 0) f.e[(sl.batch * p.time + t) * p.heads + sl.h] = e;
+    eu.add(a, cs, e);
+  }
+  eu.store(e_sums + slice_column(p, parts, sl.n, sl.part, sl.h, 0), K, lane);
 }
 
-// dq = phi'(q) (.) (du_cos cos + du_sin sin), dk likewise from dw, dv the first V columns of
-// dvalues. p: the call's params with q, k, v and (as o) dq; dk and dv by their own views.
+// dq = phi'(q) (.) (du_cos cos + du_sin sin) with du += e Z, dk likewise from dw + R, dv the first
+// V columns of dvalues. z, r: what each slice starts from (cosine_carry_kernel: forward or whole,
+// backward or whole). p: the call's params with q, k, v and (as o) dq; dk and dv by their own views.
 template <class T>
 struct CosineGradientOutputs {
   T* dk;
@@ -128,25 +275,41 @@ struct CosineGradientOutputs {
 
 template <class T>
 __global__ void __launch_bounds__(kBackwardThreads)
-    cosine_gradients_kernel(const __grid_constant__ RecurrenceParams p, const CosineFeatures f,
-                            const CosineGradientOutputs<T> out) {
-  const int K = p.key_dim, V = p.value_dim;
-  for_each_token_row(p, [&](std::int64_t b, std::int64_t t, int h, float2 cs, int lane) {
-    const T* q = static_cast<const T*>(p.q) + b * p.sq.s0 + t * p.sq.s1 + h * p.sq.s2;
-    const T* k = static_cast<const T*>(p.k) + b * p.sk.s0 + t * p.sk.s1 + h * p.sk.s2;
-    T* dq = static_cast<T*>(p.o) + b * p.so.s0 + t * p.so.s1 + h * p.so.s2;
-    T* dk = out.dk + b * out.sdk.s0 + t * out.sdk.s1 + h * out.sdk.s2;
-    T* dv = out.dv + b * out.sdv.s0 + t * out.sdv.s1 + h * out.sdv.s2;
-    const float* du = f.du + feature_row(p, b, t, h, f.key_row);
-    const float* dw = f.dw + feature_row(p, b, t, h, f.key_row);
-    const float* dvalues = f.dvalues + feature_row(p, b, t, h, f.value_row);
-    for (int d = lane; d < K; d += 32) {
-      const float a = cos_phi(p.relu, to_float(q[d * p.sq.s3])), c = cos_phi(p.relu, to_float(k[d * p.sk.s3]));
-      dq[d * p.so.s3] = from_float<T>(cos_phi_grad(p.relu, a) * fmaf(du[d], cs.x, du[K + d] * cs.y));
-      dk[d * out.sdk.s3] = from_float<T>(cos_phi_grad(p.relu, c) * fmaf(dw[d], cs.x, dw[K + d] * cs.y));
+    cosine_gradients_kernel(const __grid_constant__ RecurrenceParams p, const CosineFeatures f, int parts,
+                            const double* z, const double* r, const CosineGradientOutputs<T> out, bool causal) {
+  CosineSlice sl;
+  if (!cosine_slice(p, parts, sl)) return;
+  const int K = p.key_dim, V = p.value_dim, lane = threadIdx.x % 32;
+  const CosSequence seq = cos_sequence(p, sl.n, sl.length);
+  LanePairs Z, R;
+  Z.load(z + slice_column(p, parts, sl.n, sl.part, sl.h, 0), K, lane);
+  R.load(r + slice_column(p, parts, sl.n, sl.part, sl.h, 0), K, lane);
+  for (std::int64_t t = sl.first; t < sl.last; ++t) {
+    const float2 cs = cos_angle(seq, t - sl.start);
+    float a[kCosineKeysPerLane], c[kCosineKeysPerLane];
+    lane_phi(a, token_row<T>(p.q, p.sq, sl, t), p.sq.s3, K, p.relu, lane);
+    lane_phi(c, token_row<T>(p.k, p.sk, sl, t), p.sk.s3, K, p.relu, lane);
+    if (causal) Z.add(c, cs, 1.f);
+    const std::int64_t token = (sl.batch * p.time + t) * p.heads + sl.h;
+    const float e = f.e[token];
+    const float* du = f.du + token * f.key_row;
+    const float* dw = f.dw + token * f.key_row;
+    T* dq = static_cast<T*>(p.o) + sl.batch * p.so.s0 + t * p.so.s1 + sl.h * p.so.s2;
+    T* dk = out.dk + sl.batch * out.sdk.s0 + t * out.sdk.s1 + sl.h * out.sdk.s2;
+#pragma unroll
+    for (int i = 0; i < kCosineKeysPerLane; ++i) {
+      const int d = lane + 32 * i;
+      if (d >= K) break;
+      const float du_c = du[d] + static_cast<float>(e * Z.c[i]), du_s = du[K + d] + static_cast<float>(e * Z.s[i]);
+      const float dw_c = dw[d] + static_cast<float>(R.c[i]), dw_s = dw[K + d] + static_cast<float>(R.s[i]);
+      dq[d * p.so.s3] = from_float<T>(cos_phi_grad(p.relu, a[i]) * fmaf(du_c, cs.x, du_s * cs.y));
+      dk[d * out.sdk.s3] = from_float<T>(cos_phi_grad(p.relu, c[i]) * fmaf(dw_c, cs.x, dw_s * cs.y));
     }
+    if (causal) R.add(a, cs, -e);
+    const float* dvalues = f.dvalues + token * f.value_row;
+    T* dv = out.dv + sl.batch * out.sdv.s0 + t * out.sdv.s1 + sl.h * out.sdv.s2;
     for (int d = lane; d < V; d += 32) dv[d * out.sdv.s3] = from_float<T>(dvalues[d]);
-  });
+  }
 }
 
 }  // namespace lcsm::cuda::detail
