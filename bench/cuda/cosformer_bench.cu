@@ -28,7 +28,7 @@ void BM_cosformer_forward(benchmark::State& state) {
   forward_counters(state, median, static_cast<double>(B * T), static_cast<double>(H), 4.0 * n * sizeof(E), D);
 }
 
-template <bool kCausal>
+template <bool kCausal, bool kExact = true>
 void BM_cosformer_training_step(benchmark::State& state) {
   using E = __nv_bfloat16;
   using C = benchmark::Counter;
@@ -38,6 +38,7 @@ void BM_cosformer_training_step(benchmark::State& state) {
   for (void* p : {q.p, k.p, v.p, d_o.p}) fill_inputs<E>(p, n, 1234);
   lcsm::CosFormerAttention op;
   op.causal = kCausal;
+  op.precision = kExact ? lcsm::Precision::exact : lcsm::Precision::fast;
   auto view = [&](void* p) { return lcsm::view(static_cast<E*>(p), {B, T, H, D}); };
   const auto qv = view(q.p), kv = view(k.p), vv = view(v.p), ov = view(o.p), dov = view(d_o.p);
   const std::size_t fwd_bytes = lcsm::cuda::forward_workspace_bytes<E>(op, qv, vv);
@@ -92,5 +93,8 @@ BENCHMARK_TEMPLATE(BM_cosformer_forward, false)->Name("BM_cosformer_forward_nonc
 BENCHMARK_TEMPLATE(BM_cosformer_training_step, true)->Name("BM_cosformer_training_step<bf16>")->Apply(training_shapes);
 BENCHMARK_TEMPLATE(BM_cosformer_training_step, false)
     ->Name("BM_cosformer_training_step_noncausal<bf16>")
+    ->Apply(training_shapes);
+BENCHMARK_TEMPLATE(BM_cosformer_training_step, true, false)
+    ->Name("BM_cosformer_training_step_fast<bf16>")
     ->Apply(training_shapes);
 BENCHMARK(BM_cosformer_decode)->ArgNames({"B"})->Arg(64)->Arg(1)->UseManualTime()->Unit(benchmark::kMicrosecond);

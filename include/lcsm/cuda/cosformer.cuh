@@ -121,7 +121,7 @@ std::size_t backward_workspace_bytes(const CosFormerAttention& op, View<const T,
   lcsm::detail::check_problem_size("lcsm::cuda::backward_workspace_bytes", cu_seqlens.present() ? "cu_seqlens" : "q",
                                    detail::cosine_feature_shape(shape));
   return detail::plan_cosine_backward(shape, cu_seqlens.present(), op.causal, states.d_final.present(),
-                                      states.d_initial.present())
+                                      states.d_initial.present(), op.precision)
       .bytes();
 }
 
@@ -186,7 +186,7 @@ void backward(const cuda::Device& device, const CosFormerAttention& op, detail::
   if (shape.batch == 0 || shape.sequences == 0 || (shape.time == 0 && states.d_initial.absent())) return;
 
   const auto plan = cuda::detail::plan_cosine_backward(shape, cu_seqlens.present(), op.causal, states.d_final.present(),
-                                                       states.d_initial.present());
+                                                       states.d_initial.present(), op.precision);
   cuda::detail::check_backward_workspace(where, device, plan);
   cuda::detail::RecurrenceParams cosine{};
   cuda::detail::set_cosine(cosine, op);

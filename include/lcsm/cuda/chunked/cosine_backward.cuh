@@ -18,14 +18,17 @@
 //      (cosine_gradients_kernel).
 // The normaliser's column never enters the engine: the passes keep V value columns (V + 1 would
 // cost a third block of value columns, or the K = 256 tile where K and V swap).
-// Features and gradients are fp32 whatever the inputs (the engine's fp32 path: hi + lo in exact
-// mode), so the gradients keep fp32 accuracy up to their own rounding. The price is memory: 4 x 2K
-// + 3 x V + 1 floats per token and head (rows padded to 4 floats: 5.6 KB at K = V = 128; non-causal
-// calls also two [N, H, 2K, V] sums), where the forward's feature policy (cosine_sm80.cuh) forms
-// nothing; docs/decisions.md says why and what would replace it.
+// In exact mode features and gradients are fp32 whatever the inputs (the engine's fp32 path: hi +
+// lo products), so the gradients keep fp32 accuracy up to their own rounding; fast mode rounds them
+// to bf16 (one product per MMA, and the sm_90a kernel where the passes swap K and V), the scans and
+// e staying fp32 and double. The price is memory: 4 x 2K + 3 x V feature elements and one float per
+// token and head (rows padded to 16 bytes: 5.6 KB at K = V = 128 exact, 2.8 KB fast; non-causal
+// calls also two [N, H, 2K, V] fp32 sums), where the forward's feature policy (cosine_sm80.cuh)
+// forms nothing; docs/decisions.md says why and what would replace it.
 // Host code.
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -46,8 +49,11 @@ inline ProblemShape cosine_feature_shape(const ProblemShape& s) {
   return {s.batch, s.time, s.heads, 2 * s.key_dim, s.value_dim, s.sequences};
 }
 
-// Feature rows padded to 4 floats (16 bytes: the engine's vector loads).
-inline int padded_row(std::int64_t width) { return static_cast<int>((width + 3) / 4 * 4); }
+// Feature rows padded to 16 bytes (the engine's vector loads): elements of `size` bytes.
+inline int padded_row(std::int64_t width, std::size_t size) {
+  const std::int64_t per = 16 / static_cast<std::int64_t>(size);
+  return static_cast<int>((width + per - 1) / per * per);
+}
 
 // Slices of time per sequence for the normaliser's scans: about 4096 warps in all (enough to stream
 // at the card's bandwidth), slices of at least 64 tokens of the mean sequence, at most 256.
@@ -60,10 +66,11 @@ inline int cosine_parts(const ProblemShape& s) {
 
 // The scratch of a cosFormer backward call, region by region (bytes, 256-byte multiples).
 struct CosineBackwardPlan {
-  int key_row = 0, value_row = 0;  // floats per feature row: 2K and V, padded
+  bool bf16 = false;               // the features in bf16 (fast mode), else fp32
+  int key_row = 0, value_row = 0;  // elements per feature row: 2K and V, padded
   int parts = 1;                   // slices of time per sequence (cosine_parts)
-  std::size_t keys = 0;            // one [B, T, H, 2K] fp32 region: u, w, du, dw
-  std::size_t values = 0;          // one [B, T, H, V] fp32 region: v, num -> g, dv
+  std::size_t keys = 0;            // one [B, T, H, 2K] feature region: u, w, du, dw
+  std::size_t values = 0;          // one [B, T, H, V] feature region: v, num -> g, dv
   std::size_t tokens = 0;          // e [B, T, H] fp32
   std::size_t slices = 0;          // one [N, parts, H, 2K] double region: Z's and R's slices
   std::size_t sums = 0;            // non-causal: S, [N, H, 2K, V] fp32
@@ -73,34 +80,36 @@ struct CosineBackwardPlan {
   ChunkPlan swapped;               // non-causal: over V keys and 2K values (du, dw)
   BackwardPlan backward;           // causal: lightning's backward over the features
   std::size_t engine = 0;          // the engine's scratch: the largest of the three
-  std::size_t bytes() const {
-    return 4 * keys + 3 * values + tokens + 2 * slices + sums + d_sums + zeros + engine;
-  }
+  std::size_t bytes() const { return 4 * keys + 3 * values + tokens + 2 * slices + sums + d_sums + zeros + engine; }
 };
 
+// precision: fast runs the features in bf16 (the passes then take the bf16 kernels: one product per
+// MMA, the sm_90a kernel where K and V swap), exact in fp32 (hi + lo products).
 inline CosineBackwardPlan plan_cosine_backward(const ProblemShape& s, bool varlen, bool causal, bool d_final,
-                                               bool d_initial) {
+                                               bool d_initial, Precision precision) {
   const ProblemShape f = cosine_feature_shape(s);
   const auto bytes = [](std::int64_t count, std::size_t size) {
     return round_up_256(static_cast<std::size_t>(count) * size);
   };
   CosineBackwardPlan b;
-  b.key_row = padded_row(f.key_dim);
-  b.value_row = padded_row(f.value_dim);
+  b.bf16 = precision == Precision::fast;
+  const std::size_t element = b.bf16 ? 2 : sizeof(float);
+  b.key_row = padded_row(f.key_dim, element);
+  b.value_row = padded_row(f.value_dim, element);
   b.parts = cosine_parts(s);
-  b.keys = bytes(f.batch * f.time * f.heads * b.key_row, sizeof(float));
-  b.values = bytes(f.batch * f.time * f.heads * b.value_row, sizeof(float));
+  b.keys = bytes(f.batch * f.time * f.heads * b.key_row, element);
+  b.values = bytes(f.batch * f.time * f.heads * b.value_row, element);
   b.tokens = bytes(f.batch * f.time * f.heads, sizeof(float));
   b.slices = bytes(f.sequences * b.parts * f.heads * f.key_dim, sizeof(double));
   b.forward = plan_forward<DecayKind::head>(f, varlen);
   b.engine = b.forward.workspace_bytes();
   if (causal) {
-    b.backward = plan_backward<DecayKind::head>(f, varlen, d_final, false, true, false);
+    b.backward = plan_backward<DecayKind::head>(f, varlen, d_final, false, !b.bf16, false);
     b.engine = std::max(b.engine, b.backward.bytes());
   } else {
     b.sums = bytes(f.sequences * f.heads * f.key_dim * f.value_dim, sizeof(float));
     b.d_sums = d_initial ? 0 : b.sums;
-    b.zeros = bytes(std::max(b.key_row, b.value_row), sizeof(float));
+    b.zeros = bytes(std::max(b.key_row, b.value_row), element);
     b.swapped = plan_forward<DecayKind::head>(swapped_dims(f), varlen);
     b.engine = std::max(b.engine, b.swapped.workspace_bytes());
   }
@@ -120,10 +129,10 @@ S* key_sums_column(const View<S, 4>& x, std::int64_t V) {
 }
 
 // c: the checked call (its shape the cosFormer one: K, V); cosine: params carrying the call's
-// positions, M, eps and feature map (set_cosine).
-template <class T>
-void run_cosine_backward(const BackwardCall<T>& c, const RecurrenceParams& cosine, bool causal,
-                         const CosineBackwardPlan& plan, const Device& device) {
+// positions, M, eps and feature map (set_cosine); F: the features' type (plan.bf16).
+template <class T, class F>
+void run_cosine_backward_as(const BackwardCall<T>& c, const RecurrenceParams& cosine, bool causal,
+                            const CosineBackwardPlan& plan, const Device& device) {
   const ProblemShape& s = c.shape;
   const ProblemShape f = cosine_feature_shape(s), fs = swapped_dims(f);
   const cudaStream_t stream = device.stream;
@@ -133,23 +142,21 @@ void run_cosine_backward(const BackwardCall<T>& c, const RecurrenceParams& cosin
     next += bytes;
     return region;
   };
-  const auto take_floats = [&](std::size_t bytes) { return static_cast<float*>(take(bytes)); };
-  CosineFeatures x{};
-  x.key_row = plan.key_row;
-  x.value_row = plan.value_row;
-  x.u = take_floats(plan.keys);
-  x.w = take_floats(plan.keys);
-  x.du = take_floats(plan.keys);
-  x.dw = take_floats(plan.keys);
-  x.values = take_floats(plan.values);
-  x.outputs = take_floats(plan.values);
-  x.dvalues = take_floats(plan.values);
-  x.e = take_floats(plan.tokens);
+  const auto take_features = [&](std::size_t bytes) { return static_cast<F*>(take(bytes)); };
+  F* u = take_features(plan.keys);
+  F* w = take_features(plan.keys);
+  F* du = take_features(plan.keys);
+  F* dw = take_features(plan.keys);
+  F* values_in = take_features(plan.values);
+  F* outputs = take_features(plan.values);
+  F* dvalues = take_features(plan.values);
+  CosineFeatures x{
+      plan.key_row, plan.value_row, u, w, values_in, outputs, du, dw, dvalues, static_cast<float*>(take(plan.tokens))};
   auto* z_slices = static_cast<double*>(take(plan.slices));
   auto* r_slices = static_cast<double*>(take(plan.slices));
-  float* sums = take_floats(plan.sums);
-  float* d_sums = take_floats(plan.d_sums);
-  float* zeros = take_floats(plan.zeros);
+  auto* sums = static_cast<float*>(take(plan.sums));
+  auto* d_sums = static_cast<float*>(take(plan.d_sums));
+  F* zeros = take_features(plan.zeros);
   const Device engine{stream, {take(plan.engine), plan.engine}, device.kernels};
 
   // The call's own views for the per-token kernels (o: dq), with cosFormer's fields.
@@ -160,15 +167,15 @@ void run_cosine_backward(const BackwardCall<T>& c, const RecurrenceParams& cosin
   p.cos_length = cosine.cos_length;
   p.eps = cosine.eps;
   p.relu = cosine.relu;
-  cosine_features_kernel<T>
+  cosine_features_kernel<T, F>
       <<<grid_of(s.batch * s.time * s.heads, kBackwardThreads / 32), kBackwardThreads, 0, stream>>>(p, x);
   LCSM_CUDA_CHECK(cudaGetLastError());
 
   // The normaliser's scans: one warp per slice, one thread per state column between them.
   const int parts = plan.parts;
-  const unsigned slice_blocks = grid_size((s.sequences * s.heads * parts + kBackwardThreads / 32 - 1) /
-                                              (kBackwardThreads / 32),
-                                          "(sequence, head, slice) triples");
+  const unsigned slice_blocks =
+      grid_size((s.sequences * s.heads * parts + kBackwardThreads / 32 - 1) / (kBackwardThreads / 32),
+                "(sequence, head, slice) triples");
   const unsigned column_blocks =
       grid_size((s.sequences * s.heads * 2 * s.key_dim + kBackwardThreads - 1) / kBackwardThreads, "state columns");
   const std::int64_t V = s.value_dim;
@@ -183,18 +190,18 @@ void run_cosine_backward(const BackwardCall<T>& c, const RecurrenceParams& cosin
   LCSM_CUDA_CHECK(cudaGetLastError());
   carry(z_slices, c.states.initial, {}, causal ? SliceCarry::forward : SliceCarry::whole);
 
-  const auto rows = [&](float* data, std::int64_t width, std::int64_t row) {
+  const auto rows = [&](F* data, std::int64_t width, std::int64_t row) {
     return lcsm::view(data, {f.batch, f.time, f.heads, width}, {f.time * f.heads * row, f.heads * row, row, 1});
   };
-  const auto keys = [&](float* data) { return rows(data, f.key_dim, plan.key_row); };
-  const auto values = [&](float* data) { return rows(data, f.value_dim, plan.value_row); };
+  const auto keys = [&](F* data) { return rows(data, f.key_dim, plan.key_row); };
+  const auto values = [&](F* data) { return rows(data, f.value_dim, plan.value_row); };
   // num -> g, e; then R: the e-terms each slice starts from (dz_final from the d_final's column V),
   // and the initial state's column V.
   const auto denominators = [&] {
     RecurrenceParams grads = p;
     grads.o = const_cast<T*>(c.d_o.data());  // read only
     grads.so = strides_of(c.d_o);
-    cosine_denominators_kernel<T>
+    cosine_denominators_kernel<T, F>
         <<<slice_blocks, kBackwardThreads, 0, stream>>>(grads, x, parts, z_slices, r_slices, causal);
     LCSM_CUDA_CHECK(cudaGetLastError());
     carry(r_slices, c.states.d_final, c.states.d_initial, causal ? SliceCarry::backward : SliceCarry::whole);
@@ -203,34 +210,34 @@ void run_cosine_backward(const BackwardCall<T>& c, const RecurrenceParams& cosin
                                  numerator_columns(c.states.d_initial, V)};
 
   if (causal) {
-    RecurrenceParams fw = make_params<float>(keys(x.u), keys(x.w), values(x.values), values(x.outputs), 1.0, f);
+    RecurrenceParams fw = make_params<F>(keys(u), keys(w), values(values_in), values(outputs), 1.0, f);
     set_states(fw, {states.initial, {}}, c.cu);
-    run_forward<float, DecayKind::head>(fw, plan.forward, engine, c.precision);
+    run_forward<F, DecayKind::head>(fw, plan.forward, engine, c.precision);
     denominators();
     const std::vector<double> no_decay(static_cast<std::size_t>(s.heads), 0.0);
     BackwardDecay decay;
     decay.log_decay = &no_decay;
-    run_backward<float, DecayKind::head>({keys(x.u), keys(x.w), values(x.values), values(x.outputs), keys(x.du),
-                                          keys(x.dw), values(x.dvalues), states, c.cu, 1.0, c.precision, f},
-                                         decay, plan.backward, engine);
+    run_backward<F, DecayKind::head>({keys(u), keys(w), values(values_in), values(outputs), keys(du), keys(dw),
+                                      values(dvalues), states, c.cu, 1.0, c.precision, f},
+                                     decay, plan.backward, engine);
   } else {
     LCSM_CUDA_CHECK(cudaMemsetAsync(zeros, 0, plan.zeros, stream));
     // Every row the same zero row (unit inner stride: the passes keep their vector loads).
-    const View<const float, 4> zero_keys(zeros, keys(zeros).shape(), {0, 0, 0, 1});
-    const View<const float, 4> zero_values(zeros, values(zeros).shape(), {0, 0, 0, 1});
+    const View<const F, 4> zero_keys(zeros, keys(zeros).shape(), {0, 0, 0, 1});
+    const View<const F, 4> zero_values(zeros, values(zeros).shape(), {0, 0, 0, 1});
     // One engine forward over the features: outputs from the initial state and the tokens, the
     // final state when asked (swapped: V keys, 2K values).
-    const auto pass = [&](View<const float, 4> q, View<const float, 4> k, View<const float, 4> v, View<float, 4> o,
+    const auto pass = [&](View<const F, 4> q, View<const F, 4> k, View<const F, 4> v, View<F, 4> o,
                           const float* initial, Strides4 s_initial, float* final_state, Strides4 s_final,
                           bool swapped) {
-      RecurrenceParams e = make_params<float>(q, k, v, o, 1.0, swapped ? fs : f);
+      RecurrenceParams e = make_params<F>(q, k, v, o, 1.0, swapped ? fs : f);
       e.cu_seqlens = p.cu_seqlens;
       e.cu_seqlens_int64 = p.cu_seqlens_int64;
       e.initial_state = initial;
       e.s_initial = s_initial;
       e.final_state = final_state;
       e.s_final = s_final;
-      run_forward<float, DecayKind::head>(e, swapped ? plan.swapped : plan.forward, engine, c.precision);
+      run_forward<F, DecayKind::head>(e, swapped ? plan.swapped : plan.forward, engine, c.precision);
     };
     const Strides4 whole = contiguous_strides(f.heads, f.key_dim, f.value_dim);
     const auto transposed = [](Strides4 t) {
@@ -240,25 +247,32 @@ void run_cosine_backward(const BackwardCall<T>& c, const RecurrenceParams& cosin
     // dS lands in d_initial when the caller wants it (it is that gradient), else in the workspace.
     float* d_whole = states.d_initial.present() ? states.d_initial.data() : d_sums;
     const Strides4 sd = states.d_initial.present() ? strides_of(states.d_initial) : whole;
-    const View<float, 4> scratch = values(x.dvalues);  // the passes that want only a final state write here
+    const View<F, 4> scratch = values(dvalues);  // the passes that want only a final state write here
 
     // S = S0 + sum w^T v; num = u S.
-    pass(zero_keys, keys(x.w), values(x.values), scratch, states.initial.present() ? states.initial.data() : nullptr,
+    pass(zero_keys, keys(w), values(values_in), scratch, states.initial.present() ? states.initial.data() : nullptr,
          strides_of(states.initial), sums, whole, false);
-    pass(keys(x.u), zero_keys, zero_values, values(x.outputs), sums, whole, nullptr, {}, false);
+    pass(keys(u), zero_keys, zero_values, values(outputs), sums, whole, nullptr, {}, false);
     denominators();
     // dS = dS_final + sum u^T g; du = g S^T; dw = v dS^T; dv = w dS.
-    pass(zero_keys, keys(x.u), values(x.outputs), scratch, states.d_final.present() ? states.d_final.data() : nullptr,
+    pass(zero_keys, keys(u), values(outputs), scratch, states.d_final.present() ? states.d_final.data() : nullptr,
          strides_of(states.d_final), d_whole, sd, false);
-    pass(values(x.outputs), zero_values, zero_keys, keys(x.du), sums, transposed(whole), nullptr, {}, true);
-    pass(values(x.values), zero_values, zero_keys, keys(x.dw), d_whole, transposed(sd), nullptr, {}, true);
-    pass(keys(x.w), zero_keys, zero_values, values(x.dvalues), d_whole, sd, nullptr, {}, false);
+    pass(values(outputs), zero_values, zero_keys, keys(du), sums, transposed(whole), nullptr, {}, true);
+    pass(values(values_in), zero_values, zero_keys, keys(dw), d_whole, transposed(sd), nullptr, {}, true);
+    pass(keys(w), zero_keys, zero_values, values(dvalues), d_whole, sd, nullptr, {}, false);
   }
 
-  cosine_gradients_kernel<T><<<slice_blocks, kBackwardThreads, 0, stream>>>(
+  cosine_gradients_kernel<T, F><<<slice_blocks, kBackwardThreads, 0, stream>>>(
       p, x, parts, z_slices, r_slices,
       CosineGradientOutputs<T>{c.dk.data(), c.dv.data(), strides_of(c.dk), strides_of(c.dv)}, causal);
   LCSM_CUDA_CHECK(cudaGetLastError());
+}
+
+template <class T>
+void run_cosine_backward(const BackwardCall<T>& c, const RecurrenceParams& cosine, bool causal,
+                         const CosineBackwardPlan& plan, const Device& device) {
+  if (plan.bf16) run_cosine_backward_as<T, __nv_bfloat16>(c, cosine, causal, plan, device);
+  else run_cosine_backward_as<T, float>(c, cosine, causal, plan, device);
 }
 
 }  // namespace lcsm::cuda::detail

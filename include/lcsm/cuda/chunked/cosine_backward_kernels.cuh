@@ -27,19 +27,20 @@ __device__ __forceinline__ float cos_phi_grad(bool relu, float y) {
   return y < 1.f ? y : 1.f;
 }
 
-// The fp32 feature problem [B, T, H, X] that the engine passes read and write, rows of `key_row`
-// (u, w, du, dw) or `value_row` floats (the others; both multiples of 4, so the engine loads them
-// 16 bytes at a time): u = [phi(q) cos, phi(q) sin], w = [phi(k) cos, phi(k) sin] (2K columns), v
-// (V columns), and their gradients; e: the denominators' gradients [B, T, H].
+// The feature problem [B, T, H, X] that the engine passes read and write, in the feature type F
+// (fp32; bf16 in fast mode), rows of `key_row` (u, w, du, dw) or `value_row` elements (the others;
+// both 16-byte multiples, so the engine loads them 16 bytes at a time): u = [phi(q) cos, phi(q)
+// sin], w = [phi(k) cos, phi(k) sin] (2K columns), v (V columns), and their gradients; e: the
+// denominators' gradients [B, T, H], fp32.
 struct CosineFeatures {
   int key_row, value_row;
-  float* u;
-  float* w;
-  float* values;   // v (read until the end)
-  float* outputs;  // the numerators; then their gradients g in place
-  float* du;
-  float* dw;
-  float* dvalues;
+  void* u;
+  void* w;
+  void* values;   // v (read until the end)
+  void* outputs;  // the numerators; then their gradients g in place
+  void* du;
+  void* dw;
+  void* dvalues;
   float* e;
 };
 
@@ -67,9 +68,9 @@ __device__ __forceinline__ TokenPlace token_place(const RecurrenceParams& p, std
   return {lo, t - start, cu_offset(p, lo + 1) - start};
 }
 
-// u, w and v as fp32 rows, one warp per (token, head); tokens outside every sequence are skipped
+// u, w and v as rows of F, one warp per (token, head); tokens outside every sequence are skipped
 // (no engine pass reads or writes them). p: the call's params, its own views and strides.
-template <class T>
+template <class T, class F>
 __global__ void __launch_bounds__(kBackwardThreads)
     cosine_features_kernel(const __grid_constant__ RecurrenceParams p, const CosineFeatures f) {
   const int K = p.key_dim, V = p.value_dim, lane = threadIdx.x % 32;
@@ -84,17 +85,17 @@ __global__ void __launch_bounds__(kBackwardThreads)
     const T* q = static_cast<const T*>(p.q) + b * p.sq.s0 + t * p.sq.s1 + h * p.sq.s2;
     const T* k = static_cast<const T*>(p.k) + b * p.sk.s0 + t * p.sk.s1 + h * p.sk.s2;
     const T* v = static_cast<const T*>(p.v) + b * p.sv.s0 + t * p.sv.s1 + h * p.sv.s2;
-    float* u = f.u + feature_row(p, b, t, h, f.key_row);
-    float* w = f.w + feature_row(p, b, t, h, f.key_row);
-    float* values = f.values + feature_row(p, b, t, h, f.value_row);
+    F* u = static_cast<F*>(f.u) + feature_row(p, b, t, h, f.key_row);
+    F* w = static_cast<F*>(f.w) + feature_row(p, b, t, h, f.key_row);
+    F* values = static_cast<F*>(f.values) + feature_row(p, b, t, h, f.value_row);
     for (int d = lane; d < K; d += 32) {
       const float a = cos_phi(p.relu, to_float(q[d * p.sq.s3])), c = cos_phi(p.relu, to_float(k[d * p.sk.s3]));
-      u[d] = a * cs.x;
-      u[K + d] = a * cs.y;
-      w[d] = c * cs.x;
-      w[K + d] = c * cs.y;
+      u[d] = from_float<F>(a * cs.x);
+      u[K + d] = from_float<F>(a * cs.y);
+      w[d] = from_float<F>(c * cs.x);
+      w[K + d] = from_float<F>(c * cs.y);
     }
-    for (int d = lane; d < V; d += 32) values[d] = to_float(v[d * p.sv.s3]);
+    for (int d = lane; d < V; d += 32) values[d] = from_float<F>(to_float(v[d * p.sv.s3]));
   }
 }
 
@@ -222,7 +223,7 @@ __global__ void __launch_bounds__(kBackwardThreads)
 // e_t = -(dO . num) / max(den, eps)^2, 0 where the clamp is active (a NaN den: NaN g, e = 0, as on
 // the CPU); e_sums[n, part, h, :] = sum over the slice of e_t u_t. z: what each slice starts from
 // (cosine_carry_kernel). d_o: p.o with p.so.
-template <class T>
+template <class T, class F>
 __global__ void __launch_bounds__(kBackwardThreads)
     cosine_denominators_kernel(const __grid_constant__ RecurrenceParams p, const CosineFeatures f, int parts,
                                const double* z, double* e_sums, bool causal) {
@@ -248,12 +249,12 @@ __global__ void __launch_bounds__(kBackwardThreads)
     for (int offset = 16; offset > 0; offset /= 2) part += __shfl_xor_sync(0xffffffffu, part, offset);
     const float den = static_cast<float>(part), r = 1.f / (den < p.eps ? p.eps : den);
     const T* d_o = token_row<T>(p.o, p.so, sl, t);
-    float* row = f.outputs + feature_row(p, sl.batch, t, sl.h, f.value_row);
+    F* row = static_cast<F*>(f.outputs) + feature_row(p, sl.batch, t, sl.h, f.value_row);
     float dot = 0.f;
     for (int d = lane; d < V; d += 32) {
       const float g = to_float(d_o[d * p.so.s3]);
-      dot = fmaf(g, row[d], dot);
-      row[d] = g * r;
+      dot = fmaf(g, to_float(row[d]), dot);
+      row[d] = from_float<F>(g * r);
     }
     for (int offset = 16; offset > 0; offset /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, offset);
     const float e = den > p.eps ? -dot * r * r : 0.f;
@@ -273,7 +274,7 @@ struct CosineGradientOutputs {
   Strides4 sdk, sdv;
 };
 
-template <class T>
+template <class T, class F>
 __global__ void __launch_bounds__(kBackwardThreads)
     cosine_gradients_kernel(const __grid_constant__ RecurrenceParams p, const CosineFeatures f, int parts,
                             const double* z, const double* r, const CosineGradientOutputs<T> out, bool causal) {
@@ -292,23 +293,25 @@ __global__ void __launch_bounds__(kBackwardThreads)
     if (causal) Z.add(c, cs, 1.f);
     const std::int64_t token = (sl.batch * p.time + t) * p.heads + sl.h;
     const float e = f.e[token];
-    const float* du = f.du + token * f.key_row;
-    const float* dw = f.dw + token * f.key_row;
+    const F* du = static_cast<const F*>(f.du) + token * f.key_row;
+    const F* dw = static_cast<const F*>(f.dw) + token * f.key_row;
     T* dq = static_cast<T*>(p.o) + sl.batch * p.so.s0 + t * p.so.s1 + sl.h * p.so.s2;
     T* dk = out.dk + sl.batch * out.sdk.s0 + t * out.sdk.s1 + sl.h * out.sdk.s2;
 #pragma unroll
     for (int i = 0; i < kCosineKeysPerLane; ++i) {
       const int d = lane + 32 * i;
       if (d >= K) break;
-      const float du_c = du[d] + static_cast<float>(e * Z.c[i]), du_s = du[K + d] + static_cast<float>(e * Z.s[i]);
-      const float dw_c = dw[d] + static_cast<float>(R.c[i]), dw_s = dw[K + d] + static_cast<float>(R.s[i]);
+      const float du_c = to_float(du[d]) + static_cast<float>(e * Z.c[i]);
+      const float du_s = to_float(du[K + d]) + static_cast<float>(e * Z.s[i]);
+      const float dw_c = to_float(dw[d]) + static_cast<float>(R.c[i]);
+      const float dw_s = to_float(dw[K + d]) + static_cast<float>(R.s[i]);
       dq[d * p.so.s3] = from_float<T>(cos_phi_grad(p.relu, a[i]) * fmaf(du_c, cs.x, du_s * cs.y));
       dk[d * out.sdk.s3] = from_float<T>(cos_phi_grad(p.relu, c[i]) * fmaf(dw_c, cs.x, dw_s * cs.y));
     }
     if (causal) R.add(a, cs, -e);
-    const float* dvalues = f.dvalues + token * f.value_row;
+    const F* dvalues = static_cast<const F*>(f.dvalues) + token * f.value_row;
     T* dv = out.dv + sl.batch * out.sdv.s0 + t * out.sdv.s1 + sl.h * out.sdv.s2;
-    for (int d = lane; d < V; d += 32) dv[d * out.sdv.s3] = from_float<T>(dvalues[d]);
+    for (int d = lane; d < V; d += 32) dv[d * out.sdv.s3] = from_float<T>(to_float(dvalues[d]));
   }
 }
 
