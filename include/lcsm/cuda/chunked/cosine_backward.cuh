@@ -4,8 +4,10 @@
 // u_t . Z_t with Z_t the key sums (column V of the state; non-causal: the whole sequence's). So the
 // backward is
 //   1. the fp32 features (cosine_features_kernel);
-//   2. num recomputed by the engine's forward with no decay (lightning's, scale 1), Z by a scan over
-//      time (cosine_key_sums_kernel, cosine_carry_kernel);
+//   2. num recomputed: causal, by the forward's own kernel writing the numerator undivided
+//      (RecurrenceParams::cos_numerator); non-causal, by the engine's forward with no decay
+//      (lightning's, scale 1) below; Z by a scan over time (cosine_key_sums_kernel,
+//      cosine_carry_kernel);
 //   3. den, and the gradients g = dO / max(den, eps), e = -(dO . o) / max(den, eps), 0 where the
 //      clamp is active (cosine_denominators_kernel);
 //   4. du, dw, dv and the initial state's gradient from g: causal, lightning's backward over the
@@ -34,6 +36,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "lcsm/cuda/chunked/backward.cuh"
@@ -76,6 +79,7 @@ struct CosineBackwardPlan {
   std::size_t sums = 0;            // non-causal: S, [N, H, 2K, V] fp32
   std::size_t d_sums = 0;          // non-causal without a d_initial view to hold it: dS, as S
   std::size_t zeros = 0;           // non-causal: one zero row, the zero operand
+  ChunkPlan numerator;             // causal: the cosFormer kernel's forward, writing the numerator
   ChunkPlan forward;               // the engine's forward over the features
   ChunkPlan swapped;               // non-causal: over V keys and 2K values (du, dw)
   BackwardPlan backward;           // causal: lightning's backward over the features
@@ -104,8 +108,9 @@ inline CosineBackwardPlan plan_cosine_backward(const ProblemShape& s, bool varle
   b.forward = plan_forward<DecayKind::head>(f, varlen);
   b.engine = b.forward.workspace_bytes();
   if (causal) {
+    b.numerator = plan_forward<DecayKind::cosine>(s, varlen);
     b.backward = plan_backward<DecayKind::head>(f, varlen, d_final, false, !b.bf16, false);
-    b.engine = std::max(b.engine, b.backward.bytes());
+    b.engine = std::max({b.engine, b.numerator.workspace_bytes(), b.backward.bytes()});
   } else {
     b.sums = bytes(f.sequences * f.heads * f.key_dim * f.value_dim, sizeof(float));
     b.d_sums = d_initial ? 0 : b.sums;
@@ -210,9 +215,28 @@ void run_cosine_backward_as(const BackwardCall<T>& c, const RecurrenceParams& co
                                  numerator_columns(c.states.d_initial, V)};
 
   if (causal) {
-    RecurrenceParams fw = make_params<F>(keys(u), keys(w), values(values_in), values(outputs), 1.0, f);
-    set_states(fw, {states.initial, {}}, c.cu);
-    run_forward<F, DecayKind::head>(fw, plan.forward, engine, c.precision);
+    if constexpr (std::is_same_v<F, float> || std::is_same_v<F, T>) {
+      // num by the forward's own kernel (phi and the angles on load, the state's 2K rows and the
+      // normaliser as its policy), writing the numerator undivided, fp32 unless F is T.
+      RecurrenceParams nf = make_params(c.q, c.k, c.v, c.dv, 1.0, s);
+      set_states(nf, {c.states.initial, {}}, c.cu);
+      nf.positions = cosine.positions;
+      nf.cos_length = cosine.cos_length;
+      nf.eps = cosine.eps;
+      nf.relu = cosine.relu;
+      nf.cos_numerator = true;
+      const View<F, 4> num = values(outputs);
+      nf.o = num.data();
+      nf.so = strides_of(num);
+      nf.out_float = !std::is_same_v<F, T>;
+      nf.vectorized = rows_are_16_byte_aligned<T>(c.q) && rows_are_16_byte_aligned<T>(c.k) &&
+                      rows_are_16_byte_aligned<T>(c.v);  // the feature rows are
+      run_forward<T, DecayKind::cosine>(nf, plan.numerator, engine, c.precision);
+    } else {  // 16-bit inputs other than bf16 with bf16 features: the engine over the features
+      RecurrenceParams fw = make_params<F>(keys(u), keys(w), values(values_in), values(outputs), 1.0, f);
+      set_states(fw, {states.initial, {}}, c.cu);
+      run_forward<F, DecayKind::head>(fw, plan.forward, engine, c.precision);
+    }
     denominators();
     const std::vector<double> no_decay(static_cast<std::size_t>(s.heads), 0.0);
     BackwardDecay decay;

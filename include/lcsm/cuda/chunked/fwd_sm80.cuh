@@ -202,7 +202,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
       if constexpr (Tr::kValueGate) {
         value_gate_outputs_sm80<Tr>(O, st, vg, sPh, sPl, sSh, sSl, state_zero, steep, rw, r0, v0, lane);
       } else if constexpr (Tr::kCosine) {
-        row_scale = cos_inverse_denominators<Tr>(ct, !bidirectional, r0, lane, p.eps);
+        if (!p.cos_numerator) row_scale = cos_inverse_denominators<Tr>(ct, !bidirectional, r0, lane, p.eps);
         with_features_lo([&](auto lo) {
           cos_outputs_sm80<Tr, decltype(lo)::value>(O, st, ct, sPh, sPl, sSh, sSl, !state_zero, !bidirectional, r0, v0,
                                                     lane);

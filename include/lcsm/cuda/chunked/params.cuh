@@ -46,6 +46,7 @@ struct RecurrenceParams {
   float eps;                      // the denominator's clamp
   bool relu;                      // phi = ReLU, else 1 + ELU
   bool bidirectional;             // non-causal: every token reads the whole sequence's state (last_delta)
+  bool cos_numerator;             // o is the numerator, not divided by the denominator (the backward's)
 
   // Sequences: B rows of T tokens, or cu_seqlens over row 0 (device memory, int32 or int64).
   const void* cu_seqlens;
