@@ -11,7 +11,10 @@
 //   3. den, and the gradients g = dO / max(den, eps), e = -(dO . o) / max(den, eps), 0 where the
 //      clamp is active (cosine_denominators_kernel);
 //   4. du, dw, dv and the initial state's gradient from g: causal, lightning's backward over the
-//      features (chunked/backward.cuh, its three engine passes); non-causal, every token reads the
+//      features (chunked/backward.cuh, its three engine passes), once for the cos half of the
+//      features and once for the sin half (num is the sum of the two halves' linear attentions:
+//      two problems of K keys take the K <= 128 tiles, the sm_90a kernel in fast mode, where one of
+//      2K keys takes the mma.sync kernel's K = 256 tile), their dv summed; non-causal, every token reads the
 //      whole sums S = S0 + sum w^T v, so du = g S^T, dS = dS_final + sum u^T g, dw = v dS^T,
 //      dv = w dS: six engine forwards with a zero operand in place of the keys (the outputs then
 //      read only the initial state) or of the queries (only the final state counts);
@@ -73,7 +76,7 @@ struct CosineBackwardPlan {
   int key_row = 0, value_row = 0;  // elements per feature row: 2K and V, padded
   int parts = 1;                   // slices of time per sequence (cosine_parts)
   std::size_t keys = 0;            // one [B, T, H, 2K] feature region: u, w, du, dw
-  std::size_t values = 0;          // one [B, T, H, V] feature region: v, num -> g, dv
+  std::size_t values = 0;          // one [B, T, H, V] feature region: v, num -> g, dv (causal: two)
   std::size_t tokens = 0;          // e [B, T, H] fp32
   std::size_t slices = 0;          // one [N, parts, H, 2K] double region: Z's and R's slices
   std::size_t sums = 0;            // non-causal: S, [N, H, 2K, V] fp32
@@ -84,7 +87,10 @@ struct CosineBackwardPlan {
   ChunkPlan swapped;               // non-causal: over V keys and 2K values (du, dw)
   BackwardPlan backward;           // causal: lightning's backward over the features
   std::size_t engine = 0;          // the engine's scratch: the largest of the three
-  std::size_t bytes() const { return 4 * keys + 3 * values + tokens + 2 * slices + sums + d_sums + zeros + engine; }
+  bool causal = false;
+  std::size_t bytes() const {
+    return 4 * keys + (causal ? 4 : 3) * values + tokens + 2 * slices + sums + d_sums + zeros + engine;
+  }
 };
 
 // precision: fast runs the features in bf16 (the passes then take the bf16 kernels: one product per
@@ -97,6 +103,7 @@ inline CosineBackwardPlan plan_cosine_backward(const ProblemShape& s, bool varle
   };
   CosineBackwardPlan b;
   b.bf16 = precision == Precision::fast;
+  b.causal = causal;
   const std::size_t element = b.bf16 ? 2 : sizeof(float);
   b.key_row = padded_row(f.key_dim, element);
   b.value_row = padded_row(f.value_dim, element);
@@ -109,7 +116,7 @@ inline CosineBackwardPlan plan_cosine_backward(const ProblemShape& s, bool varle
   b.engine = b.forward.workspace_bytes();
   if (causal) {
     b.numerator = plan_forward<DecayKind::cosine>(s, varlen);
-    b.backward = plan_backward<DecayKind::head>(f, varlen, d_final, false, !b.bf16, false);
+    b.backward = plan_backward<DecayKind::head>(s, varlen, d_final, false, !b.bf16, false);  // one half
     b.engine = std::max({b.engine, b.numerator.workspace_bytes(), b.backward.bytes()});
   } else {
     b.sums = bytes(f.sequences * f.heads * f.key_dim * f.value_dim, sizeof(float));
@@ -132,6 +139,12 @@ template <class S>
 S* key_sums_column(const View<S, 4>& x, std::int64_t V) {
   return x.present() ? x.data() + V * x.stride(3) : nullptr;
 }
+// Rows [first, first + count) of a state view [N, H, rows, V] (absent stays absent).
+template <class S>
+View<S, 4> state_rows(const View<S, 4>& x, std::int64_t first, std::int64_t count) {
+  if (x.absent()) return x;
+  return View<S, 4>(x.data() + first * x.stride(2), {x.size(0), x.size(1), count, x.size(3)}, x.strides());
+}
 
 // c: the checked call (its shape the cosFormer one: K, V); cosine: params carrying the call's
 // positions, M, eps and feature map (set_cosine); F: the features' type (plan.bf16).
@@ -148,6 +161,9 @@ void run_cosine_backward_as(const BackwardCall<T>& c, const RecurrenceParams& co
     return region;
   };
   const auto take_features = [&](std::size_t bytes) { return static_cast<F*>(take(bytes)); };
+  CosineFeatures x{};
+  x.key_row = plan.key_row;
+  x.value_row = plan.value_row;
   F* u = take_features(plan.keys);
   F* w = take_features(plan.keys);
   F* du = take_features(plan.keys);
@@ -155,8 +171,10 @@ void run_cosine_backward_as(const BackwardCall<T>& c, const RecurrenceParams& co
   F* values_in = take_features(plan.values);
   F* outputs = take_features(plan.values);
   F* dvalues = take_features(plan.values);
-  CosineFeatures x{
-      plan.key_row, plan.value_row, u, w, values_in, outputs, du, dw, dvalues, static_cast<float*>(take(plan.tokens))};
+  F* dvalues_sin = plan.causal ? take_features(plan.values) : nullptr;  // the sin half's dv
+  x.u = u, x.w = w, x.du = du, x.dw = dw;
+  x.values = values_in, x.outputs = outputs, x.dvalues = dvalues, x.dvalues_sin = dvalues_sin;
+  x.e = static_cast<float*>(take(plan.tokens));
   auto* z_slices = static_cast<double*>(take(plan.slices));
   auto* r_slices = static_cast<double*>(take(plan.slices));
   auto* sums = static_cast<float*>(take(plan.sums));
@@ -241,9 +259,16 @@ void run_cosine_backward_as(const BackwardCall<T>& c, const RecurrenceParams& co
     const std::vector<double> no_decay(static_cast<std::size_t>(s.heads), 0.0);
     BackwardDecay decay;
     decay.log_decay = &no_decay;
-    run_backward<F, DecayKind::head>({keys(u), keys(w), values(values_in), values(outputs), keys(du), keys(dw),
-                                      values(dvalues), states, c.cu, 1.0, c.precision, f},
-                                     decay, plan.backward, engine);
+    const std::int64_t K = s.key_dim;
+    const auto half = [&](F* data, int h) { return rows(data + h * K, K, plan.key_row); };
+    for (int h = 0; h < 2; ++h) {  // the cos half (state rows [0, K)), then the sin half ([K, 2K))
+      const StateGrads<float> half_states{state_rows(states.initial, h * K, K), state_rows(states.d_final, h * K, K),
+                                          state_rows(states.d_initial, h * K, K)};
+      run_backward<F, DecayKind::head>(
+          {half(u, h), half(w, h), values(values_in), values(outputs), half(du, h), half(dw, h),
+           values(h == 0 ? dvalues : dvalues_sin), half_states, c.cu, 1.0, c.precision, s},
+          decay, plan.backward, engine);
+    }
   } else {
     LCSM_CUDA_CHECK(cudaMemsetAsync(zeros, 0, plan.zeros, stream));
     // Every row the same zero row (unit inner stride: the passes keep their vector loads).

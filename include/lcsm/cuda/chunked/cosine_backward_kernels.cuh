@@ -41,6 +41,7 @@ struct CosineFeatures {
   void* du;
   void* dw;
   void* dvalues;
+  void* dvalues_sin;  // causal: the sin half's dv, added to dvalues (null: none)
   float* e;
 };
 
@@ -264,8 +265,8 @@ __global__ void __launch_bounds__(kBackwardThreads)
   eu.store(e_sums + slice_column(p, parts, sl.n, sl.part, sl.h, 0), K, lane);
 }
 
-// dq = phi'(q) (.) (du_cos cos + du_sin sin) with du += e Z, dk likewise from dw + R, dv the first
-// V columns of dvalues. z, r: what each slice starts from (cosine_carry_kernel: forward or whole,
+// dq = phi'(q) (.) (du_cos cos + du_sin sin) with du += e Z, dk likewise from dw + R, dv from
+// dvalues (plus dvalues_sin). z, r: what each slice starts from (cosine_carry_kernel: forward or whole,
 // backward or whole). p: the call's params with q, k, v and (as o) dq; dk and dv by their own views.
 template <class T>
 struct CosineGradientOutputs {
@@ -310,8 +311,10 @@ __global__ void __launch_bounds__(kBackwardThreads)
     }
     if (causal) R.add(a, cs, -e);
     const F* dvalues = static_cast<const F*>(f.dvalues) + token * f.value_row;
+    const F* dvalues_sin = f.dvalues_sin ? static_cast<const F*>(f.dvalues_sin) + token * f.value_row : nullptr;
     T* dv = out.dv + sl.batch * out.sdv.s0 + t * out.sdv.s1 + sl.h * out.sdv.s2;
-    for (int d = lane; d < V; d += 32) dv[d * out.sdv.s3] = from_float<T>(to_float(dvalues[d]));
+    for (int d = lane; d < V; d += 32)
+      dv[d * out.sdv.s3] = from_float<T>(to_float(dvalues[d]) + (dvalues_sin ? to_float(dvalues_sin[d]) : 0.f));
   }
 }
 
