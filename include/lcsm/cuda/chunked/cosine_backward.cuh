@@ -78,6 +78,7 @@ struct CosineBackwardPlan {
   std::size_t keys = 0;            // one [B, T, H, 2K] feature region: u, w, du, dw
   std::size_t values = 0;          // one [B, T, H, V] feature region: v, num -> g, dv (causal: two)
   std::size_t tokens = 0;          // e [B, T, H] fp32
+  std::size_t angles = 0;          // (cos, sin) [B, T] fp32
   std::size_t slices = 0;          // one [N, parts, H, 2K] double region: Z's and R's slices
   std::size_t sums = 0;            // non-causal: S, [N, H, 2K, V] fp32
   std::size_t d_sums = 0;          // non-causal without a d_initial view to hold it: dS, as S
@@ -89,7 +90,7 @@ struct CosineBackwardPlan {
   std::size_t engine = 0;          // the engine's scratch: the largest of the three
   bool causal = false;
   std::size_t bytes() const {
-    return 4 * keys + (causal ? 4 : 3) * values + tokens + 2 * slices + sums + d_sums + zeros + engine;
+    return 4 * keys + (causal ? 4 : 3) * values + tokens + angles + 2 * slices + sums + d_sums + zeros + engine;
   }
 };
 
@@ -111,6 +112,7 @@ inline CosineBackwardPlan plan_cosine_backward(const ProblemShape& s, bool varle
   b.keys = bytes(f.batch * f.time * f.heads * b.key_row, element);
   b.values = bytes(f.batch * f.time * f.heads * b.value_row, element);
   b.tokens = bytes(f.batch * f.time * f.heads, sizeof(float));
+  b.angles = bytes(f.batch * f.time, sizeof(float2));
   b.slices = bytes(f.sequences * b.parts * f.heads * f.key_dim, sizeof(double));
   b.forward = plan_forward<DecayKind::head>(f, varlen);
   b.engine = b.forward.workspace_bytes();
@@ -175,6 +177,7 @@ void run_cosine_backward_as(const BackwardCall<T>& c, const RecurrenceParams& co
   x.u = u, x.w = w, x.du = du, x.dw = dw;
   x.values = values_in, x.outputs = outputs, x.dvalues = dvalues, x.dvalues_sin = dvalues_sin;
   x.e = static_cast<float*>(take(plan.tokens));
+  auto* angles = static_cast<float2*>(take(plan.angles));
   auto* z_slices = static_cast<double*>(take(plan.slices));
   auto* r_slices = static_cast<double*>(take(plan.slices));
   auto* sums = static_cast<float*>(take(plan.sums));
@@ -190,8 +193,10 @@ void run_cosine_backward_as(const BackwardCall<T>& c, const RecurrenceParams& co
   p.cos_length = cosine.cos_length;
   p.eps = cosine.eps;
   p.relu = cosine.relu;
-  cosine_features_kernel<T, F>
-      <<<grid_of(s.batch * s.time * s.heads, kBackwardThreads / 32), kBackwardThreads, 0, stream>>>(p, x);
+  const std::int64_t tokens = s.batch * s.time;
+  cosine_angles_kernel<><<<grid_of(tokens, kBackwardThreads), kBackwardThreads, 0, stream>>>(p, angles);
+  LCSM_CUDA_CHECK(cudaGetLastError());
+  cosine_features_kernel<T, F><<<grid_of(tokens, kBackwardThreads / 32), kBackwardThreads, 0, stream>>>(p, x, angles);
   LCSM_CUDA_CHECK(cudaGetLastError());
 
   // The normaliser's scans: one warp per slice, one thread per state column between them.
@@ -209,7 +214,7 @@ void run_cosine_backward_as(const BackwardCall<T>& c, const RecurrenceParams& co
     LCSM_CUDA_CHECK(cudaGetLastError());
   };
   // Z: the key sums each slice starts from (z_0 from the initial state's column V).
-  cosine_key_sums_kernel<T><<<slice_blocks, kBackwardThreads, 0, stream>>>(p, parts, z_slices);
+  cosine_key_sums_kernel<T><<<slice_blocks, kBackwardThreads, 0, stream>>>(p, parts, z_slices, angles);
   LCSM_CUDA_CHECK(cudaGetLastError());
   carry(z_slices, c.states.initial, {}, causal ? SliceCarry::forward : SliceCarry::whole);
 
@@ -225,7 +230,7 @@ void run_cosine_backward_as(const BackwardCall<T>& c, const RecurrenceParams& co
     grads.o = const_cast<T*>(c.d_o.data());  // read only
     grads.so = strides_of(c.d_o);
     cosine_denominators_kernel<T, F>
-        <<<slice_blocks, kBackwardThreads, 0, stream>>>(grads, x, parts, z_slices, r_slices, causal);
+        <<<slice_blocks, kBackwardThreads, 0, stream>>>(grads, x, parts, z_slices, r_slices, causal, angles);
     LCSM_CUDA_CHECK(cudaGetLastError());
     carry(r_slices, c.states.d_final, c.states.d_initial, causal ? SliceCarry::backward : SliceCarry::whole);
   };
@@ -313,7 +318,7 @@ void run_cosine_backward_as(const BackwardCall<T>& c, const RecurrenceParams& co
 
   cosine_gradients_kernel<T, F><<<slice_blocks, kBackwardThreads, 0, stream>>>(
       p, x, parts, z_slices, r_slices,
-      CosineGradientOutputs<T>{c.dk.data(), c.dv.data(), strides_of(c.dk), strides_of(c.dv)}, causal);
+      CosineGradientOutputs<T>{c.dk.data(), c.dv.data(), strides_of(c.dk), strides_of(c.dv)}, causal, angles);
   LCSM_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -69,34 +69,49 @@ __device__ __forceinline__ TokenPlace token_place(const RecurrenceParams& p, std
   return {lo, t - start, cu_offset(p, lo + 1) - start};
 }
 
-// u, w and v as rows of F, one warp per (token, head); tokens outside every sequence are skipped
-// (no engine pass reads or writes them). p: the call's params, its own views and strides.
+// The angle of every token of the call's rows, [B, T] (cos, sin), as the forward forms it (sincospi
+// in double): computed once here rather than per token and head in each kernel below. Tokens
+// outside every sequence get (0, 0).
+template <int kUnused = 0>
+__global__ void __launch_bounds__(kBackwardThreads)
+    cosine_angles_kernel(const __grid_constant__ RecurrenceParams p, float2* angles) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < p.batch * p.time;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const TokenPlace place = token_place(p, i / p.time, i % p.time);
+    angles[i] = place.sequence < 0 ? make_float2(0.f, 0.f)
+                                   : cos_angle(cos_sequence(p, place.sequence, place.length), place.index);
+  }
+}
+
+// u, w and v as rows of F, one warp per token (its heads in turn); tokens outside every sequence
+// are skipped (no engine pass reads or writes them). p: the call's params, its own views and strides.
 template <class T, class F>
 __global__ void __launch_bounds__(kBackwardThreads)
-    cosine_features_kernel(const __grid_constant__ RecurrenceParams p, const CosineFeatures f) {
+    cosine_features_kernel(const __grid_constant__ RecurrenceParams p, const CosineFeatures f,
+                           const float2* __restrict__ angles) {
   const int K = p.key_dim, V = p.value_dim, lane = threadIdx.x % 32;
   const std::int64_t warps = static_cast<std::int64_t>(gridDim.x) * (blockDim.x / 32);
   for (std::int64_t r = blockIdx.x * static_cast<std::int64_t>(blockDim.x / 32) + threadIdx.x / 32;
-       r < p.batch * p.time * p.heads; r += warps) {
-    const int h = static_cast<int>(r % p.heads);
-    const std::int64_t t = (r / p.heads) % p.time, b = r / p.heads / p.time;
-    const TokenPlace place = token_place(p, b, t);
-    if (place.sequence < 0) continue;
-    const float2 cs = cos_angle(cos_sequence(p, place.sequence, place.length), place.index);
-    const T* q = static_cast<const T*>(p.q) + b * p.sq.s0 + t * p.sq.s1 + h * p.sq.s2;
-    const T* k = static_cast<const T*>(p.k) + b * p.sk.s0 + t * p.sk.s1 + h * p.sk.s2;
-    const T* v = static_cast<const T*>(p.v) + b * p.sv.s0 + t * p.sv.s1 + h * p.sv.s2;
-    F* u = static_cast<F*>(f.u) + feature_row(p, b, t, h, f.key_row);
-    F* w = static_cast<F*>(f.w) + feature_row(p, b, t, h, f.key_row);
-    F* values = static_cast<F*>(f.values) + feature_row(p, b, t, h, f.value_row);
-    for (int d = lane; d < K; d += 32) {
-      const float a = cos_phi(p.relu, to_float(q[d * p.sq.s3])), c = cos_phi(p.relu, to_float(k[d * p.sk.s3]));
-      u[d] = from_float<F>(a * cs.x);
-      u[K + d] = from_float<F>(a * cs.y);
-      w[d] = from_float<F>(c * cs.x);
-      w[K + d] = from_float<F>(c * cs.y);
+       r < p.batch * p.time; r += warps) {
+    const std::int64_t t = r % p.time, b = r / p.time;
+    if (p.cu_seqlens && token_place(p, b, t).sequence < 0) continue;
+    const float2 cs = angles[r];
+    for (int h = 0; h < p.heads; ++h) {
+      const T* __restrict__ q = static_cast<const T*>(p.q) + b * p.sq.s0 + t * p.sq.s1 + h * p.sq.s2;
+      const T* __restrict__ k = static_cast<const T*>(p.k) + b * p.sk.s0 + t * p.sk.s1 + h * p.sk.s2;
+      const T* __restrict__ v = static_cast<const T*>(p.v) + b * p.sv.s0 + t * p.sv.s1 + h * p.sv.s2;
+      F* __restrict__ u = static_cast<F*>(f.u) + feature_row(p, b, t, h, f.key_row);
+      F* __restrict__ w = static_cast<F*>(f.w) + feature_row(p, b, t, h, f.key_row);
+      F* __restrict__ values = static_cast<F*>(f.values) + feature_row(p, b, t, h, f.value_row);
+      for (int d = lane; d < K; d += 32) {
+        const float a = cos_phi(p.relu, to_float(q[d * p.sq.s3])), c = cos_phi(p.relu, to_float(k[d * p.sk.s3]));
+        u[d] = from_float<F>(a * cs.x);
+        u[K + d] = from_float<F>(a * cs.y);
+        w[d] = from_float<F>(c * cs.x);
+        w[K + d] = from_float<F>(c * cs.y);
+      }
+      for (int d = lane; d < V; d += 32) values[d] = from_float<F>(to_float(v[d * p.sv.s3]));
     }
-    for (int d = lane; d < V; d += 32) values[d] = from_float<F>(to_float(v[d * p.sv.s3]));
   }
 }
 
@@ -169,19 +184,38 @@ __device__ __forceinline__ const T* token_row(const void* base, const Strides4& 
   return static_cast<const T*>(base) + sl.batch * s.s0 + t * s.s1 + sl.h * s.s2;
 }
 
-// The slices' sums of w: sums[n, part, h, :] (one warp per slice).
+// Tokens whose loads a warp issues before it uses any, and value columns per lane (V <= 256). One:
+// two (four in the key sums) measured slower on an H100 at T = 64K (the registers they hold cost
+// the slices their single wave of warps). What sped the walks up is the restrict-qualified views:
+// the denominators kernel 11.8 -> 2.7 ms in fast mode, 4.3 -> 2.6 exact (its rows no longer pin
+// the next token's loads behind the last token's stores), the gradients 4.2 -> 3.4.
+constexpr int kCosineTokenBatch = 1;
+constexpr int kCosineValuesPerLane = 8;
+
+// The slices' sums of w: sums[n, part, h, :] (one warp per slice). angles: [B, T].
 template <class T>
 __global__ void __launch_bounds__(kBackwardThreads)
-    cosine_key_sums_kernel(const __grid_constant__ RecurrenceParams p, int parts, double* sums) {
+    cosine_key_sums_kernel(const __grid_constant__ RecurrenceParams p, int parts, double* sums,
+                           const float2* __restrict__ angles) {
+  constexpr int kB = kCosineTokenBatch;
   CosineSlice sl;
   if (!cosine_slice(p, parts, sl)) return;
   const int K = p.key_dim, lane = threadIdx.x % 32;
-  const CosSequence seq = cos_sequence(p, sl.n, sl.length);
+  const T* __restrict__ k = token_row<T>(p.k, p.sk, sl, 0);
+  const float2* __restrict__ cs = angles + sl.batch * p.time;
   LanePairs z{};
-  for (std::int64_t t = sl.first; t < sl.last; ++t) {
-    float c[kCosineKeysPerLane];
-    lane_phi(c, token_row<T>(p.k, p.sk, sl, t), p.sk.s3, K, p.relu, lane);
-    z.add(c, cos_angle(seq, t - sl.start), 1.f);
+  for (std::int64_t t0 = sl.first; t0 < sl.last; t0 += kB) {
+    float c[kB][kCosineKeysPerLane];
+    float2 a[kB];
+#pragma unroll
+    for (int b = 0; b < kB; ++b) {
+      const std::int64_t t = t0 + b < sl.last ? t0 + b : sl.last - 1;  // in range: repeats are not used
+      lane_phi(c[b], k + t * p.sk.s1, p.sk.s3, K, p.relu, lane);
+      a[b] = cs[t];
+    }
+#pragma unroll
+    for (int b = 0; b < kB; ++b)
+      if (t0 + b < sl.last) z.add(c[b], a[b], 1.f);
   }
   z.store(sums + slice_column(p, parts, sl.n, sl.part, sl.h, 0), K, lane);
 }
@@ -223,44 +257,66 @@ __global__ void __launch_bounds__(kBackwardThreads)
 // Per slice: den_t = u_t . Z_t; the numerators (f.outputs) become g = dO / max(den, eps) in place,
 // e_t = -(dO . num) / max(den, eps)^2, 0 where the clamp is active (a NaN den: NaN g, e = 0, as on
 // the CPU); e_sums[n, part, h, :] = sum over the slice of e_t u_t. z: what each slice starts from
-// (cosine_carry_kernel). d_o: p.o with p.so.
+// (cosine_carry_kernel). d_o: p.o with p.so. den is summed in float from the double Z (the
+// forward's own den is a float sum).
 template <class T, class F>
 __global__ void __launch_bounds__(kBackwardThreads)
     cosine_denominators_kernel(const __grid_constant__ RecurrenceParams p, const CosineFeatures f, int parts,
-                               const double* z, double* e_sums, bool causal) {
+                               const double* z, double* e_sums, bool causal, const float2* __restrict__ angles) {
+  constexpr int kB = kCosineTokenBatch, kV = kCosineValuesPerLane;
   CosineSlice sl;
   if (!cosine_slice(p, parts, sl)) return;
   const int K = p.key_dim, V = p.value_dim, lane = threadIdx.x % 32;
-  const CosSequence seq = cos_sequence(p, sl.n, sl.length);
+  const T* __restrict__ q = token_row<T>(p.q, p.sq, sl, 0);
+  const T* __restrict__ k = token_row<T>(p.k, p.sk, sl, 0);
+  const T* __restrict__ d_o = token_row<T>(p.o, p.so, sl, 0);
+  F* __restrict__ rows = static_cast<F*>(f.outputs) + feature_row(p, sl.batch, 0, sl.h, f.value_row);
+  float* __restrict__ e_out = f.e + sl.batch * p.time * p.heads + sl.h;
+  const std::int64_t row_step = static_cast<std::int64_t>(p.heads) * f.value_row;
+  const float2* __restrict__ angle = angles + sl.batch * p.time;
   LanePairs Z, eu{};
   Z.load(z + slice_column(p, parts, sl.n, sl.part, sl.h, 0), K, lane);
-  for (std::int64_t t = sl.first; t < sl.last; ++t) {
-    const float2 cs = cos_angle(seq, t - sl.start);
-    float a[kCosineKeysPerLane];
-    lane_phi(a, token_row<T>(p.q, p.sq, sl, t), p.sq.s3, K, p.relu, lane);
-    if (causal) {
-      float c[kCosineKeysPerLane];
-      lane_phi(c, token_row<T>(p.k, p.sk, sl, t), p.sk.s3, K, p.relu, lane);
-      Z.add(c, cs, 1.f);
-    }
-    double part = 0;
+  for (std::int64_t t0 = sl.first; t0 < sl.last; t0 += kB) {
+    float a[kB][kCosineKeysPerLane], c[kB][kCosineKeysPerLane], g[kB][kV], num[kB][kV];
+    float2 cs[kB];
 #pragma unroll
-    for (int i = 0; i < kCosineKeysPerLane; ++i)
-      part += static_cast<double>(a[i] * cs.x) * Z.c[i] + static_cast<double>(a[i] * cs.y) * Z.s[i];
-    for (int offset = 16; offset > 0; offset /= 2) part += __shfl_xor_sync(0xffffffffu, part, offset);
-    const float den = static_cast<float>(part), r = 1.f / (den < p.eps ? p.eps : den);
-    const T* d_o = token_row<T>(p.o, p.so, sl, t);
-    F* row = static_cast<F*>(f.outputs) + feature_row(p, sl.batch, t, sl.h, f.value_row);
-    float dot = 0.f;
-    for (int d = lane; d < V; d += 32) {
-      const float g = to_float(d_o[d * p.so.s3]);
-      dot = fmaf(g, to_float(row[d]), dot);
-      row[d] = from_float<F>(g * r);
+    for (int b = 0; b < kB; ++b) {
+      const std::int64_t t = t0 + b < sl.last ? t0 + b : sl.last - 1;  // in range: repeats are not used
+      cs[b] = angle[t];
+      lane_phi(a[b], q + t * p.sq.s1, p.sq.s3, K, p.relu, lane);
+      if (causal) lane_phi(c[b], k + t * p.sk.s1, p.sk.s3, K, p.relu, lane);
+#pragma unroll
+      for (int j = 0; j < kV; ++j) {
+        const int d = lane + 32 * j;
+        g[b][j] = d < V ? to_float(d_o[t * p.so.s1 + d * p.so.s3]) : 0.f;
+        num[b][j] = d < V ? to_float(rows[t * row_step + d]) : 0.f;
+      }
     }
-    for (int offset = 16; offset > 0; offset /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, offset);
-    const float e = den > p.eps ? -dot * r * r : 0.f;
-    if (lane == 0) f.e[(sl.batch * p.time + t) * p.heads + sl.h] = e;
-    eu.add(a, cs, e);
+#pragma unroll
+    for (int b = 0; b < kB; ++b) {
+      const std::int64_t t = t0 + b;
+      if (t >= sl.last) break;
+      if (causal) Z.add(c[b], cs[b], 1.f);
+      float part = 0.f, dot = 0.f;
+#pragma unroll
+      for (int i = 0; i < kCosineKeysPerLane; ++i)
+        part += a[b][i] * cs[b].x * static_cast<float>(Z.c[i]) + a[b][i] * cs[b].y * static_cast<float>(Z.s[i]);
+#pragma unroll
+      for (int j = 0; j < kV; ++j) dot = fmaf(g[b][j], num[b][j], dot);
+      for (int offset = 16; offset > 0; offset /= 2) {
+        part += __shfl_xor_sync(0xffffffffu, part, offset);
+        dot += __shfl_xor_sync(0xffffffffu, dot, offset);
+      }
+      const float den = part, r = 1.f / (den < p.eps ? p.eps : den);
+#pragma unroll
+      for (int j = 0; j < kV; ++j) {
+        const int d = lane + 32 * j;
+        if (d < V) rows[t * row_step + d] = from_float<F>(g[b][j] * r);
+      }
+      const float e = den > p.eps ? -dot * r * r : 0.f;
+      if (lane == 0) e_out[t * p.heads] = e;
+      eu.add(a[b], cs[b], e);
+    }
   }
   eu.store(e_sums + slice_column(p, parts, sl.n, sl.part, sl.h, 0), K, lane);
 }
@@ -278,43 +334,72 @@ struct CosineGradientOutputs {
 template <class T, class F>
 __global__ void __launch_bounds__(kBackwardThreads)
     cosine_gradients_kernel(const __grid_constant__ RecurrenceParams p, const CosineFeatures f, int parts,
-                            const double* z, const double* r, const CosineGradientOutputs<T> out, bool causal) {
+                            const double* z, const double* r, const CosineGradientOutputs<T> out, bool causal,
+                            const float2* __restrict__ angles) {
+  constexpr int kB = kCosineTokenBatch, kL = kCosineKeysPerLane;
   CosineSlice sl;
   if (!cosine_slice(p, parts, sl)) return;
   const int K = p.key_dim, V = p.value_dim, lane = threadIdx.x % 32;
-  const CosSequence seq = cos_sequence(p, sl.n, sl.length);
+  const T* __restrict__ q = token_row<T>(p.q, p.sq, sl, 0);
+  const T* __restrict__ k = token_row<T>(p.k, p.sk, sl, 0);
+  T* __restrict__ dq = static_cast<T*>(p.o) + sl.batch * p.so.s0 + sl.h * p.so.s2;
+  T* __restrict__ dk = out.dk + sl.batch * out.sdk.s0 + sl.h * out.sdk.s2;
+  T* __restrict__ dv = out.dv + sl.batch * out.sdv.s0 + sl.h * out.sdv.s2;
+  const std::int64_t first_row = feature_row(p, sl.batch, 0, sl.h, 1), token_step = p.heads;
+  const F* __restrict__ du = static_cast<const F*>(f.du) + first_row * f.key_row;
+  const F* __restrict__ dw = static_cast<const F*>(f.dw) + first_row * f.key_row;
+  const F* __restrict__ dvalues = static_cast<const F*>(f.dvalues) + first_row * f.value_row;
+  const F* __restrict__ dvalues_sin =
+      f.dvalues_sin ? static_cast<const F*>(f.dvalues_sin) + first_row * f.value_row : nullptr;
+  const float* __restrict__ e_in = f.e + first_row;
+  const float2* __restrict__ angle = angles + sl.batch * p.time;
   LanePairs Z, R;
   Z.load(z + slice_column(p, parts, sl.n, sl.part, sl.h, 0), K, lane);
   R.load(r + slice_column(p, parts, sl.n, sl.part, sl.h, 0), K, lane);
-  for (std::int64_t t = sl.first; t < sl.last; ++t) {
-    const float2 cs = cos_angle(seq, t - sl.start);
-    float a[kCosineKeysPerLane], c[kCosineKeysPerLane];
-    lane_phi(a, token_row<T>(p.q, p.sq, sl, t), p.sq.s3, K, p.relu, lane);
-    lane_phi(c, token_row<T>(p.k, p.sk, sl, t), p.sk.s3, K, p.relu, lane);
-    if (causal) Z.add(c, cs, 1.f);
-    const std::int64_t token = (sl.batch * p.time + t) * p.heads + sl.h;
-    const float e = f.e[token];
-    const F* du = static_cast<const F*>(f.du) + token * f.key_row;
-    const F* dw = static_cast<const F*>(f.dw) + token * f.key_row;
-    T* dq = static_cast<T*>(p.o) + sl.batch * p.so.s0 + t * p.so.s1 + sl.h * p.so.s2;
-    T* dk = out.dk + sl.batch * out.sdk.s0 + t * out.sdk.s1 + sl.h * out.sdk.s2;
+  for (std::int64_t t0 = sl.first; t0 < sl.last; t0 += kB) {
+    float a[kB][kL], c[kB][kL], duc[kB][kL], dus[kB][kL], dwc[kB][kL], dws[kB][kL], e[kB];
+    float2 cs[kB];
 #pragma unroll
-    for (int i = 0; i < kCosineKeysPerLane; ++i) {
-      const int d = lane + 32 * i;
-      if (d >= K) break;
-      const float du_c = to_float(du[d]) + static_cast<float>(e * Z.c[i]);
-      const float du_s = to_float(du[K + d]) + static_cast<float>(e * Z.s[i]);
-      const float dw_c = to_float(dw[d]) + static_cast<float>(R.c[i]);
-      const float dw_s = to_float(dw[K + d]) + static_cast<float>(R.s[i]);
-      dq[d * p.so.s3] = from_float<T>(cos_phi_grad(p.relu, a[i]) * fmaf(du_c, cs.x, du_s * cs.y));
-      dk[d * out.sdk.s3] = from_float<T>(cos_phi_grad(p.relu, c[i]) * fmaf(dw_c, cs.x, dw_s * cs.y));
+    for (int b = 0; b < kB; ++b) {
+      const std::int64_t t = t0 + b < sl.last ? t0 + b : sl.last - 1;  // in range: repeats are not used
+      cs[b] = angle[t];
+      e[b] = e_in[t * token_step];
+      lane_phi(a[b], q + t * p.sq.s1, p.sq.s3, K, p.relu, lane);
+      lane_phi(c[b], k + t * p.sk.s1, p.sk.s3, K, p.relu, lane);
+      const F* du_t = du + t * token_step * f.key_row;
+      const F* dw_t = dw + t * token_step * f.key_row;
+#pragma unroll
+      for (int i = 0; i < kL; ++i) {
+        const int d = lane + 32 * i;
+        duc[b][i] = d < K ? to_float(du_t[d]) : 0.f, dus[b][i] = d < K ? to_float(du_t[K + d]) : 0.f;
+        dwc[b][i] = d < K ? to_float(dw_t[d]) : 0.f, dws[b][i] = d < K ? to_float(dw_t[K + d]) : 0.f;
+      }
     }
-    if (causal) R.add(a, cs, -e);
-    const F* dvalues = static_cast<const F*>(f.dvalues) + token * f.value_row;
-    const F* dvalues_sin = f.dvalues_sin ? static_cast<const F*>(f.dvalues_sin) + token * f.value_row : nullptr;
-    T* dv = out.dv + sl.batch * out.sdv.s0 + t * out.sdv.s1 + sl.h * out.sdv.s2;
-    for (int d = lane; d < V; d += 32)
-      dv[d * out.sdv.s3] = from_float<T>(to_float(dvalues[d]) + (dvalues_sin ? to_float(dvalues_sin[d]) : 0.f));
+#pragma unroll
+    for (int b = 0; b < kB; ++b) {
+      const std::int64_t t = t0 + b;
+      if (t >= sl.last) break;
+      if (causal) Z.add(c[b], cs[b], 1.f);
+#pragma unroll
+      for (int i = 0; i < kL; ++i) {
+        const int d = lane + 32 * i;
+        if (d >= K) break;
+        const float du_c = duc[b][i] + static_cast<float>(e[b] * Z.c[i]);
+        const float du_s = dus[b][i] + static_cast<float>(e[b] * Z.s[i]);
+        const float dw_c = dwc[b][i] + static_cast<float>(R.c[i]);
+        const float dw_s = dws[b][i] + static_cast<float>(R.s[i]);
+        dq[t * p.so.s1 + d * p.so.s3] =
+            from_float<T>(cos_phi_grad(p.relu, a[b][i]) * fmaf(du_c, cs[b].x, du_s * cs[b].y));
+        dk[t * out.sdk.s1 + d * out.sdk.s3] =
+            from_float<T>(cos_phi_grad(p.relu, c[b][i]) * fmaf(dw_c, cs[b].x, dw_s * cs[b].y));
+      }
+      if (causal) R.add(a[b], cs[b], -e[b]);
+      const F* dv_t = dvalues + t * token_step * f.value_row;
+      const F* dv_sin_t = dvalues_sin ? dvalues_sin + t * token_step * f.value_row : nullptr;
+      for (int d = lane; d < V; d += 32)
+        dv[t * out.sdv.s1 + d * out.sdv.s3] =
+            from_float<T>(to_float(dv_t[d]) + (dv_sin_t ? to_float(dv_sin_t[d]) : 0.f));
+    }
   }
 }
 
