@@ -26,10 +26,11 @@
 // In exact mode features and gradients are fp32 whatever the inputs (the engine's fp32 path: hi +
 // lo products), so the gradients keep fp32 accuracy up to their own rounding; fast mode rounds them
 // to bf16 (one product per MMA, and the sm_90a kernel where the passes swap K and V), the scans and
-// e staying fp32 and double. The price is memory: 4 x 2K + 3 x V feature elements and one float per
-// token and head (rows padded to 16 bytes: 5.6 KB at K = V = 128 exact, 2.8 KB fast; non-causal
-// calls also two [N, H, 2K, V] fp32 sums), where the forward's feature policy (cosine_sm80.cuh)
-// forms nothing; docs/decisions.md says why and what would replace it.
+// e staying fp32 and double. The price is memory: 4 x 2K + 4 x V feature elements (3 x V non-causal)
+// and a float per token and head, and each token's angle (rows padded to 16 bytes: 6 KB at K = V =
+// 128 exact, 3 KB fast; non-causal calls also two [N, H, 2K, V] fp32 sums), where the forward's
+// feature policy (cosine_sm80.cuh) forms nothing; docs/decisions.md says why and what would
+// replace it.
 // Host code.
 #pragma once
 
