@@ -1,5 +1,6 @@
-// cosFormer's backward around the engine (chunked/cosine_backward.cuh): the per-token kernel that
-// forms the fp32 features, and the normaliser's column as scans over time. With u, w the features
+// cosFormer's backward around the engine (chunked/cosine_backward.cuh): the per-token kernels that
+// form the tokens' angles and the features (fp32; bf16 in fast mode), and the normaliser's column
+// as scans over time. With u, w the features
 // of q and k (2K columns), Z_t = z_0 + sum_{j <= t} w_j the key sums (non-causal: the whole
 // sequence's), den_t = u_t . Z_t and e_t its gradient,
 //   du_t += e_t Z_t,   dw_j += R_j,   R_j = dz_final + sum_{t >= j} e_t u_t (non-causal: all t),
@@ -7,8 +8,8 @@
 // Each sequence is cut into `parts` slices of time, one warp each: the slices' sums, then one thread
 // per (sequence, head, column) turns them into what each slice starts from, then each warp walks
 // its slice. A lane holds the column pairs (d, K + d) for d = lane + 32 i: the cos and sin halves of
-// one key, so q and k are read once per token and the features recomputed in registers. Sums in
-// double (the sums of w grow with T; the CPU's are double). Device code.
+// one key, so q and k are read once per token and the features recomputed in registers. Sums over
+// time in double (the sums of w grow with T; the CPU's are double). Device code.
 #pragma once
 
 #include <cstdint>
