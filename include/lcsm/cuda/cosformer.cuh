@@ -16,8 +16,8 @@
 // M give weights cos(..) <= 0 (wrong results, never bad accesses); the CPU backend checks them.
 // The algorithm is the chunked engine's with the cosine policy (chunked/cosine_sm80.cuh): the
 // mma.sync kernel on every GPU. op.chunk is the CPU's; the engine picks its own chunk. The backward
-// runs the engine over fp32 features (chunked/cosine_backward.cuh; its workspace:
-// lcsm::cuda::backward_workspace_bytes).
+// runs the engine over the features, fp32 in exact mode and bf16 in fast mode
+// (chunked/cosine_backward.cuh; its workspace: lcsm::cuda::backward_workspace_bytes).
 #pragma once
 
 #include <cstdint>

@@ -3,7 +3,8 @@
 // num = LA(u, w, v) from the [2K, V] part of the initial state, and the denominator den_t =
 // u_t . Z_t with Z_t the key sums (column V of the state; non-causal: the whole sequence's). So the
 // backward is
-//   1. the fp32 features (cosine_features_kernel);
+//   1. the tokens' angles and the features, fp32 (bf16 in fast mode) (cosine_angles_kernel,
+//      cosine_features_kernel);
 //   2. num recomputed: causal, by the forward's own kernel writing the numerator undivided
 //      (RecurrenceParams::cos_numerator); non-causal, by the engine's forward with no decay
 //      (lightning's, scale 1) below; Z by a scan over time (cosine_key_sums_kernel,
