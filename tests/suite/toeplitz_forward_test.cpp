@@ -91,6 +91,21 @@ TEST_CASE("toeplitz forward: n = 4097 and 64 channels", "[toeplitz][forward]") {
     }
 }
 
+// n > 1024 (transform length L >= 4096): the CUDA forward's fused transform (toeplitz/fused.cuh),
+// whose split L = N1 x N2 and block shapes change with L: 64 x 64, 64 x 128, 128 x 128; an odd
+// channel count (a pair with one channel), several sequences, varlen and strided memory.
+TEST_CASE("toeplitz forward: the transform lengths of the fused GPU path", "[toeplitz][forward][fused]") {
+  if (!ops()) return;
+  for (Dtype dt : backend().dtypes())
+    for (bool causal : {true, false}) {
+      for (index_t n : {1025, 3000, 4500}) check_paths(toeplitz_case(2, n, 5, causal), dt);
+      check_paths(toeplitz_varlen({1500, 3, 0, 2100}, 3, causal), dt);
+      ToeplitzCase c = toeplitz_case(2, 1100, 4, causal);
+      c.strided = true;
+      check_paths(c, dt);
+    }
+}
+
 TEST_CASE("toeplitz forward: the direct sums equal the EOS mapping", "[toeplitz][forward][eos]") {
   if (!ops()) return;
   for (Dtype dt : backend().dtypes())
@@ -137,14 +152,16 @@ TEST_CASE("toeplitz forward: one long sequence, sampled against the direct sum",
   for (Dtype dt : backend().dtypes())
     for (bool causal : {true, false}) {
       const std::uint64_t seed = fresh_seed();
-      const ToeplitzProblemData p(toeplitz_case(1, 65536, 2, causal, Path::fft), dt, seed);
+      // On a GPU also n = 2^20 + 3 (L = 2^22: the fused path's longest split, 2048 x 2048).
+      const index_t n = backend().name() == "cpu" ? 65536 : (1 << 20) + 3;
+      const ToeplitzProblemData p(toeplitz_case(1, n, 3, causal, Path::fft), dt, seed);
       Tensor y = p.output();
       ops()->forward(p.c.spec(), p.a, p.x, y, nullptr);
       std::vector<double> got, want;
       std::mt19937_64 rng(seed);
       for (int i = 0; i < 48; ++i)
         for (index_t ch = 0; ch < p.c.C; ++ch) {
-          const index_t t = i < 4 ? i * 21845 : static_cast<index_t>(rng() % 65536);
+          const index_t t = i < 4 ? i * (n / 3) : static_cast<index_t>(rng() % static_cast<std::uint64_t>(n));
           got.push_back(y.get(0, t, ch, 0));
           want.push_back(reference::toeplitz_output(p.op(), p.dview(p.xd), 0, 0, p.c.n, t, ch));
         }
@@ -191,34 +208,35 @@ TEST_CASE("toeplitz forward: NaN and Inf reach exactly the outputs whose sums ho
   const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
   for (Dtype dt : backend().dtypes())
     for (bool causal : {true, false})
-      for (Path path : {Path::fft, Path::direct}) {
-        ToeplitzCase c = toeplitz_case(2, 300, 4, causal, path);
-        ToeplitzProblemData p(c, dt, fresh_seed());
-        const index_t s_nan = 123, r_inf = 200, center = causal ? 0 : c.n - 1;
-        p.xd[(1 * c.n + s_nan) * c.C + 2] = nan;  // x[1, 123, 2]
-        p.x.assign(p.xd);
-        p.ad[1 * c.coefficient_count() + center + r_inf] = inf;  // a[1, r = 200]
-        p.a.assign(p.ad);
-        const std::vector<double> ref = p.reference();
-        Tensor y = p.output();
-        ops()->forward(c.spec(), p.a, p.x, y, nullptr);
-        const std::vector<double> got = y.to_double();
-        std::vector<double> finite_got, finite_ref;
-        index_t mismatched = 0;
-        for (std::size_t i = 0; i < ref.size(); ++i) {
-          if (std::isfinite(ref[i])) {
-            finite_got.push_back(got[i]);
-            finite_ref.push_back(ref[i]);
-          } else if (std::isfinite(got[i])) {
-            ++mismatched;  // the reference's sum holds NaN or Inf, the backend's does not
+      for (Path path : {Path::fft, Path::direct})
+        for (index_t n : {300, 1500}) {  // 1500: the fused transform on a GPU (a flag spreads to a pair)
+          ToeplitzCase c = toeplitz_case(2, n, 4, causal, path);
+          ToeplitzProblemData p(c, dt, fresh_seed());
+          const index_t s_nan = 123, r_inf = 200, center = causal ? 0 : c.n - 1;
+          p.xd[(1 * c.n + s_nan) * c.C + 2] = nan;  // x[1, 123, 2]
+          p.x.assign(p.xd);
+          p.ad[1 * c.coefficient_count() + center + r_inf] = inf;  // a[1, r = 200]
+          p.a.assign(p.ad);
+          const std::vector<double> ref = p.reference();
+          Tensor y = p.output();
+          ops()->forward(c.spec(), p.a, p.x, y, nullptr);
+          const std::vector<double> got = y.to_double();
+          std::vector<double> finite_got, finite_ref;
+          index_t mismatched = 0;
+          for (std::size_t i = 0; i < ref.size(); ++i) {
+            if (std::isfinite(ref[i])) {
+              finite_got.push_back(got[i]);
+              finite_ref.push_back(ref[i]);
+            } else if (std::isfinite(got[i])) {
+              ++mismatched;  // the reference's sum holds NaN or Inf, the backend's does not
+            }
           }
+          INFO(name(dt) << " " << c.str());
+          CHECK(mismatched == 0);
+          CHECK(finite_ref.size() < ref.size());
+          // Every output the direct sum keeps finite is finite and right (no spread over the channel).
+          const Verdict v = judge(finite_got, finite_ref, toeplitz_tolerance(dt, finite_ref));
+          INFO(v.str());
+          CHECK(v.ok);
         }
-        INFO(name(dt) << " " << c.str());
-        CHECK(mismatched == 0);
-        CHECK(finite_ref.size() < ref.size());
-        // Every output the direct sum keeps finite is finite and right (no spread over the channel).
-        const Verdict v = judge(finite_got, finite_ref, toeplitz_tolerance(dt, finite_ref));
-        INFO(v.str());
-        CHECK(v.ok);
-      }
 }

@@ -20,6 +20,7 @@
 #include "lcsm/cuda/toeplitz/columns.cuh"
 #include "lcsm/cuda/toeplitz/direct.cuh"
 #include "lcsm/cuda/toeplitz/fft_plans.cuh"
+#include "lcsm/cuda/toeplitz/fused.cuh"
 #include "lcsm/ops/toeplitz.hpp"
 
 namespace lcsm::cuda::detail {
@@ -27,7 +28,8 @@ namespace lcsm::cuda::detail {
 // What one call runs and the workspace it needs: offsets of each buffer, 256-byte aligned.
 struct ToeplitzPlan {
   bool fft = false;
-  bool dx = false, da = false;                   // backward: which gradients
+  bool fused = false;           // the forward's own FFT convolution (toeplitz/fused.cuh) instead of cuFFT's
+  bool dx = false, da = false;  // backward: which gradients
   std::int64_t length = 0, ld = 0, columns = 0;  // L, the column distance (floats), sequences x C
   std::size_t off_columns = 0, off_columns2 = 0, off_coefficients = 0, off_flags = 0, off_flags2 = 0,
               off_coefficient_flags = 0, off_grad = 0, off_longest = 0, off_work = 0, bytes = 0;
@@ -70,8 +72,6 @@ ToeplitzPlan plan_toeplitz(const char* where, const ToeplitzConvolution<T>& op, 
     lcsm::detail::throw_argument(where, "x", "sequences x channels < 2^63",
                                  lcsm::detail::concat(p.sequences, " x ", p.channels));
   plan.columns = columns;
-  const std::size_t column_bytes = toeplitz_bytes(where, columns, plan.ld * 4);
-  const std::size_t channel_bytes = toeplitz_bytes(where, p.channels, plan.ld * 4);
   std::size_t at = 0;
   auto take = [&](std::size_t bytes) {
     const std::size_t here = at;
@@ -79,6 +79,24 @@ ToeplitzPlan plan_toeplitz(const char* where, const ToeplitzConvolution<T>& op, 
     return here;
   };
   const bool backward = entry == ToeplitzEntry::backward;
+  plan.fused = kFusedEnabled && !backward && fused_length(plan.length);
+  if (plan.fused) {  // [sequence][pair][L] and [pair][L] complex (fused.cuh), the flags
+    std::int64_t pair_columns = 0;
+    const std::int64_t pairs = (p.channels + 1) / 2;
+    if (lcsm::detail::mul_overflows(p.sequences, pairs, pair_columns))
+      lcsm::detail::throw_argument(where, "x", "sequences x channels < 2^63",
+                                   lcsm::detail::concat(p.sequences, " x ", p.channels));
+    plan.off_columns = take(toeplitz_bytes(where, pair_columns, plan.length * 8));
+    plan.off_coefficients = take(toeplitz_bytes(where, pairs, plan.length * 8));
+    plan.off_flags = take(toeplitz_bytes(where, columns, 4));
+    plan.off_flags2 = take(toeplitz_bytes(where, columns, 4));
+    plan.off_coefficient_flags = take(toeplitz_bytes(where, p.channels, 4));
+    plan.off_work = at;
+    plan.bytes = at;
+    return plan;
+  }
+  const std::size_t column_bytes = toeplitz_bytes(where, columns, plan.ld * 4);
+  const std::size_t channel_bytes = toeplitz_bytes(where, p.channels, plan.ld * 4);
   plan.off_columns = take(column_bytes);
   if (backward && want_da) plan.off_columns2 = take(column_bytes);
   if (!backward || want_dx) plan.off_coefficients = take(channel_bytes);
@@ -182,6 +200,41 @@ void coefficient_spectrum(const ToeplitzParams& q, const ToeplitzPlan& plan, voi
   fft_plan(plan.length, q.channels, FftDirection::forward).execute(q.coefficient_columns, work, stream);
 }
 
+// The fused forward (toeplitz/fused.cuh): coefficient columns, sequence columns, rows, outputs,
+// then the direct sums of flagged columns.
+template <class T>
+void run_fused_forward(const ToeplitzParams& q, const ToeplitzPlan& plan, const View<const T, 3>& x,
+                       const View<T, 3>& y, cudaStream_t stream) {
+  const FusedSplit split = fused_split(plan.length);
+  // 81 KB of dynamic shared memory: allowed per device, so on every call (a few microseconds).
+  LCSM_CUDA_CHECK(
+      cudaFuncSetAttribute(fused_columns<T, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, kFusedSmemBytes));
+  LCSM_CUDA_CHECK(
+      cudaFuncSetAttribute(fused_columns<T, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, kFusedSmemBytes));
+  LCSM_CUDA_CHECK(cudaFuncSetAttribute(fused_rows<>, cudaFuncAttributeMaxDynamicSharedMemorySize, kFusedSmemBytes));
+  LCSM_CUDA_CHECK(cudaFuncSetAttribute(fused_outputs<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, kFusedSmemBytes));
+  const std::int64_t pairs = (q.channels + 1) / 2;
+  const unsigned pair_blocks = toeplitz_grid_limit((pairs + split.pairs() - 1) / split.pairs(), 65535);
+  const unsigned t2_blocks = static_cast<unsigned>(split.n2() / split.width());
+  auto* coefficient_columns = reinterpret_cast<float2*>(q.coefficient_columns);
+  auto* columns = reinterpret_cast<float2*>(q.columns);
+  LCSM_CUDA_CHECK(
+      cudaMemsetAsync(q.column_flags, 0, plan.off_coefficient_flags - plan.off_flags + 4 * q.channels, stream));
+  fused_columns<T, true><<<dim3(t2_blocks, pair_blocks, 1), kFusedThreads, kFusedSmemBytes, stream>>>(
+      q, split, static_cast<const T*>(q.coefficients), q.s_a, coefficient_columns, q.coefficient_flags);
+  fused_columns<T, false><<<dim3(t2_blocks, pair_blocks, toeplitz_grid_limit(q.sequences, 65535)), kFusedThreads,
+                            kFusedSmemBytes, stream>>>(q, split, x.data(), strides3(x), columns, q.column_flags);
+  const unsigned unit_blocks = static_cast<unsigned>((split.n1() / 2 + 1 + split.units() - 1) / split.units());
+  fused_rows<><<<dim3(unit_blocks, toeplitz_grid_limit(pairs, 65535)), kFusedThreads, kFusedSmemBytes, stream>>>(
+      q, split, coefficient_columns, columns);
+  fused_outputs<T>
+      <<<dim3(t2_blocks, pair_blocks, toeplitz_grid_limit(q.sequences, 65535)), kFusedThreads, kFusedSmemBytes,
+         stream>>>(q, split, columns, y.data(), strides3(y), q.column_flags, q.coefficient_flags);
+  toeplitz_direct_apply<T, false, true>
+      <<<direct_grid(q, true), tile_block(), 0, stream>>>(q, q.column_flags, q.coefficient_flags);
+  LCSM_CUDA_CHECK(cudaGetLastError());
+}
+
 template <class T>
 void run_toeplitz_forward(ToeplitzParams q, const ToeplitzPlan& plan, const View<const T, 3>& x, const View<T, 3>& y,
                           const Device& device) {
@@ -192,6 +245,7 @@ void run_toeplitz_forward(ToeplitzParams q, const ToeplitzPlan& plan, const View
     LCSM_CUDA_CHECK(cudaGetLastError());
     return;
   }
+  if (plan.fused) return run_fused_forward<T>(q, plan, x, y, stream);
   void* work = static_cast<unsigned char*>(device.workspace.data) + plan.off_work;
   LCSM_CUDA_CHECK(
       cudaMemsetAsync(q.column_flags, 0, plan.off_coefficient_flags - plan.off_flags + 4 * q.channels, stream));

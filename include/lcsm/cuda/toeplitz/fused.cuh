@@ -1,0 +1,325 @@
+// The Toeplitz forward's fused FFT convolution: three kernels of the library's own instead of
+// cuFFT's transforms around gather, multiply and scatter passes (toeplitz/columns.cuh), so that the
+// columns cross memory three times instead of about ten. Device code.
+//
+// Two channels ride in one complex signal, z = x_c + i x_{c+1} (the same for the coefficients), and
+// the length L = N1 N2 transform is the four-step one, its spectrum left in the order the steps make
+// (bin k = k1 + N1 k2 at [k1][k2]) because the product does not care:
+//   columns (pass 1): for each t2, the N1-point transform over t1 of z[N2 t1 + t2], times w_L^(t2 k1),
+//                     stored at [k1][t2];
+//   rows (pass 2):    for each k1, the N2-point transform over t2: bins k1 + N1 k2; the two channels
+//                     apart (bin k and its mirror L - k, which sits in row N1 - k1: one block takes
+//                     both rows), Y = A X / L per channel, the pair packed again, the inverse N2-point
+//                     transform, times w_L^(-t2 k1), stored in place;
+//   outputs (pass 3): for each t2, the inverse N1-point transform over k1: y[N2 t1 + t2] (real part:
+//                     channel c, imaginary part: channel c + 1).
+// The coefficient columns take pass 1 too; pass 2 reuses a block's coefficient rows for every
+// sequence. Each block transforms 8192 points in shared memory (Stockham, radix 4, autosort),
+// twiddles from a table made once per block. Flags as on the cuFFT path, for both channels of a pair
+// (a non-finite value in one spreads to its partner through the shared transform).
+#pragma once
+
+#include <cstdint>
+
+#include "lcsm/cuda/dtype.cuh"
+#include "lcsm/cuda/toeplitz/columns.cuh"
+#include "lcsm/cuda/toeplitz/params.cuh"
+
+namespace lcsm::cuda::detail {
+
+constexpr int kFusedThreads = 256;
+constexpr int kFusedPoints = 8192;                                // complex points per block
+constexpr int kFusedPerThread = kFusedPoints / kFusedThreads;     // 32
+constexpr int kFusedMaxRow = 2048;                                // N1, N2 <= 2048: L <= 2^22
+constexpr bool kFusedEnabled = false;  // until its first GPU run
+constexpr int kFusedMinLength = 4096, kFusedMaxLength = 1 << 22;  // the L the fused path takes
+
+// The split L = N1 N2 (N1 <= N2, both powers of two) and the blocks' shapes.
+struct FusedSplit {
+  int log_n1, log_n2;
+  __host__ __device__ int n1() const { return 1 << log_n1; }
+  __host__ __device__ int n2() const { return 1 << log_n2; }
+  // Pass 1 and 3: a block holds `width` consecutive t2 (runs of `width` complex values in memory)
+  // times `pairs` channel pairs, each a column of N1 points.
+  __host__ __device__ int width() const { return (kFusedPoints >> log_n1) < 16 ? kFusedPoints >> log_n1 : 16; }
+  __host__ __device__ int pairs() const { return (kFusedPoints >> log_n1) / width(); }
+  // Pass 2: a block holds `units` row pairs (k1, N1 - k1) of the coefficients and of one sequence.
+  __host__ __device__ int units() const { return kFusedMaxRow >> log_n2; }
+};
+
+inline bool fused_length(std::int64_t L) { return L >= kFusedMinLength && L <= kFusedMaxLength; }
+inline FusedSplit fused_split(std::int64_t L) {
+  int k = 0;
+  while ((std::int64_t{1} << k) < L) ++k;
+  return FusedSplit{k / 2, k - k / 2};
+}
+
+__device__ __forceinline__ float2 cmul(float2 a, float2 b) {
+  return make_float2(a.x * b.x - a.y * b.y, a.x * b.y + a.y * b.x);
+}
+__device__ __forceinline__ float2 cadd(float2 a, float2 b) { return make_float2(a.x + b.x, a.y + b.y); }
+__device__ __forceinline__ float2 csub(float2 a, float2 b) { return make_float2(a.x - b.x, a.y - b.y); }
+__device__ __forceinline__ float2 conjugate(float2 a) { return make_float2(a.x, -a.y); }
+
+// exp(sign 2 pi i num / den), the argument reduced exactly (num, den < 2^24).
+__device__ __forceinline__ float2 unit_root(std::int64_t num, std::int64_t den, float sign) {
+  float s, c;
+  sincospif(2.f * static_cast<float>(num % den) / static_cast<float>(den), &s, &c);
+  return make_float2(c, sign * s);
+}
+
+// table[j] = w_N^j = exp(-2 pi i j / N), j < N (the forward's roots; the inverse conjugates).
+__device__ __forceinline__ void fill_roots(float2* table, int log_n) {
+  for (int j = threadIdx.x; j < (1 << log_n); j += kFusedThreads) table[j] = unit_root(j, 1 << log_n, -1.f);
+  __syncthreads();
+}
+
+// In-place transforms of `count` sequences of N = 2^log_n points in shared memory (sequence j at
+// data + j * stride, elements contiguous), unscaled; kInverse: the positive exponent. Stockham
+// autosort (natural order in and out), radix 4 and one radix-2 stage when log_n is odd: each stage
+// reads every point into registers, waits, and writes them back. roots: fill_roots(log_n).
+template <bool kInverse>
+__device__ void block_fft(float2* data, int count, int stride, int log_n, const float2* roots) {
+  const int n = 1 << log_n, tid = threadIdx.x;
+  const int total = count << log_n;
+  for (int log_ns = 0; log_ns < log_n;) {
+    const bool radix4 = log_n - log_ns >= 2;
+    const int log_r = radix4 ? 2 : 1, log_quarter = log_n - log_r;  // N / R butterflies a sequence
+    const int butterflies = total >> log_r;
+    float2 v[kFusedPerThread];
+#pragma unroll
+    for (int i = 0; i < kFusedPerThread / 2; ++i) {  // radix 2 needs 16 butterflies a thread, radix 4 8
+      const int b = tid + i * kFusedThreads;
+      if (i >= (radix4 ? kFusedPerThread / 4 : kFusedPerThread / 2) || b >= butterflies) continue;
+      const int seq = b >> log_quarter, j = b & ((1 << log_quarter) - 1);
+      const float2* src = data + seq * stride + j;
+      if (radix4) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r) v[4 * i + r] = src[r << log_quarter];
+      } else {
+        v[2 * i] = src[0], v[2 * i + 1] = src[1 << log_quarter];
+      }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < kFusedPerThread / 2; ++i) {
+      const int b = tid + i * kFusedThreads;
+      if (i >= (radix4 ? kFusedPerThread / 4 : kFusedPerThread / 2) || b >= butterflies) continue;
+      const int seq = b >> log_quarter, j = b & ((1 << log_quarter) - 1);
+      const int k = j & ((1 << log_ns) - 1);
+      // w_{Ns R}^(r k) = w_N^(r k N / (Ns R)).
+      const int step = k << (log_n - log_ns - log_r);
+      float2* dst = data + seq * stride + ((j >> log_ns) << (log_ns + log_r)) + k;
+      auto root = [&](int r) {
+        const float2 w = roots[(r * step) & (n - 1)];
+        return kInverse ? conjugate(w) : w;
+      };
+      if (radix4) {
+        const float2 a0 = v[4 * i], a1 = cmul(v[4 * i + 1], root(1)), a2 = cmul(v[4 * i + 2], root(2)),
+                     a3 = cmul(v[4 * i + 3], root(3));
+        const float2 t0 = cadd(a0, a2), t1 = csub(a0, a2), t2 = cadd(a1, a3), d = csub(a1, a3);
+        // (a1 - a3) times -i (forward) or +i (inverse).
+        const float2 t3 = kInverse ? make_float2(-d.y, d.x) : make_float2(d.y, -d.x);
+        dst[0] = cadd(t0, t2);
+        dst[1 << log_ns] = cadd(t1, t3);
+        dst[2 << log_ns] = csub(t0, t2);
+        dst[3 << log_ns] = csub(t1, t3);
+      } else {
+        const float2 a0 = v[2 * i], a1 = cmul(v[2 * i + 1], root(1));
+        dst[0] = cadd(a0, a1);
+        dst[1 << log_ns] = csub(a0, a1);
+      }
+    }
+    __syncthreads();
+    log_ns += log_r;
+  }
+}
+
+// Shared memory of a fused block: the points (padded by one per column of passes 1 and 3) and the
+// roots of the longest transform it runs.
+constexpr int kFusedSmemBytes = (kFusedPoints + kFusedPoints / 64 + kFusedMaxRow) * 8;
+
+// Pass 1 on the sequences (kCoefficients false: column (s, p) of x) or on the coefficients (true:
+// the pair's coefficient columns, a_r at row r mod L). Grid: (N2 / width, pair blocks in steps of
+// gridDim.y, sequences in steps of gridDim.z). out: [sequence][pair][k1][t2] complex.
+template <class T, bool kCoefficients>
+__global__ void __launch_bounds__(kFusedThreads, 2)
+    fused_columns(ToeplitzParams p, FusedSplit split, const T* __restrict__ src, Strides3 s, float2* __restrict__ out,
+                  int* __restrict__ flags) {
+  extern __shared__ float2 fused_smem[];
+  const int n1 = split.n1(), width = split.width(), pairs = split.pairs(), stride = n1 + 1;
+  float2* points = fused_smem;
+  float2* roots = fused_smem + pairs * width * stride;
+  fill_roots(roots, split.log_n1);
+  const std::int64_t L = std::int64_t{n1} << split.log_n2, total_pairs = (p.channels + 1) / 2;
+  const std::int64_t t2_0 = static_cast<std::int64_t>(blockIdx.x) * width;
+  const std::int64_t sequences = kCoefficients ? 1 : p.sequences;
+  for (std::int64_t p0 = static_cast<std::int64_t>(blockIdx.y) * pairs; p0 < total_pairs;
+       p0 += static_cast<std::int64_t>(gridDim.y) * pairs) {
+    for (std::int64_t n = blockIdx.z; n < sequences; n += gridDim.z) {
+      const SequenceRange sq = kCoefficients ? SequenceRange{0, 0, 0} : toeplitz_sequence(p, n);
+      // Load: pair fastest, then t2, then t1 (x: a pair's two channels side by side in memory).
+      for (int e = threadIdx.x; e < pairs * width * n1; e += kFusedThreads) {
+        const int pp = e % pairs, w = (e / pairs) % width, t1 = e / (pairs * width);
+        const std::int64_t pair = p0 + pp, j = (static_cast<std::int64_t>(t1) << split.log_n2) + t2_0 + w;
+        float2 z = make_float2(0.f, 0.f);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const std::int64_t c = 2 * pair + h;
+          if (c >= p.channels) continue;
+          float value = 0.f;
+          bool used = false;
+          if constexpr (kCoefficients) {
+            std::int64_t r = 0;
+            if (j < p.cover) r = j, used = true;
+            else if (!p.causal && j > L - p.cover) r = j - L, used = true;
+            if (used) value = to_float(src[c * s.s0 + (p.center + r) * s.s1]);
+          } else if (j < sq.length) {
+            used = true;
+            value = to_float(src[sq.batch * s.s0 + (sq.start + j) * s.s1 + c * s.s2]);
+          }
+          if (used && !isfinite(value)) atomicOr(&flags[kCoefficients ? c : n * p.channels + c], 1);
+          (h == 0 ? z.x : z.y) = value;
+        }
+        points[(pp * width + w) * stride + t1] = z;
+      }
+      __syncthreads();
+      block_fft<false>(points, pairs * width, stride, split.log_n1, roots);
+      // Store times w_L^(t2 k1): t2 fastest (runs of `width` complex values), then pair, then k1.
+      for (int e = threadIdx.x; e < pairs * width * n1; e += kFusedThreads) {
+        const int w = e % width, pp = (e / width) % pairs, k1 = e / (pairs * width);
+        const std::int64_t pair = p0 + pp, t2 = t2_0 + w;
+        if (pair >= total_pairs) continue;
+        const float2 z = cmul(points[(pp * width + w) * stride + k1], unit_root(t2 * k1, L, -1.f));
+        out[(((n * total_pairs + pair) << split.log_n1) + k1) * (std::int64_t{1} << split.log_n2) + t2] = z;
+      }
+      __syncthreads();
+    }
+  }
+}
+
+// Pass 2: blocks of `units` row pairs (k1, N1 - k1) of every pair, the coefficient rows transformed
+// once, then each sequence's rows: transform, product, inverse transform, twiddle, stored in place.
+// Grid: (unit blocks, pairs in steps of gridDim.y).
+template <int = 0>
+__global__ void __launch_bounds__(kFusedThreads, 2)
+    fused_rows(ToeplitzParams p, FusedSplit split, const float2* __restrict__ coefficient_columns,
+               float2* __restrict__ columns) {
+  extern __shared__ float2 fused_smem[];
+  const int n1 = split.n1(), n2 = split.n2(), units = split.units();
+  const int rows = 2 * units;  // row 2u: k1, row 2u + 1: its mirror N1 - k1
+  float2* coef = fused_smem;
+  float2* seq = fused_smem + rows * n2;
+  float2* roots = fused_smem + 2 * rows * n2;
+  fill_roots(roots, split.log_n2);
+  const std::int64_t L = std::int64_t{n1} << split.log_n2, total_pairs = (p.channels + 1) / 2;
+  const int unit0 = blockIdx.x * units, last_unit = n1 / 2;  // units 0 .. N1 / 2
+  const float scale = 1.f / static_cast<float>(L);
+  auto row_k1 = [&](int r) {
+    const int u = unit0 + r / 2;
+    return r % 2 == 0 ? u : (n1 - u) & (n1 - 1);
+  };
+  auto load_rows = [&](float2* dst, const float2* src) {  // src: one pair's [k1][t2] block
+    for (int e = threadIdx.x; e < rows * n2; e += kFusedThreads) {
+      const int r = e >> split.log_n2, t2 = e & (n2 - 1);
+      const int u = unit0 + r / 2;
+      dst[e] =
+          u <= last_unit ? src[(static_cast<std::int64_t>(row_k1(r)) << split.log_n2) + t2] : make_float2(0.f, 0.f);
+    }
+    __syncthreads();
+  };
+  for (std::int64_t pair = blockIdx.y; pair < total_pairs; pair += gridDim.y) {
+    load_rows(coef, coefficient_columns + (pair << (split.log_n1 + split.log_n2)));
+    block_fft<false>(coef, rows, n2, split.log_n2, roots);
+    for (std::int64_t n = 0; n < p.sequences; ++n) {
+      float2* block = columns + ((n * total_pairs + pair) << (split.log_n1 + split.log_n2));
+      load_rows(seq, block);
+      block_fft<false>(seq, rows, n2, split.log_n2, roots);
+      // Bin (k1, k2) and its mirror (N1 - k1, (N2 - k2 - [k1 > 0]) mod N2): X_c = (z + conj(z')) / 2,
+      // X_{c+1} = (z - conj(z')) / 2i for both the sequence and the coefficients; W = A_c X_c +
+      // i A_{c+1} X_{c+1} at the bin and, the signals being real, conj(A_c X_c) + i conj(A_{c+1}
+      // X_{c+1}) at the mirror. One thread a bin of the even rows: each location read and written by
+      // one thread (mirror rows of k1 = 0 and N1 / 2 are copies of their own row).
+      for (int e = threadIdx.x; e < units * n2; e += kFusedThreads) {
+        const int u = e >> split.log_n2, k2 = e & (n2 - 1);
+        const int k1 = unit0 + u;
+        const int mirror = (n2 - k2 - (k1 > 0 ? 1 : 0)) & (n2 - 1);
+        float2* za = seq + (2 * u) * n2 + k2;
+        float2* zb = seq + (2 * u + 1) * n2 + mirror;
+        const float2 x = *za, xm = conjugate(*zb);
+        const float2 a = coef[(2 * u) * n2 + k2], am = conjugate(coef[(2 * u + 1) * n2 + mirror]);
+        const float2 x0 = cadd(x, xm), x1d = csub(x, xm), a0 = cadd(a, am), a1d = csub(a, am);
+        // X_c = x0 / 2, X_{c+1} = x1d / 2i: A_c X_c = a0 x0 / 4, A_{c+1} X_{c+1} = -a1d x1d / 4.
+        const float2 p0 = cmul(a0, x0), p1 = cmul(a1d, x1d);
+        const float q = 0.25f * scale;
+        const float2 c0 = make_float2(q * p0.x, q * p0.y), c1 = make_float2(-q * p1.x, -q * p1.y);
+        *za = make_float2(c0.x - c1.y, c0.y + c1.x);   // c0 + i c1
+        *zb = make_float2(c0.x + c1.y, -c0.y + c1.x);  // conj(c0) + i conj(c1)
+      }
+      __syncthreads();
+      block_fft<true>(seq, rows, n2, split.log_n2, roots);
+      for (int e = threadIdx.x; e < rows * n2; e += kFusedThreads) {
+        const int r = e >> split.log_n2, t2 = e & (n2 - 1);
+        if (unit0 + r / 2 > last_unit) continue;
+        const int k1 = row_k1(r);
+        block[(static_cast<std::int64_t>(k1) << split.log_n2) + t2] =
+            cmul(seq[e], unit_root(static_cast<std::int64_t>(t2) * k1, L, 1.f));
+      }
+      __syncthreads();
+    }
+  }
+}
+
+// Pass 3: the inverse column transforms and the outputs, flagged columns left to the direct fix-up
+// (a pair is skipped whole when either channel or its coefficients are flagged; the flags of both
+// are raised so that the fix-up takes both). Grid as pass 1.
+template <class T>
+__global__ void __launch_bounds__(kFusedThreads, 2)
+    fused_outputs(ToeplitzParams p, FusedSplit split, const float2* __restrict__ columns, T* __restrict__ dst,
+                  Strides3 s, int* __restrict__ column_flags, int* __restrict__ channel_flags) {
+  extern __shared__ float2 fused_smem[];
+  const int n1 = split.n1(), width = split.width(), pairs = split.pairs(), stride = n1 + 1;
+  float2* points = fused_smem;
+  float2* roots = fused_smem + pairs * width * stride;
+  fill_roots(roots, split.log_n1);
+  const std::int64_t total_pairs = (p.channels + 1) / 2;
+  const std::int64_t t2_0 = static_cast<std::int64_t>(blockIdx.x) * width;
+  for (std::int64_t p0 = static_cast<std::int64_t>(blockIdx.y) * pairs; p0 < total_pairs;
+       p0 += static_cast<std::int64_t>(gridDim.y) * pairs) {
+    for (std::int64_t n = blockIdx.z; n < p.sequences; n += gridDim.z) {
+      const SequenceRange sq = toeplitz_sequence(p, n);
+      for (int e = threadIdx.x; e < pairs * width * n1; e += kFusedThreads) {
+        const int w = e % width, pp = (e / width) % pairs, k1 = e / (pairs * width);
+        const std::int64_t pair = p0 + pp;
+        points[(pp * width + w) * stride + k1] =
+            pair < total_pairs
+                ? columns[(((n * total_pairs + pair) << split.log_n1) + k1) * (std::int64_t{1} << split.log_n2) + t2_0 +
+                          w]
+                : make_float2(0.f, 0.f);
+      }
+      __syncthreads();
+      block_fft<true>(points, pairs * width, stride, split.log_n1, roots);
+      for (int e = threadIdx.x; e < pairs * width * n1; e += kFusedThreads) {
+        const int pp = e % pairs, w = (e / pairs) % width, t1 = e / (pairs * width);
+        const std::int64_t pair = p0 + pp, t = (static_cast<std::int64_t>(t1) << split.log_n2) + t2_0 + w;
+        if (pair >= total_pairs || t >= sq.length) continue;
+        const std::int64_t c = 2 * pair, column = n * p.channels + c;
+        const bool second = c + 1 < p.channels;
+        const bool flagged =
+            column_flags[column] || channel_flags[c] || (second && (column_flags[column + 1] || channel_flags[c + 1]));
+        if (flagged) {  // every block of the pair raises the same flags: the fix-up takes both channels
+          column_flags[column] = 1;
+          if (second) column_flags[column + 1] = 1;
+          continue;
+        }
+        const float2 z = points[(pp * width + w) * stride + t1];
+        T* row = dst + sq.batch * s.s0 + (sq.start + t) * s.s1;
+        row[c * s.s2] = from_float<T>(z.x);
+        if (second) row[(c + 1) * s.s2] = from_float<T>(z.y);
+      }
+      __syncthreads();
+    }
+  }
+}
+
+}  // namespace lcsm::cuda::detail
