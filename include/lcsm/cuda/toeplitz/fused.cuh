@@ -31,18 +31,20 @@ constexpr int kFusedThreads = 256;
 constexpr int kFusedPoints = 8192;                                // complex points per block
 constexpr int kFusedPerThread = kFusedPoints / kFusedThreads;     // 32
 constexpr int kFusedMaxRow = 2048;                                // N1, N2 <= 2048: L <= 2^22
-constexpr bool kFusedEnabled = false;  // until its first GPU run
+constexpr bool kFusedEnabled = false;                             // until the second version's first GPU run
 constexpr int kFusedMinLength = 4096, kFusedMaxLength = 1 << 22;  // the L the fused path takes
 
-// The split L = N1 N2 (N1 <= N2, both powers of two) and the blocks' shapes.
+// The split L = N1 N2 (N1 <= N2, both powers of two) and the blocks' shapes (powers of two).
 struct FusedSplit {
   int log_n1, log_n2;
   __host__ __device__ int n1() const { return 1 << log_n1; }
   __host__ __device__ int n2() const { return 1 << log_n2; }
   // Pass 1 and 3: a block holds `width` consecutive t2 (runs of `width` complex values in memory)
-  // times `pairs` channel pairs, each a column of N1 points.
-  __host__ __device__ int width() const { return (kFusedPoints >> log_n1) < 16 ? kFusedPoints >> log_n1 : 16; }
-  __host__ __device__ int pairs() const { return (kFusedPoints >> log_n1) / width(); }
+  // times `pairs` channel pairs, each a column of N1 points: 8192 points.
+  __host__ __device__ int log_width() const { return 13 - log_n1 < 4 ? 13 - log_n1 : 4; }
+  __host__ __device__ int log_pairs() const { return 13 - log_n1 - log_width(); }
+  __host__ __device__ int width() const { return 1 << log_width(); }
+  __host__ __device__ int pairs() const { return 1 << log_pairs(); }
   // Pass 2: a block holds `units` row pairs (k1, N1 - k1) of the coefficients and of one sequence.
   __host__ __device__ int units() const { return kFusedMaxRow >> log_n2; }
 };
@@ -135,13 +137,41 @@ __device__ void block_fft(float2* data, int count, int stride, int log_n, const 
   }
 }
 
-// Shared memory of a fused block: the points (padded by one per column of passes 1 and 3) and the
-// roots of the longest transform it runs.
-constexpr int kFusedSmemBytes = (kFusedPoints + kFusedPoints / 64 + kFusedMaxRow) * 8;
+// The four-step twiddle w_L^m, m = t2 k1 < L, as w_(L / F)^(m / F) w_L^(m mod F) with F = 2^log_fine:
+// coarse is a block's roots table (w_N1 in pass 1, F = N2; w_N2 in pass 2, F = N1), fine[r] = w_L^r
+// for r < F (fill_fine), made once per block.
+__device__ __forceinline__ void fill_fine(float2* fine, int log_fine, const FusedSplit& split) {
+  const std::int64_t L = std::int64_t{1} << (split.log_n1 + split.log_n2);
+  for (int j = threadIdx.x; j < (1 << log_fine); j += kFusedThreads) fine[j] = unit_root(j, L, -1.f);
+  __syncthreads();
+}
+__device__ __forceinline__ float2 twiddle(const float2* coarse, const float2* fine, std::int64_t m, int log_fine) {
+  return cmul(coarse[m >> log_fine], fine[m & ((1 << log_fine) - 1)]);
+}
+
+// Shared memory of a fused block: the points (padded by one per column of passes 1 and 3), the roots
+// of its transforms and the two twiddle tables.
+constexpr int kFusedSmemBytes = (kFusedPoints + kFusedPoints / 64 + 2 * kFusedMaxRow) * 8;
+
+// Element (pair, t2, t1) of a block of passes 1 and 3 for its i-th point: pair fastest (the loads
+// of x and the stores of y: a pair's channels side by side, neighbouring pairs in the blocks that
+// run beside it), or t2 fastest (the intermediate's runs of `width` complex values).
+struct ColumnPoint {
+  int pp, w, t1;
+};
+__device__ __forceinline__ ColumnPoint pair_fastest(const FusedSplit& split, int e) {
+  return {e & (split.pairs() - 1), (e >> split.log_pairs()) & (split.width() - 1),
+          e >> (split.log_pairs() + split.log_width())};
+}
+__device__ __forceinline__ ColumnPoint t2_fastest(const FusedSplit& split, int e) {
+  return {(e >> split.log_width()) & (split.pairs() - 1), e & (split.width() - 1),
+          e >> (split.log_pairs() + split.log_width())};
+}
 
 // Pass 1 on the sequences (kCoefficients false: column (s, p) of x) or on the coefficients (true:
-// the pair's coefficient columns, a_r at row r mod L). Grid: (N2 / width, pair blocks in steps of
-// gridDim.y, sequences in steps of gridDim.z). out: [sequence][pair][k1][t2] complex.
+// the pair's coefficient columns, a_r at row r mod L). Grid: (pair blocks in steps of gridDim.x,
+// N2 / width, sequences in steps of gridDim.z). out: [sequence][pair][k1][t2] complex. Every load
+// of a block is in flight before the first is used (32 points a thread).
 template <class T, bool kCoefficients>
 __global__ void __launch_bounds__(kFusedThreads, 2)
     fused_columns(ToeplitzParams p, FusedSplit split, const T* __restrict__ src, Strides3 s, float2* __restrict__ out,
@@ -150,48 +180,68 @@ __global__ void __launch_bounds__(kFusedThreads, 2)
   const int n1 = split.n1(), width = split.width(), pairs = split.pairs(), stride = n1 + 1;
   float2* points = fused_smem;
   float2* roots = fused_smem + pairs * width * stride;
+  float2* fine = roots + n1;
   fill_roots(roots, split.log_n1);
+  fill_fine(fine, split.log_n2, split);
   const std::int64_t L = std::int64_t{n1} << split.log_n2, total_pairs = (p.channels + 1) / 2;
-  const std::int64_t t2_0 = static_cast<std::int64_t>(blockIdx.x) * width;
+  const std::int64_t t2_0 = static_cast<std::int64_t>(blockIdx.y) * width;
   const std::int64_t sequences = kCoefficients ? 1 : p.sequences;
-  for (std::int64_t p0 = static_cast<std::int64_t>(blockIdx.y) * pairs; p0 < total_pairs;
-       p0 += static_cast<std::int64_t>(gridDim.y) * pairs) {
+  for (std::int64_t p0 = static_cast<std::int64_t>(blockIdx.x) * pairs; p0 < total_pairs;
+       p0 += static_cast<std::int64_t>(gridDim.x) * pairs) {
     for (std::int64_t n = blockIdx.z; n < sequences; n += gridDim.z) {
       const SequenceRange sq = kCoefficients ? SequenceRange{0, 0, 0} : toeplitz_sequence(p, n);
-      // Load: pair fastest, then t2, then t1 (x: a pair's two channels side by side in memory).
-      for (int e = threadIdx.x; e < pairs * width * n1; e += kFusedThreads) {
-        const int pp = e % pairs, w = (e / pairs) % width, t1 = e / (pairs * width);
-        const std::int64_t pair = p0 + pp, j = (static_cast<std::int64_t>(t1) << split.log_n2) + t2_0 + w;
-        float2 z = make_float2(0.f, 0.f);
+      // Two rounds of 16 points a thread, every load of a round in flight before the first is used.
+#pragma unroll 1
+      for (int round = 0; round < 2; ++round) {
+        constexpr int kRound = kFusedPerThread / 2;
+        T raw[kRound][2];
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const std::int64_t c = 2 * pair + h;
-          if (c >= p.channels) continue;
-          float value = 0.f;
-          bool used = false;
-          if constexpr (kCoefficients) {
-            std::int64_t r = 0;
-            if (j < p.cover) r = j, used = true;
-            else if (!p.causal && j > L - p.cover) r = j - L, used = true;
-            if (used) value = to_float(src[c * s.s0 + (p.center + r) * s.s1]);
-          } else if (j < sq.length) {
-            used = true;
-            value = to_float(src[sq.batch * s.s0 + (sq.start + j) * s.s1 + c * s.s2]);
+        for (int i = 0; i < kRound; ++i) {
+          const ColumnPoint q = pair_fastest(split, threadIdx.x + (round * kRound + i) * kFusedThreads);
+          const std::int64_t j = (static_cast<std::int64_t>(q.t1) << split.log_n2) + t2_0 + q.w;
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const std::int64_t c = 2 * (p0 + q.pp) + h;
+            bool use = c < p.channels;
+            std::int64_t at = 0;
+            if constexpr (kCoefficients) {
+              std::int64_t r = j;
+              if (!p.causal && j > L - p.cover) r = j - L;
+              else use = use && j < p.cover;
+              at = c * s.s0 + (p.center + r) * s.s1;
+            } else {
+              use = use && j < sq.length;
+              at = sq.batch * s.s0 + (sq.start + j) * s.s1 + c * s.s2;
+            }
+            raw[i][h] = use ? src[at] : from_float<T>(0.f);  // zero is finite: never flagged
           }
-          if (used && !isfinite(value)) atomicOr(&flags[kCoefficients ? c : n * p.channels + c], 1);
-          (h == 0 ? z.x : z.y) = value;
         }
-        points[(pp * width + w) * stride + t1] = z;
+#pragma unroll
+        for (int i = 0; i < kRound; ++i) {
+          const ColumnPoint q = pair_fastest(split, threadIdx.x + (round * kRound + i) * kFusedThreads);
+          float v[2];
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            v[h] = to_float(raw[i][h]);
+            if (!isfinite(v[h])) {
+              const std::int64_t c = 2 * (p0 + q.pp) + h;
+              atomicOr(&flags[kCoefficients ? c : n * p.channels + c], 1);
+            }
+          }
+          points[((q.pp << split.log_width()) + q.w) * stride + q.t1] = make_float2(v[0], v[1]);
+        }
       }
       __syncthreads();
       block_fft<false>(points, pairs * width, stride, split.log_n1, roots);
-      // Store times w_L^(t2 k1): t2 fastest (runs of `width` complex values), then pair, then k1.
-      for (int e = threadIdx.x; e < pairs * width * n1; e += kFusedThreads) {
-        const int w = e % width, pp = (e / width) % pairs, k1 = e / (pairs * width);
-        const std::int64_t pair = p0 + pp, t2 = t2_0 + w;
+      // Store times w_L^(t2 k1), t2 fastest.
+#pragma unroll 4
+      for (int i = 0; i < kFusedPerThread; ++i) {
+        const ColumnPoint q = t2_fastest(split, threadIdx.x + i * kFusedThreads);
+        const int k1 = q.t1;
+        const std::int64_t pair = p0 + q.pp, t2 = t2_0 + q.w;
         if (pair >= total_pairs) continue;
-        const float2 z = cmul(points[(pp * width + w) * stride + k1], unit_root(t2 * k1, L, -1.f));
-        out[(((n * total_pairs + pair) << split.log_n1) + k1) * (std::int64_t{1} << split.log_n2) + t2] = z;
+        out[(((n * total_pairs + pair) << split.log_n1) + k1) * split.n2() + t2] = cmul(
+            points[((q.pp << split.log_width()) + q.w) * stride + k1], twiddle(roots, fine, t2 * k1, split.log_n2));
       }
       __syncthreads();
     }
@@ -206,26 +256,32 @@ __global__ void __launch_bounds__(kFusedThreads, 2)
     fused_rows(ToeplitzParams p, FusedSplit split, const float2* __restrict__ coefficient_columns,
                float2* __restrict__ columns) {
   extern __shared__ float2 fused_smem[];
+  constexpr int kRowPoints = kFusedPoints / 2 / kFusedThreads;  // 4096 points of one operand: 16 a thread
   const int n1 = split.n1(), n2 = split.n2(), units = split.units();
   const int rows = 2 * units;  // row 2u: k1, row 2u + 1: its mirror N1 - k1
   float2* coef = fused_smem;
   float2* seq = fused_smem + rows * n2;
   float2* roots = fused_smem + 2 * rows * n2;
+  float2* fine = roots + n2;
   fill_roots(roots, split.log_n2);
+  fill_fine(fine, split.log_n1, split);
   const std::int64_t L = std::int64_t{n1} << split.log_n2, total_pairs = (p.channels + 1) / 2;
   const int unit0 = blockIdx.x * units, last_unit = n1 / 2;  // units 0 .. N1 / 2
   const float scale = 1.f / static_cast<float>(L);
   auto row_k1 = [&](int r) {
-    const int u = unit0 + r / 2;
-    return r % 2 == 0 ? u : (n1 - u) & (n1 - 1);
+    const int u = unit0 + (r >> 1);
+    return (r & 1) == 0 ? u : (n1 - u) & (n1 - 1);
   };
-  auto load_rows = [&](float2* dst, const float2* src) {  // src: one pair's [k1][t2] block
-    for (int e = threadIdx.x; e < rows * n2; e += kFusedThreads) {
-      const int r = e >> split.log_n2, t2 = e & (n2 - 1);
-      const int u = unit0 + r / 2;
-      dst[e] =
-          u <= last_unit ? src[(static_cast<std::int64_t>(row_k1(r)) << split.log_n2) + t2] : make_float2(0.f, 0.f);
+  auto load_rows = [&](float2* dst, const float2* src) {  // src: one pair's [k1][t2] block, all loads in flight
+    float2 z[kRowPoints];
+#pragma unroll
+    for (int i = 0; i < kRowPoints; ++i) {
+      const int e = threadIdx.x + i * kFusedThreads, r = e >> split.log_n2, t2 = e & (n2 - 1);
+      z[i] = unit0 + (r >> 1) <= last_unit ? src[(static_cast<std::int64_t>(row_k1(r)) << split.log_n2) + t2]
+                                           : make_float2(0.f, 0.f);
     }
+#pragma unroll
+    for (int i = 0; i < kRowPoints; ++i) dst[threadIdx.x + i * kFusedThreads] = z[i];
     __syncthreads();
   };
   for (std::int64_t pair = blockIdx.y; pair < total_pairs; pair += gridDim.y) {
@@ -258,12 +314,13 @@ __global__ void __launch_bounds__(kFusedThreads, 2)
       }
       __syncthreads();
       block_fft<true>(seq, rows, n2, split.log_n2, roots);
-      for (int e = threadIdx.x; e < rows * n2; e += kFusedThreads) {
-        const int r = e >> split.log_n2, t2 = e & (n2 - 1);
-        if (unit0 + r / 2 > last_unit) continue;
+#pragma unroll 4
+      for (int i = 0; i < kRowPoints; ++i) {
+        const int e = threadIdx.x + i * kFusedThreads, r = e >> split.log_n2, t2 = e & (n2 - 1);
+        if (unit0 + (r >> 1) > last_unit) continue;
         const int k1 = row_k1(r);
         block[(static_cast<std::int64_t>(k1) << split.log_n2) + t2] =
-            cmul(seq[e], unit_root(static_cast<std::int64_t>(t2) * k1, L, 1.f));
+            cmul(seq[e], conjugate(twiddle(roots, fine, static_cast<std::int64_t>(t2) * k1, split.log_n1)));
       }
       __syncthreads();
     }
@@ -283,25 +340,35 @@ __global__ void __launch_bounds__(kFusedThreads, 2)
   float2* roots = fused_smem + pairs * width * stride;
   fill_roots(roots, split.log_n1);
   const std::int64_t total_pairs = (p.channels + 1) / 2;
-  const std::int64_t t2_0 = static_cast<std::int64_t>(blockIdx.x) * width;
-  for (std::int64_t p0 = static_cast<std::int64_t>(blockIdx.y) * pairs; p0 < total_pairs;
-       p0 += static_cast<std::int64_t>(gridDim.y) * pairs) {
+  const std::int64_t t2_0 = static_cast<std::int64_t>(blockIdx.y) * width;
+  for (std::int64_t p0 = static_cast<std::int64_t>(blockIdx.x) * pairs; p0 < total_pairs;
+       p0 += static_cast<std::int64_t>(gridDim.x) * pairs) {
     for (std::int64_t n = blockIdx.z; n < p.sequences; n += gridDim.z) {
       const SequenceRange sq = toeplitz_sequence(p, n);
-      for (int e = threadIdx.x; e < pairs * width * n1; e += kFusedThreads) {
-        const int w = e % width, pp = (e / width) % pairs, k1 = e / (pairs * width);
-        const std::int64_t pair = p0 + pp;
-        points[(pp * width + w) * stride + k1] =
-            pair < total_pairs
-                ? columns[(((n * total_pairs + pair) << split.log_n1) + k1) * (std::int64_t{1} << split.log_n2) + t2_0 +
-                          w]
-                : make_float2(0.f, 0.f);
+#pragma unroll 1
+      for (int round = 0; round < 2; ++round) {  // as pass 1: 16 loads a thread in flight
+        constexpr int kRound = kFusedPerThread / 2;
+        float2 z[kRound];
+#pragma unroll
+        for (int i = 0; i < kRound; ++i) {
+          const ColumnPoint q = t2_fastest(split, threadIdx.x + (round * kRound + i) * kFusedThreads);
+          const std::int64_t pair = p0 + q.pp;
+          z[i] = pair < total_pairs
+                     ? columns[(((n * total_pairs + pair) << split.log_n1) + q.t1) * split.n2() + t2_0 + q.w]
+                     : make_float2(0.f, 0.f);
+        }
+#pragma unroll
+        for (int i = 0; i < kRound; ++i) {
+          const ColumnPoint q = t2_fastest(split, threadIdx.x + (round * kRound + i) * kFusedThreads);
+          points[((q.pp << split.log_width()) + q.w) * stride + q.t1] = z[i];
+        }
       }
       __syncthreads();
       block_fft<true>(points, pairs * width, stride, split.log_n1, roots);
-      for (int e = threadIdx.x; e < pairs * width * n1; e += kFusedThreads) {
-        const int pp = e % pairs, w = (e / pairs) % width, t1 = e / (pairs * width);
-        const std::int64_t pair = p0 + pp, t = (static_cast<std::int64_t>(t1) << split.log_n2) + t2_0 + w;
+#pragma unroll 4
+      for (int i = 0; i < kFusedPerThread; ++i) {
+        const ColumnPoint q = pair_fastest(split, threadIdx.x + i * kFusedThreads);
+        const std::int64_t pair = p0 + q.pp, t = (static_cast<std::int64_t>(q.t1) << split.log_n2) + t2_0 + q.w;
         if (pair >= total_pairs || t >= sq.length) continue;
         const std::int64_t c = 2 * pair, column = n * p.channels + c;
         const bool second = c + 1 < p.channels;
@@ -312,10 +379,10 @@ __global__ void __launch_bounds__(kFusedThreads, 2)
           if (second) column_flags[column + 1] = 1;
           continue;
         }
-        const float2 z = points[(pp * width + w) * stride + t1];
+        const float2 v = points[((q.pp << split.log_width()) + q.w) * stride + q.t1];
         T* row = dst + sq.batch * s.s0 + (sq.start + t) * s.s1;
-        row[c * s.s2] = from_float<T>(z.x);
-        if (second) row[(c + 1) * s.s2] = from_float<T>(z.y);
+        row[c * s.s2] = from_float<T>(v.x);
+        if (second) row[(c + 1) * s.s2] = from_float<T>(v.y);
       }
       __syncthreads();
     }

@@ -206,7 +206,7 @@ template <class T>
 void run_fused_forward(const ToeplitzParams& q, const ToeplitzPlan& plan, const View<const T, 3>& x,
                        const View<T, 3>& y, cudaStream_t stream) {
   const FusedSplit split = fused_split(plan.length);
-  // 81 KB of dynamic shared memory: allowed per device, so on every call (a few microseconds).
+  // 97 KB of dynamic shared memory: allowed per device, so on every call (a few microseconds).
   LCSM_CUDA_CHECK(
       cudaFuncSetAttribute(fused_columns<T, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, kFusedSmemBytes));
   LCSM_CUDA_CHECK(
@@ -214,22 +214,24 @@ void run_fused_forward(const ToeplitzParams& q, const ToeplitzPlan& plan, const 
   LCSM_CUDA_CHECK(cudaFuncSetAttribute(fused_rows<>, cudaFuncAttributeMaxDynamicSharedMemorySize, kFusedSmemBytes));
   LCSM_CUDA_CHECK(cudaFuncSetAttribute(fused_outputs<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, kFusedSmemBytes));
   const std::int64_t pairs = (q.channels + 1) / 2;
-  const unsigned pair_blocks = toeplitz_grid_limit((pairs + split.pairs() - 1) / split.pairs(), 65535);
-  const unsigned t2_blocks = static_cast<unsigned>(split.n2() / split.width());
+  // Passes 1 and 3: the pair blocks fastest, so that the blocks that share x's and y's 32-byte
+  // sectors (neighbouring channels of the same tokens) run side by side and meet in L2.
+  const unsigned pair_blocks = toeplitz_grid_limit((pairs + split.pairs() - 1) / split.pairs(), 0x7FFFFFFF);
+  const dim3 column_grid(pair_blocks, static_cast<unsigned>(split.n2() / split.width()), 1);
+  const dim3 sequence_grid(pair_blocks, column_grid.y, toeplitz_grid_limit(q.sequences, 65535));
   auto* coefficient_columns = reinterpret_cast<float2*>(q.coefficient_columns);
   auto* columns = reinterpret_cast<float2*>(q.columns);
   LCSM_CUDA_CHECK(
       cudaMemsetAsync(q.column_flags, 0, plan.off_coefficient_flags - plan.off_flags + 4 * q.channels, stream));
-  fused_columns<T, true><<<dim3(t2_blocks, pair_blocks, 1), kFusedThreads, kFusedSmemBytes, stream>>>(
+  fused_columns<T, true><<<column_grid, kFusedThreads, kFusedSmemBytes, stream>>>(
       q, split, static_cast<const T*>(q.coefficients), q.s_a, coefficient_columns, q.coefficient_flags);
-  fused_columns<T, false><<<dim3(t2_blocks, pair_blocks, toeplitz_grid_limit(q.sequences, 65535)), kFusedThreads,
-                            kFusedSmemBytes, stream>>>(q, split, x.data(), strides3(x), columns, q.column_flags);
+  fused_columns<T, false><<<sequence_grid, kFusedThreads, kFusedSmemBytes, stream>>>(q, split, x.data(), strides3(x),
+                                                                                     columns, q.column_flags);
   const unsigned unit_blocks = static_cast<unsigned>((split.n1() / 2 + 1 + split.units() - 1) / split.units());
   fused_rows<><<<dim3(unit_blocks, toeplitz_grid_limit(pairs, 65535)), kFusedThreads, kFusedSmemBytes, stream>>>(
       q, split, coefficient_columns, columns);
-  fused_outputs<T>
-      <<<dim3(t2_blocks, pair_blocks, toeplitz_grid_limit(q.sequences, 65535)), kFusedThreads, kFusedSmemBytes,
-         stream>>>(q, split, columns, y.data(), strides3(y), q.column_flags, q.coefficient_flags);
+  fused_outputs<T><<<sequence_grid, kFusedThreads, kFusedSmemBytes, stream>>>(q, split, columns, y.data(), strides3(y),
+                                                                              q.column_flags, q.coefficient_flags);
   toeplitz_direct_apply<T, false, true>
       <<<direct_grid(q, true), tile_block(), 0, stream>>>(q, q.column_flags, q.coefficient_flags);
   LCSM_CUDA_CHECK(cudaGetLastError());
