@@ -37,8 +37,14 @@ class CudaToeplitzOps final : public ToeplitzOps {
       const DeviceOffsets offsets(cu);
       const auto op = make_op<T>(spec, da, coefficients);
       const auto xv = sequence_view<const T>(dx, x);
-      const DeviceBuffer workspace(cuda::forward_workspace_bytes<T>(op, xv, offsets.view));
-      lcsm::forward<T>(test_device(workspace), op, xv, sequence_view<T>(dy, y), offsets.view);
+      // The fused FFT convolution at every length it takes (automatic runs it at 2^16 <= L <= 2^18
+      // only), cuFFT's in the portable run.
+      const cuda::Kernels kernels =
+          test_kernels() == cuda::Kernels::portable ? cuda::Kernels::automatic : cuda::Kernels::fused_fft;
+      const DeviceBuffer workspace(cuda::forward_workspace_bytes<T>(op, xv, offsets.view, kernels));
+      cuda::Device device = test_device(workspace);
+      device.kernels = kernels;
+      lcsm::forward<T>(device, op, xv, sequence_view<T>(dy, y), offsets.view);
       LCSM_CUDA_CHECK(cudaDeviceSynchronize());
       dy.to_host(y);
     });

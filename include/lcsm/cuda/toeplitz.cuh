@@ -11,7 +11,8 @@
 // As the other CUDA families: device memory, the caller's stream and workspace, no host
 // synchronisation, cu_seqlens contents unread on the host (each sequence is transformed at the
 // coefficients' length; a sequence longer than op.length() is computed only over its first
-// op.length() tokens). The FFT path runs cuFFT (plans are made once per shape and kept); the direct
+// op.length() tokens). The FFT path runs cuFFT (plans are made once per shape and kept), or for
+// the forward the library's fused FFT convolution (toeplitz/fused.cuh; Device::kernels); the direct
 // path (op.use_fft false) needs no workspace. Non-finite values reach exactly the outputs whose sums
 // hold them, as on the CPU: their columns are recomputed by direct sums.
 #pragma once
@@ -24,16 +25,17 @@
 namespace lcsm {
 namespace cuda {
 
-// Scratch bytes a forward call with these shapes needs on the current device (0: none). x and the
-// coefficients are checked as the call checks them (their memory too: pass the call's views). Makes
-// the cuFFT plans the call will use (so a call after it makes none, e.g. inside a graph capture).
+// Scratch bytes a forward call with these shapes needs on the current device (0: none), for a call
+// whose Device::kernels is `kernels`. x and the coefficients are checked as the call checks them
+// (their memory too: pass the call's views). Makes the cuFFT plans the call will use (so a call after
+// it makes none, e.g. inside a graph capture).
 template <class T>
 std::size_t forward_workspace_bytes(const ToeplitzConvolution<T>& op, View<const T, 3> x,
-                                    const CuSeqlens& cu_seqlens = {}) {
+                                    const CuSeqlens& cu_seqlens = {}, Kernels kernels = Kernels::automatic) {
   const char* where = "lcsm::cuda::forward_workspace_bytes(ToeplitzConvolution)";
   lcsm::detail::Operands ops(where);
   const auto p = lcsm::detail::check_toeplitz_operands(where, op, x, cu_seqlens, ops, lcsm::detail::OffsetsAt::device);
-  return detail::plan_toeplitz(where, op, p, detail::ToeplitzEntry::forward, false, false).bytes;
+  return detail::plan_toeplitz(where, op, p, detail::ToeplitzEntry::forward, false, false, kernels).bytes;
 }
 
 // The same for a backward call computing dx and / or da.
@@ -44,7 +46,8 @@ std::size_t backward_workspace_bytes(const ToeplitzConvolution<T>& op, View<cons
   lcsm::detail::Operands ops(where);
   const auto p = lcsm::detail::check_toeplitz_operands(where, op, x, cu_seqlens, ops, lcsm::detail::OffsetsAt::device);
   if (!want_dx && !want_da) return 0;
-  return detail::plan_toeplitz(where, op, p, detail::ToeplitzEntry::backward, want_dx, want_da).bytes;
+  return detail::plan_toeplitz(where, op, p, detail::ToeplitzEntry::backward, want_dx, want_da, Kernels::automatic)
+      .bytes;
 }
 
 }  // namespace cuda
@@ -57,7 +60,8 @@ void forward(const cuda::Device& device, const ToeplitzConvolution<T>& op, detai
   const char* where = "lcsm::forward(cuda, ToeplitzConvolution)";
   const auto p = detail::check_toeplitz_forward(where, op, x, y, cu_seqlens, detail::OffsetsAt::device);
   if (p.batch == 0 || p.time == 0) return;  // no tokens: nothing to plan
-  const auto plan = cuda::detail::plan_toeplitz(where, op, p, cuda::detail::ToeplitzEntry::forward, false, false);
+  const auto plan =
+      cuda::detail::plan_toeplitz(where, op, p, cuda::detail::ToeplitzEntry::forward, false, false, device.kernels);
   cuda::detail::check_toeplitz_workspace(where, device, plan, "lcsm::cuda::forward_workspace_bytes");
   cuda::detail::run_toeplitz_forward<T>(cuda::detail::toeplitz_params(op, p, cu_seqlens, plan, device), plan, x, y,
                                         device);
@@ -77,8 +81,8 @@ void backward(const cuda::Device& device, const ToeplitzConvolution<T>& op, deta
     if (da.numel() > 0) cuda::detail::zero_coefficient_grad<T>(da, device.stream);
     return;
   }
-  const auto plan =
-      cuda::detail::plan_toeplitz(where, op, p, cuda::detail::ToeplitzEntry::backward, dx.present(), da.present());
+  const auto plan = cuda::detail::plan_toeplitz(where, op, p, cuda::detail::ToeplitzEntry::backward, dx.present(),
+                                                da.present(), device.kernels);
   cuda::detail::check_toeplitz_workspace(where, device, plan, "lcsm::cuda::backward_workspace_bytes");
   cuda::detail::run_toeplitz_backward<T>(cuda::detail::toeplitz_params(op, p, cu_seqlens, plan, device), plan, x, dy,
                                          dx, da, device);

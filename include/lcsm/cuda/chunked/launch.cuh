@@ -125,7 +125,7 @@ bool sm90_path(const RecurrenceParams& p, Kernels kernels) {
                 kDecay == DecayKind::cosine) {
     return false;
   } else {
-    return kernels == Kernels::automatic && p.vectorized && p.key_dim <= 128 && p.key_dim % 8 == 0 &&
+    return kernels != Kernels::portable && p.vectorized && p.key_dim <= 128 && p.key_dim % 8 == 0 &&
            p.value_dim % 8 == 0 && sm90_kernels_available<kDecay>();
   }
 }

@@ -31,7 +31,6 @@ constexpr int kFusedThreads = 256;
 constexpr int kFusedPoints = 8192;                                // complex points per block
 constexpr int kFusedPerThread = kFusedPoints / kFusedThreads;     // 32
 constexpr int kFusedMaxRow = 2048;                                // N1, N2 <= 2048: L <= 2^22
-constexpr bool kFusedEnabled = false;                             // until the second version's first GPU run
 constexpr int kFusedMinLength = 4096, kFusedMaxLength = 1 << 22;  // the L the fused path takes
 
 // The split L = N1 N2 (N1 <= N2, both powers of two) and the blocks' shapes (powers of two).
@@ -50,6 +49,10 @@ struct FusedSplit {
 };
 
 inline bool fused_length(std::int64_t L) { return L >= kFusedMinLength && L <= kFusedMaxLength; }
+// Where Kernels::automatic takes it: the lengths where it was measured faster than cuFFT (H100, C =
+// 1024, bf16: 1.39x at L = 2^17; 1.8x slower at 2^13, where cuFFT's passes stay in L2, and 1.17x
+// slower at 2^21, where its row pass is bound by shared memory; docs/performance.md).
+inline bool fused_preferred(std::int64_t L) { return L >= (std::int64_t{1} << 16) && L <= (std::int64_t{1} << 18); }
 inline FusedSplit fused_split(std::int64_t L) {
   int k = 0;
   while ((std::int64_t{1} << k) < L) ++k;

@@ -55,7 +55,7 @@ inline std::size_t toeplitz_bytes(const char* where, std::int64_t count, std::in
 
 template <class T>
 ToeplitzPlan plan_toeplitz(const char* where, const ToeplitzConvolution<T>& op, const lcsm::detail::ToeplitzShape& p,
-                           ToeplitzEntry entry, bool want_dx, bool want_da) {
+                           ToeplitzEntry entry, bool want_dx, bool want_da, Kernels kernels) {
   ToeplitzPlan plan;
   const std::int64_t n = op.length();
   plan.dx = want_dx, plan.da = want_da;
@@ -79,7 +79,8 @@ ToeplitzPlan plan_toeplitz(const char* where, const ToeplitzConvolution<T>& op, 
     return here;
   };
   const bool backward = entry == ToeplitzEntry::backward;
-  plan.fused = kFusedEnabled && !backward && fused_length(plan.length);
+  plan.fused =
+      !backward && fused_length(plan.length) && (kernels == Kernels::fused_fft || fused_preferred(plan.length));
   if (plan.fused) {  // [sequence][pair][L] and [pair][L] complex (fused.cuh), the flags
     std::int64_t pair_columns = 0;
     const std::int64_t pairs = (p.channels + 1) / 2;
