@@ -1,7 +1,7 @@
 // CUDA Toeplitz convolution benchmarks: forward (causal and bidirectional) and backward (dx and da)
-// at C = 1024 channels, bf16, n = 4K .. 1M (the FFT path), the direct path at short n, and decode
-// at B = 64 over a 4K-token history. bytes/s counts x read and y written once (the memory floor:
-// 4 bytes per token and channel); flop/s counts the FFT path's three transforms, 5 L log2 L each.
+// at C = 1024 channels, bf16, n = 4K .. 1M (the FFT path; the fused FFT convolution at every n), the
+// direct path at short n, and decode at B = 64 over a 4K-token history. bytes/s counts x read and y written once (the
+// memory floor: 4 bytes per token and channel); flop/s counts the FFT path's three transforms, 5 L log2 L each.
 #include <cmath>
 
 #include "common.cuh"
@@ -41,15 +41,17 @@ void toeplitz_counters(benchmark::State& state, double median, double B, double 
   state.counters["flop_per_second"] = Ctr(flops / median, Ctr::kDefaults, Ctr::OneK::kIs1000);
 }
 
-template <bool kCausal, bool kFft>
+// kKernels: automatic (the fused FFT convolution at FFT lengths 2^16..2^18, cuFFT elsewhere) or
+// fused_fft (the fused one at every length it serves).
+template <bool kCausal, bool kFft, lcsm::cuda::Kernels kKernels = lcsm::cuda::Kernels::automatic>
 void BM_toeplitz_forward(benchmark::State& state) {
   const std::int64_t B = state.range(0), n = state.range(1), C = state.range(2);
   ToeplitzBuffers buf(B, n, C, kCausal);
   const auto op = buf.op(kCausal, kFft);
   const auto x = buf.sequences(buf.x.p);
-  const std::size_t bytes = lcsm::cuda::forward_workspace_bytes<E>(op, x);
+  const std::size_t bytes = lcsm::cuda::forward_workspace_bytes<E>(op, x, {}, kKernels);
   Buffer ws(bytes);
-  const lcsm::cuda::Device dev{nullptr, {ws.p, bytes}};
+  const lcsm::cuda::Device dev{nullptr, {ws.p, bytes}, kKernels};
   const double median = run_timed(state, [&] { lcsm::forward<E>(dev, op, x, buf.sequences(buf.y.p)); });
   toeplitz_counters(state, median, B, n, C, 4.0 * B * n * C + 2.0 * C * buf.count, 3);
   state.counters["workspace_bytes"] = static_cast<double>(bytes);
@@ -103,6 +105,9 @@ void direct_shapes(benchmark::internal::Benchmark* b) {
 BENCHMARK_TEMPLATE(BM_toeplitz_forward, true, true)->Name("BM_toeplitz_forward_causal<bf16>")->Apply(fft_shapes);
 BENCHMARK_TEMPLATE(BM_toeplitz_forward, false, true)
     ->Name("BM_toeplitz_forward_bidirectional<bf16>")
+    ->Apply(fft_shapes);
+BENCHMARK_TEMPLATE(BM_toeplitz_forward, true, true, lcsm::cuda::Kernels::fused_fft)
+    ->Name("BM_toeplitz_forward_causal_fused<bf16>")
     ->Apply(fft_shapes);
 // The switch-over: both paths at the same short lengths (B = 8).
 BENCHMARK_TEMPLATE(BM_toeplitz_forward, true, true)->Name("BM_toeplitz_forward_causal_fft<bf16>")->Apply(direct_shapes);
