@@ -1,7 +1,8 @@
-// CUDA Toeplitz convolution benchmarks: forward (causal and bidirectional) and backward (dx and da)
-// at C = 1024 channels, bf16, n = 4K .. 1M (the FFT path; the fused FFT convolution at every n), the
-// direct path at short n, and decode at B = 64 over a 4K-token history. bytes/s counts x read and y written once (the
-// memory floor: 4 bytes per token and channel); flop/s counts the FFT path's three transforms, 5 L log2 L each.
+// CUDA Toeplitz convolution benchmarks at C = 1024 channels, bf16: the forward (causal and
+// bidirectional) and backward (dx and da) at n = 4K .. 1M (the FFT path; the fused FFT convolution
+// at every n too), the direct path at short n, and decode at B = 64 over a 4K-token history.
+// bytes/s counts x read and y written once (the memory floor: 4 bytes per token and channel);
+// flop/s counts the FFT path's three transforms, 5 L log2 L each.
 #include <cmath>
 
 #include "common.cuh"
