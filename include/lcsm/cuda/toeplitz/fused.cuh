@@ -14,9 +14,10 @@
 //   outputs (pass 3): for each t2, the inverse N1-point transform over k1: y[N2 t1 + t2] (real part:
 //                     channel c, imaginary part: channel c + 1).
 // The coefficient columns take pass 1 too; pass 2 reuses a block's coefficient rows for every
-// sequence. Each block transforms 8192 points in shared memory (Stockham, radix 4, autosort),
-// twiddles from a table made once per block. Flags as on the cuFFT path, for both channels of a pair
-// (a non-finite value in one spreads to its partner through the shared transform).
+// sequence. Each block transforms 8192 points in shared memory (Stockham, radix 4, autosort), roots
+// and twiddles from tables made once per block. Flags as on the cuFFT path, for both channels of a
+// pair (a non-finite value in one spreads to its partner through the shared transform). Which calls
+// take it: fused_preferred (Kernels::automatic) or every fused_length (Kernels::fused_fft), run.cuh.
 #pragma once
 
 #include <cstdint>
