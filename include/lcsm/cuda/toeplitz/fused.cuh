@@ -154,7 +154,7 @@ __device__ __forceinline__ float2 twiddle(const float2* coarse, const float2* fi
 }
 
 // Shared memory of a fused block: the points (padded by one per column of passes 1 and 3), the roots
-// of its transforms and the two twiddle tables.
+// of its transforms (also the coarse twiddles) and the fine twiddles.
 constexpr int kFusedSmemBytes = (kFusedPoints + kFusedPoints / 64 + 2 * kFusedMaxRow) * 8;
 
 // Element (pair, t2, t1) of a block of passes 1 and 3 for its i-th point: pair fastest (the loads
@@ -174,8 +174,7 @@ __device__ __forceinline__ ColumnPoint t2_fastest(const FusedSplit& split, int e
 
 // Pass 1 on the sequences (kCoefficients false: column (s, p) of x) or on the coefficients (true:
 // the pair's coefficient columns, a_r at row r mod L). Grid: (pair blocks in steps of gridDim.x,
-// N2 / width, sequences in steps of gridDim.z). out: [sequence][pair][k1][t2] complex. Every load
-// of a block is in flight before the first is used (32 points a thread).
+// N2 / width, sequences in steps of gridDim.z). out: [sequence][pair][k1][t2] complex.
 template <class T, bool kCoefficients>
 __global__ void __launch_bounds__(kFusedThreads, 2)
     fused_columns(ToeplitzParams p, FusedSplit split, const T* __restrict__ src, Strides3 s, float2* __restrict__ out,
