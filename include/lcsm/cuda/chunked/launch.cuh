@@ -18,26 +18,9 @@
 #include "lcsm/cuda/chunked/scan.cuh"
 #include "lcsm/cuda/device.cuh"
 #include "lcsm/cuda/error.cuh"
+#include "lcsm/cuda/shared_memory.cuh"
 
 namespace lcsm::cuda::detail {
-
-inline int current_device() {
-  int device = 0;
-  LCSM_CUDA_CHECK(cudaGetDevice(&device));
-  return device;
-}
-
-// cudaFuncSetAttribute applies to the current device: set a kernel's dynamic shared-memory limit
-// once per device (up to 64 devices are remembered; beyond that it is set on every call). The
-// kernel is a template argument so that every kernel has its own flags (kernels share a type).
-template <auto kKernel>
-void allow_shared_memory(int bytes) {
-  static bool done[64] = {};
-  const int device = current_device();
-  if (device < 64 && done[device]) return;
-  LCSM_CUDA_CHECK(cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-  if (device < 64) done[device] = true;
-}
 
 inline unsigned grid_size(std::int64_t blocks, const char* what) {
   if (blocks > 0x7FFFFFFF)

@@ -17,6 +17,7 @@
 #include "lcsm/core/validate.hpp"
 #include "lcsm/cuda/device.cuh"
 #include "lcsm/cuda/error.cuh"
+#include "lcsm/cuda/shared_memory.cuh"
 #include "lcsm/cuda/toeplitz/columns.cuh"
 #include "lcsm/cuda/toeplitz/direct.cuh"
 #include "lcsm/cuda/toeplitz/fft_plans.cuh"
@@ -172,6 +173,13 @@ ToeplitzParams toeplitz_params(const ToeplitzConvolution<T>& op, const lcsm::det
   return q;
 }
 
+// The FFT path's flags (per column, per column of the backward's x, per channel), adjacent in the
+// workspace: cleared by one memset before a call's gathers raise them.
+inline void clear_flags(const ToeplitzParams& q, const ToeplitzPlan& plan, cudaStream_t stream) {
+  LCSM_CUDA_CHECK(
+      cudaMemsetAsync(q.column_flags, 0, plan.off_coefficient_flags - plan.off_flags + 4 * q.channels, stream));
+}
+
 // Launch shapes.
 inline unsigned toeplitz_grid_limit(std::int64_t n, std::int64_t cap) {
   return static_cast<unsigned>(std::max<std::int64_t>(1, std::min(n, cap)));
@@ -207,13 +215,10 @@ template <class T>
 void run_fused_forward(const ToeplitzParams& q, const ToeplitzPlan& plan, const View<const T, 3>& x,
                        const View<T, 3>& y, cudaStream_t stream) {
   const FusedSplit split = fused_split(plan.length);
-  // 97 KB of dynamic shared memory: allowed per device, so on every call (a few microseconds).
-  LCSM_CUDA_CHECK(
-      cudaFuncSetAttribute(fused_columns<T, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, kFusedSmemBytes));
-  LCSM_CUDA_CHECK(
-      cudaFuncSetAttribute(fused_columns<T, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, kFusedSmemBytes));
-  LCSM_CUDA_CHECK(cudaFuncSetAttribute(fused_rows<>, cudaFuncAttributeMaxDynamicSharedMemorySize, kFusedSmemBytes));
-  LCSM_CUDA_CHECK(cudaFuncSetAttribute(fused_outputs<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, kFusedSmemBytes));
+  allow_shared_memory<fused_columns<T, true>>(kFusedSmemBytes);  // 97 KB
+  allow_shared_memory<fused_columns<T, false>>(kFusedSmemBytes);
+  allow_shared_memory<fused_rows<>>(kFusedSmemBytes);
+  allow_shared_memory<fused_outputs<T>>(kFusedSmemBytes);
   const std::int64_t pairs = (q.channels + 1) / 2;
   // Passes 1 and 3: the pair blocks fastest, so that the blocks that share x's and y's 32-byte
   // sectors (neighbouring channels of the same tokens) run side by side and meet in L2.
@@ -222,8 +227,7 @@ void run_fused_forward(const ToeplitzParams& q, const ToeplitzPlan& plan, const 
   const dim3 sequence_grid(pair_blocks, column_grid.y, toeplitz_grid_limit(q.sequences, 65535));
   auto* coefficient_columns = reinterpret_cast<float2*>(q.coefficient_columns);
   auto* columns = reinterpret_cast<float2*>(q.columns);
-  LCSM_CUDA_CHECK(
-      cudaMemsetAsync(q.column_flags, 0, plan.off_coefficient_flags - plan.off_flags + 4 * q.channels, stream));
+  clear_flags(q, plan, stream);
   fused_columns<T, true><<<column_grid, kFusedThreads, kFusedSmemBytes, stream>>>(
       q, split, static_cast<const T*>(q.coefficients), q.s_a, coefficient_columns, q.coefficient_flags);
   fused_columns<T, false><<<sequence_grid, kFusedThreads, kFusedSmemBytes, stream>>>(q, split, x.data(), strides3(x),
@@ -250,8 +254,7 @@ void run_toeplitz_forward(ToeplitzParams q, const ToeplitzPlan& plan, const View
   }
   if (plan.fused) return run_fused_forward<T>(q, plan, x, y, stream);
   void* work = static_cast<unsigned char*>(device.workspace.data) + plan.off_work;
-  LCSM_CUDA_CHECK(
-      cudaMemsetAsync(q.column_flags, 0, plan.off_coefficient_flags - plan.off_flags + 4 * q.channels, stream));
+  clear_flags(q, plan, stream);
   coefficient_spectrum<T>(q, plan, work, stream);
   gather(q, x, q.columns, q.column_flags, stream);
   fft_columns(plan.length, q.channels, q.sequences, FftDirection::forward, q.columns, work, stream);
@@ -284,8 +287,7 @@ void run_toeplitz_backward(ToeplitzParams q, const ToeplitzPlan& plan, const Vie
     return;
   }
   void* work = static_cast<unsigned char*>(device.workspace.data) + plan.off_work;
-  LCSM_CUDA_CHECK(
-      cudaMemsetAsync(q.column_flags, 0, plan.off_coefficient_flags - plan.off_flags + 4 * q.channels, stream));
+  clear_flags(q, plan, stream);
   if (plan.dx) coefficient_spectrum<T>(q, plan, work, stream);
   gather(q, dy, q.columns, q.column_flags, stream);
   fft_columns(plan.length, q.channels, q.sequences, FftDirection::forward, q.columns, work, stream);
