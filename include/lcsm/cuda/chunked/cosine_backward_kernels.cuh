@@ -185,12 +185,11 @@ __device__ __forceinline__ const T* token_row(const void* base, const Strides4& 
   return static_cast<const T*>(base) + sl.batch * s.s0 + t * s.s1 + sl.h * s.s2;
 }
 
-// Tokens whose loads a warp issues before it uses any, and value columns per lane (V <= 256). One:
-// two (four in the key sums) measured slower on an H100 at T = 64K (the registers they hold cost
-// the slices their single wave of warps). What sped the walks up is the restrict-qualified views:
-// the denominators kernel 11.8 -> 2.7 ms in fast mode, 4.3 -> 2.6 exact (its rows no longer pin
-// the next token's loads behind the last token's stores), the gradients 4.2 -> 3.4.
-constexpr int kCosineTokenBatch = 1;
+// Value columns per lane (V <= 256). The walks take one token at a time: batching the loads of two
+// tokens (four in the key sums) measured slower on an H100 at T = 64K (the registers they hold cost
+// the slices their single wave of warps). What sped them up is the restrict-qualified views: the
+// denominators kernel 11.8 -> 2.7 ms in fast mode, 4.3 -> 2.6 exact (its rows no longer pin the
+// next token's loads behind the last token's stores), the gradients 4.2 -> 3.4.
 constexpr int kCosineValuesPerLane = 8;
 
 // The slices' sums of w: sums[n, part, h, :] (one warp per slice). angles: [B, T].
@@ -198,25 +197,16 @@ template <class T>
 __global__ void __launch_bounds__(kBackwardThreads)
     cosine_key_sums_kernel(const __grid_constant__ RecurrenceParams p, int parts, double* sums,
                            const float2* __restrict__ angles) {
-  constexpr int kB = kCosineTokenBatch;
   CosineSlice sl;
   if (!cosine_slice(p, parts, sl)) return;
   const int K = p.key_dim, lane = threadIdx.x % 32;
   const T* __restrict__ k = token_row<T>(p.k, p.sk, sl, 0);
   const float2* __restrict__ cs = angles + sl.batch * p.time;
   LanePairs z{};
-  for (std::int64_t t0 = sl.first; t0 < sl.last; t0 += kB) {
-    float c[kB][kCosineKeysPerLane];
-    float2 a[kB];
-#pragma unroll
-    for (int b = 0; b < kB; ++b) {
-      const std::int64_t t = t0 + b < sl.last ? t0 + b : sl.last - 1;  // in range: repeats are not used
-      lane_phi(c[b], k + t * p.sk.s1, p.sk.s3, K, p.relu, lane);
-      a[b] = cs[t];
-    }
-#pragma unroll
-    for (int b = 0; b < kB; ++b)
-      if (t0 + b < sl.last) z.add(c[b], a[b], 1.f);
+  for (std::int64_t t = sl.first; t < sl.last; ++t) {
+    float c[kCosineKeysPerLane];
+    lane_phi(c, k + t * p.sk.s1, p.sk.s3, K, p.relu, lane);
+    z.add(c, cs[t], 1.f);
   }
   z.store(sums + slice_column(p, parts, sl.n, sl.part, sl.h, 0), K, lane);
 }
@@ -264,7 +254,7 @@ template <class T, class F>
 __global__ void __launch_bounds__(kBackwardThreads)
     cosine_denominators_kernel(const __grid_constant__ RecurrenceParams p, const CosineFeatures f, int parts,
                                const double* z, double* e_sums, bool causal, const float2* __restrict__ angles) {
-  constexpr int kB = kCosineTokenBatch, kV = kCosineValuesPerLane;
+  constexpr int kV = kCosineValuesPerLane;
   CosineSlice sl;
   if (!cosine_slice(p, parts, sl)) return;
   const int K = p.key_dim, V = p.value_dim, lane = threadIdx.x % 32;
@@ -277,47 +267,37 @@ __global__ void __launch_bounds__(kBackwardThreads)
   const float2* __restrict__ angle = angles + sl.batch * p.time;
   LanePairs Z, eu{};
   Z.load(z + slice_column(p, parts, sl.n, sl.part, sl.h, 0), K, lane);
-  for (std::int64_t t0 = sl.first; t0 < sl.last; t0 += kB) {
-    float a[kB][kCosineKeysPerLane], c[kB][kCosineKeysPerLane], g[kB][kV], num[kB][kV];
-    float2 cs[kB];
+  for (std::int64_t t = sl.first; t < sl.last; ++t) {
+    float a[kCosineKeysPerLane], c[kCosineKeysPerLane], g[kV], num[kV];
+    const float2 cs = angle[t];
+    lane_phi(a, q + t * p.sq.s1, p.sq.s3, K, p.relu, lane);
+    if (causal) lane_phi(c, k + t * p.sk.s1, p.sk.s3, K, p.relu, lane);
 #pragma unroll
-    for (int b = 0; b < kB; ++b) {
-      const std::int64_t t = t0 + b < sl.last ? t0 + b : sl.last - 1;  // in range: repeats are not used
-      cs[b] = angle[t];
-      lane_phi(a[b], q + t * p.sq.s1, p.sq.s3, K, p.relu, lane);
-      if (causal) lane_phi(c[b], k + t * p.sk.s1, p.sk.s3, K, p.relu, lane);
-#pragma unroll
-      for (int j = 0; j < kV; ++j) {
-        const int d = lane + 32 * j;
-        g[b][j] = d < V ? to_float(d_o[t * p.so.s1 + d * p.so.s3]) : 0.f;
-        num[b][j] = d < V ? to_float(rows[t * row_step + d]) : 0.f;
-      }
+    for (int j = 0; j < kV; ++j) {
+      const int d = lane + 32 * j;
+      g[j] = d < V ? to_float(d_o[t * p.so.s1 + d * p.so.s3]) : 0.f;
+      num[j] = d < V ? to_float(rows[t * row_step + d]) : 0.f;
     }
+    if (causal) Z.add(c, cs, 1.f);
+    float part = 0.f, dot = 0.f;
 #pragma unroll
-    for (int b = 0; b < kB; ++b) {
-      const std::int64_t t = t0 + b;
-      if (t >= sl.last) break;
-      if (causal) Z.add(c[b], cs[b], 1.f);
-      float part = 0.f, dot = 0.f;
+    for (int i = 0; i < kCosineKeysPerLane; ++i)
+      part += a[i] * cs.x * static_cast<float>(Z.c[i]) + a[i] * cs.y * static_cast<float>(Z.s[i]);
 #pragma unroll
-      for (int i = 0; i < kCosineKeysPerLane; ++i)
-        part += a[b][i] * cs[b].x * static_cast<float>(Z.c[i]) + a[b][i] * cs[b].y * static_cast<float>(Z.s[i]);
-#pragma unroll
-      for (int j = 0; j < kV; ++j) dot = fmaf(g[b][j], num[b][j], dot);
-      for (int offset = 16; offset > 0; offset /= 2) {
-        part += __shfl_xor_sync(0xffffffffu, part, offset);
-        dot += __shfl_xor_sync(0xffffffffu, dot, offset);
-      }
-      const float den = part, r = 1.f / (den < p.eps ? p.eps : den);
-#pragma unroll
-      for (int j = 0; j < kV; ++j) {
-        const int d = lane + 32 * j;
-        if (d < V) rows[t * row_step + d] = from_float<F>(g[b][j] * r);
-      }
-      const float e = den > p.eps ? -dot * r * r : 0.f;
-      if (lane == 0) e_out[t * p.heads] = e;
-      eu.add(a[b], cs[b], e);
+    for (int j = 0; j < kV; ++j) dot = fmaf(g[j], num[j], dot);
+    for (int offset = 16; offset > 0; offset /= 2) {
+      part += __shfl_xor_sync(0xffffffffu, part, offset);
+      dot += __shfl_xor_sync(0xffffffffu, dot, offset);
     }
+    const float den = part, r = 1.f / (den < p.eps ? p.eps : den);
+#pragma unroll
+    for (int j = 0; j < kV; ++j) {
+      const int d = lane + 32 * j;
+      if (d < V) rows[t * row_step + d] = from_float<F>(g[j] * r);
+    }
+    const float e = den > p.eps ? -dot * r * r : 0.f;
+    if (lane == 0) e_out[t * p.heads] = e;
+    eu.add(a, cs, e);
   }
   eu.store(e_sums + slice_column(p, parts, sl.n, sl.part, sl.h, 0), K, lane);
 }
@@ -337,7 +317,7 @@ __global__ void __launch_bounds__(kBackwardThreads)
     cosine_gradients_kernel(const __grid_constant__ RecurrenceParams p, const CosineFeatures f, int parts,
                             const double* z, const double* r, const CosineGradientOutputs<T> out, bool causal,
                             const float2* __restrict__ angles) {
-  constexpr int kB = kCosineTokenBatch, kL = kCosineKeysPerLane;
+  constexpr int kL = kCosineKeysPerLane;
   CosineSlice sl;
   if (!cosine_slice(p, parts, sl)) return;
   const int K = p.key_dim, V = p.value_dim, lane = threadIdx.x % 32;
@@ -357,50 +337,37 @@ __global__ void __launch_bounds__(kBackwardThreads)
   LanePairs Z, R;
   Z.load(z + slice_column(p, parts, sl.n, sl.part, sl.h, 0), K, lane);
   R.load(r + slice_column(p, parts, sl.n, sl.part, sl.h, 0), K, lane);
-  for (std::int64_t t0 = sl.first; t0 < sl.last; t0 += kB) {
-    float a[kB][kL], c[kB][kL], duc[kB][kL], dus[kB][kL], dwc[kB][kL], dws[kB][kL], e[kB];
-    float2 cs[kB];
+  for (std::int64_t t = sl.first; t < sl.last; ++t) {
+    float a[kL], c[kL], duc[kL], dus[kL], dwc[kL], dws[kL];
+    const float2 cs = angle[t];
+    const float e = e_in[t * token_step];
+    lane_phi(a, q + t * p.sq.s1, p.sq.s3, K, p.relu, lane);
+    lane_phi(c, k + t * p.sk.s1, p.sk.s3, K, p.relu, lane);
+    const F* du_t = du + t * token_step * f.key_row;
+    const F* dw_t = dw + t * token_step * f.key_row;
 #pragma unroll
-    for (int b = 0; b < kB; ++b) {
-      const std::int64_t t = t0 + b < sl.last ? t0 + b : sl.last - 1;  // in range: repeats are not used
-      cs[b] = angle[t];
-      e[b] = e_in[t * token_step];
-      lane_phi(a[b], q + t * p.sq.s1, p.sq.s3, K, p.relu, lane);
-      lane_phi(c[b], k + t * p.sk.s1, p.sk.s3, K, p.relu, lane);
-      const F* du_t = du + t * token_step * f.key_row;
-      const F* dw_t = dw + t * token_step * f.key_row;
-#pragma unroll
-      for (int i = 0; i < kL; ++i) {
-        const int d = lane + 32 * i;
-        duc[b][i] = d < K ? to_float(du_t[d]) : 0.f, dus[b][i] = d < K ? to_float(du_t[K + d]) : 0.f;
-        dwc[b][i] = d < K ? to_float(dw_t[d]) : 0.f, dws[b][i] = d < K ? to_float(dw_t[K + d]) : 0.f;
-      }
+    for (int i = 0; i < kL; ++i) {
+      const int d = lane + 32 * i;
+      duc[i] = d < K ? to_float(du_t[d]) : 0.f, dus[i] = d < K ? to_float(du_t[K + d]) : 0.f;
+      dwc[i] = d < K ? to_float(dw_t[d]) : 0.f, dws[i] = d < K ? to_float(dw_t[K + d]) : 0.f;
     }
+    if (causal) Z.add(c, cs, 1.f);
 #pragma unroll
-    for (int b = 0; b < kB; ++b) {
-      const std::int64_t t = t0 + b;
-      if (t >= sl.last) break;
-      if (causal) Z.add(c[b], cs[b], 1.f);
-#pragma unroll
-      for (int i = 0; i < kL; ++i) {
-        const int d = lane + 32 * i;
-        if (d >= K) break;
-        const float du_c = duc[b][i] + static_cast<float>(e[b] * Z.c[i]);
-        const float du_s = dus[b][i] + static_cast<float>(e[b] * Z.s[i]);
-        const float dw_c = dwc[b][i] + static_cast<float>(R.c[i]);
-        const float dw_s = dws[b][i] + static_cast<float>(R.s[i]);
-        dq[t * p.so.s1 + d * p.so.s3] =
-            from_float<T>(cos_phi_grad(p.relu, a[b][i]) * fmaf(du_c, cs[b].x, du_s * cs[b].y));
-        dk[t * out.sdk.s1 + d * out.sdk.s3] =
-            from_float<T>(cos_phi_grad(p.relu, c[b][i]) * fmaf(dw_c, cs[b].x, dw_s * cs[b].y));
-      }
-      if (causal) R.add(a[b], cs[b], -e[b]);
-      const F* dv_t = dvalues + t * token_step * f.value_row;
-      const F* dv_sin_t = dvalues_sin ? dvalues_sin + t * token_step * f.value_row : nullptr;
-      for (int d = lane; d < V; d += 32)
-        dv[t * out.sdv.s1 + d * out.sdv.s3] =
-            from_float<T>(to_float(dv_t[d]) + (dv_sin_t ? to_float(dv_sin_t[d]) : 0.f));
+    for (int i = 0; i < kL; ++i) {
+      const int d = lane + 32 * i;
+      if (d >= K) break;
+      const float du_c = duc[i] + static_cast<float>(e * Z.c[i]);
+      const float du_s = dus[i] + static_cast<float>(e * Z.s[i]);
+      const float dw_c = dwc[i] + static_cast<float>(R.c[i]);
+      const float dw_s = dws[i] + static_cast<float>(R.s[i]);
+      dq[t * p.so.s1 + d * p.so.s3] = from_float<T>(cos_phi_grad(p.relu, a[i]) * fmaf(du_c, cs.x, du_s * cs.y));
+      dk[t * out.sdk.s1 + d * out.sdk.s3] = from_float<T>(cos_phi_grad(p.relu, c[i]) * fmaf(dw_c, cs.x, dw_s * cs.y));
     }
+    if (causal) R.add(a, cs, -e);
+    const F* dv_t = dvalues + t * token_step * f.value_row;
+    const F* dv_sin_t = dvalues_sin ? dvalues_sin + t * token_step * f.value_row : nullptr;
+    for (int d = lane; d < V; d += 32)
+      dv[t * out.sdv.s1 + d * out.sdv.s3] = from_float<T>(to_float(dv_t[d]) + (dv_sin_t ? to_float(dv_sin_t[d]) : 0.f));
   }
 }
 

@@ -35,6 +35,16 @@
 #include "lcsm/cuda/primitives/split_bf16.cuh"
 #include "lcsm/cuda/primitives/wgmma_sm90.cuh"
 
+// Tuning knobs under measurement (speed only: results are identical bit for bit). OVERLAP: a
+// chunk's P V and stores overlap the next chunk's state update; LINE_LOADS: the producer reads
+// whole 128-byte lines. Off until an H200/H100 run compares them (.dbg harness, docs/performance.md).
+#ifndef LCSM_SM90_OVERLAP
+#define LCSM_SM90_OVERLAP 0
+#endif
+#ifndef LCSM_SM90_LINE_LOADS
+#define LCSM_SM90_LINE_LOADS 0
+#endif
+
 namespace lcsm::cuda::detail {
 
 // kDeltaOnly: the layout of the segment-delta launch, which reads k and v only and keeps no state
@@ -80,7 +90,17 @@ __device__ __forceinline__ void load_blocked(__nv_bfloat16* tile, const __nv_bfl
                                              std::int64_t t0, int count, int c0, int dim, int tid) {
   constexpr int kColBlocks = kCols / 8, kPasses = kRows * kColBlocks / kThreads;
   constexpr int kRowStep = kThreads / kColBlocks;  // rows between a thread's passes
+#if LCSM_SM90_LINE_LOADS
+  // A warp reads whole 128-byte lines (4 rows x 128 bytes): half the L2 requests of 8 rows x 64
+  // bytes, for two-way conflicts on the shared-memory side of the copies.
+  constexpr int kLineBlocks = kColBlocks < 8 ? kColBlocks : 8, kLines = kColBlocks / kLineBlocks;
+  constexpr int kWarpRows = 32 / kLineBlocks;
+  const int lane = tid % 32, w = tid / 32;
+  const int cb = (w % kLines) * kLineBlocks + lane % kLineBlocks, r0 = lane / kLineBlocks + (w / kLines) * kWarpRows;
+  static_assert(kRowStep % 8 == 0 && (kThreads / 32 / kLines) * kWarpRows == kRowStep, "thread mapping");
+#else
   const int cb = (tid >> 3) % kColBlocks, r0 = (tid & 7) + (tid / (8 * kColBlocks)) * 8;
+#endif
   const int col = c0 + cb * 8;
   __nv_bfloat16* dst = tile + blocked(r0, cb * 8, kCols);
   const __nv_bfloat16* src = head + (t0 + r0) * row_stride + col;
@@ -236,15 +256,57 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
     named_barrier_sync(named, 128);
   }
 
-  auto* o = static_cast<__nv_bfloat16*>(p.o);
-  int n = 0;
-  for (std::int64_t t = it.begin; t < it.end; t += C, ++n) {
+  // A chunk's outputs, scaled: fp32 pairs straight from the fragments (the backward's dq, dk before
+  // the decay gradient; unit-stride rows, 8-byte aligned, V a multiple of 8), or bf16 staged as
+  // [token][value] (16-byte groups XOR-swizzled by the row, so that neither the fragment writes nor
+  // the row reads conflict), then 16-byte row segments.
+  const int r0 = warp * 16 + lane / 4;
+  auto store_outputs = [&](const float(&O)[32], int c, std::int64_t tg) {
+    if (p.out_float) {
+      float* head = static_cast<float*>(p.o) + it.batch * p.so.s0 + static_cast<std::int64_t>(h) * p.so.s2;
+#pragma unroll
+      for (int i = 0; i < 32; i += 2) {
+        const int row = r0 + ((i >> 1) & 1) * 8, col = c0 + (i >> 2) * 8 + 2 * (lane % 4);
+        if (row < c && col < V)
+          *reinterpret_cast<float2*>(head + (tg + row) * p.so.s1 + col) =
+              make_float2(p.scale * O[i], p.scale * O[i + 1]);
+      }
+      return;
+    }
+#pragma unroll
+    for (int i = 0; i < 32; i += 2) {
+      const int row = r0 + ((i >> 1) & 1) * 8, col = (i >> 2) * 8 + 2 * (lane % 4);
+      *reinterpret_cast<__nv_bfloat162*>(sO + row * Tr::kValues + (((col >> 3) ^ (row & 7)) << 3) + (col & 7)) =
+          __floats2bfloat162_rn(p.scale * O[i], p.scale * O[i + 1]);
+    }
+    named_barrier_sync(named, 128);
+    __nv_bfloat16* head =
+        static_cast<__nv_bfloat16*>(p.o) + it.batch * p.so.s0 + static_cast<std::int64_t>(h) * p.so.s2;
+    constexpr int kGroups = Tr::kValues / 8;
+#pragma unroll
+    for (int i = 0; i < C * kGroups / 128; ++i) {
+      const int gi = wg_thread + i * 128;
+      const int row = gi / kGroups, cb = gi % kGroups, col = c0 + cb * 8;
+      if (row < c && col < V)
+        *reinterpret_cast<uint4*>(head + (tg + row) * p.so.s1 + col) =
+            *reinterpret_cast<const uint4*>(sO + row * Tr::kValues + ((cb ^ (row & 7)) << 3));
+    }
+  };
+
+  // kOverlap: a chunk's P V stays in flight while the next chunk's values are converted and its
+  // state update issued, and the chunk's stores run behind that update.
+  constexpr bool kOverlap = LCSM_SM90_OVERLAP && !kDeltaOnly;
+  float O[32];  // rows: tokens acc_row(i); columns: values c0 + acc_col(i)
+  int pending_c = 0, pending_stage = 0, chunks = 0;
+  std::int64_t pending_tg = 0;
+  auto run_chunk = [&](std::int64_t t, int n) {
     const int c = static_cast<int>(it.end - t < C ? it.end - t : C);
     const std::int64_t tg = it.start + t;
     const int stage = n % Tr::kStages;
     __nv_bfloat16* sQ = smem + stage * Tr::kStage;
     __nv_bfloat16* sK = sQ + Tr::kQ;
     __nv_bfloat16* sV = sK + Tr::kK;
+    ++chunks;
     mbarrier_wait(&full[stage], (n / Tr::kStages) & 1);  // this chunk's tiles have landed
     if constexpr (Tr::kTokenGate) {
       decay.prepare(reinterpret_cast<const float*>(sQ + Tr::kStageTiles));
@@ -284,9 +346,17 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
                                   wgmma_descriptor(sK + kk * 2 * 8 * Tr::kKeys, Tr::kKeys * 16, 128));
       wgmma_commit();
     }
-
-    float O[32];  // rows: tokens acc_row(i); columns: values c0 + acc_col(i)
-    if (!kDeltaOnly) {
+    if constexpr (kOverlap) {
+      if (n > 0) {  // the previous chunk's P V (the older group) has completed
+        wgmma_wait<1>();
+        mbarrier_arrive(&empty[pending_stage]);
+        store_outputs(O, pending_c, pending_tg);
+      }
+    }
+    if constexpr (kDeltaOnly) {
+      wgmma_wait<0>();
+      mbarrier_arrive(&empty[stage]);  // this thread is done with the stage (its wgmma reads completed)
+    } else {
       // ---- P = Q K^T and O = Q S, issued behind the state update. ----
       float A[32];
       wgmma_fence();
@@ -339,43 +409,24 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
             O, ph[kk], pl[kExact ? kk : 0],
             wgmma_descriptor(sV + kk * 2 * 8 * Tr::kValueTile + cw * 8 * 64, Tr::kValueTile * 16, 128));
       wgmma_commit();
+      if constexpr (kOverlap) {
+        pending_c = c, pending_tg = tg, pending_stage = stage;
+      } else {
+        wgmma_wait<0>();
+        mbarrier_arrive(&empty[stage]);  // this thread is done with the stage (its wgmma reads completed)
+        store_outputs(O, c, tg);
+      }
     }
-    wgmma_wait<0>();
-    mbarrier_arrive(&empty[stage]);  // this thread is done with the stage (its wgmma reads completed)
-
-    if (!kDeltaOnly && p.out_float) {
-      // fp32 outputs (the backward's dq, dk before the decay gradient; unit-stride rows, 8-byte
-      // aligned, V a multiple of 8): pairs straight from the fragments.
-      const int r0 = warp * 16 + lane / 4;
-      float* head = static_cast<float*>(p.o) + it.batch * p.so.s0 + static_cast<std::int64_t>(h) * p.so.s2;
-#pragma unroll
-      for (int i = 0; i < 32; i += 2) {
-        const int row = r0 + ((i >> 1) & 1) * 8, col = c0 + (i >> 2) * 8 + 2 * (lane % 4);
-        if (row < c && col < V)
-          *reinterpret_cast<float2*>(head + (tg + row) * p.so.s1 + col) =
-              make_float2(p.scale * O[i], p.scale * O[i + 1]);
-      }
-    } else if (!kDeltaOnly) {
-      // Outputs: scaled, staged as [token][value] bf16 (16-byte groups XOR-swizzled by the row, so
-      // that neither the fragment writes nor the row reads conflict), then 16-byte row segments.
-      const int r0 = warp * 16 + lane / 4;
-#pragma unroll
-      for (int i = 0; i < 32; i += 2) {
-        const int row = r0 + ((i >> 1) & 1) * 8, col = (i >> 2) * 8 + 2 * (lane % 4);
-        *reinterpret_cast<__nv_bfloat162*>(sO + row * Tr::kValues + (((col >> 3) ^ (row & 7)) << 3) + (col & 7)) =
-            __floats2bfloat162_rn(p.scale * O[i], p.scale * O[i + 1]);
-      }
-      named_barrier_sync(named, 128);
-      __nv_bfloat16* head = o + it.batch * p.so.s0 + static_cast<std::int64_t>(h) * p.so.s2;
-      constexpr int kGroups = Tr::kValues / 8;
-#pragma unroll
-      for (int i = 0; i < C * kGroups / 128; ++i) {
-        const int gi = wg_thread + i * 128;
-        const int row = gi / kGroups, cb = gi % kGroups, col = c0 + cb * 8;
-        if (row < c && col < V)
-          *reinterpret_cast<uint4*>(head + (tg + row) * p.so.s1 + col) =
-              *reinterpret_cast<const uint4*>(sO + row * Tr::kValues + ((cb ^ (row & 7)) << 3));
-      }
+  };
+  {
+    int n = 0;
+    for (std::int64_t t = it.begin; t < it.end; t += C, ++n) run_chunk(t, n);
+  }
+  if constexpr (kOverlap) {
+    if (chunks > 0) {  // the last chunk's P V and stores
+      wgmma_wait<0>();
+      mbarrier_arrive(&empty[pending_stage]);
+      store_outputs(O, pending_c, pending_tg);
     }
   }
 
