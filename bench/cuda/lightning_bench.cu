@@ -1,7 +1,8 @@
 // CUDA lightning attention benchmarks (Google Benchmark, manual timing with CUDA events; common.cuh).
 // Counters are decimal: bytes/s counts q, k, v read once and o written once (decode: the fp32
 // state read and written), frac_copy the fraction of the device-to-device copy bandwidth measured
-// in this same process, FLOP/s counts 4 C K + 4 K V per token and head (C = 64).
+// in this same process, FLOP/s counts 4 C K + 4 K V per token and head (C = 64). BM_forward_passes
+// times the forward's launches one by one (where the time goes, issue 11).
 #include "common.cuh"
 
 namespace {
@@ -25,6 +26,76 @@ void BM_forward(benchmark::State& state) {
   lcsm::cuda::Device dev{nullptr, {ws.p, ws_bytes}};
   const double median = run_timed(state, [&] { lcsm::forward<E>(dev, op, qv, kv, vv, ov); });
   forward_counters(state, median, static_cast<double>(B * T), static_cast<double>(H), 4.0 * n * sizeof(E), D);
+}
+
+// The forward's launches one by one (bf16, the sm_90a kernels): the segment deltas, the scan and the
+// outputs, each timed by its own events after an L2 flush; the iteration time is their sum.
+// Counters: each launch's median and its fraction of the copy bandwidth for the bytes it must move
+// (deltas: k and v of every segment but a sequence's last; outputs: q, k, v and o).
+template <bool kExact>
+void BM_forward_passes(benchmark::State& state) {
+  using E = __nv_bfloat16;
+  namespace d = lcsm::cuda::detail;
+  const std::int64_t B = state.range(0), T = state.range(1), H = state.range(2), D = 128;
+  const std::int64_t n = B * T * H * D;
+  Buffer q(n * sizeof(E)), k(n * sizeof(E)), v(n * sizeof(E)), o(n * sizeof(E));
+  for (void* p : {q.p, k.p, v.p}) fill_inputs<E>(p, n, 1234);
+  lcsm::LightningAttention op;
+  op.log_decay = lcsm::decay::minimax(static_cast<int>(H), 0, 80);
+  auto view = [&](void* p) { return lcsm::view(static_cast<E*>(p), {B, T, H, D}); };
+  const auto qv = view(q.p), kv = view(k.p), vv = view(v.p), ov = view(o.p);
+  const std::size_t ws_bytes = lcsm::cuda::forward_workspace_bytes<E>(op, qv, vv);
+  Buffer ws(ws_bytes);
+  const lcsm::cuda::Device dev{nullptr, {ws.p, ws_bytes}};
+  const lcsm::detail::ProblemShape shape{B, T, H, D, D, B};
+  const auto plan = d::plan_forward<d::DecayKind::head>(shape, false);
+  auto params = d::make_params<E>(qv, kv, vv, ov, op.scale_for(D), shape);
+  d::set_head_decay(params, op.log_decay);
+  d::set_plan(params, plan, dev);
+  if (!d::sm90_path<E, d::DecayKind::head>(params, dev.kernels)) {
+    state.SkipWithError("needs the sm_90a kernels (a Hopper GPU and an sm_90a build)");
+    return;
+  }
+  static L2Flush flush;
+  cudaEvent_t ev[4];
+  for (auto& e : ev) LCSM_CUDA_CHECK(cudaEventCreate(&e));
+  auto run = [&] {
+    d::run_segments<d::DecayKind::head>(params, plan, nullptr, d::ForwardPhase::all, [&](auto delta_only) {
+      constexpr bool kDelta = decltype(delta_only)::value;
+      LCSM_CUDA_CHECK(cudaEventRecord(ev[kDelta ? 0 : 2]));
+      d::launch_sm90<d::DecayKind::head, kExact, kDelta>(params, plan.max_items, nullptr);
+      LCSM_CUDA_CHECK(cudaEventRecord(ev[kDelta ? 1 : 3]));
+    });
+  };
+  run();  // warm-up
+  LCSM_CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<double> deltas, scans, outputs;
+  for (auto _ : state) {
+    flush.run(nullptr);
+    run();
+    LCSM_CUDA_CHECK(cudaEventSynchronize(ev[3]));
+    float a = 0, b = 0, c = 0;
+    if (plan.split) {
+      LCSM_CUDA_CHECK(cudaEventElapsedTime(&a, ev[0], ev[1]));
+      LCSM_CUDA_CHECK(cudaEventElapsedTime(&b, ev[1], ev[2]));
+    }
+    LCSM_CUDA_CHECK(cudaEventElapsedTime(&c, ev[2], ev[3]));
+    state.SetIterationTime((a + b + c) * 1e-3);
+    deltas.push_back(a * 1e-3), scans.push_back(b * 1e-3), outputs.push_back(c * 1e-3);
+  }
+  for (auto& e : ev) cudaEventDestroy(e);
+  auto median = [](std::vector<double> x) {
+    std::sort(x.begin(), x.end());
+    return x.empty() ? 0.0 : x[x.size() / 2];
+  };
+  const double delta = median(deltas), scan = median(scans), out = median(outputs), bw = copy_bandwidth();
+  const double delta_bytes = plan.split ? 2.0 * n * sizeof(E) * (plan.segments_per_seq - 1) / plan.segments_per_seq : 0;
+  state.counters["delta_ms"] = delta * 1e3;
+  state.counters["scan_ms"] = scan * 1e3;
+  state.counters["output_ms"] = out * 1e3;
+  state.counters["delta_frac_copy"] = delta > 0 ? delta_bytes / delta / bw : 0.0;
+  state.counters["output_frac_copy"] = 4.0 * n * sizeof(E) / out / bw;
+  state.counters["frac_copy"] = 4.0 * n * sizeof(E) / (delta + scan + out) / bw;
 }
 
 void BM_decode(benchmark::State& state) {
@@ -62,6 +133,22 @@ BENCHMARK_TEMPLATE(BM_forward, __nv_bfloat16, false)
     ->Args({1, 16384, 16})
     ->Args({1, 65536, 16})
     ->Args({1, 262144, 16})
+    ->Args({1, 1 << 20, 16})
+    ->Args({8, 8192, 16})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_forward_passes, true)
+    ->Name("BM_forward_passes<bf16>")
+    ->ArgNames({"B", "T", "H"})
+    ->Args({1, 65536, 16})
+    ->Args({1, 1 << 20, 16})
+    ->Args({8, 8192, 16})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_forward_passes, false)
+    ->Name("BM_forward_passes_fast<bf16>")
+    ->ArgNames({"B", "T", "H"})
+    ->Args({1, 65536, 16})
     ->Args({1, 1 << 20, 16})
     ->Args({8, 8192, 16})
     ->UseManualTime()

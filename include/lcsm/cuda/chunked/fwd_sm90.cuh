@@ -35,14 +35,14 @@
 #include "lcsm/cuda/primitives/split_bf16.cuh"
 #include "lcsm/cuda/primitives/wgmma_sm90.cuh"
 
-// Tuning knobs under measurement (speed only: results are identical bit for bit). OVERLAP: a
-// chunk's P V and stores overlap the next chunk's state update; LINE_LOADS: the producer reads
-// whole 128-byte lines. Off until an H200/H100 run compares them (.dbg harness, docs/performance.md).
-#ifndef LCSM_SM90_OVERLAP
-#define LCSM_SM90_OVERLAP 0
+// Tuning knobs for benchmarking runs (speed only: the results are identical bit for bit; docs/
+// building.md). OVERLAP: a chunk's P V and stores overlap the next chunk's state update; LINE_LOADS:
+// the producer reads whole 128-byte lines. Both off until a GPU run has compared them.
+#ifndef LCSM_CUDA_SM90_OVERLAP
+#define LCSM_CUDA_SM90_OVERLAP 0
 #endif
-#ifndef LCSM_SM90_LINE_LOADS
-#define LCSM_SM90_LINE_LOADS 0
+#ifndef LCSM_CUDA_SM90_LINE_LOADS
+#define LCSM_CUDA_SM90_LINE_LOADS 0
 #endif
 
 namespace lcsm::cuda::detail {
@@ -90,7 +90,7 @@ __device__ __forceinline__ void load_blocked(__nv_bfloat16* tile, const __nv_bfl
                                              std::int64_t t0, int count, int c0, int dim, int tid) {
   constexpr int kColBlocks = kCols / 8, kPasses = kRows * kColBlocks / kThreads;
   constexpr int kRowStep = kThreads / kColBlocks;  // rows between a thread's passes
-#if LCSM_SM90_LINE_LOADS
+#if LCSM_CUDA_SM90_LINE_LOADS
   // A warp reads whole 128-byte lines (4 rows x 128 bytes): half the L2 requests of 8 rows x 64
   // bytes, for two-way conflicts on the shared-memory side of the copies.
   constexpr int kLineBlocks = kColBlocks < 8 ? kColBlocks : 8, kLines = kColBlocks / kLineBlocks;
@@ -295,7 +295,7 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
 
   // kOverlap: a chunk's P V stays in flight while the next chunk's values are converted and its
   // state update issued, and the chunk's stores run behind that update.
-  constexpr bool kOverlap = LCSM_SM90_OVERLAP && !kDeltaOnly;
+  constexpr bool kOverlap = LCSM_CUDA_SM90_OVERLAP && !kDeltaOnly;
   float O[32];  // rows: tokens acc_row(i); columns: values c0 + acc_col(i)
   int pending_c = 0, pending_stage = 0, chunks = 0;
   std::int64_t pending_tg = 0;
