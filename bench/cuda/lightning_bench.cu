@@ -137,22 +137,12 @@ BENCHMARK_TEMPLATE(BM_forward, __nv_bfloat16, false)
     ->Args({8, 8192, 16})
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
-BENCHMARK_TEMPLATE(BM_forward_passes, true)
-    ->Name("BM_forward_passes<bf16>")
-    ->ArgNames({"B", "T", "H"})
-    ->Args({1, 65536, 16})
-    ->Args({1, 1 << 20, 16})
-    ->Args({8, 8192, 16})
-    ->UseManualTime()
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK_TEMPLATE(BM_forward_passes, false)
-    ->Name("BM_forward_passes_fast<bf16>")
-    ->ArgNames({"B", "T", "H"})
-    ->Args({1, 65536, 16})
-    ->Args({1, 1 << 20, 16})
-    ->Args({8, 8192, 16})
-    ->UseManualTime()
-    ->Unit(benchmark::kMillisecond);
+static void pass_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"B", "T", "H"})->Args({1, 65536, 16})->Args({1, 1 << 20, 16})->Args({8, 8192, 16});
+  b->UseManualTime()->Unit(benchmark::kMillisecond);
+}
+BENCHMARK_TEMPLATE(BM_forward_passes, true)->Name("BM_forward_passes<bf16>")->Apply(pass_shapes);
+BENCHMARK_TEMPLATE(BM_forward_passes, false)->Name("BM_forward_passes_fast<bf16>")->Apply(pass_shapes);
 BENCHMARK_TEMPLATE(BM_forward, __half)
     ->ArgNames({"B", "T", "H"})
     ->Args({1, 65536, 16})
