@@ -55,10 +55,16 @@ class L2Flush {
   Buffer buffer_;
 };
 
+// One flush buffer per process, for every timed loop.
+inline L2Flush& l2_flush() {
+  static L2Flush flush;
+  return flush;
+}
+
 // Times fn() once per benchmark iteration (after an L2 flush), reports the median.
 template <class Fn>
 double run_timed(benchmark::State& state, Fn&& fn) {
-  static L2Flush flush;
+  L2Flush& flush = l2_flush();
   cudaEvent_t a, b;
   LCSM_CUDA_CHECK(cudaEventCreate(&a));
   LCSM_CUDA_CHECK(cudaEventCreate(&b));

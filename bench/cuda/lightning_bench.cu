@@ -56,7 +56,7 @@ void BM_forward_passes(benchmark::State& state) {
     state.SkipWithError("needs the sm_90a kernels (a Hopper GPU and an sm_90a build)");
     return;
   }
-  static L2Flush flush;
+  L2Flush& flush = l2_flush();
   cudaEvent_t ev[4];
   for (auto& e : ev) LCSM_CUDA_CHECK(cudaEventCreate(&e));
   auto run = [&] {
