@@ -133,6 +133,16 @@ LongRunResult run_long_sequence(LongFamily family, std::int64_t T, int H, int ch
   return result;
 }
 
+std::size_t toeplitz_forward_workspace(int kernels) {
+  const std::int64_t n = 32768, C = 4;
+  DeviceBuffer x(n * C * 4), a(n * C * 4);
+  ToeplitzConvolution<float> op;
+  op.coefficients = lcsm::view(static_cast<const float*>(a.get()), {C, n});
+  const cuda::Kernels which[] = {cuda::Kernels::automatic, cuda::Kernels::portable, cuda::Kernels::fused_fft};
+  return cuda::forward_workspace_bytes<float>(op, lcsm::view(static_cast<const float*>(x.get()), {1, n, C}), {},
+                                              which[kernels]);
+}
+
 std::string forward_without_workspace_message() {
   const std::int64_t T = 1 << 16, H = 2, D = 64;
   DeviceBuffer q(T * H * D * 2), o(T * H * D * 2);

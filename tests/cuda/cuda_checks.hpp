@@ -1,6 +1,7 @@
 // GPU-only checks whose device code lives in cuda_checks.cu (the Catch2 cases are plain C++).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -34,6 +35,11 @@ struct LongBackwardResult {
 // positions and their whole initial-state gradient against a float64 recurrence on the host
 // (forwards for dq, backwards for the state gradient). The decay gradient is checked to be finite.
 LongBackwardResult run_long_backward(LongFamily family, std::int64_t T, int H, int check_heads, std::uint64_t seed);
+
+// The Toeplitz forward's workspace bytes for a causal float convolution of n = 32768 (FFT length
+// 2^16, where Kernels::automatic takes the fused FFT convolution), C = 4, under Kernels `kernels`
+// (0 automatic, 1 portable, 2 fused_fft).
+std::size_t toeplitz_forward_workspace(int kernels);
 
 // Calls that must throw; returns the exception message ("" when nothing was thrown).
 std::string forward_without_workspace_message();

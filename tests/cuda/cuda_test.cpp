@@ -82,6 +82,16 @@ TEST_CASE("cuda lightning: errors", "[cuda][validation]") {
   CHECK_THAT(backward_error_message(true), Contains("V <= 256") && Contains("V = 320"));
 }
 
+// The fused FFT convolution's plan needs a third less workspace than cuFFT's, so the bytes tell
+// which path a call takes: automatic and fused_fft the fused one at FFT length 2^16, portable cuFFT.
+TEST_CASE("cuda toeplitz: Kernels::portable sends the forward to cuFFT", "[cuda][toeplitz]") {
+  const std::size_t automatic = toeplitz_forward_workspace(0), portable = toeplitz_forward_workspace(1),
+                    fused = toeplitz_forward_workspace(2);
+  INFO("automatic " << automatic << " portable " << portable << " fused_fft " << fused);
+  CHECK(automatic == fused);
+  CHECK(portable > automatic);
+}
+
 TEST_CASE("cuda cosformer: errors", "[cuda][validation][cosformer]") {
   CHECK_THAT(cosformer_error_message("k136"), Contains("argument 'q'") && Contains("K <= 128") && Contains("K = 136"));
   CHECK_THAT(cosformer_error_message("no_length"), Contains("argument 'op.length'") && Contains("unset"));

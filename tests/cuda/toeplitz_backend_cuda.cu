@@ -38,9 +38,9 @@ class CudaToeplitzOps final : public ToeplitzOps {
       const auto op = make_op<T>(spec, da, coefficients);
       const auto xv = sequence_view<const T>(dx, x);
       // The fused FFT convolution at every length it takes (automatic runs it at 2^16 <= L <= 2^18
-      // only), cuFFT's in the portable run.
+      // only), cuFFT's at every length in the portable run.
       const cuda::Kernels kernels =
-          test_kernels() == cuda::Kernels::portable ? cuda::Kernels::automatic : cuda::Kernels::fused_fft;
+          test_kernels() == cuda::Kernels::portable ? cuda::Kernels::portable : cuda::Kernels::fused_fft;
       const DeviceBuffer workspace(cuda::forward_workspace_bytes<T>(op, xv, offsets.view, kernels));
       cuda::Device device = test_device(workspace);
       device.kernels = kernels;

@@ -18,10 +18,10 @@ struct Workspace {
 // Which kernels a call may run. `automatic` takes the fastest for the device and the shapes
 // (warpgroup MMAs on Hopper for bf16 with K <= 128; the Toeplitz forward's fused FFT convolution at
 // the lengths where it was measured faster than cuFFT); `portable` keeps to the mma.sync kernels that
-// serve every sm_80+ device, so that they can be compared with, and tested on, a Hopper card;
-// `fused_fft` is `automatic` with the Toeplitz forward on the fused FFT convolution at every length
-// it takes (FFT length 4096 to 2^22), cuFFT's otherwise. All compute the same function within the
-// dtype's tolerance.
+// serve every sm_80+ device and to cuFFT for the Toeplitz forward, so that they can be compared
+// with, and tested on, a Hopper card; `fused_fft` is `automatic` with the Toeplitz forward on the
+// fused FFT convolution at every length it takes (FFT length 4096 to 2^22), cuFFT's otherwise. All
+// compute the same function within the dtype's tolerance.
 enum class Kernels { automatic, portable, fused_fft };
 
 // All work is enqueued on `stream`; no call synchronises the host with the device.

@@ -80,8 +80,8 @@ ToeplitzPlan plan_toeplitz(const char* where, const ToeplitzConvolution<T>& op, 
     return here;
   };
   const bool backward = entry == ToeplitzEntry::backward;
-  plan.fused =
-      !backward && fused_length(plan.length) && (kernels == Kernels::fused_fft || fused_preferred(plan.length));
+  plan.fused = !backward && fused_length(plan.length) &&
+               (kernels == Kernels::fused_fft || (kernels == Kernels::automatic && fused_preferred(plan.length)));
   if (plan.fused) {  // [sequence][pair][L] and [pair][L] complex (fused.cuh), the flags
     std::int64_t pair_columns = 0;
     const std::int64_t pairs = (p.channels + 1) / 2;
