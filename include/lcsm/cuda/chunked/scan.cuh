@@ -22,6 +22,46 @@ __host__ __device__ inline int state_cols(const RecurrenceParams& p) {
   return kDecay == DecayKind::cosine ? p.value_dim + 1 : p.value_dim;
 }
 
+// The state element (row r, column c) of one (sequence n, head h) a scan thread owns, and the
+// sequence's segments: slots first .. first + count - 1, `length` tokens. Grid: x = element blocks
+// x heads x sequences. Varlen without segment offsets (a slice not cut): one segment each.
+struct ScanElement {
+  std::int64_t e, kv, n, first, count, length;
+  int h, r, c;
+  bool valid;
+};
+template <DecayKind kDecay>
+__device__ inline ScanElement scan_element(const RecurrenceParams& p) {
+  ScanElement x{};
+  const int cols = state_cols<kDecay>(p);
+  x.kv = static_cast<std::int64_t>(state_rows<kDecay>(p)) * cols;
+  const std::int64_t element_blocks = (x.kv + kScanThreads - 1) / kScanThreads;
+  const std::int64_t block = blockIdx.x;
+  x.e = (block % element_blocks) * kScanThreads + threadIdx.x;
+  x.h = static_cast<int>((block / element_blocks) % p.heads);
+  x.n = block / (element_blocks * p.heads);
+  x.valid = x.e < x.kv;
+  x.r = static_cast<int>(x.e / cols), x.c = static_cast<int>(x.e % cols);
+  if (!p.cu_seqlens) {
+    x.first = x.n * p.segments_per_seq;
+    x.count = p.segments_per_seq;
+    x.length = p.time;
+  } else {
+    x.first = p.segment_offsets ? p.segment_offsets[x.n] : x.n;
+    x.count = p.segment_offsets ? p.segment_offsets[x.n + 1] - x.first : 1;
+    x.length = cu_offset(p, x.n + 1) - cu_offset(p, x.n);
+    if (x.length < 0) x.length = 0;
+  }
+  return x;
+}
+
+// The initial state's element, or 0.
+__device__ inline float initial_element(const RecurrenceParams& p, const ScanElement& x) {
+  return p.initial_state ? p.initial_state[x.n * p.s_initial.s0 + x.h * p.s_initial.s1 + x.r * p.s_initial.s2 +
+                                           x.c * p.s_initial.s3]
+                         : 0.f;
+}
+
 // One thread per state element (row r, column c) of one (sequence, head). Slot first + s holds the
 // contribution of segment s - 1 on entry and the state before segment s on exit:
 //   slot[first] = initial;  slot[first + s + 1] = D(s) slot[first + s] + delta(s),
@@ -31,29 +71,11 @@ __host__ __device__ inline int state_cols(const RecurrenceParams& p) {
 // x heads x sequences.
 template <DecayKind kDecay>
 __global__ void __launch_bounds__(kScanThreads) segment_scan_kernel(const __grid_constant__ RecurrenceParams p) {
-  const int cols = state_cols<kDecay>(p);
-  const std::int64_t kv = static_cast<std::int64_t>(state_rows<kDecay>(p)) * cols;
-  const std::int64_t element_blocks = (kv + kScanThreads - 1) / kScanThreads;
-  const std::int64_t block = blockIdx.x;
-  const std::int64_t e = (block % element_blocks) * kScanThreads + threadIdx.x;
-  const int h = static_cast<int>((block / element_blocks) % p.heads);
-  const std::int64_t n = block / (element_blocks * p.heads);
-  if (e >= kv) return;
-  const int r = static_cast<int>(e / cols), c = static_cast<int>(e % cols);
-  std::int64_t first, count, length;
-  if (!p.cu_seqlens) {
-    first = n * p.segments_per_seq;
-    count = p.segments_per_seq;
-    length = p.time;
-  } else {
-    first = p.segment_offsets[n];
-    count = p.segment_offsets[n + 1] - first;
-    length = cu_offset(p, n + 1) - cu_offset(p, n);
-  }
-  float running =
-      p.initial_state
-          ? p.initial_state[n * p.s_initial.s0 + h * p.s_initial.s1 + r * p.s_initial.s2 + c * p.s_initial.s3]
-          : 0.f;
+  const ScanElement x = scan_element<kDecay>(p);
+  if (!x.valid) return;
+  const std::int64_t e = x.e, kv = x.kv, first = x.first, count = x.count, length = x.length;
+  const int h = x.h, r = x.r, c = x.c;
+  float running = initial_element(p, x);
   p.segment_states[(first * p.heads + h) * kv + e] = running;
   for (std::int64_t s = 0; s + 1 < count; ++s) {
     float decay;
@@ -84,30 +106,11 @@ __global__ void __launch_bounds__(kScanThreads) segment_scan_kernel(const __grid
 template <DecayKind kDecay>
 __global__ void __launch_bounds__(kScanThreads)
     slice_fold_kernel(const __grid_constant__ RecurrenceParams p, float* total_log2) {
-  const int cols = state_cols<kDecay>(p);
-  const std::int64_t kv = static_cast<std::int64_t>(state_rows<kDecay>(p)) * cols;
-  const std::int64_t element_blocks = (kv + kScanThreads - 1) / kScanThreads;
-  const std::int64_t block = blockIdx.x;
-  const std::int64_t e = (block % element_blocks) * kScanThreads + threadIdx.x;
-  const int h = static_cast<int>((block / element_blocks) % p.heads);
-  const std::int64_t n = block / (element_blocks * p.heads);
-  if (e >= kv) return;
-  const int r = static_cast<int>(e / cols), c = static_cast<int>(e % cols);
-  std::int64_t first, count, length;
-  if (!p.cu_seqlens) {
-    first = n * p.segments_per_seq;
-    count = p.segments_per_seq;
-    length = p.time;
-  } else {
-    first = p.segment_offsets ? p.segment_offsets[n] : n;
-    count = p.segment_offsets ? p.segment_offsets[n + 1] - first : 1;
-    length = cu_offset(p, n + 1) - cu_offset(p, n);
-    if (length < 0) length = 0;
-  }
-  float running =
-      p.initial_state
-          ? p.initial_state[n * p.s_initial.s0 + h * p.s_initial.s1 + r * p.s_initial.s2 + c * p.s_initial.s3]
-          : 0.f;
+  const ScanElement x = scan_element<kDecay>(p);
+  if (!x.valid) return;
+  const std::int64_t e = x.e, kv = x.kv, n = x.n, first = x.first, count = x.count, length = x.length;
+  const int h = x.h, r = x.r, c = x.c;
+  float running = initial_element(p, x);
   double total = 0;  // log2
   float* last = p.last_delta + (n * p.heads + h) * kv + e;
   for (std::int64_t s = 0; s < count; ++s) {
