@@ -13,12 +13,6 @@
 #include "lcsm/cuda/primitives/barrier_sm90.cuh"
 #include "lcsm/cuda/primitives/copy.cuh"
 
-// A tuning knob for benchmarking runs (speed only: the results are identical bit for bit; docs/
-// building.md): the producer's warps read whole 128-byte lines. Off until a GPU run has compared it.
-#ifndef LCSM_CUDA_SM90_LINE_LOADS
-#define LCSM_CUDA_SM90_LINE_LOADS 0
-#endif
-
 namespace lcsm::cuda::detail {
 
 // Element offset of (r, c) in a blocked tile of `cols` columns.
@@ -35,17 +29,7 @@ __device__ __forceinline__ void load_blocked(__nv_bfloat16* tile, const __nv_bfl
                                              std::int64_t t0, int count, int c0, int dim, int tid) {
   constexpr int kColBlocks = kCols / 8, kPasses = kRows * kColBlocks / kThreads;
   constexpr int kRowStep = kThreads / kColBlocks;  // rows between a thread's passes
-#if LCSM_CUDA_SM90_LINE_LOADS
-  // A warp reads whole 128-byte lines (4 rows x 128 bytes): half the L2 requests of 8 rows x 64
-  // bytes, for two-way conflicts on the shared-memory side of the copies.
-  constexpr int kLineBlocks = kColBlocks < 8 ? kColBlocks : 8, kLines = kColBlocks / kLineBlocks;
-  constexpr int kWarpRows = 32 / kLineBlocks;
-  const int lane = tid % 32, w = tid / 32;
-  const int cb = (w % kLines) * kLineBlocks + lane % kLineBlocks, r0 = lane / kLineBlocks + (w / kLines) * kWarpRows;
-  static_assert(kRowStep % 8 == 0 && (kThreads / 32 / kLines) * kWarpRows == kRowStep, "thread mapping");
-#else
   const int cb = (tid >> 3) % kColBlocks, r0 = (tid & 7) + (tid / (8 * kColBlocks)) * 8;
-#endif
   const int col = c0 + cb * 8;
   __nv_bfloat16* dst = tile + blocked(r0, cb * 8, kCols);
   const __nv_bfloat16* src = head + (t0 + r0) * row_stride + col;
