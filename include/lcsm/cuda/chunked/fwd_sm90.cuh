@@ -70,7 +70,7 @@ struct Sm90Traits {
 
 template <DecayKind kDecay, bool kExact, bool kDeltaOnly>
 __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
-    chunk_kernel_sm90(const __grid_constant__ RecurrenceParams p) {
+    chunk_kernel_sm90(const __grid_constant__ RecurrenceParams p, const __grid_constant__ TileMaps maps) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Tr = Sm90Traits<kExact, kDecay, kDeltaOnly>;
   constexpr int C = Tr::kChunk;
@@ -104,7 +104,7 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
 
   if (wg == 0) {
     registers_decrease<Tr::kProducerRegisters>();
-    produce_chunks<Tr, kDeltaOnly>(smem, full, empty, p, it, h, tile_c0);
+    produce_chunks<Tr, kDeltaOnly>(smem, full, empty, p, maps, it, h, tile_c0);
     return;
   }
   registers_increase<Tr::kConsumerRegisters>();

@@ -46,7 +46,7 @@ void launch_sm90(const RecurrenceParams& p, std::int64_t items, cudaStream_t str
   allow_shared_memory<kernel>(Tr::kSmemBytes);
   const std::int64_t blocks = items * p.heads * p.value_blocks;
   if (blocks == 0) return;
-  kernel<<<grid_size(blocks, "work items"), Tr::kThreads, Tr::kSmemBytes, stream>>>(p);
+  kernel<<<grid_size(blocks, "work items"), Tr::kThreads, Tr::kSmemBytes, stream>>>(p, make_tile_maps<Tr>(p));
   LCSM_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -12,6 +12,13 @@
 #include "lcsm/cuda/chunked/work.cuh"
 #include "lcsm/cuda/primitives/barrier_sm90.cuh"
 #include "lcsm/cuda/primitives/copy.cuh"
+#include "lcsm/cuda/primitives/tma_sm90.cuh"
+
+// A knob for measuring runs (speed only; docs/building.md): full chunks loaded by TMA tensor copies
+// instead of cp.async. Off until a GPU run has compared it.
+#ifndef LCSM_CUDA_SM90_TMA
+#define LCSM_CUDA_SM90_TMA 0
+#endif
 
 namespace lcsm::cuda::detail {
 
@@ -42,6 +49,19 @@ __device__ __forceinline__ void load_blocked(__nv_bfloat16* tile, const __nv_bfl
   }
 }
 
+// The scalar gate's log-gates of one chunk (rows >= c zero) after the stage's tiles.
+template <class Tr>
+__device__ __forceinline__ void load_chunk_gates(__nv_bfloat16* stage, const RecurrenceParams& p, const Item& it,
+                                                 std::int64_t tg, int c, int h, int tid) {
+  if constexpr (Tr::kTokenGate) {
+    float* gates = reinterpret_cast<float*>(stage + Tr::kStageTiles);
+    for (int r = tid; r < Tr::kChunk; r += Tr::kProducerThreads) {
+      if (r < c) load_token_gate(gates + r, p, it.batch, it.start, tg + r, h);
+      else gates[r] = 0.f;
+    }
+  }
+}
+
 // The producer's loads of one chunk into a stage (q unless kDeltaOnly, k, v, the gates), by its
 // kProducerThreads threads (tid < kProducerThreads).
 template <class Tr, bool kDeltaOnly>
@@ -55,13 +75,7 @@ __device__ __forceinline__ void load_wgmma_chunk(__nv_bfloat16* stage, const Rec
   if (!kDeltaOnly) load_blocked<Tr::kChunk, Tr::kKeys, kT>(stage, q, p.sq.s1, tg, c, 0, p.key_dim, tid);
   load_blocked<Tr::kChunk, Tr::kKeys, kT>(stage + Tr::kQ, k, p.sk.s1, tg, c, 0, p.key_dim, tid);
   load_blocked<Tr::kChunk, Tr::kValueTile, kT>(stage + Tr::kQ + Tr::kK, v, p.sv.s1, tg, c, c0, p.value_dim, tid);
-  if constexpr (Tr::kTokenGate) {
-    float* gates = reinterpret_cast<float*>(stage + Tr::kStageTiles);
-    for (int r = tid; r < Tr::kChunk; r += kT) {
-      if (r < c) load_token_gate(gates + r, p, it.batch, it.start, tg + r, h);
-      else gates[r] = 0.f;
-    }
-  }
+  load_chunk_gates<Tr>(stage, p, it, tg, c, h, tid);
 }
 
 // Accumulator element i of a thread: row and column inside the warpgroup's m64nN tile.
@@ -90,21 +104,81 @@ __device__ __forceinline__ void state_t_to_global(const float (&s)[64], float* g
   }
 }
 
+// q, k and v as TMA tensor maps that write the blocked tiles directly: a head's rows seen as five
+// dimensions (element in a 16-byte group, row in a row block, column group, row block, batch), so
+// that the box (8, 8, columns / 8, 8, 1) lands as 8 x 8 core matrices, row-block major. Made on the
+// host per launch; `valid` is false when the shapes or the driver do not allow it (the producer
+// then copies by cp.async).
+struct TileMaps {
+  CUtensorMap q, k, v;
+  int valid;
+};
+
+inline bool tile_map(CUtensorMap& map, const void* base, const Strides4& s, std::int64_t batch, std::int64_t time,
+                     int heads, int width, int box_cols) {
+  if (s.s3 != 1 || s.s1 <= 0 || s.s1 % 8 || s.s2 < 0 || s.s2 % 8 || (batch > 1 && (s.s0 <= 0 || s.s0 % 8)) ||
+      reinterpret_cast<std::uintptr_t>(base) % 16 || time < 8)
+    return false;
+  const std::uint64_t columns = static_cast<std::uint64_t>(heads - 1) * s.s2 + width;
+  const std::uint64_t extent[5] = {8, 8, columns / 8, static_cast<std::uint64_t>(time / 8),
+                                   static_cast<std::uint64_t>(batch)};
+  const std::uint64_t row = static_cast<std::uint64_t>(s.s1) * 2;
+  const std::uint64_t stride[4] = {row, 16, 8 * row, batch > 1 ? static_cast<std::uint64_t>(s.s0) * 2 : 8 * row};
+  const std::uint32_t box[5] = {8, 8, static_cast<std::uint32_t>(box_cols / 8), 8, 1};
+  return encode_bf16_map_5d(map, base, extent, stride, box);
+}
+
+// The maps of a launch of the sm_90a kernel (K = 128 and whole value tiles only: TMA has no zero
+// columns).
+template <class Tr>
+TileMaps make_tile_maps(const RecurrenceParams& p) {
+  TileMaps m{};
+#if LCSM_CUDA_SM90_TMA
+  m.valid = p.key_dim == Tr::kKeys && p.value_dim % Tr::kValueTile == 0 &&
+            (Tr::kQ == 0 || tile_map(m.q, p.q, p.sq, p.batch, p.time, p.heads, p.key_dim, Tr::kKeys)) &&
+            tile_map(m.k, p.k, p.sk, p.batch, p.time, p.heads, p.key_dim, Tr::kKeys) &&
+            tile_map(m.v, p.v, p.sv, p.batch, p.time, p.heads, p.value_dim, Tr::kValueTile);
+#else
+  (void)p;
+#endif
+  return m;
+}
+
 // The producer warpgroup: every chunk of the segment into the ring, a stage once both consumers
 // have released it. A stage's `full` barrier counts each producer thread twice: once when its
-// cp.async copies land, once (release) for its zero-fill stores.
+// cp.async copies land, once (release) for its zero-fill stores. A whole chunk at a row that is a
+// multiple of 8 goes by TMA when the maps are valid: thread 0's second arrival expects the tiles'
+// bytes, and it then issues the copies (the gates stay cp.async).
 template <class Tr, bool kDeltaOnly>
 __device__ __forceinline__ void produce_chunks(__nv_bfloat16* smem, std::uint64_t* full, std::uint64_t* empty,
-                                               const RecurrenceParams& p, const Item& it, int h, int c0) {
+                                               const RecurrenceParams& p, const TileMaps& maps, const Item& it, int h,
+                                               int c0) {
   const int tid = static_cast<int>(threadIdx.x);
   int n = 0;
   for (std::int64_t t = it.begin; t < it.end; t += Tr::kChunk, ++n) {
     const int s = n % Tr::kStages, round = n / Tr::kStages;
     if (round > 0) mbarrier_wait(&empty[s], (round - 1) & 1);
     const int c = static_cast<int>(it.end - t < Tr::kChunk ? it.end - t : Tr::kChunk);
-    load_wgmma_chunk<Tr, kDeltaOnly>(smem + s * Tr::kStage, p, it, it.start + t, c, h, c0, tid);
-    mbarrier_arrive_on_copies(&full[s]);
-    mbarrier_arrive(&full[s]);
+    const std::int64_t tg = it.start + t;
+    __nv_bfloat16* stage = smem + s * Tr::kStage;
+    if (maps.valid && c == Tr::kChunk && tg % 8 == 0) {
+      load_chunk_gates<Tr>(stage, p, it, tg, c, h, tid);
+      mbarrier_arrive_on_copies(&full[s]);
+      if (tid == 0) {  // this arrival also releases thread 0's stores, as the others' below do
+        mbarrier_arrive_expect_tx(&full[s], (Tr::kQ + Tr::kK + Tr::kV) * 2);
+        const int rb = static_cast<int>(tg / 8), b = static_cast<int>(it.batch);
+        if (!kDeltaOnly) tma_load_5d(stage, &maps.q, {0, 0, static_cast<int>(h * p.sq.s2 / 8), rb, b}, &full[s]);
+        tma_load_5d(stage + Tr::kQ, &maps.k, {0, 0, static_cast<int>(h * p.sk.s2 / 8), rb, b}, &full[s]);
+        tma_load_5d(stage + Tr::kQ + Tr::kK, &maps.v, {0, 0, static_cast<int>((h * p.sv.s2 + c0) / 8), rb, b},
+                    &full[s]);
+      } else {
+        mbarrier_arrive(&full[s]);
+      }
+    } else {
+      load_wgmma_chunk<Tr, kDeltaOnly>(stage, p, it, tg, c, h, c0, tid);
+      mbarrier_arrive_on_copies(&full[s]);
+      mbarrier_arrive(&full[s]);
+    }
   }
 }
 

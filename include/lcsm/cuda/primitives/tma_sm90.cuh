@@ -1,0 +1,61 @@
+// Tensor-memory-accelerator (TMA) loads (sm_90): a tensor map made on the host, a bulk tensor copy
+// into shared memory issued by one thread and completed on an mbarrier by transaction bytes. The
+// driver's encoder is reached through the runtime (cudaGetDriverEntryPointByVersion), so that
+// lcsm::cuda links no libcuda.
+#pragma once
+
+#include <cuda.h>
+#include <cudaTypedefs.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "lcsm/cuda/primitives/copy.cuh"
+
+namespace lcsm::cuda::detail {
+
+// One arrival that also expects `bytes` more transaction bytes before the phase completes.
+__device__ __forceinline__ void mbarrier_arrive_expect_tx(std::uint64_t* bar, std::uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_address(bar)), "r"(bytes)
+               : "memory");
+}
+
+// The box of `map` at coordinates c[0..4] into shared memory at dst (128-byte aligned), counted on
+// `bar` by its bytes.
+__device__ __forceinline__ void tma_load_5d(void* dst, const CUtensorMap* map, const int (&c)[5], std::uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5, "
+      "%6}], [%7];\n" ::"r"(smem_address(dst)),
+      "l"(reinterpret_cast<std::uint64_t>(map)), "r"(c[0]), "r"(c[1]), "r"(c[2]), "r"(c[3]), "r"(c[4]),
+      "r"(smem_address(bar))
+      : "memory");
+}
+
+// cuTensorMapEncodeTiled, found once per process (null when the driver has none).
+inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 encoder = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found) !=
+            cudaSuccess ||
+        found != cudaDriverEntryPointSuccess)
+      fn = nullptr;
+    (void)cudaGetLastError();
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }();
+  return encoder;
+}
+
+// A bf16 tensor map of rank 5: extents and byte strides of dimensions 1..4 (dimension 0 has unit
+// stride), and the box. False when the encoder refuses it (the caller keeps its other path).
+inline bool encode_bf16_map_5d(CUtensorMap& map, const void* base, const std::uint64_t (&extent)[5],
+                               const std::uint64_t (&stride_bytes)[4], const std::uint32_t (&box)[5]) {
+  const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
+  if (!encode) return false;
+  const cuuint32_t unit[5] = {1, 1, 1, 1, 1};
+  return encode(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 5, const_cast<void*>(base), extent, stride_bytes, box, unit,
+                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+}  // namespace lcsm::cuda::detail
