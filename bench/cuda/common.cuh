@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "lcsm/cuda.cuh"
@@ -55,6 +56,13 @@ class L2Flush {
   Buffer buffer_;
 };
 
+// The median of a sample (0 when empty).
+template <class T>
+T median_of(std::vector<T> x) {
+  std::sort(x.begin(), x.end());
+  return x.empty() ? T{} : x[x.size() / 2];
+}
+
 // One flush buffer per process, for every timed loop.
 inline L2Flush& l2_flush() {
   static L2Flush flush;
@@ -84,8 +92,7 @@ double run_timed(benchmark::State& state, Fn&& fn) {
   }
   cudaEventDestroy(a);
   cudaEventDestroy(b);
-  std::sort(times.begin(), times.end());
-  return times.empty() ? 0 : times[times.size() / 2];
+  return median_of(std::move(times));
 }
 
 // Device-to-device copy bandwidth (bytes read + written), measured once per process.
@@ -106,8 +113,7 @@ inline double copy_bandwidth() {
       cudaEventElapsedTime(&ms, a, b);
       t.push_back(ms);
     }
-    std::sort(t.begin(), t.end());
-    return 2.0 * bytes / (t[t.size() / 2] * 1e-3);
+    return 2.0 * bytes / (median_of(std::move(t)) * 1e-3);
   }();
   return bw;
 }

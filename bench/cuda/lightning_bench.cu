@@ -9,23 +9,39 @@ namespace {
 
 using namespace lcsm_bench;
 
+// A forward's inputs (filled), output, descriptor and workspace at the benchmark's (B, T, H), D = 128.
+template <class E>
+struct LightningProblem {
+  std::int64_t B, T, H, D = 128, n;
+  Buffer q, k, v, o;
+  lcsm::LightningAttention op;
+  lcsm::View<E, 4> qv, kv, vv, ov;
+  std::size_t ws_bytes;
+  Buffer ws;
+  LightningProblem(const benchmark::State& state, bool exact)
+      : B(state.range(0)), T(state.range(1)), H(state.range(2)), n(B * T * H * D), q(bytes_of_one()), k(bytes_of_one()),
+        v(bytes_of_one()), o(bytes_of_one()), op(descriptor(H, exact)), qv(view(q)), kv(view(k)), vv(view(v)),
+        ov(view(o)), ws_bytes(lcsm::cuda::forward_workspace_bytes<E>(op, qv, vv)), ws(ws_bytes) {
+    for (void* p : {q.p, k.p, v.p}) fill_inputs<E>(p, n, 1234);
+    LCSM_CUDA_CHECK(cudaDeviceSynchronize());
+  }
+  static lcsm::LightningAttention descriptor(std::int64_t heads, bool exact) {
+    lcsm::LightningAttention op;
+    op.log_decay = lcsm::decay::minimax(static_cast<int>(heads), 0, 80);
+    op.precision = exact ? lcsm::Precision::exact : lcsm::Precision::fast;
+    return op;
+  }
+  std::size_t bytes_of_one() const { return static_cast<std::size_t>(n) * sizeof(E); }
+  lcsm::View<E, 4> view(const Buffer& b) const { return lcsm::view(static_cast<E*>(b.p), {B, T, H, D}); }
+  lcsm::cuda::Device device() const { return {nullptr, {ws.p, ws_bytes}}; }
+  double bytes() const { return 4.0 * bytes_of_one(); }  // q, k, v read, o written
+};
+
 template <class E, bool kExact = true>
 void BM_forward(benchmark::State& state) {
-  const std::int64_t B = state.range(0), T = state.range(1), H = state.range(2), D = 128;
-  const std::int64_t n = B * T * H * D;
-  Buffer q(n * sizeof(E)), k(n * sizeof(E)), v(n * sizeof(E)), o(n * sizeof(E));
-  for (void* p : {q.p, k.p, v.p}) fill_inputs<E>(p, n, 1234);
-  LCSM_CUDA_CHECK(cudaDeviceSynchronize());
-  lcsm::LightningAttention op;
-  op.log_decay = lcsm::decay::minimax(static_cast<int>(H), 0, 80);
-  op.precision = kExact ? lcsm::Precision::exact : lcsm::Precision::fast;
-  auto view = [&](void* p) { return lcsm::view(static_cast<E*>(p), {B, T, H, D}); };
-  const auto qv = view(q.p), kv = view(k.p), vv = view(v.p), ov = view(o.p);
-  const std::size_t ws_bytes = lcsm::cuda::forward_workspace_bytes<E>(op, qv, vv);
-  Buffer ws(ws_bytes);
-  lcsm::cuda::Device dev{nullptr, {ws.p, ws_bytes}};
-  const double median = run_timed(state, [&] { lcsm::forward<E>(dev, op, qv, kv, vv, ov); });
-  forward_counters(state, median, static_cast<double>(B * T), static_cast<double>(H), 4.0 * n * sizeof(E), D);
+  LightningProblem<E> x(state, kExact);
+  const double median = run_timed(state, [&] { lcsm::forward<E>(x.device(), x.op, x.qv, x.kv, x.vv, x.ov); });
+  forward_counters(state, median, static_cast<double>(x.B * x.T), static_cast<double>(x.H), x.bytes(), x.D);
 }
 
 // The forward's launches one by one (bf16, the sm_90a kernels): the segment deltas, the scan and the
@@ -36,21 +52,12 @@ template <bool kExact>
 void BM_forward_passes(benchmark::State& state) {
   using E = __nv_bfloat16;
   namespace d = lcsm::cuda::detail;
-  const std::int64_t B = state.range(0), T = state.range(1), H = state.range(2), D = 128;
-  const std::int64_t n = B * T * H * D;
-  Buffer q(n * sizeof(E)), k(n * sizeof(E)), v(n * sizeof(E)), o(n * sizeof(E));
-  for (void* p : {q.p, k.p, v.p}) fill_inputs<E>(p, n, 1234);
-  lcsm::LightningAttention op;
-  op.log_decay = lcsm::decay::minimax(static_cast<int>(H), 0, 80);
-  auto view = [&](void* p) { return lcsm::view(static_cast<E*>(p), {B, T, H, D}); };
-  const auto qv = view(q.p), kv = view(k.p), vv = view(v.p), ov = view(o.p);
-  const std::size_t ws_bytes = lcsm::cuda::forward_workspace_bytes<E>(op, qv, vv);
-  Buffer ws(ws_bytes);
-  const lcsm::cuda::Device dev{nullptr, {ws.p, ws_bytes}};
-  const lcsm::detail::ProblemShape shape{B, T, H, D, D, B};
+  LightningProblem<E> x(state, kExact);
+  const lcsm::cuda::Device dev = x.device();
+  const lcsm::detail::ProblemShape shape{x.B, x.T, x.H, x.D, x.D, x.B};
   const auto plan = d::plan_forward<d::DecayKind::head>(shape, false);
-  auto params = d::make_params<E>(qv, kv, vv, ov, op.scale_for(D), shape);
-  d::set_head_decay(params, op.log_decay);
+  auto params = d::make_params<E>(x.qv, x.kv, x.vv, x.ov, x.op.scale_for(x.D), shape);
+  d::set_head_decay(params, x.op.log_decay);
   d::set_plan(params, plan, dev);
   if (!d::sm90_path<E, d::DecayKind::head>(params, dev.kernels)) {
     state.SkipWithError("needs the sm_90a kernels (a Hopper GPU and an sm_90a build)");
@@ -84,18 +91,14 @@ void BM_forward_passes(benchmark::State& state) {
     deltas.push_back(a * 1e-3), scans.push_back(b * 1e-3), outputs.push_back(c * 1e-3);
   }
   for (auto& e : ev) cudaEventDestroy(e);
-  auto median = [](std::vector<double> x) {
-    std::sort(x.begin(), x.end());
-    return x.empty() ? 0.0 : x[x.size() / 2];
-  };
-  const double delta = median(deltas), scan = median(scans), out = median(outputs), bw = copy_bandwidth();
-  const double delta_bytes = plan.split ? 2.0 * n * sizeof(E) * (plan.segments_per_seq - 1) / plan.segments_per_seq : 0;
+  const double delta = median_of(deltas), scan = median_of(scans), out = median_of(outputs), bw = copy_bandwidth();
+  const double delta_bytes = plan.split ? 0.5 * x.bytes() * (plan.segments_per_seq - 1) / plan.segments_per_seq : 0;
   state.counters["delta_ms"] = delta * 1e3;
   state.counters["scan_ms"] = scan * 1e3;
   state.counters["output_ms"] = out * 1e3;
   state.counters["delta_frac_copy"] = delta > 0 ? delta_bytes / delta / bw : 0.0;
-  state.counters["output_frac_copy"] = 4.0 * n * sizeof(E) / out / bw;
-  state.counters["frac_copy"] = 4.0 * n * sizeof(E) / (delta + scan + out) / bw;
+  state.counters["output_frac_copy"] = x.bytes() / out / bw;
+  state.counters["frac_copy"] = x.bytes() / (delta + scan + out) / bw;
 }
 
 void BM_decode(benchmark::State& state) {

@@ -165,7 +165,7 @@ __device__ __forceinline__ void produce_chunks(__nv_bfloat16* smem, std::uint64_
       load_chunk_gates<Tr>(stage, p, it, tg, c, h, tid);
       mbarrier_arrive_on_copies(&full[s]);
       if (tid == 0) {  // this arrival also releases thread 0's stores, as the others' below do
-        mbarrier_arrive_expect_tx(&full[s], (Tr::kQ + Tr::kK + Tr::kV) * 2);
+        mbarrier_arrive_expect_tx(&full[s], static_cast<std::uint32_t>(Tr::kStageTiles * sizeof(__nv_bfloat16)));
         const int rb = static_cast<int>(tg / 8), b = static_cast<int>(it.batch);
         if (!kDeltaOnly) tma_load_5d(stage, &maps.q, {0, 0, static_cast<int>(h * p.sq.s2 / 8), rb, b}, &full[s]);
         tma_load_5d(stage + Tr::kQ, &maps.k, {0, 0, static_cast<int>(h * p.sk.s2 / 8), rb, b}, &full[s]);
