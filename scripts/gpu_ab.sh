@@ -17,7 +17,7 @@ case "${1:-}" in
       # shellcheck disable=SC2086  # the flags are words
       nvcc -O3 -std=c++17 -I include -I bench/cuda -isystem /usr/include/eigen3 -DNDEBUG -DLCSM_BENCH_BF16_ONLY \
         --generate-code=arch=compute_90a,code=[sm_90a] $flags -Xcompiler=-static-libstdc++,-static-libgcc \
-        -o ".ab/lb_$name" bench/cuda/main.cu bench/cuda/lightning_bench.cu -lbenchmark -lpthread
+        -o ".ab/lb_$name" bench/cuda/main.cu bench/cuda/lightning_bench.cu bench/cuda/stream_bench.cu -lbenchmark -lpthread
       echo "$name: $flags" >>.ab/variants.txt
       echo "built .ab/lb_$name"
     done

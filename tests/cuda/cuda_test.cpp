@@ -92,6 +92,19 @@ TEST_CASE("cuda toeplitz: Kernels::portable sends the forward to cuFFT", "[cuda]
   CHECK(portable > automatic);
 }
 
+// The TMA loads' map strides are out of order (a 16-byte column step inside a row step); if the driver
+// refused it, LCSM_CUDA_SM90_TMA would fall back to cp.async everywhere and measure nothing.
+TEST_CASE("cuda sm90: the 5-D TMA tile map encodes", "[cuda][tma]") {
+  const bool keys = sm90_tile_map_encodes(1, 65536, 16, 128, 128), batched = sm90_tile_map_encodes(2, 700, 3, 128, 128);
+  INFO("B = 1: " << keys << ", B = 2: " << batched);
+  if (sm90_tma_loads_on()) {
+    CHECK(keys);
+    CHECK(batched);
+  } else if (!keys || !batched) {
+    WARN("the driver refuses the 5-D tile map: LCSM_CUDA_SM90_TMA would change nothing");
+  }
+}
+
 TEST_CASE("cuda cosformer: errors", "[cuda][validation][cosformer]") {
   CHECK_THAT(cosformer_error_message("k136"), Contains("argument 'q'") && Contains("K <= 128") && Contains("K = 136"));
   CHECK_THAT(cosformer_error_message("no_length"), Contains("argument 'op.length'") && Contains("unset"));
