@@ -1,9 +1,13 @@
-// The read ceiling of the chunked engine's access pattern (issue 11): one CTA per (segment, head)
+// The read ceilings of the chunked engine's access pattern (issue 11): one CTA per (segment, head)
 // streams its head's 256-byte rows of k and v ([1, T, H, 128] bf16, rows H x 256 bytes apart), as
-// the segment-delta pass does, against the same bytes read contiguously by the same number of CTAs.
-// No lcsm kernel runs: if the strided pattern alone caps below the contiguous read, no loader (cp.async
-// or TMA) can take the passes past that cap, and the work split has to change instead.
+// the segment-delta pass does. BM_read_ceiling: plain loads into registers, against the same bytes
+// read contiguously by the same number of CTAs (if the strided pattern alone caps below the
+// contiguous read, no loader can take the passes past that cap). BM_loader_ceiling: the sm_90a
+// kernel's producer warpgroup and shared-memory ring with the consumers reduced to a touch, one
+// loader each (the engine's cp.async tiles, its 5-D TMA tensor map, 1-D bulk copies of whole rows):
+// how fast each loader alone fills the ring.
 #include "common.cuh"
+#include "lcsm/cuda/chunked/tiles_sm90.cuh"
 
 namespace {
 
@@ -77,5 +81,110 @@ void read_shapes(benchmark::internal::Benchmark* b) {
 
 BENCHMARK_TEMPLATE(BM_read_ceiling, 4)->Apply(read_shapes);
 BENCHMARK_TEMPLATE(BM_read_ceiling, 16)->Apply(read_shapes);
+
+enum Loader { kCpAsyncTiles, kTensorMapTiles, kBulkRows };
+constexpr int kRingStages = 6, kRingRows = 64, kRingTile = kRingRows * 128;  // bf16 elements per tile
+constexpr int kRingSmem = kRingStages * 2 * kRingTile * 2 + 2 * kRingStages * 8;
+
+// Producer warpgroup 0 fills stage n % kRingStages with chunk n's k and v tiles (64 rows each) once
+// consumer warpgroup 1 has released it; the consumer waits for each stage, reads a word a thread
+// and releases it. Loaders as the engine's (tiles_sm90.cuh) except kBulkRows (rows land row-major).
+template <int kLoader>
+__global__ void __launch_bounds__(256, 1)
+    ring_kernel(const __nv_bfloat16* k, const __nv_bfloat16* v, std::int64_t T, int H, int segments,
+                const __grid_constant__ lcsm::cuda::detail::TileMaps maps, unsigned* sink) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  namespace d = lcsm::cuda::detail;
+  extern __shared__ __align__(128) unsigned char ring_smem[];
+  auto* tiles = reinterpret_cast<__nv_bfloat16*>(ring_smem);
+  auto* full = reinterpret_cast<std::uint64_t*>(ring_smem + kRingStages * 2 * kRingTile * 2);
+  std::uint64_t* empty = full + kRingStages;
+  const int tid = static_cast<int>(threadIdx.x), h = static_cast<int>(blockIdx.x % H);
+  const std::int64_t rows = T / segments, t_begin = blockIdx.x / H * rows, chunks = rows / kRingRows;
+  if (tid == 0) {
+    for (int s = 0; s < kRingStages; ++s) d::mbarrier_init(&full[s], 256), d::mbarrier_init(&empty[s], 128);
+    d::mbarrier_init_fence();
+  }
+  __syncthreads();
+  const std::int64_t row_stride = static_cast<std::int64_t>(H) * 128;
+  if (tid < 128) {
+    for (std::int64_t n = 0; n < chunks; ++n) {
+      const int s = static_cast<int>(n % kRingStages), round = static_cast<int>(n / kRingStages);
+      if (round > 0) d::mbarrier_wait(&empty[s], (round - 1) & 1);
+      __nv_bfloat16* stage = tiles + s * 2 * kRingTile;
+      const std::int64_t tg = t_begin + n * kRingRows;
+      if constexpr (kLoader == kCpAsyncTiles) {
+        d::load_blocked<kRingRows, 128, 128>(stage, k + h * 128, row_stride, tg, kRingRows, 0, 128, tid);
+        d::load_blocked<kRingRows, 128, 128>(stage + kRingTile, v + h * 128, row_stride, tg, kRingRows, 0, 128, tid);
+        d::mbarrier_arrive_on_copies(&full[s]);
+      } else if (tid < 32) {
+        if (tid == 0) d::mbarrier_arrive_expect_tx(&full[s], 2 * kRingTile * 2);
+        else d::mbarrier_arrive(&full[s]);
+        __syncwarp();
+        if constexpr (kLoader == kTensorMapTiles) {
+          if (tid == 0) {
+            const int rb = static_cast<int>(tg / 8);
+            d::tma_load_5d(stage, &maps.k, {0, 0, h * 16, rb, 0}, &full[s]);
+            d::tma_load_5d(stage + kRingTile, &maps.v, {0, 0, h * 16, rb, 0}, &full[s]);
+          }
+        } else {
+          for (int i = tid; i < 2 * kRingRows; i += 32) {  // row i % 64 of k (i < 64) or v
+            const __nv_bfloat16* src = (i < kRingRows ? k : v) + (tg + i % kRingRows) * row_stride + h * 128;
+            d::bulk_load(stage + (i / kRingRows) * kRingTile + (i % kRingRows) * 128, src, 256, &full[s]);
+          }
+        }
+      } else {
+        d::mbarrier_arrive(&full[s]);
+      }
+      d::mbarrier_arrive(&full[s]);
+    }
+    return;
+  }
+  unsigned acc = 0;
+  for (std::int64_t n = 0; n < chunks; ++n) {
+    const int s = static_cast<int>(n % kRingStages);
+    d::mbarrier_wait(&full[s], static_cast<std::uint32_t>(n / kRingStages) & 1);
+    acc ^= reinterpret_cast<const unsigned*>(tiles + s * 2 * kRingTile)[(tid - 128) * 64 + static_cast<int>(n % 64)];
+    d::mbarrier_arrive(&empty[s]);
+  }
+  if (acc == 0x9E3779B9u) sink[blockIdx.x] = acc;
+#endif
+}
+
+// Args: segments, T. H = 16, D = 128.
+template <int kLoader>
+void BM_loader_ceiling(benchmark::State& state) {
+  namespace d = lcsm::cuda::detail;
+  const int segments = static_cast<int>(state.range(0)), H = 16;
+  const std::int64_t T = state.range(1), n = T * H * 128;
+  Buffer k(n * 2), v(n * 2), sink(4096 * 4);
+  d::TileMaps maps{};
+  const d::Strides4 strides{n, H * 128, 128, 1};
+  if (kLoader == kTensorMapTiles &&
+      !(d::tile_map(maps.k, k.p, strides, 1, T, H, 128, 128) && d::tile_map(maps.v, v.p, strides, 1, T, H, 128, 128))) {
+    state.SkipWithError("the driver refuses the 5-D tile map");
+    return;
+  }
+  LCSM_CUDA_CHECK(cudaFuncSetAttribute(ring_kernel<kLoader>, cudaFuncAttributeMaxDynamicSharedMemorySize, kRingSmem));
+  const auto* kp = static_cast<const __nv_bfloat16*>(k.p);
+  const auto* vp = static_cast<const __nv_bfloat16*>(v.p);
+  const double median = run_timed(state, [&] {
+    ring_kernel<kLoader>
+        <<<segments * H, 256, kRingSmem>>>(kp, vp, T, H, segments, maps, static_cast<unsigned*>(sink.p));
+    LCSM_CUDA_CHECK(cudaGetLastError());
+  });
+  const double rows = static_cast<double>(T / segments / kRingRows * kRingRows * segments);
+  bandwidth_counters(state, median, 2.0 * rows * H * 256);
+}
+
+void loader_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"segments", "T"});
+  for (int segments : {7, 8}) b->Args({segments, 65536})->Args({segments, 1 << 20});
+  b->UseManualTime()->Unit(benchmark::kMillisecond);
+}
+
+BENCHMARK_TEMPLATE(BM_loader_ceiling, kCpAsyncTiles)->Name("BM_loader_ceiling/cp_async")->Apply(loader_shapes);
+BENCHMARK_TEMPLATE(BM_loader_ceiling, kTensorMapTiles)->Name("BM_loader_ceiling/tensor_map")->Apply(loader_shapes);
+BENCHMARK_TEMPLATE(BM_loader_ceiling, kBulkRows)->Name("BM_loader_ceiling/bulk_rows")->Apply(loader_shapes);
 
 }  // namespace

@@ -31,6 +31,15 @@ __device__ __forceinline__ void tma_load_5d(void* dst, const CUtensorMap* map, c
       : "memory");
 }
 
+// A 1-D bulk copy of `bytes` (a multiple of 16, both addresses 16-byte aligned) into shared memory,
+// counted on `bar` by its bytes.
+__device__ __forceinline__ void bulk_load(void* dst, const void* src, std::uint32_t bytes, std::uint64_t* bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+                   smem_address(dst)),
+               "l"(src), "r"(bytes), "r"(smem_address(bar))
+               : "memory");
+}
+
 // cuTensorMapEncodeTiled, found once per process (null when the driver has none).
 inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   static const PFN_cuTensorMapEncodeTiled_v12000 encoder = [] {
