@@ -125,7 +125,7 @@ inline bool tile_map(CUtensorMap& map, const void* base, const Strides4& s, std:
   const std::uint64_t row = static_cast<std::uint64_t>(s.s1) * 2;
   const std::uint64_t stride[4] = {row, 16, 8 * row, batch > 1 ? static_cast<std::uint64_t>(s.s0) * 2 : 8 * row};
   const std::uint32_t box[5] = {8, 8, static_cast<std::uint32_t>(box_cols / 8), 8, 1};
-  return encode_bf16_map_5d(map, base, extent, stride, box);
+  return encode_bf16_map<5>(map, base, extent, stride, box);
 }
 
 // The maps of a launch of the sm_90a kernel (K = 128 and whole value tiles only: TMA has no zero

@@ -20,6 +20,15 @@ __device__ __forceinline__ void mbarrier_arrive_expect_tx(std::uint64_t* bar, st
                : "memory");
 }
 
+// The box of a rank-2 `map` at coordinates (c0, c1), as tma_load_5d.
+__device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, int c0, int c1, std::uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], "
+      "[%4];\n" ::"r"(smem_address(dst)),
+      "l"(reinterpret_cast<std::uint64_t>(map)), "r"(c0), "r"(c1), "r"(smem_address(bar))
+      : "memory");
+}
+
 // The box of `map` at coordinates c[0..4] into shared memory at dst (128-byte aligned), counted on
 // `bar` by its bytes.
 __device__ __forceinline__ void tma_load_5d(void* dst, const CUtensorMap* map, const int (&c)[5], std::uint64_t* bar) {
@@ -55,15 +64,19 @@ inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   return encoder;
 }
 
-// A bf16 tensor map of rank 5: extents and byte strides of dimensions 1..4 (dimension 0 has unit
-// stride), and the box. False when the encoder refuses it (the caller keeps its other path).
-inline bool encode_bf16_map_5d(CUtensorMap& map, const void* base, const std::uint64_t (&extent)[5],
-                               const std::uint64_t (&stride_bytes)[4], const std::uint32_t (&box)[5]) {
+// A bf16 tensor map of rank kRank: extents and byte strides of dimensions 1..kRank-1 (dimension 0
+// has unit stride), the box and the shared-memory swizzle. False when the encoder refuses it (the
+// caller keeps its other path).
+template <int kRank>
+inline bool encode_bf16_map(CUtensorMap& map, const void* base, const std::uint64_t (&extent)[kRank],
+                            const std::uint64_t (&stride_bytes)[kRank - 1], const std::uint32_t (&box)[kRank],
+                            CUtensorMapSwizzle swizzle = CU_TENSOR_MAP_SWIZZLE_NONE) {
   const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
   if (!encode) return false;
-  const cuuint32_t unit[5] = {1, 1, 1, 1, 1};
-  return encode(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 5, const_cast<void*>(base), extent, stride_bytes, box, unit,
-                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+  cuuint32_t unit[kRank];
+  for (int i = 0; i < kRank; ++i) unit[i] = 1;
+  return encode(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, kRank, const_cast<void*>(base), extent, stride_bytes, box, unit,
+                CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
