@@ -53,7 +53,10 @@ struct Sm90Traits {
   // Blocked tiles (wgmma_sm90.cuh), bf16 elements; a stage ends with the chunk's gates (floats).
   static constexpr int kQ = kDeltaOnly ? 0 : kChunk * kKeys, kK = kChunk * kKeys, kV = kChunk * kValueTile;
   static constexpr int kStageTiles = kQ + kK + kV;
-  static constexpr int kStage = kStageTiles + (kTokenGate ? 2 * kChunk : 0);
+  // Swizzled tiles repeat their pattern every 1024 bytes: every stage starts on such a boundary.
+  static constexpr int kStageAlign = kSm90Swizzled ? 512 : 8;
+  static constexpr int kStage =
+      (kStageTiles + (kTokenGate ? 2 * kChunk : 0) + kStageAlign - 1) / kStageAlign * kStageAlign;
   static constexpr int kStages = kDeltaOnly ? 6 : (kExact ? 2 : 3);  // as many as the shared memory holds
   // Per consumer: its rows of the state operand [value][key] (hi, and lo when exact), and its
   // output staging [token][value] (swizzled).
@@ -74,7 +77,7 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Tr = Sm90Traits<kExact, kDecay, kDeltaOnly>;
   constexpr int C = Tr::kChunk;
-  extern __shared__ __align__(128) unsigned char wgmma_smem[];
+  extern __shared__ __align__(1024) unsigned char wgmma_smem[];
   auto* smem = reinterpret_cast<__nv_bfloat16*>(wgmma_smem);
   auto* full = reinterpret_cast<std::uint64_t*>(wgmma_smem + Tr::kOffBarriers);
   std::uint64_t* empty = full + Tr::kStages;
@@ -209,7 +212,7 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
         // Matrices: (values 16w..+7, tokens 16kk..+7), (values +8, same tokens), (values, tokens +8), (+8, +8).
         const int m = lane / 8, jb = 2 * kk + (m >> 1), vblk = cw * 8 + 2 * warp + (m & 1);
         std::uint32_t x[4];
-        ldmatrix_x4_trans(x, sV + jb * 8 * Tr::kValueTile + vblk * 64 + (lane % 8) * 8);
+        ldmatrix_x4_trans(x, sV + tile_offset<C, Tr::kValueTile>(jb * 8 + lane % 8, vblk * 8));
         const int j0 = kk * 16 + 2 * (lane % 4);
         const float w0 = decay.key(j0, c), w1 = decay.key(j0 + 1, c);
         const float w8 = decay.key(j0 + 8, c), w9 = decay.key(j0 + 9, c);
@@ -225,8 +228,7 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < C / 16; ++kk)
-        wgmma_split_rs<kExact, 1>(S, vh[kk], vl[kExact ? kk : 0],
-                                  wgmma_descriptor(sK + kk * 2 * 8 * Tr::kKeys, Tr::kKeys * 16, 128));
+        wgmma_split_rs<kExact, 1>(S, vh[kk], vl[kExact ? kk : 0], tile_mn_major<C, Tr::kKeys>(sK, kk, 0));
       wgmma_commit();
     }
     if constexpr (kDeltaOnly) {
@@ -238,12 +240,11 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < Tr::kKeys / 16; ++kk)
-        wgmma_m64n64k16_ss<0, 0>(A, wgmma_descriptor(sQ + kk * 128, 128, Tr::kKeys * 16),
-                                 wgmma_descriptor(sK + kk * 128, 128, Tr::kKeys * 16), kk > 0);
+        wgmma_m64n64k16_ss<0, 0>(A, tile_k_major<C, Tr::kKeys>(sQ, kk), tile_k_major<C, Tr::kKeys>(sK, kk), kk > 0);
       wgmma_commit();
 #pragma unroll
       for (int kk = 0; kk < Tr::kKeys / 16; ++kk)
-        wgmma_split_ss<kExact>(O, wgmma_descriptor(sQ + kk * 128, 128, Tr::kKeys * 16),
+        wgmma_split_ss<kExact>(O, tile_k_major<C, Tr::kKeys>(sQ, kk),
                                wgmma_descriptor(sSh + kk * 128, 128, Tr::kKeys * 16),
                                wgmma_descriptor(sSl + kk * 128, 128, Tr::kKeys * 16), kk > 0);
       wgmma_commit();
@@ -281,9 +282,8 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < C / 16; ++kk)
-        wgmma_split_rs<kExact, 1>(
-            O, ph[kk], pl[kExact ? kk : 0],
-            wgmma_descriptor(sV + kk * 2 * 8 * Tr::kValueTile + cw * 8 * 64, Tr::kValueTile * 16, 128));
+        wgmma_split_rs<kExact, 1>(O, ph[kk], pl[kExact ? kk : 0],
+                                  tile_mn_major<C, Tr::kValueTile>(sV, kk, cw * Tr::kValues));
       wgmma_commit();
       wgmma_wait<0>();
       mbarrier_arrive(&empty[stage]);  // this thread is done with the stage (its wgmma reads completed)

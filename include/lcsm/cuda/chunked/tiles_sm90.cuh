@@ -13,24 +13,74 @@
 #include "lcsm/cuda/primitives/barrier_sm90.cuh"
 #include "lcsm/cuda/primitives/copy.cuh"
 #include "lcsm/cuda/primitives/tma_sm90.cuh"
+#include "lcsm/cuda/primitives/wgmma_sm90.cuh"
 
-// A knob for measuring runs (speed only; docs/building.md): full chunks loaded by TMA tensor copies
-// instead of cp.async. Off until a GPU run has compared it.
+// Knobs for measuring runs (speed only; docs/building.md), off until a GPU run has compared them:
+// LCSM_CUDA_SM90_TMA, whole chunks loaded by TMA tensor copies instead of cp.async;
+// LCSM_CUDA_SM90_SWIZZLE, the stage's q, k, v tiles in the 128-byte-swizzle layout (halves of 64
+// columns, FlashAttention-3's) instead of the blocked one, so that a TMA box row is 128 bytes.
 #ifndef LCSM_CUDA_SM90_TMA
 #define LCSM_CUDA_SM90_TMA 0
 #endif
+#ifndef LCSM_CUDA_SM90_SWIZZLE
+#define LCSM_CUDA_SM90_SWIZZLE 0
+#endif
 
 namespace lcsm::cuda::detail {
+
+constexpr bool kSm90Swizzled = LCSM_CUDA_SM90_SWIZZLE != 0;
 
 // Element offset of (r, c) in a blocked tile of `cols` columns.
 __device__ __forceinline__ int blocked(int r, int c, int cols) {
   return (r >> 3) * (cols << 3) + (c >> 3) * 64 + (r & 7) * 8 + (c & 7);
 }
 
-// Rows [t0, t0 + kRows) x columns [c0, c0 + kCols) of one head into a blocked tile by 16-byte
-// cp.async; rows >= count and columns >= dim are zero. Consecutive threads fill one core matrix;
-// a thread's column is the same in every pass and its row advances by a fixed step, so one base
-// pointer serves all its copies.
+// Element offset of (r, c) in a stage tile of kRows x kCols: blocked, or swizzled (column half
+// c / 64 of kRows x 64, rows of 128 bytes, 16-byte group (c / 8) % 8 XOR r % 8).
+template <int kRows, int kCols>
+__device__ __forceinline__ int tile_offset(int r, int c) {
+  if constexpr (kSm90Swizzled) return (c >> 6) * kRows * 64 + r * 64 + ((((c >> 3) & 7) ^ (r & 7)) << 3) + (c & 7);
+  else return blocked(r, c, kCols);
+}
+
+// A stage tile as a wgmma operand, k16 step kk. K-major: rows are M or N, columns the reduction.
+// MN-major: rows are the reduction, columns c0.. the M or N dimension (c0 a multiple of 64 when
+// swizzled; the next 64 columns, when N > 64, lie one column half further).
+template <int kRows, int kCols>
+__device__ __forceinline__ std::uint64_t tile_k_major(const __nv_bfloat16* tile, int kk) {
+  if constexpr (kSm90Swizzled) return wgmma_descriptor_sw128(tile + (kk >> 2) * kRows * 64 + (kk & 3) * 16, 16, 1024);
+  else return wgmma_descriptor(tile + kk * 128, 128, kCols * 16);
+}
+template <int kRows, int kCols>
+__device__ __forceinline__ std::uint64_t tile_mn_major(const __nv_bfloat16* tile, int kk, int c0) {
+  if constexpr (kSm90Swizzled)
+    return wgmma_descriptor_sw128(tile + (c0 >> 6) * kRows * 64 + kk * 16 * 64, kRows * 128, 1024);
+  else return wgmma_descriptor(tile + kk * 2 * 8 * kCols + (c0 >> 3) * 64, kCols * 16, 128);
+}
+
+// Rows [t0, t0 + kRows) x columns [c0, c0 + kCols) of one head into a swizzled tile by 16-byte
+// cp.async; rows >= count and columns >= dim are zero. Consecutive threads fill one row; a
+// thread's column group is the same in every pass and its row advances by a multiple of 8, so its
+// swizzled offset advances by a constant.
+template <int kRows, int kCols, int kThreads>
+__device__ __forceinline__ void load_swizzled(__nv_bfloat16* tile, const __nv_bfloat16* head, std::int64_t row_stride,
+                                              std::int64_t t0, int count, int c0, int dim, int tid) {
+  constexpr int kColBlocks = kCols / 8, kPasses = kRows * kColBlocks / kThreads, kRowStep = kThreads / kColBlocks;
+  static_assert(kRowStep % 8 == 0, "a thread's rows keep their swizzle phase");
+  const int cb = tid % kColBlocks, r0 = tid / kColBlocks, col = c0 + cb * 8;
+  __nv_bfloat16* dst = tile + tile_offset<kRows, kCols>(r0, cb * 8);
+  const __nv_bfloat16* src = head + (t0 + r0) * row_stride + col;
+#pragma unroll
+  for (int i = 0; i < kPasses; ++i) {
+    __nv_bfloat16* d = dst + i * kRowStep * 64;
+    if (r0 + i * kRowStep < count && col < dim) cp_async_16(d, src + i * kRowStep * row_stride);
+    else *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
+  }
+}
+
+// The same into a blocked tile. Consecutive threads fill one core matrix; a thread's column is the
+// same in every pass and its row advances by a fixed step, so one base pointer serves all its
+// copies.
 template <int kRows, int kCols, int kThreads>
 __device__ __forceinline__ void load_blocked(__nv_bfloat16* tile, const __nv_bfloat16* head, std::int64_t row_stride,
                                              std::int64_t t0, int count, int c0, int dim, int tid) {
@@ -72,9 +122,15 @@ __device__ __forceinline__ void load_wgmma_chunk(__nv_bfloat16* stage, const Rec
   const auto* q = static_cast<const __nv_bfloat16*>(p.q) + it.batch * p.sq.s0 + h64 * p.sq.s2;
   const auto* k = static_cast<const __nv_bfloat16*>(p.k) + it.batch * p.sk.s0 + h64 * p.sk.s2;
   const auto* v = static_cast<const __nv_bfloat16*>(p.v) + it.batch * p.sv.s0 + h64 * p.sv.s2;
-  if (!kDeltaOnly) load_blocked<Tr::kChunk, Tr::kKeys, kT>(stage, q, p.sq.s1, tg, c, 0, p.key_dim, tid);
-  load_blocked<Tr::kChunk, Tr::kKeys, kT>(stage + Tr::kQ, k, p.sk.s1, tg, c, 0, p.key_dim, tid);
-  load_blocked<Tr::kChunk, Tr::kValueTile, kT>(stage + Tr::kQ + Tr::kK, v, p.sv.s1, tg, c, c0, p.value_dim, tid);
+  if constexpr (kSm90Swizzled) {
+    if (!kDeltaOnly) load_swizzled<Tr::kChunk, Tr::kKeys, kT>(stage, q, p.sq.s1, tg, c, 0, p.key_dim, tid);
+    load_swizzled<Tr::kChunk, Tr::kKeys, kT>(stage + Tr::kQ, k, p.sk.s1, tg, c, 0, p.key_dim, tid);
+    load_swizzled<Tr::kChunk, Tr::kValueTile, kT>(stage + Tr::kQ + Tr::kK, v, p.sv.s1, tg, c, c0, p.value_dim, tid);
+  } else {
+    if (!kDeltaOnly) load_blocked<Tr::kChunk, Tr::kKeys, kT>(stage, q, p.sq.s1, tg, c, 0, p.key_dim, tid);
+    load_blocked<Tr::kChunk, Tr::kKeys, kT>(stage + Tr::kQ, k, p.sk.s1, tg, c, 0, p.key_dim, tid);
+    load_blocked<Tr::kChunk, Tr::kValueTile, kT>(stage + Tr::kQ + Tr::kK, v, p.sv.s1, tg, c, c0, p.value_dim, tid);
+  }
   load_chunk_gates<Tr>(stage, p, it, tg, c, h, tid);
 }
 
@@ -104,11 +160,13 @@ __device__ __forceinline__ void state_t_to_global(const float (&s)[64], float* g
   }
 }
 
-// q, k and v as TMA tensor maps that write the blocked tiles directly: a head's rows seen as five
-// dimensions (element in a 16-byte group, row in a row block, column group, row block, batch), so
-// that the box (8, 8, columns / 8, 8, 1) lands as 8 x 8 core matrices, row-block major. Made on the
-// host per launch; `valid` is false when the shapes or the driver do not allow it (the producer
-// then copies by cp.async).
+// q, k and v as TMA tensor maps that write the stage tiles directly. Blocked tiles: a head's rows
+// seen as five dimensions (element in a 16-byte group, row in a row block, column group, row block,
+// batch), so that the box (8, 8, columns / 8, 8, 1) lands as 8 x 8 core matrices, row-block major
+// (one copy a tile; 16-byte box rows). Swizzled tiles: three dimensions (column, row, batch) and a
+// box of 64 columns x 64 rows with the 128-byte swizzle (one copy a column half). Made on the host
+// per launch; `valid` is false when the shapes or the driver do not allow it (the producer then
+// copies by cp.async).
 struct TileMaps {
   CUtensorMap q, k, v;
   int valid;
@@ -120,16 +178,25 @@ inline bool tile_map(CUtensorMap& map, const void* base, const Strides4& s, std:
       reinterpret_cast<std::uintptr_t>(base) % 16 || time < 8)
     return false;
   const std::uint64_t columns = static_cast<std::uint64_t>(heads - 1) * s.s2 + width;
-  const std::uint64_t extent[5] = {8, 8, columns / 8, static_cast<std::uint64_t>(time / 8),
-                                   static_cast<std::uint64_t>(batch)};
   const std::uint64_t row = static_cast<std::uint64_t>(s.s1) * 2;
-  const std::uint64_t stride[4] = {row, 16, 8 * row, batch > 1 ? static_cast<std::uint64_t>(s.s0) * 2 : 8 * row};
-  const std::uint32_t box[5] = {8, 8, static_cast<std::uint32_t>(box_cols / 8), 8, 1};
-  return encode_bf16_map<5>(map, base, extent, stride, box);
+  const std::uint64_t batch_stride = batch > 1 ? static_cast<std::uint64_t>(s.s0) * 2 : time * row;
+  if constexpr (kSm90Swizzled) {
+    const std::uint64_t extent[3] = {columns, static_cast<std::uint64_t>(time), static_cast<std::uint64_t>(batch)};
+    const std::uint64_t stride[2] = {row, batch_stride};
+    const std::uint32_t box[3] = {64, 64, 1};
+    (void)box_cols;
+    return encode_bf16_map<3>(map, base, extent, stride, box, CU_TENSOR_MAP_SWIZZLE_128B);
+  } else {
+    const std::uint64_t extent[5] = {8, 8, columns / 8, static_cast<std::uint64_t>(time / 8),
+                                     static_cast<std::uint64_t>(batch)};
+    const std::uint64_t stride[4] = {row, 16, 8 * row, batch > 1 ? batch_stride : 8 * row};
+    const std::uint32_t box[5] = {8, 8, static_cast<std::uint32_t>(box_cols / 8), 8, 1};
+    return encode_bf16_map<5>(map, base, extent, stride, box);
+  }
 }
 
 // The maps of a launch of the sm_90a kernel (K = 128 and whole value tiles only: TMA has no zero
-// columns).
+// columns inside a row).
 template <class Tr>
 TileMaps make_tile_maps(const RecurrenceParams& p) {
   TileMaps m{};
@@ -144,11 +211,24 @@ TileMaps make_tile_maps(const RecurrenceParams& p) {
   return m;
 }
 
+// One tile of a whole chunk by TMA (thread 0): columns col0.. of rows tg.. of batch b.
+template <int kRows, int kCols>
+__device__ __forceinline__ void tma_tile(__nv_bfloat16* tile, const CUtensorMap* map, int col0, std::int64_t tg, int b,
+                                         std::uint64_t* bar) {
+  if constexpr (kSm90Swizzled) {
+#pragma unroll
+    for (int half = 0; half < kCols / 64; ++half)
+      tma_load_3d(tile + half * kRows * 64, map, {col0 + half * 64, static_cast<int>(tg), b}, bar);
+  } else {
+    tma_load_5d(tile, map, {0, 0, col0 / 8, static_cast<int>(tg / 8), b}, bar);
+  }
+}
+
 // The producer warpgroup: every chunk of the segment into the ring, a stage once both consumers
 // have released it. A stage's `full` barrier counts each producer thread twice: once when its
-// cp.async copies land, once (release) for its zero-fill stores. A whole chunk at a row that is a
-// multiple of 8 goes by TMA when the maps are valid: thread 0's second arrival expects the tiles'
-// bytes, and it then issues the copies (the gates stay cp.async).
+// cp.async copies land, once (release) for its zero-fill stores. A whole chunk (blocked tiles: at a
+// row that is a multiple of 8) goes by TMA when the maps are valid: thread 0's second arrival
+// expects the tiles' bytes, and it then issues the copies (the gates stay cp.async).
 template <class Tr, bool kDeltaOnly>
 __device__ __forceinline__ void produce_chunks(__nv_bfloat16* smem, std::uint64_t* full, std::uint64_t* empty,
                                                const RecurrenceParams& p, const TileMaps& maps, const Item& it, int h,
@@ -161,16 +241,17 @@ __device__ __forceinline__ void produce_chunks(__nv_bfloat16* smem, std::uint64_
     const int c = static_cast<int>(it.end - t < Tr::kChunk ? it.end - t : Tr::kChunk);
     const std::int64_t tg = it.start + t;
     __nv_bfloat16* stage = smem + s * Tr::kStage;
-    if (maps.valid && c == Tr::kChunk && tg % 8 == 0) {
+    if (maps.valid && c == Tr::kChunk && (kSm90Swizzled || tg % 8 == 0)) {
       load_chunk_gates<Tr>(stage, p, it, tg, c, h, tid);
       mbarrier_arrive_on_copies(&full[s]);
       if (tid == 0) {  // this arrival also releases thread 0's stores, as the others' below do
         mbarrier_arrive_expect_tx(&full[s], static_cast<std::uint32_t>(Tr::kStageTiles * sizeof(__nv_bfloat16)));
-        const int rb = static_cast<int>(tg / 8), b = static_cast<int>(it.batch);
-        if (!kDeltaOnly) tma_load_5d(stage, &maps.q, {0, 0, static_cast<int>(h * p.sq.s2 / 8), rb, b}, &full[s]);
-        tma_load_5d(stage + Tr::kQ, &maps.k, {0, 0, static_cast<int>(h * p.sk.s2 / 8), rb, b}, &full[s]);
-        tma_load_5d(stage + Tr::kQ + Tr::kK, &maps.v, {0, 0, static_cast<int>((h * p.sv.s2 + c0) / 8), rb, b},
-                    &full[s]);
+        const int b = static_cast<int>(it.batch);
+        if (!kDeltaOnly)
+          tma_tile<Tr::kChunk, Tr::kKeys>(stage, &maps.q, static_cast<int>(h * p.sq.s2), tg, b, &full[s]);
+        tma_tile<Tr::kChunk, Tr::kKeys>(stage + Tr::kQ, &maps.k, static_cast<int>(h * p.sk.s2), tg, b, &full[s]);
+        tma_tile<Tr::kChunk, Tr::kValueTile>(stage + Tr::kQ + Tr::kK, &maps.v, static_cast<int>(h * p.sv.s2 + c0), tg,
+                                             b, &full[s]);
       } else {
         mbarrier_arrive(&full[s]);
       }

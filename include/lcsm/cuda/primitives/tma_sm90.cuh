@@ -29,6 +29,15 @@ __device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, i
       : "memory");
 }
 
+// The box of a rank-3 `map` at coordinates c[0..2], as tma_load_5d.
+__device__ __forceinline__ void tma_load_3d(void* dst, const CUtensorMap* map, const int (&c)[3], std::uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], "
+      "[%5];\n" ::"r"(smem_address(dst)),
+      "l"(reinterpret_cast<std::uint64_t>(map)), "r"(c[0]), "r"(c[1]), "r"(c[2]), "r"(smem_address(bar))
+      : "memory");
+}
+
 // The box of `map` at coordinates c[0..4] into shared memory at dst (128-byte aligned), counted on
 // `bar` by its bytes.
 __device__ __forceinline__ void tma_load_5d(void* dst, const CUtensorMap* map, const int (&c)[5], std::uint64_t* bar) {

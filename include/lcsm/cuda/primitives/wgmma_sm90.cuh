@@ -31,6 +31,16 @@ __device__ __forceinline__ std::uint64_t wgmma_descriptor(const void* smem, std:
          (static_cast<std::uint64_t>((stride_bytes & 0x3FFFF) >> 4) << 32);
 }
 
+// The same for a tile in the 128-byte-swizzle canonical layout (rows of 128 bytes whose 16-byte
+// groups are permuted by XOR with the row index mod 8, the pattern repeating every 1024 bytes, as
+// a TMA map with CU_TENSOR_MAP_SWIZZLE_128B writes it): layout type 1 in bits 62-63. The start
+// address may step by 32 bytes inside a row (the K steps of a K-major operand): the pattern's phase
+// comes from the address bits, so the base offset field stays 0 for 1024-byte aligned tiles.
+__device__ __forceinline__ std::uint64_t wgmma_descriptor_sw128(const void* smem, std::uint32_t leading_bytes,
+                                                                std::uint32_t stride_bytes) {
+  return wgmma_descriptor(smem, leading_bytes, stride_bytes) | (std::uint64_t{1} << 62);
+}
+
 // Orders register writes before the wgmma that reads them (accumulators and A fragments).
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
