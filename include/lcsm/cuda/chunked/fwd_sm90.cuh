@@ -97,6 +97,8 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
     else return HeadDecay::make<C>(p, h, reinterpret_cast<float*>(wgmma_smem + Tr::kOffDecay));
   }();
   if (threadIdx.x == 0) {
+    // Swizzled tiles take their pattern's phase from the address: a base off 1 KB would shift it.
+    if (kSm90Swizzled && (smem_address(wgmma_smem) & 1023)) __trap();
     for (int s = 0; s < Tr::kStages; ++s) {
       mbarrier_init(&full[s], 2 * Tr::kProducerThreads);
       mbarrier_init(&empty[s], Tr::kConsumers * 128);

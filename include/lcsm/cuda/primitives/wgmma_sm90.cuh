@@ -14,7 +14,8 @@
 // which a 16-byte cp.async of 8 consecutive columns of one row fills directly. The same tile is a
 // K-major operand when its columns are the reduction (LBO = 128 bytes between column blocks,
 // SBO = C * 16 bytes between row blocks) and an MN-major one when its rows are (LBO = C * 16,
-// SBO = 128), with the transpose bit set.
+// SBO = 128), with the transpose bit set. The 128-byte-swizzle layout (wgmma_descriptor_sw128) is
+// the other one the kernels may use (LCSM_CUDA_SM90_SWIZZLE, chunked/tiles_sm90.cuh).
 #pragma once
 
 #include <cstdint>
