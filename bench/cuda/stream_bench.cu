@@ -3,9 +3,11 @@
 // the segment-delta pass does. BM_read_ceiling: plain loads into registers, against the same bytes
 // read contiguously by the same number of CTAs (if the strided pattern alone caps below the
 // contiguous read, no loader can take the passes past that cap). BM_loader_ceiling: the sm_90a
-// kernel's producer warpgroup and shared-memory ring with the consumers reduced to a touch, one
-// loader each (the engine's cp.async tiles, its 5-D TMA tensor map, 1-D bulk copies of whole rows):
-// how fast each loader alone fills the ring.
+// kernel's producer warpgroup and shared-memory ring with the consumers reduced to a touch, filled
+// by either of the engine's loaders (tiles_sm90.cuh: cp.async, or the TMA tile maps): how fast the
+// loads alone can go. The first run (docs/performance.md, 2026-12-07) also had the blocked layout's
+// 5-D map and cp.async (60% of the copy bandwidth) and 1-D bulk copies of rows (32-37%); the
+// swizzled layout they chose between is now the only one.
 #include "common.cuh"
 #include "lcsm/cuda/chunked/tiles_sm90.cuh"
 
@@ -82,15 +84,13 @@ void read_shapes(benchmark::internal::Benchmark* b) {
 BENCHMARK_TEMPLATE(BM_read_ceiling, 4)->Apply(read_shapes);
 BENCHMARK_TEMPLATE(BM_read_ceiling, 16)->Apply(read_shapes);
 
-enum Loader { kCpAsyncTiles, kTensorMapTiles, kBulkRows, kSwizzledTiles };
+enum Loader { kCpAsyncTiles, kTensorMapTiles };
 constexpr int kRingStages = 6, kRingRows = 64, kRingTile = kRingRows * 128;  // bf16 elements per tile
 constexpr int kRingSmem = kRingStages * 2 * kRingTile * 2 + 2 * kRingStages * 8;
 
 // Producer warpgroup 0 fills stage n % kRingStages with chunk n's k and v tiles (64 rows each) once
 // consumer warpgroup 1 has released it; the consumer waits for each stage, reads a word a thread
-// and releases it. Loaders as the engine's (tiles_sm90.cuh) except kBulkRows (rows land row-major)
-// and kSwizzledTiles (a 2-D map over [T, H x 128], boxes of 64 rows x 64 columns with the 128-byte
-// swizzle: FlashAttention-3's layout, four copies a chunk; maps.k and maps.v hold it).
+// and releases it.
 template <int kLoader>
 __global__ void __launch_bounds__(256, 1)
     ring_kernel(const __nv_bfloat16* k, const __nv_bfloat16* v, std::int64_t T, int H, int segments,
@@ -104,7 +104,7 @@ __global__ void __launch_bounds__(256, 1)
   const int tid = static_cast<int>(threadIdx.x), h = static_cast<int>(blockIdx.x % H);
   const std::int64_t rows = T / segments, t_begin = blockIdx.x / H * rows, chunks = rows / kRingRows;
   if (tid == 0) {
-    for (int s = 0; s < kRingStages; ++s) d::mbarrier_init(&full[s], 256), d::mbarrier_init(&empty[s], 128);
+    for (int s = 0; s < kRingStages; ++s) d::mbarrier_init(&full[s], 128), d::mbarrier_init(&empty[s], 128);
     d::mbarrier_init_fence();
   }
   __syncthreads();
@@ -116,34 +116,16 @@ __global__ void __launch_bounds__(256, 1)
       __nv_bfloat16* stage = tiles + s * 2 * kRingTile;
       const std::int64_t tg = t_begin + n * kRingRows;
       if constexpr (kLoader == kCpAsyncTiles) {
-        d::load_blocked<kRingRows, 128, 128>(stage, k + h * 128, row_stride, tg, kRingRows, 0, 128, tid);
-        d::load_blocked<kRingRows, 128, 128>(stage + kRingTile, v + h * 128, row_stride, tg, kRingRows, 0, 128, tid);
+        d::load_swizzled<kRingRows, 128, 128>(stage, k + h * 128, row_stride, tg, kRingRows, 0, 128, tid);
+        d::load_swizzled<kRingRows, 128, 128>(stage + kRingTile, v + h * 128, row_stride, tg, kRingRows, 0, 128, tid);
         d::mbarrier_arrive_on_copies(&full[s]);
-      } else if (tid < 32) {
-        if (tid == 0) d::mbarrier_arrive_expect_tx(&full[s], 2 * kRingTile * 2);
-        else d::mbarrier_arrive(&full[s]);
-        __syncwarp();
-        if constexpr (kLoader == kSwizzledTiles) {
-          if (tid == 0)
-            for (int i = 0; i < 4; ++i)  // k's two column halves, then v's
-              d::tma_load_2d(stage + i * kRingTile / 2, i < 2 ? &maps.k : &maps.v, h * 128 + (i % 2) * 64,
-                             static_cast<int>(tg), &full[s]);
-        } else if constexpr (kLoader == kTensorMapTiles) {
-          if (tid == 0) {
-            const int rb = static_cast<int>(tg / 8);
-            d::tma_load_5d(stage, &maps.k, {0, 0, h * 16, rb, 0}, &full[s]);
-            d::tma_load_5d(stage + kRingTile, &maps.v, {0, 0, h * 16, rb, 0}, &full[s]);
-          }
-        } else {
-          for (int i = tid; i < 2 * kRingRows; i += 32) {  // row i % 64 of k (i < 64) or v
-            const __nv_bfloat16* src = (i < kRingRows ? k : v) + (tg + i % kRingRows) * row_stride + h * 128;
-            d::bulk_load(stage + (i / kRingRows) * kRingTile + (i % kRingRows) * 128, src, 256, &full[s]);
-          }
-        }
+      } else if (tid == 0) {
+        d::mbarrier_arrive_expect_tx(&full[s], 2 * kRingTile * 2);
+        d::tma_tile<kRingRows, 128>(stage, &maps.k, h * 128, tg, 0, &full[s]);
+        d::tma_tile<kRingRows, 128>(stage + kRingTile, &maps.v, h * 128, tg, 0, &full[s]);
       } else {
         d::mbarrier_arrive(&full[s]);
       }
-      d::mbarrier_arrive(&full[s]);
     }
     return;
   }
@@ -167,24 +149,10 @@ void BM_loader_ceiling(benchmark::State& state) {
   Buffer k(n * 2), v(n * 2), sink(4096 * 4);
   d::TileMaps maps{};
   const d::Strides4 strides{n, H * 128, 128, 1};
-  if (kLoader == kTensorMapTiles && d::kSm90Swizzled) {  // tile_map then makes the swizzled layout's map
-    state.SkipWithError("built with LCSM_CUDA_SM90_SWIZZLE: no 5-D map");
-    return;
-  }
   if (kLoader == kTensorMapTiles &&
-      !(d::tile_map(maps.k, k.p, strides, 1, T, H, 128, 128) && d::tile_map(maps.v, v.p, strides, 1, T, H, 128, 128))) {
-    state.SkipWithError("the driver refuses the 5-D tile map");
+      !(d::tile_map(maps.k, k.p, strides, 1, T, H, 128) && d::tile_map(maps.v, v.p, strides, 1, T, H, 128))) {
+    state.SkipWithError("the driver refuses the tile map");
     return;
-  }
-  if (kLoader == kSwizzledTiles) {
-    const std::uint64_t extent[2] = {static_cast<std::uint64_t>(H) * 128, static_cast<std::uint64_t>(T)};
-    const std::uint64_t stride[1] = {static_cast<std::uint64_t>(H) * 256};
-    const std::uint32_t box[2] = {64, 64};
-    if (!d::encode_bf16_map<2>(maps.k, k.p, extent, stride, box, CU_TENSOR_MAP_SWIZZLE_128B) ||
-        !d::encode_bf16_map<2>(maps.v, v.p, extent, stride, box, CU_TENSOR_MAP_SWIZZLE_128B)) {
-      state.SkipWithError("the driver refuses the swizzled 2-D map");
-      return;
-    }
   }
   LCSM_CUDA_CHECK(cudaFuncSetAttribute(ring_kernel<kLoader>, cudaFuncAttributeMaxDynamicSharedMemorySize, kRingSmem));
   const auto* kp = static_cast<const __nv_bfloat16*>(k.p);
@@ -206,7 +174,5 @@ void loader_shapes(benchmark::internal::Benchmark* b) {
 
 BENCHMARK_TEMPLATE(BM_loader_ceiling, kCpAsyncTiles)->Name("BM_loader_ceiling/cp_async")->Apply(loader_shapes);
 BENCHMARK_TEMPLATE(BM_loader_ceiling, kTensorMapTiles)->Name("BM_loader_ceiling/tensor_map")->Apply(loader_shapes);
-BENCHMARK_TEMPLATE(BM_loader_ceiling, kBulkRows)->Name("BM_loader_ceiling/bulk_rows")->Apply(loader_shapes);
-BENCHMARK_TEMPLATE(BM_loader_ceiling, kSwizzledTiles)->Name("BM_loader_ceiling/swizzled")->Apply(loader_shapes);
 
 }  // namespace

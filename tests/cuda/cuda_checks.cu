@@ -143,11 +143,11 @@ std::size_t toeplitz_forward_workspace(int kernels) {
                                               which[kernels]);
 }
 
-bool sm90_tile_map_encodes(std::int64_t B, std::int64_t T, int H, int D, int box_cols) {
+bool sm90_tile_map_encodes(std::int64_t B, std::int64_t T, int H, int D) {
   const DeviceBuffer x(static_cast<std::size_t>(B * T * H * D) * 2);
   const cuda::detail::Strides4 s{T * H * D, H * D, D, 1};
   CUtensorMap map;
-  return cuda::detail::tile_map(map, x.get(), s, B, T, H, D, box_cols);
+  return cuda::detail::tile_map(map, x.get(), s, B, T, H, D);
 }
 
 bool sm90_tma_loads_on() { return LCSM_CUDA_SM90_TMA != 0; }

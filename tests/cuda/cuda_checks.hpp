@@ -41,9 +41,9 @@ LongBackwardResult run_long_backward(LongFamily family, std::int64_t T, int H, i
 // (0 automatic, 1 portable, 2 fused_fft).
 std::size_t toeplitz_forward_workspace(int kernels);
 
-// Whether the sm_90a forward's TMA tile map (chunked/tiles_sm90.cuh, either layout) encodes on this driver for
-// a contiguous bf16 [B, T, H, D] tensor with a box of `box_cols` columns.
-bool sm90_tile_map_encodes(std::int64_t B, std::int64_t T, int H, int D, int box_cols);
+// Whether the sm_90a forward's TMA tile map (chunked/tiles_sm90.cuh) encodes on this driver for a
+// contiguous bf16 [B, T, H, D] tensor.
+bool sm90_tile_map_encodes(std::int64_t B, std::int64_t T, int H, int D);
 // LCSM_CUDA_SM90_TMA as the CUDA translation units see it.
 bool sm90_tma_loads_on();
 

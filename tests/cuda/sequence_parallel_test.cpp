@@ -72,7 +72,9 @@ TEST_CASE("cuda sequence parallelism: the backward reproduces the single-GPU bac
     CHECK(r.dk_rel_rms <= 8e-3);
     CHECK(r.dv_rel_rms <= 8e-3);
     CHECK(r.d_initial_rel_rms <= 1e-4);
-    CHECK(r.d_decay_rel_rms <= 1e-3);
+    // bf16 over 12K tokens: the decay gradient's cancelling sum, in two orders, measured 2.1e-3 on an
+    // H100 (a random seed, 2026-12-07); a lost or doubled rank share moves it by tens of percent.
+    CHECK(r.d_decay_rel_rms <= 5e-3);
   }
 }
 

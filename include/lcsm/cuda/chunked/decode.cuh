@@ -4,9 +4,8 @@
 // Memory-bound on the state (read and written once per group of tokens), so the design is about
 // bytes in flight: a thread owns 4 value columns (one float4) of every `bands`-th row, and issues
 // the loads of all its rows of a batch (kStepRows of them, 64 KB per CTA for a 128 x 128 state)
-// before it uses any; the first batch's loads go out before the group's q, k, v (and decays) are
-// staged in shared memory (as float; every lane of a warp reads the same row element: a broadcast),
-// so that the two fetches' latencies overlap. The per-band partial outputs
+// before it uses any. The group's q, k, v (and decays) are staged in shared memory first (as float;
+// every lane of a warp reads the same row element: a broadcast), and the per-band partial outputs
 // are summed with shared-memory atomics. Tokens are taken in groups of p.token_group (sized so the
 // staging fits), each group one pass over the state.
 #pragma once
@@ -60,28 +59,8 @@ __global__ void __launch_bounds__(kStepThreads, 2) step_kernel(const __grid_cons
   [[maybe_unused]] CosSequence cos_seq{};
   if constexpr (kCosine) cos_seq = cos_sequence(p, b, p.time);
 
-  // A batch of this thread's state rows into registers, every load in flight before any is used.
-  float s[kStepRows][4];
-  auto load_rows = [&](int r0) {
-#pragma unroll
-    for (int i = 0; i < kStepRows; ++i) {
-      const int r = r0 + i * bands;
-      const float* row = state + r * p.ss.s2 + c0 * p.ss.s3;
-      if (r < K && full) {
-        const float4 x = *reinterpret_cast<const float4*>(row);
-        s[i][0] = x.x, s[i][1] = x.y, s[i][2] = x.z, s[i][3] = x.w;
-      } else {
-#pragma unroll
-        for (int c = 0; c < 4; ++c) s[i][c] = r < K && c0 + c < V ? row[c * p.ss.s3] : 0.f;
-      }
-    }
-  };
-
   for (std::int64_t t0 = 0; t0 < p.time; t0 += G) {
     const int nt = static_cast<int>(p.time - t0 < G ? p.time - t0 : G);
-    // The first batch's loads go out before the group's q, k and v are staged, so that the two
-    // latencies overlap (the rows are this thread's own, written by it in the previous group).
-    if (active) load_rows(band);
     for (int i = threadIdx.x; i < nt * K; i += kStepThreads) {
       const std::int64_t t = t0 + i / K;
       const int r = i % K;
@@ -108,7 +87,19 @@ __global__ void __launch_bounds__(kStepThreads, 2) step_kernel(const __grid_cons
     __syncthreads();
     if (active) {
       for (int r0 = band; r0 < K; r0 += kStepRows * bands) {
-        if (r0 != band) load_rows(r0);
+        float s[kStepRows][4];
+#pragma unroll
+        for (int i = 0; i < kStepRows; ++i) {  // every load of the batch in flight first
+          const int r = r0 + i * bands;
+          const float* row = state + r * p.ss.s2 + c0 * p.ss.s3;
+          if (r < K && full) {
+            const float4 x = *reinterpret_cast<const float4*>(row);
+            s[i][0] = x.x, s[i][1] = x.y, s[i][2] = x.z, s[i][3] = x.w;
+          } else {
+#pragma unroll
+            for (int c = 0; c < 4; ++c) s[i][c] = r < K && c0 + c < V ? row[c * p.ss.s3] : 0.f;
+          }
+        }
         for (int t = 0; t < nt; ++t) {
           float vv[4], acc[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll

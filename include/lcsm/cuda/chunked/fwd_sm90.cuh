@@ -1,6 +1,6 @@
 // The chunked forward on Hopper warpgroup MMAs (sm_90a): bf16 inputs, K <= 128, the per-head and
 // the scalar-gate decays, 128 value columns per CTA. Warp-specialised: a producer warpgroup loads
-// the chunks' tiles by cp.async into a ring of stages (an mbarrier per stage says full, another
+// the chunks' tiles (TMA tensor copies, cp.async for partial chunks) into a ring of stages (an mbarrier per stage says full, another
 // says empty), and two consumer warpgroups of 64 value columns each run the chunks. The consumers
 // share the tiles and each computes the scores it needs itself (Q K^T twice: cheaper than a trip of
 // P through shared memory), and nothing makes them wait for each other: no CTA-wide barrier in the
@@ -37,6 +37,11 @@
 #include "lcsm/cuda/primitives/split_bf16.cuh"
 #include "lcsm/cuda/primitives/wgmma_sm90.cuh"
 
+// The output launch's most ring stages (a measuring knob; docs/building.md).
+#ifndef LCSM_CUDA_SM90_STAGES
+#define LCSM_CUDA_SM90_STAGES 3
+#endif
+
 namespace lcsm::cuda::detail {
 
 // kDeltaOnly: the layout of the segment-delta launch, which reads k and v only and keeps no state
@@ -50,22 +55,28 @@ struct Sm90Traits {
   static constexpr int kChunk = 64, kKeys = 128, kValues = 64, kValueTile = 128;
   static constexpr int kConsumers = 2, kProducerThreads = 128, kThreads = 128 * (1 + kConsumers);
   static constexpr int kProducerRegisters = 56, kConsumerRegisters = 224;  // 128 x 56 + 256 x 224 <= 64K
-  // Blocked tiles (wgmma_sm90.cuh), bf16 elements; a stage ends with the chunk's gates (floats).
+  // Swizzled tiles (tiles_sm90.cuh), bf16 elements; a stage ends with the chunk's gates (floats).
+  // The pattern repeats every 1024 bytes: every stage starts on such a boundary.
   static constexpr int kQ = kDeltaOnly ? 0 : kChunk * kKeys, kK = kChunk * kKeys, kV = kChunk * kValueTile;
   static constexpr int kStageTiles = kQ + kK + kV;
-  // Swizzled tiles repeat their pattern every 1024 bytes: every stage starts on such a boundary.
-  static constexpr int kStageAlign = kSm90Swizzled ? 512 : 8;
-  static constexpr int kStage =
-      (kStageTiles + (kTokenGate ? 2 * kChunk : 0) + kStageAlign - 1) / kStageAlign * kStageAlign;
-  static constexpr int kStages = kDeltaOnly ? 6 : (kExact ? 2 : 3);  // as many as the shared memory holds
+  static constexpr int kStage = (kStageTiles + (kTokenGate ? 2 * kChunk : 0) + 511) / 512 * 512;
   // Per consumer: its rows of the state operand [value][key] (hi, and lo when exact), and its
   // output staging [token][value] (swizzled).
   static constexpr int kS = kValues * kKeys, kSPer = kDeltaOnly ? 0 : (kExact ? 2 : 1) * kS;
   static constexpr int kOPer = kDeltaOnly ? 0 : kChunk * kValues;
+  static constexpr int kDecayBytes = kTokenGate ? kConsumers * 4 * kChunk * 16 : (kChunk + 1) * 4;
+  // As many stages as the shared memory holds, up to 6 for the delta launch and
+  // LCSM_CUDA_SM90_STAGES (3) otherwise: the exact mode's lo state tiles leave room for three with
+  // the per-head decay, two with the scalar gate's scans.
+  static constexpr int kFixedBytes = kConsumers * (kSPer + kOPer) * 2 + kDecayBytes + 16 + 16 * 8;
+  static constexpr int kStagesFit = (227 * 1024 - kFixedBytes) / (kStage * 2);
+  static constexpr int kStages = kStagesFit < (kDeltaOnly ? 6 : LCSM_CUDA_SM90_STAGES)
+                                     ? kStagesFit
+                                     : (kDeltaOnly ? 6 : LCSM_CUDA_SM90_STAGES);
+  static_assert(kStages >= 2, "a ring needs two stages");
   static constexpr int kOffS = kStages * kStage;
   static constexpr int kOffO = kOffS + kConsumers * kSPer;
   static constexpr int kOffDecay = (kOffO + kConsumers * kOPer) * 2;  // bytes: lambda^p, or per-warp gate scans
-  static constexpr int kDecayBytes = kTokenGate ? kConsumers * 4 * kChunk * 16 : (kChunk + 1) * 4;
   static constexpr int kOffBarriers = (kOffDecay + kDecayBytes + 15) / 16 * 16;  // full[kStages], empty[kStages]
   static constexpr int kSmemBytes = kOffBarriers + 2 * kStages * 8;
   static_assert(kSmemBytes <= 227 * 1024, "stages do not fit in shared memory");
@@ -98,7 +109,7 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
   }();
   if (threadIdx.x == 0) {
     // Swizzled tiles take their pattern's phase from the address: a base off 1 KB would shift it.
-    if (kSm90Swizzled && (smem_address(wgmma_smem) & 1023)) __trap();
+    if (smem_address(wgmma_smem) & 1023) __trap();
     for (int s = 0; s < Tr::kStages; ++s) {
       mbarrier_init(&full[s], 2 * Tr::kProducerThreads);
       mbarrier_init(&empty[s], Tr::kConsumers * 128);
@@ -127,10 +138,11 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
   else if (!kDeltaOnly && p.initial_state) state_t_from_global(S, p.initial_state, p.s_initial, it.seq, h, c0, K, V);
   else state_t_from_global(S, nullptr, p.s_initial, 0, 0, c0, K, V);
 
-  // The state as the B operand of Q S: [value][key] blocked, bf16 hi (and lo), then visible to
-  // this warpgroup's wgmma (the proxy fence) and to all its threads (a named barrier).
-  // Accumulator element i sits at blocked(acc_row(i), acc_col(i), cols) = a per-thread base plus
-  // a compile-time offset: written that way so that no per-element address stays live.
+  // The state as the B operand of Q S: [value][key] in 8 x 8 core matrices (16-byte rows, row
+  // blocks of kKeys x 8), bf16 hi (and lo), then visible to this warpgroup's wgmma (the proxy
+  // fence) and to all its threads (a named barrier). A warp's 32-bit stores fill whole core
+  // matrices, so they do not conflict. Accumulator element i sits at a per-thread base plus a
+  // compile-time offset: written that way so that no per-element address stays live.
   const int fragment_base = warp * 16 * 8 + (lane / 4) * 8 + 2 * (lane % 4);  // times cols / 8 for row blocks
   auto state_to_tile = [&] {
     __nv_bfloat16* hi_base = sSh + (fragment_base / 128) * 2 * Tr::kKeys * 8 + fragment_base % 128;
@@ -214,7 +226,7 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
         // Matrices: (values 16w..+7, tokens 16kk..+7), (values +8, same tokens), (values, tokens +8), (+8, +8).
         const int m = lane / 8, jb = 2 * kk + (m >> 1), vblk = cw * 8 + 2 * warp + (m & 1);
         std::uint32_t x[4];
-        ldmatrix_x4_trans(x, sV + tile_offset<C, Tr::kValueTile>(jb * 8 + lane % 8, vblk * 8));
+        ldmatrix_x4_trans(x, sV + tile_offset<C>(jb * 8 + lane % 8, vblk * 8));
         const int j0 = kk * 16 + 2 * (lane % 4);
         const float w0 = decay.key(j0, c), w1 = decay.key(j0 + 1, c);
         const float w8 = decay.key(j0 + 8, c), w9 = decay.key(j0 + 9, c);
@@ -230,7 +242,7 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < C / 16; ++kk)
-        wgmma_split_rs<kExact, 1>(S, vh[kk], vl[kExact ? kk : 0], tile_mn_major<C, Tr::kKeys>(sK, kk, 0));
+        wgmma_split_rs<kExact, 1>(S, vh[kk], vl[kExact ? kk : 0], tile_mn_major<C>(sK, kk, 0));
       wgmma_commit();
     }
     if constexpr (kDeltaOnly) {
@@ -242,11 +254,11 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < Tr::kKeys / 16; ++kk)
-        wgmma_m64n64k16_ss<0, 0>(A, tile_k_major<C, Tr::kKeys>(sQ, kk), tile_k_major<C, Tr::kKeys>(sK, kk), kk > 0);
+        wgmma_m64n64k16_ss<0, 0>(A, tile_k_major<C>(sQ, kk), tile_k_major<C>(sK, kk), kk > 0);
       wgmma_commit();
 #pragma unroll
       for (int kk = 0; kk < Tr::kKeys / 16; ++kk)
-        wgmma_split_ss<kExact>(O, tile_k_major<C, Tr::kKeys>(sQ, kk),
+        wgmma_split_ss<kExact>(O, tile_k_major<C>(sQ, kk),
                                wgmma_descriptor(sSh + kk * 128, 128, Tr::kKeys * 16),
                                wgmma_descriptor(sSl + kk * 128, 128, Tr::kKeys * 16), kk > 0);
       wgmma_commit();
@@ -285,7 +297,7 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
 #pragma unroll
       for (int kk = 0; kk < C / 16; ++kk)
         wgmma_split_rs<kExact, 1>(O, ph[kk], pl[kExact ? kk : 0],
-                                  tile_mn_major<C, Tr::kValueTile>(sV, kk, cw * Tr::kValues));
+                                  tile_mn_major<C>(sV, kk, cw * Tr::kValues));
       wgmma_commit();
       wgmma_wait<0>();
       mbarrier_arrive(&empty[stage]);  // this thread is done with the stage (its wgmma reads completed)

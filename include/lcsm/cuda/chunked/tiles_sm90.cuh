@@ -1,5 +1,6 @@
-// The sm_90a forward's tiles (chunked/fwd_sm90.cuh): the blocked layout its warpgroup MMAs read,
-// the producer warpgroup's cp.async loads of a chunk into a ring stage, and the state's transposed
+// The sm_90a forward's tiles (chunked/fwd_sm90.cuh): the 128-byte-swizzle layout of a stage's q, k,
+// v tiles and the wgmma descriptors over it, the producer warpgroup's loads of a chunk into a ring
+// stage (TMA tensor copies for whole chunks, cp.async otherwise), and the state's transposed
 // accumulator to and from global memory. Tr: the kernel's traits (Sm90Traits).
 #pragma once
 
@@ -15,50 +16,38 @@
 #include "lcsm/cuda/primitives/tma_sm90.cuh"
 #include "lcsm/cuda/primitives/wgmma_sm90.cuh"
 
-// Knobs for measuring runs (speed only; docs/building.md), off until a GPU run has compared them:
-// LCSM_CUDA_SM90_TMA, whole chunks loaded by TMA tensor copies instead of cp.async;
-// LCSM_CUDA_SM90_SWIZZLE, the stage's q, k, v tiles in the 128-byte-swizzle layout (halves of 64
-// columns, FlashAttention-3's) instead of the blocked one, so that a TMA box row is 128 bytes.
+// LCSM_CUDA_SM90_TMA=0 loads every chunk by cp.async (for comparison runs; docs/building.md).
 #ifndef LCSM_CUDA_SM90_TMA
-#define LCSM_CUDA_SM90_TMA 0
-#endif
-#ifndef LCSM_CUDA_SM90_SWIZZLE
-#define LCSM_CUDA_SM90_SWIZZLE 0
+#define LCSM_CUDA_SM90_TMA 1
 #endif
 
 namespace lcsm::cuda::detail {
 
-constexpr bool kSm90Swizzled = LCSM_CUDA_SM90_SWIZZLE != 0;
-
-// Element offset of (r, c) in a blocked tile of `cols` columns.
-__device__ __forceinline__ int blocked(int r, int c, int cols) {
-  return (r >> 3) * (cols << 3) + (c >> 3) * 64 + (r & 7) * 8 + (c & 7);
-}
-
-// Element offset of (r, c) in a stage tile of kRows x kCols: blocked, or swizzled (column half
-// c / 64 of kRows x 64, rows of 128 bytes, 16-byte group (c / 8) % 8 XOR r % 8).
-template <int kRows, int kCols>
+// The stage tiles' layout, FlashAttention-3's: a kRows x kCols tile is kCols / 64 column halves of
+// kRows x 64, each row 128 bytes, its 16-byte group (c / 8) % 8 stored at position XOR r % 8. A TMA
+// box of 64 x 64 with the 128-byte swizzle writes a half as it is; a 1 KB-aligned tile keeps the
+// pattern's phase (it comes from the address). Measured against the blocked layout of 8 x 8 core
+// matrices, which only 16-byte box rows or 16-byte cp.async scattered over 8 rows can fill: the
+// loads alone ran at 60% of the copy bandwidth, swizzled at 96-106% (docs/decisions.md).
+template <int kRows>
 __device__ __forceinline__ int tile_offset(int r, int c) {
-  if constexpr (kSm90Swizzled) return (c >> 6) * kRows * 64 + r * 64 + ((((c >> 3) & 7) ^ (r & 7)) << 3) + (c & 7);
-  else return blocked(r, c, kCols);
+  return (c >> 6) * kRows * 64 + r * 64 + ((((c >> 3) & 7) ^ (r & 7)) << 3) + (c & 7);
 }
 
-// A stage tile as a wgmma operand, k16 step kk. K-major: rows are M or N, columns the reduction.
-// MN-major: rows are the reduction, columns c0.. the M or N dimension (c0 a multiple of 64 when
-// swizzled; the next 64 columns, when N > 64, lie one column half further).
-template <int kRows, int kCols>
+// A stage tile as a wgmma operand, k16 step kk. K-major: rows are M or N, columns the reduction
+// (16 columns = 32 bytes further a step, the next column half after four). MN-major: rows are the
+// reduction, columns c0.. (a multiple of 64) the M or N dimension; when N > 64 the next 64 columns
+// lie one column half further (the leading byte offset).
+template <int kRows>
 __device__ __forceinline__ std::uint64_t tile_k_major(const __nv_bfloat16* tile, int kk) {
-  if constexpr (kSm90Swizzled) return wgmma_descriptor_sw128(tile + (kk >> 2) * kRows * 64 + (kk & 3) * 16, 16, 1024);
-  else return wgmma_descriptor(tile + kk * 128, 128, kCols * 16);
+  return wgmma_descriptor_sw128(tile + (kk >> 2) * kRows * 64 + (kk & 3) * 16, 16, 1024);
 }
-template <int kRows, int kCols>
+template <int kRows>
 __device__ __forceinline__ std::uint64_t tile_mn_major(const __nv_bfloat16* tile, int kk, int c0) {
-  if constexpr (kSm90Swizzled)
-    return wgmma_descriptor_sw128(tile + (c0 >> 6) * kRows * 64 + kk * 16 * 64, kRows * 128, 1024);
-  else return wgmma_descriptor(tile + kk * 2 * 8 * kCols + (c0 >> 3) * 64, kCols * 16, 128);
+  return wgmma_descriptor_sw128(tile + (c0 >> 6) * kRows * 64 + kk * 16 * 64, kRows * 128, 1024);
 }
 
-// Rows [t0, t0 + kRows) x columns [c0, c0 + kCols) of one head into a swizzled tile by 16-byte
+// Rows [t0, t0 + kRows) x columns [c0, c0 + kCols) of one head into a stage tile by 16-byte
 // cp.async; rows >= count and columns >= dim are zero. Consecutive threads fill one row; a
 // thread's column group is the same in every pass and its row advances by a multiple of 8, so its
 // swizzled offset advances by a constant.
@@ -68,33 +57,12 @@ __device__ __forceinline__ void load_swizzled(__nv_bfloat16* tile, const __nv_bf
   constexpr int kColBlocks = kCols / 8, kPasses = kRows * kColBlocks / kThreads, kRowStep = kThreads / kColBlocks;
   static_assert(kRowStep % 8 == 0, "a thread's rows keep their swizzle phase");
   const int cb = tid % kColBlocks, r0 = tid / kColBlocks, col = c0 + cb * 8;
-  __nv_bfloat16* dst = tile + tile_offset<kRows, kCols>(r0, cb * 8);
+  __nv_bfloat16* dst = tile + tile_offset<kRows>(r0, cb * 8);
   const __nv_bfloat16* src = head + (t0 + r0) * row_stride + col;
 #pragma unroll
   for (int i = 0; i < kPasses; ++i) {
     __nv_bfloat16* d = dst + i * kRowStep * 64;
     if (r0 + i * kRowStep < count && col < dim) cp_async_16(d, src + i * kRowStep * row_stride);
-    else *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
-  }
-}
-
-// The same into a blocked tile. Consecutive threads fill one core matrix; a thread's column is the
-// same in every pass and its row advances by a fixed step, so one base pointer serves all its
-// copies.
-template <int kRows, int kCols, int kThreads>
-__device__ __forceinline__ void load_blocked(__nv_bfloat16* tile, const __nv_bfloat16* head, std::int64_t row_stride,
-                                             std::int64_t t0, int count, int c0, int dim, int tid) {
-  constexpr int kColBlocks = kCols / 8, kPasses = kRows * kColBlocks / kThreads;
-  constexpr int kRowStep = kThreads / kColBlocks;  // rows between a thread's passes
-  const int cb = (tid >> 3) % kColBlocks, r0 = (tid & 7) + (tid / (8 * kColBlocks)) * 8;
-  const int col = c0 + cb * 8;
-  __nv_bfloat16* dst = tile + blocked(r0, cb * 8, kCols);
-  const __nv_bfloat16* src = head + (t0 + r0) * row_stride + col;
-  const std::int64_t step = kRowStep * row_stride;
-#pragma unroll
-  for (int i = 0; i < kPasses; ++i) {
-    __nv_bfloat16* d = dst + i * (kRowStep / 8) * kCols * 8;
-    if (r0 + i * kRowStep < count && col < dim) cp_async_16(d, src + i * step);
     else *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
   }
 }
@@ -122,15 +90,9 @@ __device__ __forceinline__ void load_wgmma_chunk(__nv_bfloat16* stage, const Rec
   const auto* q = static_cast<const __nv_bfloat16*>(p.q) + it.batch * p.sq.s0 + h64 * p.sq.s2;
   const auto* k = static_cast<const __nv_bfloat16*>(p.k) + it.batch * p.sk.s0 + h64 * p.sk.s2;
   const auto* v = static_cast<const __nv_bfloat16*>(p.v) + it.batch * p.sv.s0 + h64 * p.sv.s2;
-  if constexpr (kSm90Swizzled) {
-    if (!kDeltaOnly) load_swizzled<Tr::kChunk, Tr::kKeys, kT>(stage, q, p.sq.s1, tg, c, 0, p.key_dim, tid);
-    load_swizzled<Tr::kChunk, Tr::kKeys, kT>(stage + Tr::kQ, k, p.sk.s1, tg, c, 0, p.key_dim, tid);
-    load_swizzled<Tr::kChunk, Tr::kValueTile, kT>(stage + Tr::kQ + Tr::kK, v, p.sv.s1, tg, c, c0, p.value_dim, tid);
-  } else {
-    if (!kDeltaOnly) load_blocked<Tr::kChunk, Tr::kKeys, kT>(stage, q, p.sq.s1, tg, c, 0, p.key_dim, tid);
-    load_blocked<Tr::kChunk, Tr::kKeys, kT>(stage + Tr::kQ, k, p.sk.s1, tg, c, 0, p.key_dim, tid);
-    load_blocked<Tr::kChunk, Tr::kValueTile, kT>(stage + Tr::kQ + Tr::kK, v, p.sv.s1, tg, c, c0, p.value_dim, tid);
-  }
+  if (!kDeltaOnly) load_swizzled<Tr::kChunk, Tr::kKeys, kT>(stage, q, p.sq.s1, tg, c, 0, p.key_dim, tid);
+  load_swizzled<Tr::kChunk, Tr::kKeys, kT>(stage + Tr::kQ, k, p.sk.s1, tg, c, 0, p.key_dim, tid);
+  load_swizzled<Tr::kChunk, Tr::kValueTile, kT>(stage + Tr::kQ + Tr::kK, v, p.sv.s1, tg, c, c0, p.value_dim, tid);
   load_chunk_gates<Tr>(stage, p, it, tg, c, h, tid);
 }
 
@@ -160,39 +122,27 @@ __device__ __forceinline__ void state_t_to_global(const float (&s)[64], float* g
   }
 }
 
-// q, k and v as TMA tensor maps that write the stage tiles directly. Blocked tiles: a head's rows
-// seen as five dimensions (element in a 16-byte group, row in a row block, column group, row block,
-// batch), so that the box (8, 8, columns / 8, 8, 1) lands as 8 x 8 core matrices, row-block major
-// (one copy a tile; 16-byte box rows). Swizzled tiles: three dimensions (column, row, batch) and a
-// box of 64 columns x 64 rows with the 128-byte swizzle (one copy a column half). Made on the host
-// per launch; `valid` is false when the shapes or the driver do not allow it (the producer then
-// copies by cp.async).
+// q, k and v as TMA tensor maps that write the stage tiles directly: three dimensions (column over
+// all heads, row, batch) and a box of 64 columns x 64 rows with the 128-byte swizzle (one copy a
+// column half). Made on the host per launch; `valid` is false when the shapes or the driver do not
+// allow it (the producer then copies by cp.async).
 struct TileMaps {
   CUtensorMap q, k, v;
   int valid;
 };
 
 inline bool tile_map(CUtensorMap& map, const void* base, const Strides4& s, std::int64_t batch, std::int64_t time,
-                     int heads, int width, int box_cols) {
+                     int heads, int width) {
   if (s.s3 != 1 || s.s1 <= 0 || s.s1 % 8 || s.s2 < 0 || s.s2 % 8 || (batch > 1 && (s.s0 <= 0 || s.s0 % 8)) ||
-      reinterpret_cast<std::uintptr_t>(base) % 16 || time < 8)
+      reinterpret_cast<std::uintptr_t>(base) % 16 || time < 64)  // no whole chunk
     return false;
   const std::uint64_t columns = static_cast<std::uint64_t>(heads - 1) * s.s2 + width;
   const std::uint64_t row = static_cast<std::uint64_t>(s.s1) * 2;
   const std::uint64_t batch_stride = batch > 1 ? static_cast<std::uint64_t>(s.s0) * 2 : time * row;
-  if constexpr (kSm90Swizzled) {
-    const std::uint64_t extent[3] = {columns, static_cast<std::uint64_t>(time), static_cast<std::uint64_t>(batch)};
-    const std::uint64_t stride[2] = {row, batch_stride};
-    const std::uint32_t box[3] = {64, 64, 1};
-    (void)box_cols;
-    return encode_bf16_map<3>(map, base, extent, stride, box, CU_TENSOR_MAP_SWIZZLE_128B);
-  } else {
-    const std::uint64_t extent[5] = {8, 8, columns / 8, static_cast<std::uint64_t>(time / 8),
-                                     static_cast<std::uint64_t>(batch)};
-    const std::uint64_t stride[4] = {row, 16, 8 * row, batch > 1 ? batch_stride : 8 * row};
-    const std::uint32_t box[5] = {8, 8, static_cast<std::uint32_t>(box_cols / 8), 8, 1};
-    return encode_bf16_map<5>(map, base, extent, stride, box);
-  }
+  const std::uint64_t extent[3] = {columns, static_cast<std::uint64_t>(time), static_cast<std::uint64_t>(batch)};
+  const std::uint64_t stride[2] = {row, batch_stride};
+  const std::uint32_t box[3] = {64, 64, 1};
+  return encode_bf16_map<3>(map, base, extent, stride, box, CU_TENSOR_MAP_SWIZZLE_128B);
 }
 
 // The maps of a launch of the sm_90a kernel (K = 128 and whole value tiles only: TMA has no zero
@@ -202,9 +152,9 @@ TileMaps make_tile_maps(const RecurrenceParams& p) {
   TileMaps m{};
 #if LCSM_CUDA_SM90_TMA
   m.valid = p.key_dim == Tr::kKeys && p.value_dim % Tr::kValueTile == 0 &&
-            (Tr::kQ == 0 || tile_map(m.q, p.q, p.sq, p.batch, p.time, p.heads, p.key_dim, Tr::kKeys)) &&
-            tile_map(m.k, p.k, p.sk, p.batch, p.time, p.heads, p.key_dim, Tr::kKeys) &&
-            tile_map(m.v, p.v, p.sv, p.batch, p.time, p.heads, p.value_dim, Tr::kValueTile);
+            (Tr::kQ == 0 || tile_map(m.q, p.q, p.sq, p.batch, p.time, p.heads, p.key_dim)) &&
+            tile_map(m.k, p.k, p.sk, p.batch, p.time, p.heads, p.key_dim) &&
+            tile_map(m.v, p.v, p.sv, p.batch, p.time, p.heads, p.value_dim);
 #else
   (void)p;
 #endif
@@ -215,20 +165,16 @@ TileMaps make_tile_maps(const RecurrenceParams& p) {
 template <int kRows, int kCols>
 __device__ __forceinline__ void tma_tile(__nv_bfloat16* tile, const CUtensorMap* map, int col0, std::int64_t tg, int b,
                                          std::uint64_t* bar) {
-  if constexpr (kSm90Swizzled) {
 #pragma unroll
-    for (int half = 0; half < kCols / 64; ++half)
-      tma_load_3d(tile + half * kRows * 64, map, {col0 + half * 64, static_cast<int>(tg), b}, bar);
-  } else {
-    tma_load_5d(tile, map, {0, 0, col0 / 8, static_cast<int>(tg / 8), b}, bar);
-  }
+  for (int half = 0; half < kCols / 64; ++half)
+    tma_load_3d(tile + half * kRows * 64, map, {col0 + half * 64, static_cast<int>(tg), b}, bar);
 }
 
 // The producer warpgroup: every chunk of the segment into the ring, a stage once both consumers
 // have released it. A stage's `full` barrier counts each producer thread twice: once when its
-// cp.async copies land, once (release) for its zero-fill stores. A whole chunk (blocked tiles: at a
-// row that is a multiple of 8) goes by TMA when the maps are valid: thread 0's second arrival
-// expects the tiles' bytes, and it then issues the copies (the gates stay cp.async).
+// cp.async copies land, once (release) for its zero-fill stores. A whole chunk goes by TMA when the
+// maps are valid: thread 0's second arrival expects the tiles' bytes, and it then issues the copies
+// (the gates stay cp.async).
 template <class Tr, bool kDeltaOnly>
 __device__ __forceinline__ void produce_chunks(__nv_bfloat16* smem, std::uint64_t* full, std::uint64_t* empty,
                                                const RecurrenceParams& p, const TileMaps& maps, const Item& it, int h,
@@ -241,7 +187,7 @@ __device__ __forceinline__ void produce_chunks(__nv_bfloat16* smem, std::uint64_
     const int c = static_cast<int>(it.end - t < Tr::kChunk ? it.end - t : Tr::kChunk);
     const std::int64_t tg = it.start + t;
     __nv_bfloat16* stage = smem + s * Tr::kStage;
-    if (maps.valid && c == Tr::kChunk && (kSm90Swizzled || tg % 8 == 0)) {
+    if (maps.valid && c == Tr::kChunk) {
       load_chunk_gates<Tr>(stage, p, it, tg, c, h, tid);
       mbarrier_arrive_on_copies(&full[s]);
       if (tid == 0) {  // this arrival also releases thread 0's stores, as the others' below do

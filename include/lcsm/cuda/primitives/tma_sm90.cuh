@@ -20,42 +20,14 @@ __device__ __forceinline__ void mbarrier_arrive_expect_tx(std::uint64_t* bar, st
                : "memory");
 }
 
-// The box of a rank-2 `map` at coordinates (c0, c1), as tma_load_5d.
-__device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, int c0, int c1, std::uint64_t* bar) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], "
-      "[%4];\n" ::"r"(smem_address(dst)),
-      "l"(reinterpret_cast<std::uint64_t>(map)), "r"(c0), "r"(c1), "r"(smem_address(bar))
-      : "memory");
-}
-
-// The box of a rank-3 `map` at coordinates c[0..2], as tma_load_5d.
+// The box of a rank-3 `map` at coordinates c[0..2] into shared memory at dst (aligned as the map's
+// swizzle wants: 1 KB for 128 bytes), counted on `bar` by its bytes.
 __device__ __forceinline__ void tma_load_3d(void* dst, const CUtensorMap* map, const int (&c)[3], std::uint64_t* bar) {
   asm volatile(
       "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], "
       "[%5];\n" ::"r"(smem_address(dst)),
       "l"(reinterpret_cast<std::uint64_t>(map)), "r"(c[0]), "r"(c[1]), "r"(c[2]), "r"(smem_address(bar))
       : "memory");
-}
-
-// The box of `map` at coordinates c[0..4] into shared memory at dst (128-byte aligned), counted on
-// `bar` by its bytes.
-__device__ __forceinline__ void tma_load_5d(void* dst, const CUtensorMap* map, const int (&c)[5], std::uint64_t* bar) {
-  asm volatile(
-      "cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5, "
-      "%6}], [%7];\n" ::"r"(smem_address(dst)),
-      "l"(reinterpret_cast<std::uint64_t>(map)), "r"(c[0]), "r"(c[1]), "r"(c[2]), "r"(c[3]), "r"(c[4]),
-      "r"(smem_address(bar))
-      : "memory");
-}
-
-// A 1-D bulk copy of `bytes` (a multiple of 16, both addresses 16-byte aligned) into shared memory,
-// counted on `bar` by its bytes.
-__device__ __forceinline__ void bulk_load(void* dst, const void* src, std::uint32_t bytes, std::uint64_t* bar) {
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
-                   smem_address(dst)),
-               "l"(src), "r"(bytes), "r"(smem_address(bar))
-               : "memory");
 }
 
 // cuTensorMapEncodeTiled, found once per process (null when the driver has none).

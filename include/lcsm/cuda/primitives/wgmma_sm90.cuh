@@ -7,15 +7,15 @@
 // accumulator's columns [16 k, 16 k + 16) become A's k-step k: pack(d[8k], d[8k+1]),
 // pack(d[8k+2], d[8k+3]), pack(d[8k+4], d[8k+5]), pack(d[8k+6], d[8k+7]).
 //
-// Shared-memory operands use the no-swizzle ("interleave") canonical layout: 8 x 8 core
-// matrices of 128 contiguous bytes (8 rows of 16 bytes). lcsm keeps every tile "blocked": for a
-// tile of R rows and C columns, element (r, c) sits at
+// Shared-memory operands in two layouts. No swizzle ("interleave", wgmma_descriptor): 8 x 8 core
+// matrices of 128 contiguous bytes (8 rows of 16 bytes); for a "blocked" tile of R rows and C
+// columns, element (r, c) sits at
 //   (r / 8) * (C / 8) * 64 + (c / 8) * 64 + (r % 8) * 8 + c % 8          (elements)
-// which a 16-byte cp.async of 8 consecutive columns of one row fills directly. The same tile is a
-// K-major operand when its columns are the reduction (LBO = 128 bytes between column blocks,
+// a K-major operand when its columns are the reduction (LBO = 128 bytes between column blocks,
 // SBO = C * 16 bytes between row blocks) and an MN-major one when its rows are (LBO = C * 16,
-// SBO = 128), with the transpose bit set. The 128-byte-swizzle layout (wgmma_descriptor_sw128) is
-// the other one the kernels may use (LCSM_CUDA_SM90_SWIZZLE, chunked/tiles_sm90.cuh).
+// SBO = 128), with the transpose bit set; the sm_90a forward keeps its state operand so. The
+// 128-byte swizzle (wgmma_descriptor_sw128): rows of 128 bytes whose 16-byte groups are permuted
+// by the row's index mod 8, the layout a TMA box writes; the stage tiles (chunked/tiles_sm90.cuh).
 #pragma once
 
 #include <cstdint>
