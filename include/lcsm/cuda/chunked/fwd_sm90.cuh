@@ -1,11 +1,11 @@
 // The chunked forward on Hopper warpgroup MMAs (sm_90a): bf16 inputs, K <= 128, the per-head and
 // the scalar-gate decays, 128 value columns per CTA. Warp-specialised: a producer warpgroup loads
-// the chunks' tiles (TMA tensor copies, cp.async for partial chunks) into a ring of stages (an mbarrier per stage says full, another
-// says empty), and two consumer warpgroups of 64 value columns each run the chunks. The consumers
-// share the tiles and each computes the scores it needs itself (Q K^T twice: cheaper than a trip of
-// P through shared memory), and nothing makes them wait for each other: no CTA-wide barrier in the
-// loop, so one consumer's matrix products overlap the other's masking, conversions and stores, and
-// the loads run up to kStages chunks ahead.
+// the chunks' tiles (TMA tensor copies; cp.async for partial chunks) into a ring of stages (an
+// mbarrier per stage says full, another says empty), and two consumer warpgroups of 64 value
+// columns each run the chunks. The consumers share the tiles and each computes the scores it needs
+// itself (Q K^T twice: cheaper than a trip of P through shared memory), and nothing makes them
+// wait for each other: no CTA-wide barrier in the loop, so one consumer's matrix products overlap
+// the other's masking, conversions and stores, and the loads run up to kStages chunks ahead.
 //
 // Per chunk of C = 64 tokens (S: the K x 64 state block at the chunk start; factors from the decay
 // policy, chunked/decay.cuh):
@@ -37,11 +37,6 @@
 #include "lcsm/cuda/primitives/split_bf16.cuh"
 #include "lcsm/cuda/primitives/wgmma_sm90.cuh"
 
-// The output launch's most ring stages (a measuring knob; docs/building.md).
-#ifndef LCSM_CUDA_SM90_STAGES
-#define LCSM_CUDA_SM90_STAGES 3
-#endif
-
 namespace lcsm::cuda::detail {
 
 // kDeltaOnly: the layout of the segment-delta launch, which reads k and v only and keeps no state
@@ -65,14 +60,13 @@ struct Sm90Traits {
   static constexpr int kS = kValues * kKeys, kSPer = kDeltaOnly ? 0 : (kExact ? 2 : 1) * kS;
   static constexpr int kOPer = kDeltaOnly ? 0 : kChunk * kValues;
   static constexpr int kDecayBytes = kTokenGate ? kConsumers * 4 * kChunk * 16 : (kChunk + 1) * 4;
-  // As many stages as the shared memory holds, up to 6 for the delta launch and
-  // LCSM_CUDA_SM90_STAGES (3) otherwise: the exact mode's lo state tiles leave room for three with
-  // the per-head decay, two with the scalar gate's scans.
+  // Ring depth, measured (H100, 2026-12-07, docs/performance.md): the delta launch keeps six; the
+  // exact mode's output launch gained 3% from a third stage where one fits (the per-head decay; the
+  // scalar gate's scans leave room for two), the fast mode's lost 3-5% with it.
   static constexpr int kFixedBytes = kConsumers * (kSPer + kOPer) * 2 + kDecayBytes + 16 + 16 * 8;
   static constexpr int kStagesFit = (227 * 1024 - kFixedBytes) / (kStage * 2);
-  static constexpr int kStages = kStagesFit < (kDeltaOnly ? 6 : LCSM_CUDA_SM90_STAGES)
-                                     ? kStagesFit
-                                     : (kDeltaOnly ? 6 : LCSM_CUDA_SM90_STAGES);
+  static constexpr int kStagesWanted = kDeltaOnly ? 6 : (kExact ? 3 : 2);
+  static constexpr int kStages = kStagesFit < kStagesWanted ? kStagesFit : kStagesWanted;
   static_assert(kStages >= 2, "a ring needs two stages");
   static constexpr int kOffS = kStages * kStage;
   static constexpr int kOffO = kOffS + kConsumers * kSPer;
@@ -258,8 +252,7 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
       wgmma_commit();
 #pragma unroll
       for (int kk = 0; kk < Tr::kKeys / 16; ++kk)
-        wgmma_split_ss<kExact>(O, tile_k_major<C>(sQ, kk),
-                               wgmma_descriptor(sSh + kk * 128, 128, Tr::kKeys * 16),
+        wgmma_split_ss<kExact>(O, tile_k_major<C>(sQ, kk), wgmma_descriptor(sSh + kk * 128, 128, Tr::kKeys * 16),
                                wgmma_descriptor(sSl + kk * 128, 128, Tr::kKeys * 16), kk > 0);
       wgmma_commit();
       wgmma_wait<1>();  // the state update and P
@@ -296,8 +289,7 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < C / 16; ++kk)
-        wgmma_split_rs<kExact, 1>(O, ph[kk], pl[kExact ? kk : 0],
-                                  tile_mn_major<C>(sV, kk, cw * Tr::kValues));
+        wgmma_split_rs<kExact, 1>(O, ph[kk], pl[kExact ? kk : 0], tile_mn_major<C>(sV, kk, cw * Tr::kValues));
       wgmma_commit();
       wgmma_wait<0>();
       mbarrier_arrive(&empty[stage]);  // this thread is done with the stage (its wgmma reads completed)
