@@ -37,7 +37,15 @@
 #include "lcsm/cuda/primitives/split_bf16.cuh"
 #include "lcsm/cuda/primitives/wgmma_sm90.cuh"
 
+// A measuring knob (docs/building.md; results identical bit for bit): the consumers' loop rotated
+// by half a chunk, so that a chunk's P V and stores overlap the next chunk's state update and scores.
+#ifndef LCSM_CUDA_SM90_OVERLAP
+#define LCSM_CUDA_SM90_OVERLAP 0
+#endif
+
 namespace lcsm::cuda::detail {
+
+constexpr bool kSm90Overlap = LCSM_CUDA_SM90_OVERLAP != 0;
 
 // kDeltaOnly: the layout of the segment-delta launch, which reads k and v only and keeps no state
 // operand or output staging: its stages are two-thirds the size and it runs twice as many ahead
@@ -193,112 +201,163 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
     }
   };
 
-  float O[32];  // rows: tokens acc_row(i); columns: values c0 + acc_col(i)
-  auto run_chunk = [&](std::int64_t t, int n) {
-    const int c = static_cast<int>(it.end - t < C ? it.end - t : C);
-    const std::int64_t tg = it.start + t;
-    const int stage = n % Tr::kStages;
-    __nv_bfloat16* sQ = smem + stage * Tr::kStage;
-    __nv_bfloat16* sK = sQ + Tr::kQ;
-    __nv_bfloat16* sV = sK + Tr::kK;
-    mbarrier_wait(&full[stage], (n / Tr::kStages) & 1);  // this chunk's tiles have landed
+  // The chunk's steps; each issue_* step fences, issues one wgmma group and commits it.
+  float O[32];                                    // rows: tokens acc_row(i); columns: values c0 + acc_col(i)
+  float A[32];                                    // the scores Q K^T
+  std::uint32_t ph[4][4], pl[kExact ? 4 : 1][4];  // P's A fragments (hi, lo), masked and decayed
+  auto stage_tiles = [&](int n) { return smem + (n % Tr::kStages) * Tr::kStage; };  // q, k, v, gates
+  auto chunk_start = [&](int n) {  // this chunk's tiles have landed; the token gate's factors
+    mbarrier_wait(&full[n % Tr::kStages], (n / Tr::kStages) & 1);
     if constexpr (Tr::kTokenGate) {
-      decay.prepare(reinterpret_cast<const float*>(sQ + Tr::kStageTiles));
+      decay.prepare(reinterpret_cast<const float*>(stage_tiles(n) + Tr::kStageTiles));
       segment_log2 += decay.chunk_log2;
     }
-
-    // ---- S^T = exp(G_{c-1}) S^T + (V^T diag(exp(G_{c-1} - G_j))) K, issued first: it reads the
-    // tiles and the registers only, while Q S below reads the previous state from its shared-memory
-    // copy. ----
-    {
-      const float lc = decay.state(c);
-#pragma unroll
-      for (int i = 0; i < 64; ++i) S[i] *= lc;
-      std::uint32_t vh[4][4], vl[kExact ? 4 : 1][4];
-#pragma unroll
-      for (int kk = 0; kk < C / 16; ++kk) {
-        // Matrices: (values 16w..+7, tokens 16kk..+7), (values +8, same tokens), (values, tokens +8), (+8, +8).
-        const int m = lane / 8, jb = 2 * kk + (m >> 1), vblk = cw * 8 + 2 * warp + (m & 1);
-        std::uint32_t x[4];
-        ldmatrix_x4_trans(x, sV + tile_offset<C>(jb * 8 + lane % 8, vblk * 8));
-        const int j0 = kk * 16 + 2 * (lane % 4);
-        const float w0 = decay.key(j0, c), w1 = decay.key(j0 + 1, c);
-        const float w8 = decay.key(j0 + 8, c), w9 = decay.key(j0 + 9, c);
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {
-          const float2 f = unpack_bf16(x[r]);
-          std::uint32_t hi, lo;
-          split_pack_bf16(f.x * (r < 2 ? w0 : w8), f.y * (r < 2 ? w1 : w9), hi, lo);
-          vh[kk][r] = hi;
-          if constexpr (kExact) vl[kk][r] = lo;
-        }
-      }
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < C / 16; ++kk)
-        wgmma_split_rs<kExact, 1>(S, vh[kk], vl[kExact ? kk : 0], tile_mn_major<C>(sK, kk, 0));
-      wgmma_commit();
-    }
-    if constexpr (kDeltaOnly) {
-      wgmma_wait<0>();
-      mbarrier_arrive(&empty[stage]);  // this thread is done with the stage (its wgmma reads completed)
-    } else {
-      // ---- P = Q K^T and O = Q S, issued behind the state update. ----
-      float A[32];
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < Tr::kKeys / 16; ++kk)
-        wgmma_m64n64k16_ss<0, 0>(A, tile_k_major<C>(sQ, kk), tile_k_major<C>(sK, kk), kk > 0);
-      wgmma_commit();
-#pragma unroll
-      for (int kk = 0; kk < Tr::kKeys / 16; ++kk)
-        wgmma_split_ss<kExact>(O, tile_k_major<C>(sQ, kk), wgmma_descriptor(sSh + kk * 128, 128, Tr::kKeys * 16),
-                               wgmma_descriptor(sSl + kk * 128, 128, Tr::kKeys * 16), kk > 0);
-      wgmma_commit();
-      wgmma_wait<1>();  // the state update and P
-      // Causal decay mask as a select; the accumulator becomes P's A fragments (hi, lo).
-      std::uint32_t ph[4][4], pl[kExact ? 4 : 1][4];
-      // Element i: row r0 + 8 ((i >> 1) & 1), column 8 (i >> 2) + 2 (lane % 4) + (i & 1), so the
-      // distance row - column is d0 plus a compile-time constant.
-      const int d0 = warp * 16 + lane / 4 - 2 * (lane % 4);
-#pragma unroll
-      for (int kk = 0; kk < C / 16; ++kk)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {
-          const int i = 8 * kk + 2 * r, d = d0 + 8 * ((i >> 1) & 1) - 8 * (i >> 2);
-          const int row = warp * 16 + lane / 4 + 8 * ((i >> 1) & 1), col = row - d;
-          const float x0 = d >= 0 ? A[i] * decay.mask(row, col) : 0.f;
-          const float x1 = d >= 1 ? A[i + 1] * decay.mask(row, col + 1) : 0.f;
-          std::uint32_t hi, lo;
-          split_pack_bf16(x0, x1, hi, lo);
-          ph[kk][r] = hi;
-          if constexpr (kExact) pl[kk][r] = lo;
-        }
-      wgmma_wait<0>();  // Q S: the state tile is free
-      if (t + C < it.end) {
-        state_to_tile();  // the next chunk's operand
-        fence_async_shared();
-      }
-      // Every thread of this consumer is past this chunk's Q S (the tile may be rewritten) and past
-      // the previous chunk's output stores (sO may be rewritten).
-      named_barrier_sync(named, 128);
-      const float q_decay_top = decay.row(warp * 16 + lane / 4), q_decay_bottom = decay.row(warp * 16 + lane / 4 + 8);
-#pragma unroll
-      for (int i = 0; i < 32; ++i) O[i] *= (i & 2) ? q_decay_bottom : q_decay_top;  // exp(G_i), i the token
-      // ---- O += P V. ----
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < C / 16; ++kk)
-        wgmma_split_rs<kExact, 1>(O, ph[kk], pl[kExact ? kk : 0], tile_mn_major<C>(sV, kk, cw * Tr::kValues));
-      wgmma_commit();
-      wgmma_wait<0>();
-      mbarrier_arrive(&empty[stage]);  // this thread is done with the stage (its wgmma reads completed)
-      store_outputs(O, c, tg);
-    }
   };
-  {
-    int n = 0;
-    for (std::int64_t t = it.begin; t < it.end; t += C, ++n) run_chunk(t, n);
+  // This thread is done with chunk n's stage (its wgmma reads completed).
+  auto release = [&](int n) { mbarrier_arrive(&empty[n % Tr::kStages]); };
+
+  // S^T = exp(G_{c-1}) S^T + (V^T diag(exp(G_{c-1} - G_j))) K: reads the tiles and the registers
+  // only (Q S reads the previous state from its shared-memory copy), so it is issued first.
+  auto issue_state_update = [&](const __nv_bfloat16* sK, const __nv_bfloat16* sV, int c) {
+    const float lc = decay.state(c);
+#pragma unroll
+    for (int i = 0; i < 64; ++i) S[i] *= lc;
+    std::uint32_t vh[4][4], vl[kExact ? 4 : 1][4];
+#pragma unroll
+    for (int kk = 0; kk < C / 16; ++kk) {
+      // Matrices: (values 16w..+7, tokens 16kk..+7), (values +8, same tokens), (values, tokens +8), (+8, +8).
+      const int m = lane / 8, jb = 2 * kk + (m >> 1), vblk = cw * 8 + 2 * warp + (m & 1);
+      std::uint32_t x[4];
+      ldmatrix_x4_trans(x, sV + tile_offset<C>(jb * 8 + lane % 8, vblk * 8));
+      const int j0 = kk * 16 + 2 * (lane % 4);
+      const float w0 = decay.key(j0, c), w1 = decay.key(j0 + 1, c);
+      const float w8 = decay.key(j0 + 8, c), w9 = decay.key(j0 + 9, c);
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const float2 f = unpack_bf16(x[r]);
+        std::uint32_t hi, lo;
+        split_pack_bf16(f.x * (r < 2 ? w0 : w8), f.y * (r < 2 ? w1 : w9), hi, lo);
+        vh[kk][r] = hi;
+        if constexpr (kExact) vl[kk][r] = lo;
+      }
+    }
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < C / 16; ++kk)
+      wgmma_split_rs<kExact, 1>(S, vh[kk], vl[kExact ? kk : 0], tile_mn_major<C>(sK, kk, 0));
+    wgmma_commit();
+  };
+  auto issue_scores = [&](const __nv_bfloat16* sQ, const __nv_bfloat16* sK) {  // A = Q K^T
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < Tr::kKeys / 16; ++kk)
+      wgmma_m64n64k16_ss<0, 0>(A, tile_k_major<C>(sQ, kk), tile_k_major<C>(sK, kk), kk > 0);
+    wgmma_commit();
+  };
+  auto issue_inter = [&](const __nv_bfloat16* sQ) {  // O = Q S
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < Tr::kKeys / 16; ++kk)
+      wgmma_split_ss<kExact>(O, tile_k_major<C>(sQ, kk), wgmma_descriptor(sSh + kk * 128, 128, Tr::kKeys * 16),
+                             wgmma_descriptor(sSl + kk * 128, 128, Tr::kKeys * 16), kk > 0);
+    wgmma_commit();
+  };
+  // Causal decay mask as a select; the accumulator becomes P's A fragments (hi, lo). Element i:
+  // row r0 + 8 ((i >> 1) & 1), column 8 (i >> 2) + 2 (lane % 4) + (i & 1), so the distance
+  // row - column is d0 plus a compile-time constant.
+  auto mask_scores = [&] {
+    const int d0 = warp * 16 + lane / 4 - 2 * (lane % 4);
+#pragma unroll
+    for (int kk = 0; kk < C / 16; ++kk)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int i = 8 * kk + 2 * r, d = d0 + 8 * ((i >> 1) & 1) - 8 * (i >> 2);
+        const int row = warp * 16 + lane / 4 + 8 * ((i >> 1) & 1), col = row - d;
+        const float x0 = d >= 0 ? A[i] * decay.mask(row, col) : 0.f;
+        const float x1 = d >= 1 ? A[i + 1] * decay.mask(row, col + 1) : 0.f;
+        std::uint32_t hi, lo;
+        split_pack_bf16(x0, x1, hi, lo);
+        ph[kk][r] = hi;
+        if constexpr (kExact) pl[kk][r] = lo;
+      }
+  };
+  // After Q S has completed: the next chunk's state operand, then every thread of this consumer is
+  // past this chunk's Q S (the tile may be rewritten) and past the previous chunk's output stores
+  // (sO may be rewritten); then the rows' decay exp(G_i) on O = Q S.
+  auto publish_state = [&](bool more) {
+    if (more) {
+      state_to_tile();
+      fence_async_shared();
+    }
+    named_barrier_sync(named, 128);
+    const float top = decay.row(warp * 16 + lane / 4), bottom = decay.row(warp * 16 + lane / 4 + 8);
+#pragma unroll
+    for (int i = 0; i < 32; ++i) O[i] *= (i & 2) ? bottom : top;
+  };
+  auto issue_values = [&](const __nv_bfloat16* sV) {  // O += P V
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < C / 16; ++kk)
+      wgmma_split_rs<kExact, 1>(O, ph[kk], pl[kExact ? kk : 0], tile_mn_major<C>(sV, kk, cw * Tr::kValues));
+    wgmma_commit();
+  };
+
+  int n = 0;
+  if constexpr (kDeltaOnly) {
+    for (std::int64_t t = it.begin; t < it.end; t += C, ++n) {
+      const int c = static_cast<int>(it.end - t < C ? it.end - t : C);
+      chunk_start(n);
+      issue_state_update(stage_tiles(n) + Tr::kQ, stage_tiles(n) + Tr::kQ + Tr::kK, c);
+      wgmma_wait<0>();
+      release(n);
+    }
+  } else if constexpr (kSm90Overlap) {
+    // Rotated by half a chunk: chunk n-1's P V runs behind chunk n's state update, its stores
+    // behind chunk n's scores, and chunk n's mask behind its Q S. Nothing is in flight from one
+    // iteration to the next (ptxas then keeps the wgmmas asynchronous: no injected waits). A stage
+    // is held until the middle of the next chunk.
+    for (std::int64_t t = it.begin; t < it.end; t += C, ++n) {
+      const int c = static_cast<int>(it.end - t < C ? it.end - t : C);
+      __nv_bfloat16 *sQ = stage_tiles(n), *sK = sQ + Tr::kQ, *sV = sK + Tr::kK;
+      chunk_start(n);
+      issue_state_update(sK, sV, c);
+      if (n > 0) issue_values(stage_tiles(n - 1) + Tr::kQ + Tr::kK);
+      issue_scores(sQ, sK);
+      wgmma_wait<1>();  // the state update and chunk n-1's P V
+      if (n > 0) {
+        release(n - 1);
+        store_outputs(O, C, it.start + t - C);  // chunk n-1 is a whole one
+      }
+      issue_inter(sQ);
+      wgmma_wait<1>();  // the scores
+      mask_scores();
+      wgmma_wait<0>();  // Q S: the state tile is free
+      publish_state(t + C < it.end);
+    }
+    if (n > 0) {  // the last chunk's P V and stores
+      const std::int64_t t = it.begin + static_cast<std::int64_t>(n - 1) * C;
+      issue_values(stage_tiles(n - 1) + Tr::kQ + Tr::kK);
+      wgmma_wait<0>();
+      release(n - 1);
+      store_outputs(O, static_cast<int>(it.end - t < C ? it.end - t : C), it.start + t);
+    }
+  } else {
+    for (std::int64_t t = it.begin; t < it.end; t += C, ++n) {
+      const int c = static_cast<int>(it.end - t < C ? it.end - t : C);
+      __nv_bfloat16 *sQ = stage_tiles(n), *sK = sQ + Tr::kQ, *sV = sK + Tr::kK;
+      chunk_start(n);
+      issue_state_update(sK, sV, c);
+      issue_scores(sQ, sK);  // P = Q K^T and O = Q S, issued behind the state update
+      issue_inter(sQ);
+      wgmma_wait<1>();  // the state update and P
+      mask_scores();
+      wgmma_wait<0>();  // Q S: the state tile is free
+      publish_state(t + C < it.end);
+      issue_values(sV);
+      wgmma_wait<0>();
+      release(n);
+      store_outputs(O, c, it.start + t);
+    }
   }
 
   if (kDeltaOnly) {  // the next slot, or last_delta for a sequence's last segment
