@@ -37,15 +37,7 @@
 #include "lcsm/cuda/primitives/split_bf16.cuh"
 #include "lcsm/cuda/primitives/wgmma_sm90.cuh"
 
-// A measuring knob (docs/building.md; results identical bit for bit): the consumers' loop rotated
-// by half a chunk, so that a chunk's P V and stores overlap the next chunk's state update and scores.
-#ifndef LCSM_CUDA_SM90_OVERLAP
-#define LCSM_CUDA_SM90_OVERLAP 0
-#endif
-
 namespace lcsm::cuda::detail {
-
-constexpr bool kSm90Overlap = LCSM_CUDA_SM90_OVERLAP != 0;
 
 // kDeltaOnly: the layout of the segment-delta launch, which reads k and v only and keeps no state
 // operand or output staging: its stages are two-thirds the size and it runs twice as many ahead
@@ -76,6 +68,10 @@ struct Sm90Traits {
   static constexpr int kStagesWanted = kDeltaOnly ? 6 : (kExact ? 3 : 2);
   static constexpr int kStages = kStagesFit < kStagesWanted ? kStagesFit : kStagesWanted;
   static_assert(kStages >= 2, "a ring needs two stages");
+  // The consumers' loop rotated by half a chunk (a stage is then held into the next chunk, so it
+  // wants a third): measured (H100, 2026-12-07) 10% faster in exact mode, whose output launch the
+  // consumers' chain binds, and 8-15% slower in fast mode, which streams at the copy rate.
+  static constexpr bool kRotated = kExact && kStages >= 3;
   static constexpr int kOffS = kStages * kStage;
   static constexpr int kOffO = kOffS + kConsumers * kSPer;
   static constexpr int kOffDecay = (kOffO + kConsumers * kOPer) * 2;  // bytes: lambda^p, or per-warp gate scans
@@ -311,7 +307,7 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
       wgmma_wait<0>();
       release(n);
     }
-  } else if constexpr (kSm90Overlap) {
+  } else if constexpr (Tr::kRotated) {
     // Rotated by half a chunk: chunk n-1's P V runs behind chunk n's state update, its stores
     // behind chunk n's scores, and chunk n's mask behind its Q S. Nothing is in flight from one
     // iteration to the next (ptxas then keeps the wgmmas asynchronous: no injected waits). A stage
