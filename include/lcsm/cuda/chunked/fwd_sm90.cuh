@@ -37,6 +37,13 @@
 #include "lcsm/cuda/primitives/split_bf16.cuh"
 #include "lcsm/cuda/primitives/wgmma_sm90.cuh"
 
+// A measuring knob (docs/building.md; results identical bit for bit): the exact mode writes its bf16
+// outputs from the accumulator fragments instead of staging them in shared memory, which frees
+// 16 KB: the scalar gate's exact mode then fits a third stage and the rotated loop.
+#ifndef LCSM_CUDA_SM90_EXACT_DIRECT
+#define LCSM_CUDA_SM90_EXACT_DIRECT 0
+#endif
+
 namespace lcsm::cuda::detail {
 
 // kDeltaOnly: the layout of the segment-delta launch, which reads k and v only and keeps no state
@@ -58,7 +65,10 @@ struct Sm90Traits {
   // Per consumer: its rows of the state operand [value][key] (hi, and lo when exact), and its
   // output staging [token][value] (swizzled).
   static constexpr int kS = kValues * kKeys, kSPer = kDeltaOnly ? 0 : (kExact ? 2 : 1) * kS;
-  static constexpr int kOPer = kDeltaOnly ? 0 : kChunk * kValues;
+  // Outputs staged for 16-byte row stores (the fast mode streams at the copy rate and wants whole
+  // lines), or written from the fragments (4-byte pieces that L2 merges; see the knob above).
+  static constexpr bool kStagedOutputs = !(kExact && LCSM_CUDA_SM90_EXACT_DIRECT);
+  static constexpr int kOPer = kDeltaOnly || !kStagedOutputs ? 0 : kChunk * kValues;
   static constexpr int kDecayBytes = kTokenGate ? kConsumers * 4 * kChunk * 16 : (kChunk + 1) * 4;
   // Ring depth, measured (H100, 2026-12-07, docs/performance.md): the delta launch keeps six; the
   // exact mode's output launch gained 3% from a third stage where one fits (the per-head decay; the
@@ -166,14 +176,18 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
   // the row reads conflict), then 16-byte row segments.
   const int r0 = warp * 16 + lane / 4;
   auto store_outputs = [&](const float(&O)[32], int c, std::int64_t tg) {
-    if (p.out_float) {
-      float* head = static_cast<float*>(p.o) + it.batch * p.so.s0 + static_cast<std::int64_t>(h) * p.so.s2;
+    if (p.out_float || !Tr::kStagedOutputs) {
+      const std::int64_t head = it.batch * p.so.s0 + static_cast<std::int64_t>(h) * p.so.s2;
 #pragma unroll
       for (int i = 0; i < 32; i += 2) {
         const int row = r0 + ((i >> 1) & 1) * 8, col = c0 + (i >> 2) * 8 + 2 * (lane % 4);
-        if (row < c && col < V)
-          *reinterpret_cast<float2*>(head + (tg + row) * p.so.s1 + col) =
-              make_float2(p.scale * O[i], p.scale * O[i + 1]);
+        if (row >= c || col >= V) continue;
+        const std::int64_t at = head + (tg + row) * p.so.s1 + col;
+        if (p.out_float)
+          *reinterpret_cast<float2*>(static_cast<float*>(p.o) + at) = make_float2(p.scale * O[i], p.scale * O[i + 1]);
+        else
+          *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(p.o) + at) =
+              __floats2bfloat162_rn(p.scale * O[i], p.scale * O[i + 1]);
       }
       return;
     }
