@@ -3,6 +3,7 @@
 # only: BM_forward exact and fast, BM_forward_passes) built once per variant here, run alternately
 # in one process each on the GPU machine, so that the variants share a session and its clocks.
 #   here:  scripts/gpu_ab.sh build NAME='-DMACRO=1 ...' [NAME='...' ...]   -> .ab/, .ab.tar.xz
+#          (LCSM_AB_EXTRA: more benchmark sources, e.g. bench/cuda/gated_bench.cu for the scalar gate)
 #   there: scripts/gpu_ab.sh run [ROUNDS]                                   (carry .ab.tar.xz)
 # Run's environment: LCSM_AB_FILTER (a --benchmark_filter regex), LCSM_AB_MIN_TIME (default 0.05).
 set -euo pipefail
@@ -17,7 +18,8 @@ case "${1:-}" in
       # shellcheck disable=SC2086  # the flags are words
       nvcc -O3 -std=c++17 -I include -I bench/cuda -isystem /usr/include/eigen3 -DNDEBUG -DLCSM_BENCH_BF16_ONLY \
         --generate-code=arch=compute_90a,code=[sm_90a] $flags -Xcompiler=-static-libstdc++,-static-libgcc \
-        -o ".ab/lb_$name" bench/cuda/main.cu bench/cuda/lightning_bench.cu bench/cuda/stream_bench.cu -lbenchmark -lpthread
+        -o ".ab/lb_$name" bench/cuda/main.cu bench/cuda/lightning_bench.cu bench/cuda/stream_bench.cu ${LCSM_AB_EXTRA:-} \
+        -lbenchmark -lpthread
       echo "$name: $flags" >>.ab/variants.txt
       echo "built .ab/lb_$name"
     done
