@@ -43,6 +43,11 @@
 #ifndef LCSM_CUDA_SM90_EXACT_DIRECT
 #define LCSM_CUDA_SM90_EXACT_DIRECT 0
 #endif
+// Another (same rules): the rotated loop issues chunk n-1's P V and chunk n's scores before chunk
+// n's state update, whose decayed-value split then runs under them instead of with nothing in flight.
+#ifndef LCSM_CUDA_SM90_EARLY_ISSUE
+#define LCSM_CUDA_SM90_EARLY_ISSUE 0
+#endif
 
 namespace lcsm::cuda::detail {
 
@@ -228,10 +233,14 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
 
   // S^T = exp(G_{c-1}) S^T + (V^T diag(exp(G_{c-1} - G_j))) K: reads the tiles and the registers
   // only (Q S reads the previous state from its shared-memory copy), so it is issued first.
-  auto issue_state_update = [&](const __nv_bfloat16* sK, const __nv_bfloat16* sV, int c) {
+  // Its first step, apart: ptxas cannot tell at a loop's back edge which wgmma group defines S, so
+  // S is decayed while no group is in flight (else it injects a wait for all of them, C7517).
+  auto decay_state = [&](int c) {
     const float lc = decay.state(c);
 #pragma unroll
     for (int i = 0; i < 64; ++i) S[i] *= lc;
+  };
+  auto issue_state_update = [&](const __nv_bfloat16* sK, const __nv_bfloat16* sV, int c) {
     std::uint32_t vh[4][4], vl[kExact ? 4 : 1][4];
 #pragma unroll
     for (int kk = 0; kk < C / 16; ++kk) {
@@ -317,6 +326,7 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
     for (std::int64_t t = it.begin; t < it.end; t += C, ++n) {
       const int c = static_cast<int>(it.end - t < C ? it.end - t : C);
       chunk_start(n);
+      decay_state(c);
       issue_state_update(stage_tiles(n) + Tr::kQ, stage_tiles(n) + Tr::kQ + Tr::kK, c);
       wgmma_wait<0>();
       release(n);
@@ -330,18 +340,36 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
       const int c = static_cast<int>(it.end - t < C ? it.end - t : C);
       __nv_bfloat16 *sQ = stage_tiles(n), *sK = sQ + Tr::kQ, *sV = sK + Tr::kK;
       chunk_start(n);
-      issue_state_update(sK, sV, c);
-      if (n > 0) issue_values(stage_tiles(n - 1) + Tr::kQ + Tr::kK);
-      issue_scores(sQ, sK);
-      wgmma_wait<1>();  // the state update and chunk n-1's P V
-      if (n > 0) {
-        release(n - 1);
-        store_outputs(O, C, it.start + t - C);  // chunk n-1 is a whole one
+      if constexpr (LCSM_CUDA_SM90_EARLY_ISSUE) {
+        // The two products that need no conversions first, so that the decayed values' split
+        // (issue_state_update's ALU work) and the mask run under them.
+        decay_state(c);
+        if (n > 0) issue_values(stage_tiles(n - 1) + Tr::kQ + Tr::kK);
+        issue_scores(sQ, sK);
+        issue_state_update(sK, sV, c);
+        wgmma_wait<1>();  // chunk n-1's P V and the scores
+        if (n > 0) {
+          release(n - 1);
+          store_outputs(O, C, it.start + t - C);  // chunk n-1 is a whole one
+        }
+        issue_inter(sQ);
+        mask_scores();
+        wgmma_wait<0>();  // the state update and Q S: the state tile is free
+      } else {
+        decay_state(c);
+        issue_state_update(sK, sV, c);
+        if (n > 0) issue_values(stage_tiles(n - 1) + Tr::kQ + Tr::kK);
+        issue_scores(sQ, sK);
+        wgmma_wait<1>();  // the state update and chunk n-1's P V
+        if (n > 0) {
+          release(n - 1);
+          store_outputs(O, C, it.start + t - C);  // chunk n-1 is a whole one
+        }
+        issue_inter(sQ);
+        wgmma_wait<1>();  // the scores
+        mask_scores();
+        wgmma_wait<0>();  // Q S: the state tile is free
       }
-      issue_inter(sQ);
-      wgmma_wait<1>();  // the scores
-      mask_scores();
-      wgmma_wait<0>();  // Q S: the state tile is free
       publish_state(t + C < it.end);
     }
     if (n > 0) {  // the last chunk's P V and stores
@@ -356,6 +384,7 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
       const int c = static_cast<int>(it.end - t < C ? it.end - t : C);
       __nv_bfloat16 *sQ = stage_tiles(n), *sK = sQ + Tr::kQ, *sV = sK + Tr::kK;
       chunk_start(n);
+      decay_state(c);
       issue_state_update(sK, sV, c);
       issue_scores(sQ, sK);  // P = Q K^T and O = Q S, issued behind the state update
       issue_inter(sQ);
