@@ -80,26 +80,66 @@ __device__ __forceinline__ void fill_roots(float2* table, int log_n) {
   __syncthreads();
 }
 
+// A measuring knob (results equal within float rounding; docs/building.md): block_fft's stages
+// radix 16 (two radix-4 steps in registers per trip through shared memory) while four or more
+// bits of the transform remain, halving the trips of the rows pass. Off until a GPU run has
+// compared it.
+#ifndef LCSM_CUDA_FUSED_RADIX16
+#define LCSM_CUDA_FUSED_RADIX16 0
+#endif
+
+// The four-point DFT in place: a_r <- sum_m a_m w_4^(r m) (w_4 = e^(-i pi / 2); kInverse: e^(+i pi / 2)).
+template <bool kInverse>
+__device__ __forceinline__ void dft4(float2& a0, float2& a1, float2& a2, float2& a3) {
+  const float2 t0 = cadd(a0, a2), t1 = csub(a0, a2), t2 = cadd(a1, a3), d = csub(a1, a3);
+  // (a1 - a3) times -i (forward) or +i (inverse).
+  const float2 t3 = kInverse ? make_float2(-d.y, d.x) : make_float2(d.y, -d.x);
+  a0 = cadd(t0, t2), a1 = cadd(t1, t3), a2 = csub(t0, t2), a3 = csub(t1, t3);
+}
+
+// The sixteen-point DFT in place as 4 x 4 (m = m1 + 4 m2, r = r2 + 4 r1): a DFT over m2 for each
+// m1, the twiddles w_16^(r2 m1), a DFT over m1 for each r2. Output r lands at a[4 (r % 4) + r / 4].
+// w16(x) = w_16^x from the block's roots table.
+template <bool kInverse, class W16>
+__device__ __forceinline__ void dft16(float2 (&a)[16], W16 w16) {
+#pragma unroll
+  for (int m1 = 0; m1 < 4; ++m1) dft4<kInverse>(a[m1], a[m1 + 4], a[m1 + 8], a[m1 + 12]);
+#pragma unroll
+  for (int r2 = 1; r2 < 4; ++r2)
+#pragma unroll
+    for (int m1 = 1; m1 < 4; ++m1) a[4 * r2 + m1] = cmul(a[4 * r2 + m1], w16(r2 * m1));
+#pragma unroll
+  for (int r2 = 0; r2 < 4; ++r2) dft4<kInverse>(a[4 * r2], a[4 * r2 + 1], a[4 * r2 + 2], a[4 * r2 + 3]);
+}
+
 // In-place transforms of `count` sequences of N = 2^log_n points in shared memory (sequence j at
 // data + j * stride, elements contiguous), unscaled; kInverse: the positive exponent. Stockham
-// autosort (natural order in and out), radix 4 and one radix-2 stage when log_n is odd: each stage
-// reads every point into registers, waits, and writes them back. roots: fill_roots(log_n).
+// autosort (natural order in and out), radix 4 (radix 16 with LCSM_CUDA_FUSED_RADIX16 while four
+// bits remain) and one radix-2 stage when the bits left are odd: each stage reads every point into
+// registers, waits, and writes them back. roots: fill_roots(log_n). The index arithmetic of the
+// radix-16 stages was checked against numpy's FFT in a float64 model of this loop (every log_n to
+// 11, forward and inverse).
 template <bool kInverse>
 __device__ void block_fft(float2* data, int count, int stride, int log_n, const float2* roots) {
   const int n = 1 << log_n, tid = threadIdx.x;
   const int total = count << log_n;
   for (int log_ns = 0; log_ns < log_n;) {
-    const bool radix4 = log_n - log_ns >= 2;
-    const int log_r = radix4 ? 2 : 1, log_quarter = log_n - log_r;  // N / R butterflies a sequence
-    const int butterflies = total >> log_r;
+    const int bits_left = log_n - log_ns;
+    const int log_r = LCSM_CUDA_FUSED_RADIX16 && bits_left >= 4 ? 4 : (bits_left >= 2 ? 2 : 1);
+    const int log_quarter = log_n - log_r;  // N / R butterflies a sequence
+    const int butterflies = total >> log_r, per_thread = kFusedPerThread >> log_r;
     float2 v[kFusedPerThread];
 #pragma unroll
-    for (int i = 0; i < kFusedPerThread / 2; ++i) {  // radix 2 needs 16 butterflies a thread, radix 4 8
+    for (int i = 0; i < kFusedPerThread / 2; ++i) {  // radix 2 needs 16 butterflies a thread, radix 4 8, 16 2
       const int b = tid + i * kFusedThreads;
-      if (i >= (radix4 ? kFusedPerThread / 4 : kFusedPerThread / 2) || b >= butterflies) continue;
+      if (i >= per_thread || b >= butterflies) continue;
       const int seq = b >> log_quarter, j = b & ((1 << log_quarter) - 1);
       const float2* src = data + seq * stride + j;
-      if (radix4) {
+      if (LCSM_CUDA_FUSED_RADIX16 && log_r == 4) {
+        if (i < kFusedPerThread / 16)
+#pragma unroll
+          for (int r = 0; r < 16; ++r) v[16 * i + r] = src[r << log_quarter];
+      } else if (log_r == 2) {
 #pragma unroll
         for (int r = 0; r < 4; ++r) v[4 * i + r] = src[r << log_quarter];
       } else {
@@ -110,7 +150,7 @@ __device__ void block_fft(float2* data, int count, int stride, int log_n, const 
 #pragma unroll
     for (int i = 0; i < kFusedPerThread / 2; ++i) {
       const int b = tid + i * kFusedThreads;
-      if (i >= (radix4 ? kFusedPerThread / 4 : kFusedPerThread / 2) || b >= butterflies) continue;
+      if (i >= per_thread || b >= butterflies) continue;
       const int seq = b >> log_quarter, j = b & ((1 << log_quarter) - 1);
       const int k = j & ((1 << log_ns) - 1);
       // w_{Ns R}^(r k) = w_N^(r k N / (Ns R)).
@@ -120,16 +160,27 @@ __device__ void block_fft(float2* data, int count, int stride, int log_n, const 
         const float2 w = roots[(r * step) & (n - 1)];
         return kInverse ? conjugate(w) : w;
       };
-      if (radix4) {
-        const float2 a0 = v[4 * i], a1 = cmul(v[4 * i + 1], root(1)), a2 = cmul(v[4 * i + 2], root(2)),
-                     a3 = cmul(v[4 * i + 3], root(3));
-        const float2 t0 = cadd(a0, a2), t1 = csub(a0, a2), t2 = cadd(a1, a3), d = csub(a1, a3);
-        // (a1 - a3) times -i (forward) or +i (inverse).
-        const float2 t3 = kInverse ? make_float2(-d.y, d.x) : make_float2(d.y, -d.x);
-        dst[0] = cadd(t0, t2);
-        dst[1 << log_ns] = cadd(t1, t3);
-        dst[2 << log_ns] = csub(t0, t2);
-        dst[3 << log_ns] = csub(t1, t3);
+      if (LCSM_CUDA_FUSED_RADIX16 && log_r == 4) {
+        if (i < kFusedPerThread / 16) {
+          float2 a[16];
+          a[0] = v[16 * i];
+#pragma unroll
+          for (int r = 1; r < 16; ++r) a[r] = cmul(v[16 * i + r], root(r));
+          dft16<kInverse>(a, [&](int x) {
+            const float2 w = roots[x << (log_n - 4)];
+            return kInverse ? conjugate(w) : w;
+          });
+#pragma unroll
+          for (int r = 0; r < 16; ++r) dst[r << log_ns] = a[4 * (r & 3) + (r >> 2)];
+        }
+      } else if (log_r == 2) {
+        float2 a0 = v[4 * i], a1 = cmul(v[4 * i + 1], root(1)), a2 = cmul(v[4 * i + 2], root(2)),
+               a3 = cmul(v[4 * i + 3], root(3));
+        dft4<kInverse>(a0, a1, a2, a3);
+        dst[0] = a0;
+        dst[1 << log_ns] = a1;
+        dst[2 << log_ns] = a2;
+        dst[3 << log_ns] = a3;
       } else {
         const float2 a0 = v[2 * i], a1 = cmul(v[2 * i + 1], root(1));
         dst[0] = cadd(a0, a1);

@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# The exact mode's two prepared knobs in one GPU call (docs/gpu.md): LCSM_CUDA_SM90_EXACT_DIRECT
-# (outputs from the fragments; the scalar gate's exact mode gets a third stage and the rotated loop)
-# and LCSM_CUDA_SM90_EARLY_ISSUE (the rotated loop's conversions under two products in flight).
-# Builds here, runs there:
-#   here:  scripts/gpu_exact.sh prepare   (~20 min on 2 cores: .device.tar.xz with a test binary
-#                                          built with both knobs, .ab.tar.xz with four variants of
-#                                          the lightning and gated benchmarks)
-#   there: scripts/gpu_exact.sh run       (carry .device.tar.xz, .ab.tar.xz and .whl; ~8 min)
+# The prepared knobs in one GPU call (docs/gpu.md, docs/building.md): LCSM_CUDA_SM90_EXACT_DIRECT
+# (exact-mode outputs from the fragments; the scalar gate's exact mode gets a third stage and the
+# rotated loop), LCSM_CUDA_SM90_EARLY_ISSUE (the rotated loop's conversions under two products in
+# flight) and LCSM_CUDA_FUSED_RADIX16 (the fused FFT convolution's stages radix 16). Builds here,
+# runs there:
+#   here:  scripts/gpu_knobs.sh prepare   (~25 min on 2 cores: .device.tar.xz with a test binary
+#                                          built with all three knobs, .ab.tar.xz with five variants
+#                                          of the lightning, gated and Toeplitz benchmarks)
+#   there: scripts/gpu_knobs.sh run       (carry .device.tar.xz, .ab.tar.xz and .whl; ~9 min)
 # Stages, most decisive first, each packed into $OUT/results.tgz as it ends (a cut call keeps
-# them): the A/B (bf16 forward, both modes, lightning and scalar gate), the bf16 suite and
-# racecheck on the knobs' build, HEAD's suite, the peers script (lightning and gated).
+# them): the A/B (bf16 forwards: lightning and the scalar gate in both modes, the fused Toeplitz
+# forward), the bf16 suite and racecheck on the knobs' build, HEAD's suite, the peers script
+# (lightning and gated).
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-direct='-DLCSM_CUDA_SM90_EXACT_DIRECT=1' early='-DLCSM_CUDA_SM90_EARLY_ISSUE=1'
+direct='-DLCSM_CUDA_SM90_EXACT_DIRECT=1' early='-DLCSM_CUDA_SM90_EARLY_ISSUE=1' radix16='-DLCSM_CUDA_FUSED_RADIX16=1'
 case "${1:-}" in
   prepare)
     set -e
@@ -21,13 +23,13 @@ case "${1:-}" in
     LCSM_DEVICE_BUILD=build-device bash scripts/gpu_prepare.sh
     cmake -S . -B build-knobs -G Ninja -DCMAKE_BUILD_TYPE=Release -DLCSM_ENABLE_CUDA=ON \
       -DCMAKE_CUDA_ARCHITECTURES=90a-real -DCMAKE_CUDA_RUNTIME_LIBRARY=Static \
-      -DCMAKE_EXE_LINKER_FLAGS="-static-libstdc++ -static-libgcc" -DCMAKE_CUDA_FLAGS="$direct $early" >/dev/null
+      -DCMAKE_EXE_LINKER_FLAGS="-static-libstdc++ -static-libgcc" -DCMAKE_CUDA_FLAGS="$direct $early $radix16" >/dev/null
     ninja -C build-knobs lcsm_tests_cuda
     cp build-knobs/tests/cuda/lcsm_tests_cuda .device/lcsm_tests_cuda_knobs
     tar -cf - .device | xz -T2 -6 >.device.tar.xz
     grep -qx '/build-knobs/' .git/info/exclude || echo '/build-knobs/' >>.git/info/exclude
-    LCSM_AB_EXTRA=bench/cuda/gated_bench.cu bash scripts/gpu_ab.sh build cur= direct="$direct" early="$early" \
-      both="$direct $early"
+    LCSM_AB_EXTRA="bench/cuda/gated_bench.cu bench/cuda/toeplitz_bench.cu -lcufft" bash scripts/gpu_ab.sh build \
+      cur= direct="$direct" early="$early" both="$direct $early" radix16="$radix16"
     ;;
   run)
     out=${OUT:-/tmp/lcsm-out}
@@ -36,16 +38,18 @@ case "${1:-}" in
     t0=$(date +%s)
     el() { echo "[$(($(date +%s) - t0)) s] $*"; }
     pack() { tar -C "$out" -czf "$out/results.tgz" r 2>/dev/null; }
-    export LD_LIBRARY_PATH="$PWD/.device/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+    # cuFFT for the Toeplitz benchmarks: the machine's toolkit, else PyTorch's wheel (as gpu_run.sh).
+    cufft=$(python3 -c "import glob, os, torch; print(':'.join(sorted({os.path.dirname(p) for p in glob.glob(os.path.join(os.path.dirname(torch.__file__), '..', 'nvidia', '*', 'lib', 'libcufft.so*'))})))" 2>/dev/null)
+    export LD_LIBRARY_PATH="$PWD/.device/lib:/usr/local/cuda/lib64:$cufft:${LD_LIBRARY_PATH:-}"
     python3 -c "import tarfile; tarfile.open('.device.tar.xz').extractall(); tarfile.open('.ab.tar.xz').extractall()"
     rm -f .device.tar.xz  # gpu_run.sh below then keeps the unpacked .device
     nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$R/gpu.txt"
     .device/lcsm_tests_cuda --list-tests >/dev/null 2>&1 ||
       cp .device/lib/libstdc++.so.6.fallback .device/lib/libstdc++.so.6
     el "A/B"
-    LCSM_AB_FILTER="BM_forward(_fast)?<__nv_bfloat16>|BM_forward_passes|BM_scalar_gate_forward(_fast)?<bf16>" OUT=$R \
-      timeout 200 bash scripts/gpu_ab.sh run "${LCSM_AB_ROUNDS:-2}" >"$R/ab.txt" 2>&1
-    grep -v "^ " "$R/ab.txt" | tail -n 30
+    LCSM_AB_FILTER="BM_forward(_fast)?<__nv_bfloat16>|BM_forward_passes|BM_scalar_gate_forward(_fast)?<bf16>|BM_toeplitz_forward_(causal|bidirectional)(_fused)?<bf16>" \
+      OUT=$R timeout 240 bash scripts/gpu_ab.sh run "${LCSM_AB_ROUNDS:-2}" >"$R/ab.txt" 2>&1
+    grep -v "^ " "$R/ab.txt" | tail -n 40
     pack
     el "bf16 suite and racecheck, both knobs"
     LCSM_TEST_DTYPES=bf16 timeout 80 .device/lcsm_tests_cuda_knobs --rng-seed time -r compact "~[long]" \
@@ -54,7 +58,7 @@ case "${1:-}" in
     grep -E "failed" "$R/suite_knobs.txt" | head -8 | cut -c1-300
     tail -n 2 "$R/suite_knobs.txt"
     LCSM_TEST_DTYPES=bf16 timeout 60 compute-sanitizer --tool racecheck --error-exitcode 9 .device/lcsm_tests_cuda_knobs \
-      --rng-seed 1 'lightning forward: head dimensions,gated forward: head dimensions,gated forward: varlen with per-sequence states' \
+      --rng-seed 1 'lightning forward: head dimensions,gated forward: head dimensions,gated forward: varlen with per-sequence states,toeplitz forward: varlen sequences are convolved separately' \
       >"$R/racecheck_knobs.txt" 2>&1
     echo "racecheck rc $? $(grep -E 'RACECHECK SUMMARY' "$R/racecheck_knobs.txt" | tail -n 1)"
     pack
