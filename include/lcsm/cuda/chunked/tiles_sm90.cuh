@@ -137,6 +137,7 @@ inline bool tile_map(CUtensorMap& map, const void* base, const Strides4& s, std:
       reinterpret_cast<std::uintptr_t>(base) % 16 || time < 64)  // no whole chunk
     return false;
   const std::uint64_t columns = static_cast<std::uint64_t>(heads - 1) * s.s2 + width;
+  if (columns >= (std::uint64_t{1} << 31)) return false;  // tma_tile's column coordinate is an int
   const std::uint64_t row = static_cast<std::uint64_t>(s.s1) * 2;
   const std::uint64_t batch_stride = batch > 1 ? static_cast<std::uint64_t>(s.s0) * 2 : time * row;
   const std::uint64_t extent[3] = {columns, static_cast<std::uint64_t>(time), static_cast<std::uint64_t>(batch)};
