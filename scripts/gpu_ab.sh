@@ -51,17 +51,17 @@ runs = {}
 for path in sorted(glob.glob(os.path.join(sys.argv[1], "*_*.txt"))):
     name = os.path.basename(path).rsplit("_", 1)[0]
     for line in open(path):
-        m = re.match(r"(BM_forward\S*)\s+([\d.]+) ms", line)
+        m = re.match(r"(BM_\S+)\s+([\d.]+) ms", line)
         if not m:
             continue
         key = m.group(1).replace("/manual_time", "")
         extra = " ".join(x for x in line.split() if x.startswith(("delta_ms=", "output_ms=")))
         runs.setdefault(key, {}).setdefault(name, []).append((float(m.group(2)), extra))
 names = sorted({n for v in runs.values() for n in v})
-print("benchmark".ljust(52) + "".join(n.rjust(12) for n in names))
+print("benchmark".ljust(60) + "".join(n.rjust(10) for n in names))
 for key, by in runs.items():
     cells = [f"{statistics.median(t for t, _ in by[n]):.3f}" if n in by else "-" for n in names]
-    print(key.ljust(52) + "".join(c.rjust(12) for c in cells))
+    print(key.ljust(60) + "".join(c.rjust(10) for c in cells))
     for n in names:
         if n in by and by[n][0][1]:
             print("    " + n + ": " + by[n][-1][1])
