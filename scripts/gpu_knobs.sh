@@ -7,7 +7,7 @@
 #   here:  scripts/gpu_knobs.sh prepare   (~25 min on 2 cores: .device.tar.xz with a test binary
 #                                          built with all three knobs, .ab.tar.xz with five variants
 #                                          of the lightning, gated and Toeplitz benchmarks)
-#   there: scripts/gpu_knobs.sh run       (carry .device.tar.xz, .ab.tar.xz and .whl; ~9 min)
+#   there: scripts/gpu_knobs.sh run       (carry .device.tar.xz, .ab.tar.xz and .whl; <= 10 min)
 # Stages, most decisive first, each packed into $OUT/results.tgz as it ends (a cut call keeps
 # them): the A/B (bf16 forwards: lightning and the scalar gate in both modes, the fused Toeplitz
 # forward), the bf16 suite and racecheck on the knobs' build, HEAD's suite, the peers script
@@ -47,29 +47,30 @@ case "${1:-}" in
     .device/lcsm_tests_cuda --list-tests >/dev/null 2>&1 ||
       cp .device/lib/libstdc++.so.6.fallback .device/lib/libstdc++.so.6
     el "A/B"
-    LCSM_AB_FILTER="BM_forward(_fast)?<__nv_bfloat16>|BM_forward_passes|BM_scalar_gate_forward(_fast)?<bf16>|BM_toeplitz_forward_(causal|bidirectional)(_fused)?<bf16>" \
-      OUT=$R timeout 240 bash scripts/gpu_ab.sh run "${LCSM_AB_ROUNDS:-2}" >"$R/ab.txt" 2>&1
+    f="BM_forward(_fast)?<__nv_bfloat16>|BM_forward_passes|BM_scalar_gate_forward(_fast)?<bf16>"
+    f="$f|BM_toeplitz_forward_causal(_fused)?<bf16>/B:1/n:(65536|1048576)"
+    LCSM_AB_FILTER="$f" OUT=$R timeout 220 bash scripts/gpu_ab.sh run "${LCSM_AB_ROUNDS:-2}" >"$R/ab.txt" 2>&1
     grep -v "^ " "$R/ab.txt" | tail -n 40
     pack
     el "bf16 suite and racecheck, both knobs"
-    LCSM_TEST_DTYPES=bf16 timeout 80 .device/lcsm_tests_cuda_knobs --rng-seed time -r compact "~[long]" \
+    LCSM_TEST_DTYPES=bf16 timeout 70 .device/lcsm_tests_cuda_knobs --rng-seed time -r compact "~[long]" \
       >"$R/suite_knobs.txt" 2>&1
     echo "rc $?"
     grep -E "failed" "$R/suite_knobs.txt" | head -8 | cut -c1-300
     tail -n 2 "$R/suite_knobs.txt"
-    LCSM_TEST_DTYPES=bf16 timeout 60 compute-sanitizer --tool racecheck --error-exitcode 9 .device/lcsm_tests_cuda_knobs \
+    LCSM_TEST_DTYPES=bf16 timeout 50 compute-sanitizer --tool racecheck --error-exitcode 9 .device/lcsm_tests_cuda_knobs \
       --rng-seed 1 'lightning forward: head dimensions,gated forward: head dimensions,gated forward: varlen with per-sequence states,toeplitz forward: varlen sequences are convolved separately' \
       >"$R/racecheck_knobs.txt" 2>&1
     echo "racecheck rc $? $(grep -E 'RACECHECK SUMMARY' "$R/racecheck_knobs.txt" | tail -n 1)"
     pack
-    el "HEAD's suite"
-    timeout 100 .device/lcsm_tests_cuda --rng-seed time -r compact "~[long]" >"$R/suite.txt" 2>&1
+    el "HEAD's bf16 suite"
+    LCSM_TEST_DTYPES=bf16 timeout 50 .device/lcsm_tests_cuda --rng-seed time -r compact "~[long]" >"$R/suite.txt" 2>&1
     echo "rc $?"
     tail -n 2 "$R/suite.txt"
     pack
     el "peers"
     mkdir -p "$R/peers"
-    OUT=$R/peers LCSM_PEERS_ARGS="--families lightning,gated" timeout 200 bash scripts/gpu_run.sh peers 2>&1 | tail -n 40
+    OUT=$R/peers LCSM_PEERS_ARGS="--families lightning,gated" timeout 180 bash scripts/gpu_run.sh peers 2>&1 | tail -n 40
     pack
     el "end"
     ;;
