@@ -75,7 +75,7 @@ case "${1:-}" in
     el "end"
     ;;
   *)
-    echo "usage: scripts/gpu_exact.sh prepare|run" >&2
+    echo "usage: scripts/gpu_knobs.sh prepare|run" >&2
     exit 2
     ;;
 esac
