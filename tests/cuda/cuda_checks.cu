@@ -150,6 +150,16 @@ bool sm90_tile_map_encodes(std::int64_t B, std::int64_t T, int H, int D) {
   return cuda::detail::tile_map(map, x.get(), s, B, T, H, D);
 }
 
+bool sm90_tile_map_refuses_wide_heads() {
+  // Heads-major [B, H, T, D] with T = 2^21, D = 128: head h's first column is h x 2^28, past an int
+  // for h >= 8. No memory is touched: the map is refused before it is encoded.
+  alignas(16) static const std::uint16_t row[8] = {};
+  const std::int64_t T = std::int64_t{1} << 21, D = 128, H = 16;
+  const cuda::detail::Strides4 s{H * T * D, D, T * D, 1};
+  CUtensorMap map;
+  return !cuda::detail::tile_map(map, row, s, 1, T, static_cast<int>(H), static_cast<int>(D));
+}
+
 bool sm90_tma_loads_on() { return LCSM_CUDA_SM90_TMA != 0; }
 
 std::string forward_without_workspace_message() {

@@ -44,6 +44,8 @@ std::size_t toeplitz_forward_workspace(int kernels);
 // Whether the sm_90a forward's TMA tile map (chunked/tiles_sm90.cuh) encodes on this driver for a
 // contiguous bf16 [B, T, H, D] tensor.
 bool sm90_tile_map_encodes(std::int64_t B, std::int64_t T, int H, int D);
+// Whether it refuses a heads-major layout whose column coordinates pass 2^31 (tma_tile takes ints).
+bool sm90_tile_map_refuses_wide_heads();
 // LCSM_CUDA_SM90_TMA as the CUDA translation units see it.
 bool sm90_tma_loads_on();
 

@@ -98,6 +98,7 @@ TEST_CASE("cuda toeplitz: Kernels::portable sends the forward to cuFFT", "[cuda]
 TEST_CASE("cuda sm90: the TMA tile map encodes", "[cuda][tma]") {
   const bool keys = sm90_tile_map_encodes(1, 65536, 16, 128), batched = sm90_tile_map_encodes(2, 700, 3, 128);
   INFO("B = 1: " << keys << ", B = 2: " << batched);
+  CHECK(sm90_tile_map_refuses_wide_heads());
   if (sm90_tma_loads_on()) {
     CHECK(keys);
     CHECK(batched);
