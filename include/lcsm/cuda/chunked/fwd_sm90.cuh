@@ -78,20 +78,26 @@ struct Sm90Traits {
   // Ring depth, measured (H100, 2026-12-07, docs/performance.md): the delta launch keeps six; the
   // exact mode's output launch gained 3% from a third stage where one fits (the per-head decay; the
   // scalar gate's scans leave room for two), the fast mode's lost 3-5% with it.
-  static constexpr int kFixedBytes = kConsumers * (kSPer + kOPer) * 2 + kDecayBytes + 16 + 16 * 8;
-  static constexpr int kStagesFit = (227 * 1024 - kFixedBytes) / (kStage * 2);
-  static constexpr int kStagesWanted = kDeltaOnly ? 6 : (kExact ? 3 : 2);
-  static constexpr int kStages = kStagesFit < kStagesWanted ? kStagesFit : kStagesWanted;
-  static_assert(kStages >= 2, "a ring needs two stages");
+  // Shared memory for a ring of `stages`: stages, state operands, output staging, decay table,
+  // barriers (the offsets below lay out the same).
+  static constexpr int smem_bytes(int stages) {
+    return ((stages * kStage + kConsumers * (kSPer + kOPer)) * 2 + kDecayBytes + 15) / 16 * 16 + 2 * stages * 8;
+  }
+  static constexpr int kStages = [] {
+    int stages = kDeltaOnly ? 6 : (kExact ? 3 : 2);
+    while (stages > 2 && smem_bytes(stages) > 227 * 1024) --stages;
+    return stages;
+  }();
   // The consumers' loop rotated by half a chunk (a stage is then held into the next chunk, so it
   // wants a third): measured (H100, 2026-12-07) 10% faster in exact mode, whose output launch the
   // consumers' chain binds, and 8-15% slower in fast mode, which streams at the copy rate.
-  static constexpr bool kRotated = kExact && kStages >= 3;
+  static constexpr bool kRotated = !kDeltaOnly && kExact && kStages >= 3;
   static constexpr int kOffS = kStages * kStage;
   static constexpr int kOffO = kOffS + kConsumers * kSPer;
   static constexpr int kOffDecay = (kOffO + kConsumers * kOPer) * 2;  // bytes: lambda^p, or per-warp gate scans
   static constexpr int kOffBarriers = (kOffDecay + kDecayBytes + 15) / 16 * 16;  // full[kStages], empty[kStages]
   static constexpr int kSmemBytes = kOffBarriers + 2 * kStages * 8;
+  static_assert(kSmemBytes == smem_bytes(kStages), "smem_bytes and the offsets disagree");
   static_assert(kSmemBytes <= 227 * 1024, "stages do not fit in shared memory");
 };
 
@@ -321,13 +327,22 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
     wgmma_commit();
   };
 
+  auto rows_at = [&](std::int64_t t) { return static_cast<int>(it.end - t < C ? it.end - t : C); };
+  auto values_tile = [&](int n) { return stage_tiles(n) + Tr::kQ + Tr::kK; };
+  // The rotated loop's end of chunk n - 1 (a whole one: chunk n follows it), once its P V is done.
+  auto retire_previous = [&](int n, std::int64_t t) {
+    if (n == 0) return;
+    release(n - 1);
+    store_outputs(O, C, it.start + t - C);
+  };
+
   int n = 0;
   if constexpr (kDeltaOnly) {
     for (std::int64_t t = it.begin; t < it.end; t += C, ++n) {
-      const int c = static_cast<int>(it.end - t < C ? it.end - t : C);
+      const int c = rows_at(t);
       chunk_start(n);
       decay_state(c);
-      issue_state_update(stage_tiles(n) + Tr::kQ, stage_tiles(n) + Tr::kQ + Tr::kK, c);
+      issue_state_update(stage_tiles(n) + Tr::kQ, values_tile(n), c);
       wgmma_wait<0>();
       release(n);
     }
@@ -337,34 +352,28 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
     // iteration to the next (ptxas then keeps the wgmmas asynchronous: no injected waits). A stage
     // is held until the middle of the next chunk.
     for (std::int64_t t = it.begin; t < it.end; t += C, ++n) {
-      const int c = static_cast<int>(it.end - t < C ? it.end - t : C);
+      const int c = rows_at(t);
       __nv_bfloat16 *sQ = stage_tiles(n), *sK = sQ + Tr::kQ, *sV = sK + Tr::kK;
       chunk_start(n);
       if constexpr (LCSM_CUDA_SM90_EARLY_ISSUE) {
         // The two products that need no conversions first, so that the decayed values' split
         // (issue_state_update's ALU work) and the mask run under them.
         decay_state(c);
-        if (n > 0) issue_values(stage_tiles(n - 1) + Tr::kQ + Tr::kK);
+        if (n > 0) issue_values(values_tile(n - 1));
         issue_scores(sQ, sK);
         issue_state_update(sK, sV, c);
         wgmma_wait<1>();  // chunk n-1's P V and the scores
-        if (n > 0) {
-          release(n - 1);
-          store_outputs(O, C, it.start + t - C);  // chunk n-1 is a whole one
-        }
+        retire_previous(n, t);
         issue_inter(sQ);
         mask_scores();
         wgmma_wait<0>();  // the state update and Q S: the state tile is free
       } else {
         decay_state(c);
         issue_state_update(sK, sV, c);
-        if (n > 0) issue_values(stage_tiles(n - 1) + Tr::kQ + Tr::kK);
+        if (n > 0) issue_values(values_tile(n - 1));
         issue_scores(sQ, sK);
         wgmma_wait<1>();  // the state update and chunk n-1's P V
-        if (n > 0) {
-          release(n - 1);
-          store_outputs(O, C, it.start + t - C);  // chunk n-1 is a whole one
-        }
+        retire_previous(n, t);
         issue_inter(sQ);
         wgmma_wait<1>();  // the scores
         mask_scores();
@@ -374,14 +383,14 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
     }
     if (n > 0) {  // the last chunk's P V and stores
       const std::int64_t t = it.begin + static_cast<std::int64_t>(n - 1) * C;
-      issue_values(stage_tiles(n - 1) + Tr::kQ + Tr::kK);
+      issue_values(values_tile(n - 1));
       wgmma_wait<0>();
       release(n - 1);
-      store_outputs(O, static_cast<int>(it.end - t < C ? it.end - t : C), it.start + t);
+      store_outputs(O, rows_at(t), it.start + t);
     }
   } else {
     for (std::int64_t t = it.begin; t < it.end; t += C, ++n) {
-      const int c = static_cast<int>(it.end - t < C ? it.end - t : C);
+      const int c = rows_at(t);
       __nv_bfloat16 *sQ = stage_tiles(n), *sK = sQ + Tr::kQ, *sV = sK + Tr::kK;
       chunk_start(n);
       decay_state(c);
