@@ -156,20 +156,18 @@ __device__ void block_fft(float2* data, int count, int stride, int log_n, const 
       // w_{Ns R}^(r k) = w_N^(r k N / (Ns R)).
       const int step = k << (log_n - log_ns - log_r);
       float2* dst = data + seq * stride + ((j >> log_ns) << (log_ns + log_r)) + k;
-      auto root = [&](int r) {
-        const float2 w = roots[(r * step) & (n - 1)];
+      auto table_root = [&](int m) {  // w_N^m, conjugated for the inverse
+        const float2 w = roots[m & (n - 1)];
         return kInverse ? conjugate(w) : w;
       };
+      auto root = [&](int r) { return table_root(r * step); };
       if (LCSM_CUDA_FUSED_RADIX16 && log_r == 4) {
         if (i < kFusedPerThread / 16) {
           float2 a[16];
           a[0] = v[16 * i];
 #pragma unroll
           for (int r = 1; r < 16; ++r) a[r] = cmul(v[16 * i + r], root(r));
-          dft16<kInverse>(a, [&](int x) {
-            const float2 w = roots[x << (log_n - 4)];
-            return kInverse ? conjugate(w) : w;
-          });
+          dft16<kInverse>(a, [&](int x) { return table_root(x << (log_n - 4)); });  // w_16^x
 #pragma unroll
           for (int r = 0; r < 16; ++r) dst[r << log_ns] = a[4 * (r & 3) + (r >> 2)];
         }
