@@ -37,6 +37,7 @@
 #include "lcsm/core/sequences.hpp"
 #include "lcsm/core/tensor.hpp"
 #include "lcsm/cuda/chunked/backward_kernels.cuh"
+#include "lcsm/cuda/chunked/row_dots.cuh"
 #include "lcsm/cuda/chunked/run.cuh"
 #include "lcsm/cuda/device.cuh"
 #include "lcsm/cuda/error.cuh"
@@ -80,7 +81,8 @@ struct BackwardPlan {
   std::size_t segments = 0;        // their segment scratch (shared: they run one after another)
   std::size_t scaled_final = 0;    // dS_final / scale [N, H, K, V]
   std::size_t final_state = 0;     // S_T [N, H, K, V] for the final-state term of the decay gradient
-  std::size_t dq32 = 0, dk32 = 0;  // fp32 dq, dk [B, T, H, K] (16-bit inputs, decay gradient wanted)
+  std::size_t dq32 = 0, dk32 = 0;  // fp32 dq, dk [B, T, H, K] (16-bit inputs, decay gradient wanted),
+                                   // or the passes' row dots [B, T, H, K / 16] (row_dots.cuh)
   std::size_t terms = 0;           // dG [B, T, H] (lightning; the scalar gate's go into d_log_gate), or
                                    // the vector gate's per-slice sums [N, parts, H, K] (double)
   std::size_t totals = 0;          // per (sequence, head) sums of the decay gradient (lightning)
@@ -90,6 +92,10 @@ struct BackwardPlan {
     return segments + scaled_final + final_state + dq32 + dk32 + terms + totals + offsets + zeros;
   }
 };
+
+// Whether a backward of 16-bit inputs may take its per-token decay-gradient terms from the passes'
+// row dots (chunked/row_dots.cuh; the vector gate's terms are per key).
+constexpr bool row_dot_terms(DecayKind kind) { return LCSM_CUDA_BACKWARD_ROW_DOTS && kind != DecayKind::key; }
 
 // The vector gate's decay gradient cuts each sequence into this many slices of time (about 512
 // tokens of the mean sequence each, at most 64: enough blocks to fill the card at B x H = 16).
@@ -293,6 +299,30 @@ void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const Ba
     LCSM_CUDA_CHECK(cudaGetLastError());
   }
 
+  // The decay gradient's terms for 16-bit inputs: where both the dq and the dk pass run on the
+  // sm_90a kernel, from their row dots (the passes write dq and dk in the input type; the dots go
+  // where the fp32 copies would), else from fp32 copies of dq and dk.
+  const int parts = row_dot_parts(K);
+  float* dq_dots = nullptr;
+  float* dk_dots = nullptr;
+  if constexpr (row_dot_terms(kDecay)) {
+    if (dq32 && sm90_path<T, Passes::dq>(make_params(c.d_o, c.v, c.k, c.dq, c.scale, swapped), device.kernels) &&
+        sm90_path<T, Passes::dk>(make_params(c.v, c.d_o, q_or_zeros, c.dk, pass_scale, swapped), device.kernels)) {
+      dq_dots = dq32, dk_dots = dk32;
+      dq32 = dk32 = nullptr;
+    }
+  }
+  // A pass's row dots with `with` (forward orientation; the reversed pass flips them with its views).
+  const auto set_row_dots = [&](RecurrenceParams& p, const View<const T, 4>& with, float* dots) {
+    p.dot_with = with.data();
+    p.s_dot_with = strides_of(with);
+    const Strides4& w = p.s_dot_with;
+    p.dot_with_pairs = w.s3 == 1 && w.s0 % 2 == 0 && w.s1 % 2 == 0 && w.s2 % 2 == 0 &&
+                       reinterpret_cast<std::uintptr_t>(with.data()) % 4 == 0;
+    p.row_dots = dots;
+    p.s_row_dots = contiguous_strides(s.time, H, parts);
+  };
+
   // dq: the forward of (dO, v, k) from S_{-1}^T; its final state S_T^T lands in [N, H, K, V].
   {
     RecurrenceParams p = make_params(c.d_o, c.v, c.k, c.dq, c.scale, swapped);
@@ -301,6 +331,7 @@ void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const Ba
       p.so = contiguous_strides(s.time, H, K);
       p.out_float = true;
     }
+    if (dq_dots) set_row_dots(p, c.q, dq_dots);
     p.cu_seqlens = fwd.cu_seqlens;
     p.cu_seqlens_int64 = fwd.cu_seqlens_int64;
     if (c.states.initial.present()) {
@@ -323,6 +354,12 @@ void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const Ba
   // The reversed passes' common part: time and sequences backwards, the shifted gates.
   const auto reverse = [&](RecurrenceParams& p, bool out_float) {
     reverse_pass<T, kDecay>(p, decay, time, out_float);
+    if (p.row_dots) {
+      reverse_time<T>(p.dot_with, p.s_dot_with, time);
+      void* dots = p.row_dots;
+      reverse_time<float>(dots, p.s_row_dots, time);
+      p.row_dots = static_cast<float*>(dots);
+    }
     if (varlen) {
       p.cu_seqlens = offsets;
       p.cu_seqlens_int64 = true;
@@ -353,6 +390,7 @@ void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const Ba
       p.so = contiguous_strides(s.time, H, K);
       p.out_float = true;
     }
+    if (dk_dots) set_row_dots(p, c.k, dk_dots);
     if (scaled_final) {
       p.initial_state = scaled_final;
       p.s_initial = {static_cast<std::int64_t>(H) * K * V, static_cast<std::int64_t>(K) * V, 1, V};
@@ -419,7 +457,11 @@ void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const Ba
   }
   a.st = st;
   const std::int64_t rows = s.batch * s.time * s.heads;
-  if (rows > 0) {
+  if (rows > 0 && dq_dots) {
+    row_dot_terms_kernel<>
+        <<<grid_of(rows, kBackwardThreads), kBackwardThreads, 0, stream>>>(fwd, dq_dots, dk_dots, parts, a.terms, st);
+    LCSM_CUDA_CHECK(cudaGetLastError());
+  } else if (rows > 0) {
     gate_terms_kernel<T><<<grid_of(rows, kBackwardThreads / 32), kBackwardThreads, 0, stream>>>(fwd, a);
     LCSM_CUDA_CHECK(cudaGetLastError());
   }

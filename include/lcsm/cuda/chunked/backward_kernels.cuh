@@ -129,6 +129,26 @@ __global__ void __launch_bounds__(kBackwardThreads)
   }
 }
 
+// dG_t = q_t . dq_t - k_t . dk_t from the dq and dk passes' row dots (row_dots.cuh: [B, T, H, parts]
+// each, contiguous), one thread per (token, head), the parts added in order.
+template <int kUnused = 0>
+__global__ void __launch_bounds__(kBackwardThreads)
+    row_dot_terms_kernel(const __grid_constant__ RecurrenceParams p, const float* dq_dots, const float* dk_dots,
+                         int parts, float* terms, Strides4 st) {
+  const std::int64_t first = p.cu_seqlens ? cu_offset(p, 0) : 0;
+  const std::int64_t used = p.cu_seqlens ? cu_offset(p, p.sequences) : p.time;
+  const std::int64_t rows = p.batch * p.time * p.heads;
+  for (std::int64_t r = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; r < rows;
+       r += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const int h = static_cast<int>(r % p.heads);
+    const std::int64_t t = (r / p.heads) % p.time, b = r / p.heads / p.time;
+    if (t < first || t >= used) continue;
+    float q_dot = 0.f, k_dot = 0.f;
+    for (int i = 0; i < parts; ++i) q_dot += dq_dots[r * parts + i], k_dot += dk_dots[r * parts + i];
+    terms[b * st.s0 + t * st.s1 + h * st.s2] = q_dot - k_dot;
+  }
+}
+
 // Per (sequence, head), one block: dg_t = <dS_final, S_T> + sum over i >= t of dG_i, walking the
 // sequence backwards a block of tokens at a time (CUB BlockScan, a running carry in double).
 // kPerToken: dg_t overwrites dG_t (the scalar gate's d_log_gate); else the sum over t of dg_t goes to

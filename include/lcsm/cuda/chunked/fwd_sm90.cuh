@@ -29,6 +29,7 @@
 
 #include "lcsm/cuda/chunked/decay.cuh"
 #include "lcsm/cuda/chunked/params.cuh"
+#include "lcsm/cuda/chunked/row_dots.cuh"
 #include "lcsm/cuda/chunked/tiles_sm90.cuh"
 #include "lcsm/cuda/chunked/work.cuh"
 #include "lcsm/cuda/primitives/barrier_sm90.cuh"
@@ -101,7 +102,10 @@ struct Sm90Traits {
   static_assert(kSmemBytes <= 227 * 1024, "stages do not fit in shared memory");
 };
 
-template <DecayKind kDecay, bool kExact, bool kDeltaOnly>
+// kRowDots: the backward's dq and dk passes, whose epilogue also sums each output row times a row
+// of q or k (chunked/row_dots.cuh); an instance of its own, so that the forward's registers do not
+// pay for it.
+template <DecayKind kDecay, bool kExact, bool kDeltaOnly, bool kRowDots = false>
 __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
     chunk_kernel_sm90(const __grid_constant__ RecurrenceParams p, const __grid_constant__ TileMaps maps) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -187,6 +191,29 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
   // the row reads conflict), then 16-byte row segments.
   const int r0 = warp * 16 + lane / 4;
   auto store_outputs = [&](const float(&O)[32], int c, std::int64_t tg) {
+    if constexpr (kRowDots) {  // 4 parts of 16 columns a row (p.dot_with_pairs: the host checks it)
+      const __nv_bfloat16* with = static_cast<const __nv_bfloat16*>(p.dot_with) + it.batch * p.s_dot_with.s0 +
+                                  static_cast<std::int64_t>(h) * p.s_dot_with.s2 + c0 + 2 * (lane % 4);
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int row = r0 + half * 8;
+        const __nv_bfloat16* w = with + (tg + row) * p.s_dot_with.s1;
+#pragma unroll
+        for (int m = 0; m < 4; ++m) {
+          float sum = 0.f;
+#pragma unroll
+          for (int group = 2 * m; group < 2 * m + 2; ++group) {
+            const int i = 4 * group + 2 * half;  // O[i], O[i + 1]: this row, columns group * 8 + 2 (lane % 4)
+            if (row < c && c0 + group * 8 < V) {
+              const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(w + group * 8));
+              sum = fmaf(p.scale * O[i + 1], x.y, fmaf(p.scale * O[i], x.x, sum));
+            }
+          }
+          row_dot_store(p, it.batch, tg + row, h, c0 / kRowDotColumns + m, sum, row < c && c0 + m * kRowDotColumns < V,
+                        lane);
+        }
+      }
+    }
     if (p.out_float || !Tr::kStagedOutputs) {
       const std::int64_t head = it.batch * p.so.s0 + static_cast<std::int64_t>(h) * p.so.s2;
 #pragma unroll

@@ -39,10 +39,10 @@ void launch_sm80(const RecurrenceParams& p, std::int64_t items, cudaStream_t str
   LCSM_CUDA_CHECK(cudaGetLastError());
 }
 
-template <DecayKind kDecay, bool kExact, bool kDeltaOnly>
+template <DecayKind kDecay, bool kExact, bool kDeltaOnly, bool kRowDots = false>
 void launch_sm90(const RecurrenceParams& p, std::int64_t items, cudaStream_t stream) {
   using Tr = Sm90Traits<kExact, kDecay, kDeltaOnly>;
-  constexpr auto kernel = chunk_kernel_sm90<kDecay, kExact, kDeltaOnly>;
+  constexpr auto kernel = chunk_kernel_sm90<kDecay, kExact, kDeltaOnly, kRowDots>;
   allow_shared_memory<kernel>(Tr::kSmemBytes);
   const std::int64_t blocks = items * p.heads * p.value_blocks;
   if (blocks == 0) return;
