@@ -2,20 +2,23 @@
 # The prepared knobs in one GPU call (docs/gpu.md, docs/building.md): LCSM_CUDA_SM90_EXACT_DIRECT
 # (exact-mode outputs from the fragments; the scalar gate's exact mode gets a third stage and the
 # rotated loop), LCSM_CUDA_SM90_EARLY_ISSUE (the rotated loop's conversions under two products in
-# flight) and LCSM_CUDA_FUSED_RADIX16 (the fused FFT convolution's stages radix 16). Builds here,
-# runs there:
+# flight), LCSM_CUDA_FUSED_RADIX16 (the fused FFT convolution's stages radix 16) and
+# LCSM_CUDA_BACKWARD_ROW_DOTS (the decay gradient's terms from the dq/dk passes' epilogues). Builds
+# here, runs there:
 #   here:  scripts/gpu_knobs.sh prepare   (~25 min on 2 cores: .device.tar.xz with a test binary
-#                                          built with all three knobs, .ab.tar.xz with five variants
-#                                          of the lightning, gated and Toeplitz benchmarks)
+#                                          built with all four knobs, .ab.tar.xz with six variants
+#                                          of the lightning, gated, Toeplitz and training-step
+#                                          benchmarks)
 #   there: scripts/gpu_knobs.sh run       (carry .device.tar.xz, .ab.tar.xz and .whl; <= 10 min)
 # Stages, most decisive first, each packed into $OUT/results.tgz as it ends (a cut call keeps
 # them): the A/B (bf16 forwards: lightning and the scalar gate in both modes, the fused Toeplitz
-# forward), the bf16 suite and racecheck on the knobs' build, HEAD's suite, the peers script
+# forward, the training steps), the bf16 suite and racecheck on the knobs' build, HEAD's suite, the peers script
 # (lightning and gated).
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 direct='-DLCSM_CUDA_SM90_EXACT_DIRECT=1' early='-DLCSM_CUDA_SM90_EARLY_ISSUE=1' radix16='-DLCSM_CUDA_FUSED_RADIX16=1'
+rowdots='-DLCSM_CUDA_BACKWARD_ROW_DOTS=1'
 case "${1:-}" in
   prepare)
     set -e
@@ -23,13 +26,14 @@ case "${1:-}" in
     LCSM_DEVICE_BUILD=build-device bash scripts/gpu_prepare.sh
     cmake -S . -B build-knobs -G Ninja -DCMAKE_BUILD_TYPE=Release -DLCSM_ENABLE_CUDA=ON \
       -DCMAKE_CUDA_ARCHITECTURES=90a-real -DCMAKE_CUDA_RUNTIME_LIBRARY=Static \
-      -DCMAKE_EXE_LINKER_FLAGS="-static-libstdc++ -static-libgcc" -DCMAKE_CUDA_FLAGS="$direct $early $radix16" >/dev/null
+      -DCMAKE_EXE_LINKER_FLAGS="-static-libstdc++ -static-libgcc" -DCMAKE_CUDA_FLAGS="$direct $early $radix16 $rowdots" >/dev/null
     ninja -C build-knobs lcsm_tests_cuda
     cp build-knobs/tests/cuda/lcsm_tests_cuda .device/lcsm_tests_cuda_knobs
     tar -cf - .device | xz -T2 -6 >.device.tar.xz
     grep -qx '/build-knobs/' .git/info/exclude || echo '/build-knobs/' >>.git/info/exclude
-    LCSM_AB_EXTRA="bench/cuda/gated_bench.cu bench/cuda/toeplitz_bench.cu -lcufft" bash scripts/gpu_ab.sh build \
-      cur= direct="$direct" early="$early" both="$direct $early" radix16="$radix16"
+    LCSM_AB_EXTRA="bench/cuda/gated_bench.cu bench/cuda/toeplitz_bench.cu bench/cuda/backward_bench.cu -lcufft" \
+      bash scripts/gpu_ab.sh build cur= direct="$direct" early="$early" both="$direct $early" radix16="$radix16" \
+      rowdots="$rowdots"
     ;;
   run)
     out=${OUT:-/tmp/lcsm-out}
@@ -49,7 +53,8 @@ case "${1:-}" in
     el "A/B"
     f="BM_forward(_fast)?<__nv_bfloat16>|BM_forward_passes|BM_scalar_gate_forward(_fast)?<bf16>"
     f="$f|BM_toeplitz_forward_causal(_fused)?<bf16>/B:1/n:(65536|1048576)"
-    LCSM_AB_FILTER="$f" OUT=$R timeout 220 bash scripts/gpu_ab.sh run "${LCSM_AB_ROUNDS:-2}" >"$R/ab.txt" 2>&1
+    f="$f|BM_(lightning|scalar_gate)_training_step<bf16>/B:1/T:(16384|65536)/"
+    LCSM_AB_FILTER="$f" OUT=$R timeout 260 bash scripts/gpu_ab.sh run "${LCSM_AB_ROUNDS:-2}" >"$R/ab.txt" 2>&1
     grep -v "^ " "$R/ab.txt" | tail -n 40
     pack
     el "bf16 suite and racecheck, both knobs"
@@ -58,8 +63,8 @@ case "${1:-}" in
     echo "rc $?"
     grep -E "failed" "$R/suite_knobs.txt" | head -8 | cut -c1-300
     tail -n 2 "$R/suite_knobs.txt"
-    LCSM_TEST_DTYPES=bf16 timeout 50 compute-sanitizer --tool racecheck --error-exitcode 9 .device/lcsm_tests_cuda_knobs \
-      --rng-seed 1 'lightning forward: head dimensions,gated forward: head dimensions,gated forward: varlen with per-sequence states,toeplitz forward: varlen sequences are convolved separately' \
+    LCSM_TEST_DTYPES=bf16 timeout 70 compute-sanitizer --tool racecheck --error-exitcode 9 .device/lcsm_tests_cuda_knobs \
+      --rng-seed 1 'lightning forward: head dimensions,gated forward: head dimensions,gated forward: varlen with per-sequence states,toeplitz forward: varlen sequences are convolved separately,lightning backward: varlen and strided memory' \
       >"$R/racecheck_knobs.txt" 2>&1
     echo "racecheck rc $? $(grep -E 'RACECHECK SUMMARY' "$R/racecheck_knobs.txt" | tail -n 1)"
     pack
