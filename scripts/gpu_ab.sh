@@ -3,7 +3,8 @@
 # only: BM_forward exact and fast, BM_forward_passes) built once per variant here, run alternately
 # in one process each on the GPU machine, so that the variants share a session and its clocks.
 #   here:  scripts/gpu_ab.sh build NAME='-DMACRO=1 ...' [NAME='...' ...]   -> .ab/, .ab.tar.xz
-#          (LCSM_AB_EXTRA: more benchmark sources, e.g. bench/cuda/gated_bench.cu for the scalar gate)
+#          (LCSM_AB_EXTRA: more benchmark sources, e.g. bench/cuda/gated_bench.cu for the scalar gate;
+#          LCSM_AB_APPEND=1: keep the variants already in .ab/)
 #   there: scripts/gpu_ab.sh run [ROUNDS]                                   (carry .ab.tar.xz)
 # Run's environment: LCSM_AB_FILTER (a --benchmark_filter regex), LCSM_AB_MIN_TIME (default 0.05).
 set -euo pipefail
@@ -12,7 +13,9 @@ cd "$root"
 case "${1:-}" in
   build)
     shift
-    rm -rf .ab && mkdir -p .ab
+    # LCSM_AB_APPEND=1 adds variants to the ones already built.
+    [ "${LCSM_AB_APPEND:-0}" = 1 ] || rm -rf .ab
+    mkdir -p .ab
     for spec in "$@"; do
       name=${spec%%=*} flags=${spec#*=}
       # shellcheck disable=SC2086  # the flags are words

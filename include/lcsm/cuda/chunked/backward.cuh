@@ -302,11 +302,18 @@ void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const Ba
   // The decay gradient's terms for 16-bit inputs: where both the dq and the dk pass run on the
   // sm_90a kernel, from their row dots (the passes write dq and dk in the input type; the dots go
   // where the fp32 copies would), else from fp32 copies of dq and dk.
+  // (The sm_90a epilogue reads q and k as aligned pairs: unit-stride rows, even strides.)
   const int parts = row_dot_parts(K);
+  const auto pairs = [](const View<const T, 4>& x) {
+    const Strides4 w = strides_of(x);
+    return w.s3 == 1 && w.s0 % 2 == 0 && w.s1 % 2 == 0 && w.s2 % 2 == 0 &&
+           reinterpret_cast<std::uintptr_t>(x.data()) % 4 == 0;
+  };
   float* dq_dots = nullptr;
   float* dk_dots = nullptr;
   if constexpr (row_dot_terms(kDecay)) {
-    if (dq32 && sm90_path<T, Passes::dq>(make_params(c.d_o, c.v, c.k, c.dq, c.scale, swapped), device.kernels) &&
+    if (dq32 && pairs(c.q) && pairs(c.k) &&
+        sm90_path<T, Passes::dq>(make_params(c.d_o, c.v, c.k, c.dq, c.scale, swapped), device.kernels) &&
         sm90_path<T, Passes::dk>(make_params(c.v, c.d_o, q_or_zeros, c.dk, pass_scale, swapped), device.kernels)) {
       dq_dots = dq32, dk_dots = dk32;
       dq32 = dk32 = nullptr;
@@ -316,9 +323,7 @@ void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const Ba
   const auto set_row_dots = [&](RecurrenceParams& p, const View<const T, 4>& with, float* dots) {
     p.dot_with = with.data();
     p.s_dot_with = strides_of(with);
-    const Strides4& w = p.s_dot_with;
-    p.dot_with_pairs = w.s3 == 1 && w.s0 % 2 == 0 && w.s1 % 2 == 0 && w.s2 % 2 == 0 &&
-                       reinterpret_cast<std::uintptr_t>(with.data()) % 4 == 0;
+    p.dot_with_pairs = true;
     p.row_dots = dots;
     p.s_row_dots = contiguous_strides(s.time, H, parts);
   };

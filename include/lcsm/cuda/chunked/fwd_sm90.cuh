@@ -49,6 +49,12 @@
 #ifndef LCSM_CUDA_SM90_EARLY_ISSUE
 #define LCSM_CUDA_SM90_EARLY_ISSUE 0
 #endif
+// Another (same rules): the rotated loop's two consumers take turns issuing their products
+// (FlashAttention-3's ping-pong), so that one's conversions and stores run under the other's
+// products by construction instead of by chance.
+#ifndef LCSM_CUDA_SM90_PINGPONG
+#define LCSM_CUDA_SM90_PINGPONG 0
+#endif
 
 namespace lcsm::cuda::detail {
 
@@ -378,6 +384,18 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
     // behind chunk n's scores, and chunk n's mask behind its Q S. Nothing is in flight from one
     // iteration to the next (ptxas then keeps the wgmmas asynchronous: no injected waits). A stage
     // is held until the middle of the next chunk.
+    // Ping-pong: a consumer issues a chunk's products in two turns (before its first wait, and
+    // Q S), and the consumers' turns alternate: each waits on its own named barrier (3, 4) for the
+    // other's arrival after that one's turn. Consumer 1 arrives once first, so consumer 0 starts,
+    // and consumer 0 takes that surplus arrival after the loop.
+    constexpr bool kPingPong = LCSM_CUDA_SM90_PINGPONG != 0;
+    const auto my_turn = [&] {
+      if constexpr (kPingPong) named_barrier_sync(3 + cw, 256);
+    };
+    const auto their_turn = [&] {
+      if constexpr (kPingPong) named_barrier_arrive(4 - cw, 256);
+    };
+    if (cw == 1) their_turn();
     for (std::int64_t t = it.begin; t < it.end; t += C, ++n) {
       const int c = rows_at(t);
       __nv_bfloat16 *sQ = stage_tiles(n), *sK = sQ + Tr::kQ, *sV = sK + Tr::kK;
@@ -386,28 +404,37 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
         // The two products that need no conversions first, so that the decayed values' split
         // (issue_state_update's ALU work) and the mask run under them.
         decay_state(c);
+        my_turn();
         if (n > 0) issue_values(values_tile(n - 1));
         issue_scores(sQ, sK);
         issue_state_update(sK, sV, c);
+        their_turn();
         wgmma_wait<1>();  // chunk n-1's P V and the scores
         retire_previous(n, t);
+        my_turn();
         issue_inter(sQ);
+        their_turn();
         mask_scores();
         wgmma_wait<0>();  // the state update and Q S: the state tile is free
       } else {
         decay_state(c);
+        my_turn();
         issue_state_update(sK, sV, c);
         if (n > 0) issue_values(values_tile(n - 1));
         issue_scores(sQ, sK);
+        their_turn();
         wgmma_wait<1>();  // the state update and chunk n-1's P V
         retire_previous(n, t);
+        my_turn();
         issue_inter(sQ);
+        their_turn();
         wgmma_wait<1>();  // the scores
         mask_scores();
         wgmma_wait<0>();  // Q S: the state tile is free
       }
       publish_state(t + C < it.end);
     }
+    if (cw == 0) my_turn();
     if (n > 0) {  // the last chunk's P V and stores
       const std::int64_t t = it.begin + static_cast<std::int64_t>(n - 1) * C;
       issue_values(values_tile(n - 1));
