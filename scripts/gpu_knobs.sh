@@ -3,10 +3,12 @@
 # (exact-mode outputs from the fragments; the scalar gate's exact mode gets a third stage and the
 # rotated loop), LCSM_CUDA_SM90_EARLY_ISSUE (the rotated loop's conversions under two products in
 # flight), LCSM_CUDA_FUSED_RADIX16 (the fused FFT convolution's stages radix 16),
-# LCSM_CUDA_BACKWARD_ROW_DOTS (the decay gradient's terms from the dq/dk passes' epilogues) and
-# LCSM_CUDA_SM90_PINGPONG (the rotated loop's consumers issue in turns). Builds here, runs there:
+# LCSM_CUDA_BACKWARD_ROW_DOTS (the decay gradient's terms from the dq/dk passes' epilogues),
+# LCSM_CUDA_SM90_PINGPONG (the rotated loop's consumers issue in turns) and
+# LCSM_CUDA_BACKWARD_SHARED_STATES (the dk pass from the dv pass's scanned states). Builds here,
+# runs there:
 #   here:  scripts/gpu_knobs.sh prepare   (~25 min on 2 cores: .device.tar.xz with a test binary
-#                                          built with all five knobs, .ab.tar.xz with eight variants
+#                                          built with all six knobs, .ab.tar.xz with ten variants
 #                                          of the lightning, gated, Toeplitz and training-step
 #                                          benchmarks)
 #   there: scripts/gpu_knobs.sh run       (carry .device.tar.xz, .ab.tar.xz and .whl; <= 10 min)
@@ -18,7 +20,7 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 direct='-DLCSM_CUDA_SM90_EXACT_DIRECT=1' early='-DLCSM_CUDA_SM90_EARLY_ISSUE=1' radix16='-DLCSM_CUDA_FUSED_RADIX16=1'
-rowdots='-DLCSM_CUDA_BACKWARD_ROW_DOTS=1' pp='-DLCSM_CUDA_SM90_PINGPONG=1'
+rowdots='-DLCSM_CUDA_BACKWARD_ROW_DOTS=1' pp='-DLCSM_CUDA_SM90_PINGPONG=1' shared='-DLCSM_CUDA_BACKWARD_SHARED_STATES=1'
 case "${1:-}" in
   prepare)
     set -e
@@ -26,14 +28,14 @@ case "${1:-}" in
     LCSM_DEVICE_BUILD=build-device bash scripts/gpu_prepare.sh
     cmake -S . -B build-knobs -G Ninja -DCMAKE_BUILD_TYPE=Release -DLCSM_ENABLE_CUDA=ON \
       -DCMAKE_CUDA_ARCHITECTURES=90a-real -DCMAKE_CUDA_RUNTIME_LIBRARY=Static \
-      -DCMAKE_EXE_LINKER_FLAGS="-static-libstdc++ -static-libgcc" -DCMAKE_CUDA_FLAGS="$direct $early $radix16 $rowdots $pp" >/dev/null
+      -DCMAKE_EXE_LINKER_FLAGS="-static-libstdc++ -static-libgcc" -DCMAKE_CUDA_FLAGS="$direct $early $radix16 $rowdots $pp $shared" >/dev/null
     ninja -C build-knobs lcsm_tests_cuda
     cp build-knobs/tests/cuda/lcsm_tests_cuda .device/lcsm_tests_cuda_knobs
     tar -cf - .device | xz -T2 -6 >.device.tar.xz
     grep -qx '/build-knobs/' .git/info/exclude || echo '/build-knobs/' >>.git/info/exclude
     LCSM_AB_EXTRA="bench/cuda/gated_bench.cu bench/cuda/toeplitz_bench.cu bench/cuda/backward_bench.cu -lcufft" \
       bash scripts/gpu_ab.sh build cur= direct="$direct" early="$early" both="$direct $early" radix16="$radix16" \
-      rowdots="$rowdots" pingpong="$pp" ppearly="$pp $early"
+      rowdots="$rowdots" pingpong="$pp" ppearly="$pp $early" shared="$shared" backward="$rowdots $shared"
     ;;
   run)
     out=${OUT:-/tmp/lcsm-out}

@@ -93,6 +93,20 @@ struct BackwardPlan {
   }
 };
 
+// A measuring knob until a GPU run has compared it (docs/building.md): the dk pass starts from the
+// dv pass's scanned segment states instead of computing its own (one delta launch and one scan
+// fewer).
+#ifndef LCSM_CUDA_BACKWARD_SHARED_STATES
+#define LCSM_CUDA_BACKWARD_SHARED_STATES 0
+#endif
+
+// Whether two passes cut their sequences into the same segments (their scanned states line up).
+inline bool same_segments(const ChunkPlan& a, const ChunkPlan& b) {
+  return a.split == b.split && a.segment_len == b.segment_len && a.segments_per_seq == b.segments_per_seq &&
+         a.max_items == b.max_items && a.states_bytes == b.states_bytes && a.log_decay_bytes == b.log_decay_bytes &&
+         a.offsets_bytes == b.offsets_bytes;
+}
+
 // Whether a backward of 16-bit inputs may take its per-token decay-gradient terms from the passes'
 // row dots (chunked/row_dots.cuh; the vector gate's terms are per key).
 constexpr bool row_dot_terms(DecayKind kind) { return LCSM_CUDA_BACKWARD_ROW_DOTS && kind != DecayKind::key; }
@@ -387,7 +401,11 @@ void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const Ba
     reverse(p, false);
     run_forward<T, Passes::dv>(p, plan.dv, pass_device, c.precision);
   }
-  // dk: the reversed forward of (v, dO, q) from (dS_final / scale)^T.
+  // dk: the reversed forward of (v, dO, q) from (dS_final / scale)^T. Its segments start from the
+  // dv pass's scanned states, transposed (the same dS, gates and segments), so it runs only its
+  // output launch (LCSM_CUDA_BACKWARD_SHARED_STATES; the vector gate's passes decay differently).
+  const bool shared_states =
+      LCSM_CUDA_BACKWARD_SHARED_STATES && kDecay != DecayKind::key && plan.dv.split && same_segments(plan.dv, plan.dk);
   {
     RecurrenceParams p = make_params(c.v, c.d_o, q_or_zeros, c.dk, pass_scale, swapped);
     if (dk32) {
@@ -401,7 +419,9 @@ void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const Ba
       p.s_initial = {static_cast<std::int64_t>(H) * K * V, static_cast<std::int64_t>(K) * V, 1, V};
     }
     reverse(p, dk32 != nullptr);
-    run_forward<T, Passes::dk>(p, plan.dk, pass_device, c.precision);
+    p.segment_states_transposed = shared_states;
+    run_forward<T, Passes::dk>(p, plan.dk, pass_device, c.precision,
+                               shared_states ? ForwardPhase::outputs_from_scanned : ForwardPhase::all);
   }
 
   if (c.states.d_initial.present() && N * H > 0) {

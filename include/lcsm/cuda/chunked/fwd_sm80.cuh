@@ -104,6 +104,7 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
     start = p.last_delta, start_index = it.seq;
   } else if (!kDeltaOnly && p.segment_states) {  // cut sequences: every segment starts from the scanned state
     start = p.segment_states, start_index = bc.item;
+    if (p.segment_states_transposed) start_strides = {ws.s0, ws.s1, 1, SR};
   } else if (!kDeltaOnly && p.initial_state) {
     start = p.initial_state, start_strides = p.s_initial, start_index = it.seq;
   }

@@ -163,7 +163,9 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
   __nv_bfloat16* sO = smem + Tr::kOffO + cw * Tr::kOPer;
   float S[64];  // S^T: value rows c0 + acc_row(i), key columns acc_col(i)
   const Strides4 ws{static_cast<std::int64_t>(p.heads) * K * V, static_cast<std::int64_t>(K) * V, V, 1};
-  if (!kDeltaOnly && p.segment_states) state_t_from_global(S, p.segment_states, ws, item_index, h, c0, K, V);
+  if (!kDeltaOnly && p.segment_states)
+    state_t_from_global(S, p.segment_states, p.segment_states_transposed ? Strides4{ws.s0, ws.s1, 1, K} : ws,
+                        item_index, h, c0, K, V);
   else if (!kDeltaOnly && p.initial_state) state_t_from_global(S, p.initial_state, p.s_initial, it.seq, h, c0, K, V);
   else state_t_from_global(S, nullptr, p.s_initial, 0, 0, c0, K, V);
 

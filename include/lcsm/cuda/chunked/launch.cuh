@@ -51,9 +51,10 @@ void launch_sm90(const RecurrenceParams& p, std::int64_t items, cudaStream_t str
 }
 
 // Which launches of a forward run: all of them; only the delta launch (sequence parallelism: for
-// every segment, the last included, cut sequences or not; p.last_delta set); or the rest (the scan
-// and the output launch, after the deltas and their collective).
-enum class ForwardPhase { all, deltas, outputs };
+// every segment, the last included, cut sequences or not; p.last_delta set); the rest (the scan
+// and the output launch, after the deltas and their collective); or the output launch alone, from
+// segment start states already scanned (the backward's dk pass: the dv pass's, transposed).
+enum class ForwardPhase { all, deltas, outputs, outputs_from_scanned };
 
 // The launches of one forward: for cut sequences the delta launch (launch(true_type)), the scan
 // over segments, then the output launch (launch(false_type)) that every call has.
@@ -68,7 +69,8 @@ void run_segments(const RecurrenceParams& p, const ChunkPlan& plan, cudaStream_t
     launch(std::true_type{});
   }
   if (phase == ForwardPhase::deltas) return;
-  if (plan.split && !p.bidirectional) {  // cosFormer's non-causal outputs read the whole sums instead
+  if (plan.split && !p.bidirectional &&
+      phase != ForwardPhase::outputs_from_scanned) {  // cosFormer's non-causal outputs read the whole sums instead
     const std::int64_t kv = static_cast<std::int64_t>(state_rows<kDecay>(p)) * state_cols<kDecay>(p);
     const std::int64_t blocks = (kv + kScanThreads - 1) / kScanThreads * p.heads * p.sequences;
     segment_scan_kernel<kDecay><<<grid_size(blocks, "state elements"), kScanThreads, 0, stream>>>(p);

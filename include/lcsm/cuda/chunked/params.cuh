@@ -79,6 +79,9 @@ struct RecurrenceParams {
   // segment's total log-decay [max_items, H, gate width] (per-token gates only).
   float* segment_states;
   float* segment_log_decay;
+  // The output launch reads the segment start states transposed: [max_items, H, V, K] (the
+  // backward's dk pass starting from the dv pass's scanned states, chunked/backward.cuh).
+  bool segment_states_transposed;
   // Sequence parallelism (sequence_parallel.cuh): the delta launch also runs each sequence's last
   // segment and writes its contribution here, [N, H, K, V] contiguous (its log-decay goes into
   // segment_log_decay like the others'); null otherwise.
