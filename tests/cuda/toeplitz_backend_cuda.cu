@@ -37,7 +37,7 @@ class CudaToeplitzOps final : public ToeplitzOps {
       const DeviceOffsets offsets(cu);
       const auto op = make_op<T>(spec, da, coefficients);
       const auto xv = sequence_view<const T>(dx, x);
-      // The fused FFT convolution at every length it takes (automatic runs it at 2^16 <= L <= 2^18
+      // The fused FFT convolution at every length it takes (automatic runs it at 2^16 <= L <= 2^21
       // only), cuFFT's at every length in the portable run.
       const cuda::Kernels kernels =
           test_kernels() == cuda::Kernels::portable ? cuda::Kernels::portable : cuda::Kernels::fused_fft;

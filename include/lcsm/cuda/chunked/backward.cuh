@@ -93,13 +93,6 @@ struct BackwardPlan {
   }
 };
 
-// A measuring knob until a GPU run has compared it (docs/building.md): the dk pass starts from the
-// dv pass's scanned segment states instead of computing its own (one delta launch and one scan
-// fewer).
-#ifndef LCSM_CUDA_BACKWARD_SHARED_STATES
-#define LCSM_CUDA_BACKWARD_SHARED_STATES 0
-#endif
-
 // Whether two passes cut their sequences into the same segments (their scanned states line up).
 inline bool same_segments(const ChunkPlan& a, const ChunkPlan& b) {
   return a.split == b.split && a.segment_len == b.segment_len && a.segments_per_seq == b.segments_per_seq &&
@@ -109,7 +102,7 @@ inline bool same_segments(const ChunkPlan& a, const ChunkPlan& b) {
 
 // Whether a backward of 16-bit inputs may take its per-token decay-gradient terms from the passes'
 // row dots (chunked/row_dots.cuh; the vector gate's terms are per key).
-constexpr bool row_dot_terms(DecayKind kind) { return LCSM_CUDA_BACKWARD_ROW_DOTS && kind != DecayKind::key; }
+constexpr bool row_dot_terms(DecayKind kind) { return kind != DecayKind::key; }
 
 // The vector gate's decay gradient cuts each sequence into this many slices of time (about 512
 // tokens of the mean sequence each, at most 64: enough blocks to fill the card at B x H = 16).
@@ -403,9 +396,8 @@ void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const Ba
   }
   // dk: the reversed forward of (v, dO, q) from (dS_final / scale)^T. Its segments start from the
   // dv pass's scanned states, transposed (the same dS, gates and segments), so it runs only its
-  // output launch (LCSM_CUDA_BACKWARD_SHARED_STATES; the vector gate's passes decay differently).
-  const bool shared_states =
-      LCSM_CUDA_BACKWARD_SHARED_STATES && kDecay != DecayKind::key && plan.dv.split && same_segments(plan.dv, plan.dk);
+  // output launch (the vector gate's passes decay differently).
+  const bool shared_states = kDecay != DecayKind::key && plan.dv.split && same_segments(plan.dv, plan.dk);
   {
     RecurrenceParams p = make_params(c.v, c.d_o, q_or_zeros, c.dk, pass_scale, swapped);
     if (dk32) {

@@ -38,24 +38,6 @@
 #include "lcsm/cuda/primitives/split_bf16.cuh"
 #include "lcsm/cuda/primitives/wgmma_sm90.cuh"
 
-// A measuring knob (docs/building.md; results identical bit for bit): the exact mode writes its bf16
-// outputs from the accumulator fragments instead of staging them in shared memory, which frees
-// 16 KB: the scalar gate's exact mode then fits a third stage and the rotated loop.
-#ifndef LCSM_CUDA_SM90_EXACT_DIRECT
-#define LCSM_CUDA_SM90_EXACT_DIRECT 0
-#endif
-// Another (same rules): the rotated loop issues chunk n-1's P V and chunk n's scores before chunk
-// n's state update, whose decayed-value split then runs under them instead of with nothing in flight.
-#ifndef LCSM_CUDA_SM90_EARLY_ISSUE
-#define LCSM_CUDA_SM90_EARLY_ISSUE 0
-#endif
-// Another (same rules): the rotated loop's two consumers take turns issuing their products
-// (FlashAttention-3's ping-pong), so that one's conversions and stores run under the other's
-// products by construction instead of by chance.
-#ifndef LCSM_CUDA_SM90_PINGPONG
-#define LCSM_CUDA_SM90_PINGPONG 0
-#endif
-
 namespace lcsm::cuda::detail {
 
 // kDeltaOnly: the layout of the segment-delta launch, which reads k and v only and keeps no state
@@ -77,10 +59,10 @@ struct Sm90Traits {
   // Per consumer: its rows of the state operand [value][key] (hi, and lo when exact), and its
   // output staging [token][value] (swizzled).
   static constexpr int kS = kValues * kKeys, kSPer = kDeltaOnly ? 0 : (kExact ? 2 : 1) * kS;
-  // Outputs staged for 16-byte row stores (the fast mode streams at the copy rate and wants whole
-  // lines), or written from the fragments (4-byte pieces that L2 merges; see the knob above).
-  static constexpr bool kStagedOutputs = !(kExact && LCSM_CUDA_SM90_EXACT_DIRECT);
-  static constexpr int kOPer = kDeltaOnly || !kStagedOutputs ? 0 : kChunk * kValues;
+  // Outputs staged for 16-byte row stores (measured, H100 2026-12-07: writing the exact mode's
+  // from the fragments instead was 5-10% slower, and the third stage it freed for the scalar gate
+  // did not pay that back).
+  static constexpr int kOPer = kDeltaOnly ? 0 : kChunk * kValues;
   static constexpr int kDecayBytes = kTokenGate ? kConsumers * 4 * kChunk * 16 : (kChunk + 1) * 4;
   // Ring depth, measured (H100, 2026-12-07, docs/performance.md): the delta launch keeps six; the
   // exact mode's output launch gained 3% from a third stage where one fits (the per-head decay; the
@@ -222,7 +204,7 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
         }
       }
     }
-    if (p.out_float || !Tr::kStagedOutputs) {
+    if (p.out_float) {
       const std::int64_t head = it.batch * p.so.s0 + static_cast<std::int64_t>(h) * p.so.s2;
 #pragma unroll
       for (int i = 0; i < 32; i += 2) {
@@ -386,57 +368,24 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
     // behind chunk n's scores, and chunk n's mask behind its Q S. Nothing is in flight from one
     // iteration to the next (ptxas then keeps the wgmmas asynchronous: no injected waits). A stage
     // is held until the middle of the next chunk.
-    // Ping-pong: a consumer issues a chunk's products in two turns (before its first wait, and
-    // Q S), and the consumers' turns alternate: each waits on its own named barrier (3, 4) for the
-    // other's arrival after that one's turn. Consumer 1 arrives once first, so consumer 0 starts,
-    // and consumer 0 takes that surplus arrival after the loop.
-    constexpr bool kPingPong = LCSM_CUDA_SM90_PINGPONG != 0;
-    const auto my_turn = [&] {
-      if constexpr (kPingPong) named_barrier_sync(3 + cw, 256);
-    };
-    const auto their_turn = [&] {
-      if constexpr (kPingPong) named_barrier_arrive(4 - cw, 256);
-    };
-    if (cw == 1) their_turn();
+    // (Measured and dropped, H100 2026-12-07: issuing P V and the scores before the state update,
+    // and the consumers issuing in turns as FlashAttention-3's ping-pong; docs/decisions.md.)
     for (std::int64_t t = it.begin; t < it.end; t += C, ++n) {
       const int c = rows_at(t);
       __nv_bfloat16 *sQ = stage_tiles(n), *sK = sQ + Tr::kQ, *sV = sK + Tr::kK;
       chunk_start(n);
-      if constexpr (LCSM_CUDA_SM90_EARLY_ISSUE) {
-        // The two products that need no conversions first, so that the decayed values' split
-        // (issue_state_update's ALU work) and the mask run under them.
-        decay_state(c);
-        my_turn();
-        if (n > 0) issue_values(values_tile(n - 1));
-        issue_scores(sQ, sK);
-        issue_state_update(sK, sV, c);
-        their_turn();
-        wgmma_wait<1>();  // chunk n-1's P V and the scores
-        retire_previous(n, t);
-        my_turn();
-        issue_inter(sQ);
-        their_turn();
-        mask_scores();
-        wgmma_wait<0>();  // the state update and Q S: the state tile is free
-      } else {
-        decay_state(c);
-        my_turn();
-        issue_state_update(sK, sV, c);
-        if (n > 0) issue_values(values_tile(n - 1));
-        issue_scores(sQ, sK);
-        their_turn();
-        wgmma_wait<1>();  // the state update and chunk n-1's P V
-        retire_previous(n, t);
-        my_turn();
-        issue_inter(sQ);
-        their_turn();
-        wgmma_wait<1>();  // the scores
-        mask_scores();
-        wgmma_wait<0>();  // Q S: the state tile is free
-      }
+      decay_state(c);
+      issue_state_update(sK, sV, c);
+      if (n > 0) issue_values(values_tile(n - 1));
+      issue_scores(sQ, sK);
+      wgmma_wait<1>();  // the state update and chunk n-1's P V
+      retire_previous(n, t);
+      issue_inter(sQ);
+      wgmma_wait<1>();  // the scores
+      mask_scores();
+      wgmma_wait<0>();  // Q S: the state tile is free
       publish_state(t + C < it.end);
     }
-    if (cw == 0) my_turn();
     if (n > 0) {  // the last chunk's P V and stores
       const std::int64_t t = it.begin + static_cast<std::int64_t>(n - 1) * C;
       issue_values(values_tile(n - 1));

@@ -11,12 +11,6 @@
 #include "lcsm/cuda/chunked/params.cuh"
 #include "lcsm/cuda/dtype.cuh"
 
-// A measuring knob until a GPU run has compared it (docs/building.md): the backward's decay
-// gradient from the passes' row dots instead of fp32 dq, dk copies and a pass over them.
-#ifndef LCSM_CUDA_BACKWARD_ROW_DOTS
-#define LCSM_CUDA_BACKWARD_ROW_DOTS 0
-#endif
-
 namespace lcsm::cuda::detail {
 
 constexpr int kRowDotColumns = 16;

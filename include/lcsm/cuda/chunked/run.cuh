@@ -177,7 +177,7 @@ void run_forward(RecurrenceParams p, const ChunkPlan& plan, const Device& device
                   kDecay != DecayKind::cosine) {
       run_segments<kDecay>(p, plan, device.stream, phase, [&](auto delta_only) {
         constexpr bool kDelta = decltype(delta_only)::value;
-        if (!kDelta && LCSM_CUDA_BACKWARD_ROW_DOTS && p.row_dots) {  // the backward's dq and dk passes
+        if (!kDelta && p.row_dots) {  // the backward's dq and dk passes
           if (exact) launch_sm90<kDecay, true, false, true>(p, plan.max_items, device.stream);
           else launch_sm90<kDecay, false, false, true>(p, plan.max_items, device.stream);
         } else if (exact) {

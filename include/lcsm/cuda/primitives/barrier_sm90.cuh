@@ -37,10 +37,6 @@ __device__ __forceinline__ void mbarrier_wait(std::uint64_t* bar, std::uint32_t 
 __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
-// Counts this warp's threads on barrier `id` without waiting (a bar.sync elsewhere waits for them).
-__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
-  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
 
 // Register budgets of a warpgroup (sm_90a; the kernel's own budget is its launch bound's).
 template <int kRegisters>

@@ -14,7 +14,7 @@
 //   outputs (pass 3): for each t2, the inverse N1-point transform over k1: y[N2 t1 + t2] (real part:
 //                     channel c, imaginary part: channel c + 1).
 // The coefficient columns take pass 1 too; pass 2 reuses a block's coefficient rows for every
-// sequence. Each block transforms 8192 points in shared memory (Stockham, radix 4, autosort), roots
+// sequence. Each block transforms 8192 points in shared memory (Stockham, radix 16, autosort), roots
 // and twiddles from tables made once per block. Flags as on the cuFFT path, for both channels of a
 // pair (a non-finite value in one spreads to its partner through the shared transform). Which calls
 // take it: fused_preferred (Kernels::automatic) or every fused_length (Kernels::fused_fft), run.cuh.
@@ -51,9 +51,9 @@ struct FusedSplit {
 
 inline bool fused_length(std::int64_t L) { return L >= kFusedMinLength && L <= kFusedMaxLength; }
 // Where Kernels::automatic takes it: the lengths where it was measured faster than cuFFT (H100, C =
-// 1024, bf16: 1.39x at L = 2^17; 1.8x slower at 2^13, where cuFFT's passes stay in L2, and 1.17x
-// slower at 2^21, where its row pass is bound by shared memory; docs/performance.md).
-inline bool fused_preferred(std::int64_t L) { return L >= (std::int64_t{1} << 16) && L <= (std::int64_t{1} << 18); }
+// 1024, bf16, radix-16 stages, 2026-12-07: 1.04x at L = 2^17, 1.02x at 2^21, and between them by
+// interpolation; 2x slower at 2^13, where cuFFT's passes stay in L2; docs/performance.md).
+inline bool fused_preferred(std::int64_t L) { return L >= (std::int64_t{1} << 16) && L <= (std::int64_t{1} << 21); }
 inline FusedSplit fused_split(std::int64_t L) {
   int k = 0;
   while ((std::int64_t{1} << k) < L) ++k;
@@ -79,14 +79,6 @@ __device__ __forceinline__ void fill_roots(float2* table, int log_n) {
   for (int j = threadIdx.x; j < (1 << log_n); j += kFusedThreads) table[j] = unit_root(j, 1 << log_n, -1.f);
   __syncthreads();
 }
-
-// A measuring knob (results equal within float rounding; docs/building.md): block_fft's stages
-// radix 16 (two radix-4 steps in registers per trip through shared memory) while four or more
-// bits of the transform remain, halving the trips of the rows pass. Off until a GPU run has
-// compared it.
-#ifndef LCSM_CUDA_FUSED_RADIX16
-#define LCSM_CUDA_FUSED_RADIX16 0
-#endif
 
 // The four-point DFT in place: a_r <- sum_m a_m w_4^(r m) (w_4 = e^(-i pi / 2); kInverse: e^(+i pi / 2)).
 template <bool kInverse>
@@ -114,8 +106,9 @@ __device__ __forceinline__ void dft16(float2 (&a)[16], W16 w16) {
 
 // In-place transforms of `count` sequences of N = 2^log_n points in shared memory (sequence j at
 // data + j * stride, elements contiguous), unscaled; kInverse: the positive exponent. Stockham
-// autosort (natural order in and out), radix 4 (radix 16 with LCSM_CUDA_FUSED_RADIX16 while four
-// bits remain) and one radix-2 stage when the bits left are odd: each stage reads every point into
+// autosort (natural order in and out), radix 16 (two radix-4 steps in registers per trip through
+// shared memory; measured, H100 2026-12-07: n = 64K 5.35 -> 5.13 ms, 1M 131 -> 112) while four
+// bits remain, then radix 4, and one radix-2 stage when the bits left are odd: each stage reads every point into
 // registers, waits, and writes them back. roots: fill_roots(log_n). The index arithmetic of the
 // radix-16 stages was checked against numpy's FFT in a float64 model of this loop (every log_n to
 // 11, forward and inverse).
@@ -125,7 +118,7 @@ __device__ void block_fft(float2* data, int count, int stride, int log_n, const 
   const int total = count << log_n;
   for (int log_ns = 0; log_ns < log_n;) {
     const int bits_left = log_n - log_ns;
-    const int log_r = LCSM_CUDA_FUSED_RADIX16 && bits_left >= 4 ? 4 : (bits_left >= 2 ? 2 : 1);
+    const int log_r = bits_left >= 4 ? 4 : (bits_left >= 2 ? 2 : 1);
     const int log_quarter = log_n - log_r;  // N / R butterflies a sequence
     const int butterflies = total >> log_r, per_thread = kFusedPerThread >> log_r;
     float2 v[kFusedPerThread];
@@ -135,7 +128,7 @@ __device__ void block_fft(float2* data, int count, int stride, int log_n, const 
       if (i >= per_thread || b >= butterflies) continue;
       const int seq = b >> log_quarter, j = b & ((1 << log_quarter) - 1);
       const float2* src = data + seq * stride + j;
-      if (LCSM_CUDA_FUSED_RADIX16 && log_r == 4) {
+      if (log_r == 4) {
         if (i < kFusedPerThread / 16)
 #pragma unroll
           for (int r = 0; r < 16; ++r) v[16 * i + r] = src[r << log_quarter];
@@ -161,7 +154,7 @@ __device__ void block_fft(float2* data, int count, int stride, int log_n, const 
         return kInverse ? conjugate(w) : w;
       };
       auto root = [&](int r) { return table_root(r * step); };
-      if (LCSM_CUDA_FUSED_RADIX16 && log_r == 4) {
+      if (log_r == 4) {
         if (i < kFusedPerThread / 16) {
           float2 a[16];
           a[0] = v[16 * i];
