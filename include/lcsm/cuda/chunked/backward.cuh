@@ -1,6 +1,7 @@
 // The chunked backward on the engine, for a decay per head (lightning), per token (scalar gate) or
 // per token and key (vector gate): every gradient from three passes of the forward kernels and a
-// few small kernels (chunked/backward_kernels.cuh). Host code.
+// few small kernels (chunked/backward_kernels.cuh); its plan and checks: chunked/backward_plan.cuh.
+// Host code.
 //
 // With S_t the state after token t (S_{-1} the initial state), dS_t the loss's gradient with
 // respect to it, g_t the log-decay of token t (lightning: g_h) and G_t = g_0 + ... + g_t:
@@ -37,7 +38,7 @@
 #include "lcsm/core/sequences.hpp"
 #include "lcsm/core/tensor.hpp"
 #include "lcsm/cuda/chunked/backward_kernels.cuh"
-#include "lcsm/cuda/chunked/row_dots.cuh"
+#include "lcsm/cuda/chunked/backward_plan.cuh"
 #include "lcsm/cuda/chunked/run.cuh"
 #include "lcsm/cuda/device.cuh"
 #include "lcsm/cuda/error.cuh"
@@ -50,148 +51,11 @@ inline unsigned grid_of(std::int64_t work, int per_block) {
   return static_cast<unsigned>(std::min<std::int64_t>(std::max<std::int64_t>(blocks, 1), 1 << 16));
 }
 
-// The decay of a call (one of the two) and the gradient it wants (absent views: none).
-struct BackwardDecay {
-  const std::vector<double>* log_decay = nullptr;  // lightning: per head
-  View<const float, 3> gate;                       // scalar gate: [B, T, H]
-  View<const float, 4> key_gate;                   // vector gate: [B, T, H, K]
-  View<float, 1> d_log_decay;                      // lightning's gradient, [H]
-  View<float, 3> d_gate;                           // the scalar gate's, [B, T, H]
-  View<float, 4> d_key_gate;                       // the vector gate's, [B, T, H, K]
-  bool wants_gradient() const { return d_log_decay.present() || d_gate.present() || d_key_gate.present(); }
-};
-
-// The problem with K and V swapped: the passes whose queries are values (dq, dk).
-inline ProblemShape swapped_dims(const ProblemShape& s) {
-  return {s.batch, s.time, s.heads, s.value_dim, s.key_dim, s.sequences};
-}
-
-// The decays of the three passes: dq runs forward, dv and dk in reversed time (the scalar gate's
-// decay kind with the gate shifted, for lightning too; the vector gate's dq and dk decay by value column).
-template <DecayKind kDecay>
-struct BackwardPasses {
-  static constexpr DecayKind dq = kDecay == DecayKind::key ? DecayKind::value : kDecay;
-  static constexpr DecayKind dv = kDecay == DecayKind::key ? DecayKind::key : DecayKind::token;
-  static constexpr DecayKind dk = kDecay == DecayKind::key ? DecayKind::value : DecayKind::token;
-};
-
-// The scratch of a backward call, region by region (bytes, 256-byte multiples; 0: absent).
-struct BackwardPlan {
-  ChunkPlan dq, dv, dk;            // the three passes
-  std::size_t segments = 0;        // their segment scratch (shared: they run one after another)
-  std::size_t scaled_final = 0;    // dS_final / scale [N, H, K, V]
-  std::size_t final_state = 0;     // S_T [N, H, K, V] for the final-state term of the decay gradient
-  std::size_t dq32 = 0, dk32 = 0;  // fp32 dq, dk [B, T, H, K] (16-bit inputs, decay gradient wanted),
-                                   // or the passes' row dots [B, T, H, K / 16] (row_dots.cuh)
-  std::size_t terms = 0;           // dG [B, T, H] (lightning; the scalar gate's go into d_log_gate), or
-                                   // the vector gate's per-slice sums [N, parts, H, K] (double)
-  std::size_t totals = 0;          // per (sequence, head) sums of the decay gradient (lightning)
-  std::size_t offsets = 0;         // the reversed row's cu_seqlens (varlen)
-  std::size_t zeros = 0;           // a zero operand (scale = 0)
-  std::size_t bytes() const {
-    return segments + scaled_final + final_state + dq32 + dk32 + terms + totals + offsets + zeros;
-  }
-};
-
-// Whether two passes cut their sequences into the same segments (their scanned states line up).
-inline bool same_segments(const ChunkPlan& a, const ChunkPlan& b) {
-  return a.split == b.split && a.segment_len == b.segment_len && a.segments_per_seq == b.segments_per_seq &&
-         a.max_items == b.max_items && a.states_bytes == b.states_bytes && a.log_decay_bytes == b.log_decay_bytes &&
-         a.offsets_bytes == b.offsets_bytes;
-}
-
-// Whether a backward of 16-bit inputs may take its per-token decay-gradient terms from the passes'
-// row dots (chunked/row_dots.cuh; the vector gate's terms are per key).
-constexpr bool row_dot_terms(DecayKind kind) { return kind != DecayKind::key; }
-
-// The vector gate's decay gradient cuts each sequence into this many slices of time (about 512
-// tokens of the mean sequence each, at most 64: enough blocks to fill the card at B x H = 16).
-inline int key_gate_parts(const ProblemShape& s) {
-  const std::int64_t mean = s.sequences > 0 ? s.batch * s.time / s.sequences : 0;
-  return static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(64, mean / 512)));
-}
-
-template <DecayKind kDecay>
-BackwardPlan plan_backward(const ProblemShape& s, bool varlen, bool d_final, bool decay_gradient, bool float_inputs,
-                           bool zero_scale) {
-  using Passes = BackwardPasses<kDecay>;
-  const int sms = multiprocessor_count();
-  const ProblemShape swapped = swapped_dims(s);
-  auto plan = [&](DecayKind d, const ProblemShape& x) {
-    return plan_chunks(tile_shape(d, x.key_dim, x.value_dim), x.time, x.heads, x.key_dim, x.value_dim, x.sequences,
-                       varlen, gate_width(d, static_cast<int>(x.key_dim), static_cast<int>(x.value_dim)), sms);
-  };
-  BackwardPlan b;
-  b.dq = plan(Passes::dq, swapped);
-  b.dv = plan(Passes::dv, s);
-  b.dk = plan(Passes::dk, swapped);
-  b.segments = round_up_256(std::max({b.dq.workspace_bytes(), b.dv.workspace_bytes(), b.dk.workspace_bytes()}));
-  const auto bytes = [](std::int64_t count, std::size_t size) {
-    return round_up_256(static_cast<std::size_t>(count) * size);
-  };
-  const std::int64_t state = s.sequences * s.heads * s.key_dim * s.value_dim;
-  b.scaled_final = d_final ? bytes(state, sizeof(float)) : 0;
-  b.final_state = d_final && decay_gradient ? bytes(state, sizeof(float)) : 0;
-  if (decay_gradient && !float_inputs) b.dq32 = b.dk32 = bytes(s.batch * s.time * s.heads * s.key_dim, sizeof(float));
-  if (decay_gradient && kDecay == DecayKind::head) {
-    b.terms = bytes(s.batch * s.time * s.heads, sizeof(float));
-    b.totals = bytes(s.sequences * s.heads, sizeof(double));
-  }
-  if (decay_gradient && kDecay == DecayKind::key)  // the slices' sums, then carries
-    b.terms = bytes(s.sequences * key_gate_parts(s) * s.heads * s.key_dim, sizeof(double));
-  b.offsets = varlen ? bytes(s.sequences + 1, sizeof(std::int64_t)) : 0;
-  b.zeros = zero_scale ? 256 : 0;
-  return b;
-}
-
-// The checks of every backward call (as check_forward_call): shapes, memory, aliasing; K and V <= 256
-// (the passes swap them).
-template <class T>
-ProblemShape check_backward_call(const char* where, const View<const T, 4>& q, const View<const T, 4>& k,
-                                 const View<const T, 4>& v, const View<const T, 4>& d_o, const View<T, 4>& dq,
-                                 const View<T, 4>& dk, const View<T, 4>& dv, const StateGrads<float>& states,
-                                 const CuSeqlens& cu, const lcsm::detail::Operands& ops) {
-  using namespace lcsm::detail;
-  const ProblemShape p =
-      check_backward(where, q, k, v, d_o, dq, dk, dv, states, cu, ops, StateLayout::kv, OffsetsAt::device);
-  if (cu.present())
-    check_argument(cu.stride() == 1, where, "cu_seqlens", "contiguous offsets", concat("stride ", cu.stride()));
-  check_argument(p.key_dim <= 256, where, "q", "K <= 256", concat("K = ", p.key_dim));
-  check_argument(p.value_dim <= 256, where, "v", "V <= 256 (the backward)", concat("V = ", p.value_dim));
-  return p;
-}
-
 // d_log_decay = 0 (a call with no tokens and no state gradient).
 inline void zero_head_gradient(const View<float, 1>& d_log_decay, cudaStream_t stream) {
   head_totals_kernel<><<<grid_of(d_log_decay.size(0), kBackwardThreads), kBackwardThreads, 0, stream>>>(
       nullptr, 0, static_cast<int>(d_log_decay.size(0)), d_log_decay.data(), d_log_decay.stride(0));
   LCSM_CUDA_CHECK(cudaGetLastError());
-}
-
-// Scratch bytes of a backward call with these shapes on the current device.
-template <DecayKind kDecay, class T>
-std::size_t backward_workspace_bytes(const char* where, const View<const T, 4>& q, const View<const T, 4>& v,
-                                     const StateGrads<float>& states, bool decay_gradient, const CuSeqlens& cu,
-                                     double scale) {
-  const ProblemShape shape{q.size(0), q.size(1), q.size(2),
-                           q.size(3), v.size(3), cu.present() ? cu.num_sequences() : q.size(0)};
-  lcsm::detail::check_problem_size(where, cu.present() ? "cu_seqlens" : "q", shape);
-  return plan_backward<kDecay>(shape, cu.present(), states.d_final.present(), decay_gradient, std::is_same_v<T, float>,
-                               scale == 0.0)
-      .bytes();
-}
-
-// The backward's workspace checks, for any plan with bytes() (BackwardPlan, CosineBackwardPlan).
-template <class Plan>
-void check_backward_workspace(const char* where, const Device& device, const Plan& plan) {
-  using namespace lcsm::detail;
-  const Workspace& w = device.workspace;
-  if (plan.bytes() > 0 && (w.bytes < plan.bytes() || w.data == nullptr))
-    throw_argument(where, "device.workspace",
-                   concat("at least ", plan.bytes(), " bytes (lcsm::cuda::backward_workspace_bytes)"),
-                   concat(w.bytes, " bytes at ", w.data));
-  check_argument(reinterpret_cast<std::uintptr_t>(w.data) % 256 == 0, where, "device.workspace",
-                 "a 256-byte aligned address", concat(w.data));
 }
 
 // Views rows of `time` tokens backwards: token t becomes token time - 1 - t.
@@ -238,14 +102,21 @@ void set_backward_decay(RecurrenceParams& p, const BackwardDecay& decay) {
 
 // A reversed pass's views (rows of `time` tokens; a varlen row's sequence order is the caller's):
 // time backwards, and token t decays by the gate of token t + 1, with a restart at each sequence's
-// first token (lightning: its head decay as that gate).
+// first token (lightning: its head decay as that gate). The outputs (and the row dots' operand and
+// sums) are reversed as they are set in p, so set them first.
 template <class T, DecayKind kDecay>
-void reverse_pass(RecurrenceParams& p, const BackwardDecay& decay, std::int64_t time, bool out_float) {
+void reverse_pass(RecurrenceParams& p, const BackwardDecay& decay, std::int64_t time) {
   reverse_time<T>(p.q, p.sq, time);
   reverse_time<T>(p.k, p.sk, time);
   reverse_time<T>(p.v, p.sv, time);
-  if (out_float) reverse_time<float>(p.o, p.so, time);
+  if (p.out_float) reverse_time<float>(p.o, p.so, time);
   else reverse_time<T>(p.o, p.so, time);
+  if (p.row_dots) {
+    reverse_time<T>(p.dot_with, p.s_dot_with, time);
+    void* dots = p.row_dots;
+    reverse_time<float>(dots, p.s_row_dots, time);
+    p.row_dots = static_cast<float*>(dots);
+  }
   p.gate_restart = true;
   set_backward_decay<kDecay>(p, decay);
   if (decay.log_decay) {
@@ -330,7 +201,6 @@ void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const Ba
   const auto set_row_dots = [&](RecurrenceParams& p, const View<const T, 4>& with, float* dots) {
     p.dot_with = with.data();
     p.s_dot_with = strides_of(with);
-    p.dot_with_pairs = true;
     p.row_dots = dots;
     p.s_row_dots = contiguous_strides(s.time, H, parts);
   };
@@ -364,14 +234,8 @@ void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const Ba
     LCSM_CUDA_CHECK(cudaGetLastError());
   }
   // The reversed passes' common part: time and sequences backwards, the shifted gates.
-  const auto reverse = [&](RecurrenceParams& p, bool out_float) {
-    reverse_pass<T, kDecay>(p, decay, time, out_float);
-    if (p.row_dots) {
-      reverse_time<T>(p.dot_with, p.s_dot_with, time);
-      void* dots = p.row_dots;
-      reverse_time<float>(dots, p.s_row_dots, time);
-      p.row_dots = static_cast<float*>(dots);
-    }
+  const auto reverse = [&](RecurrenceParams& p) {
+    reverse_pass<T, kDecay>(p, decay, time);
     if (varlen) {
       p.cu_seqlens = offsets;
       p.cu_seqlens_int64 = true;
@@ -391,7 +255,7 @@ void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const Ba
       p.final_state = c.states.d_initial.data();
       p.s_final = strides_of(c.states.d_initial);
     }
-    reverse(p, false);
+    reverse(p);
     run_forward<T, Passes::dv>(p, plan.dv, pass_device, c.precision);
   }
   // dk: the reversed forward of (v, dO, q) from (dS_final / scale)^T. Its segments start from the
@@ -410,7 +274,7 @@ void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const Ba
       p.initial_state = scaled_final;
       p.s_initial = {static_cast<std::int64_t>(H) * K * V, static_cast<std::int64_t>(K) * V, 1, V};
     }
-    reverse(p, dk32 != nullptr);
+    reverse(p);
     p.segment_states_transposed = shared_states;
     run_forward<T, Passes::dk>(p, plan.dk, pass_device, c.precision,
                                shared_states ? ForwardPhase::outputs_from_scanned : ForwardPhase::all);

@@ -181,7 +181,7 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
   // the row reads conflict), then 16-byte row segments.
   const int r0 = warp * 16 + lane / 4;
   auto store_outputs = [&](const float(&O)[32], int c, std::int64_t tg) {
-    if constexpr (kRowDots) {  // 4 parts of 16 columns a row (p.dot_with_pairs: the host checks it)
+    if constexpr (kRowDots) {  // 4 parts of 16 columns a row, q's (k's) bf16 pairs
       const __nv_bfloat16* with = static_cast<const __nv_bfloat16*>(p.dot_with) + it.batch * p.s_dot_with.s0 +
                                   static_cast<std::int64_t>(h) * p.s_dot_with.s2 + c0 + 2 * (lane % 4);
 #pragma unroll

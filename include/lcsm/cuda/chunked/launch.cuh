@@ -69,8 +69,9 @@ void run_segments(const RecurrenceParams& p, const ChunkPlan& plan, cudaStream_t
     launch(std::true_type{});
   }
   if (phase == ForwardPhase::deltas) return;
-  if (plan.split && !p.bidirectional &&
-      phase != ForwardPhase::outputs_from_scanned) {  // cosFormer's non-causal outputs read the whole sums instead
+  // The scan, unless its states are there already; cosFormer's non-causal outputs read the whole
+  // sums instead.
+  if (plan.split && !p.bidirectional && phase != ForwardPhase::outputs_from_scanned) {
     const std::int64_t kv = static_cast<std::int64_t>(state_rows<kDecay>(p)) * state_cols<kDecay>(p);
     const std::int64_t blocks = (kv + kScanThreads - 1) / kScanThreads * p.heads * p.sequences;
     segment_scan_kernel<kDecay><<<grid_size(blocks, "state elements"), kScanThreads, 0, stream>>>(p);

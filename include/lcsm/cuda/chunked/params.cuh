@@ -23,11 +23,10 @@ struct RecurrenceParams {
   bool vectorized;  // every row of q, k, v, o is unit-stride and 16-byte aligned
   bool out_float;   // o holds fp32 whatever the input type (the backward's dq and dk before dg)
   // The backward's row dots (chunked/row_dots.cuh): each output row times the same row of
-  // dot_with [B, T, H, V] (the inputs' type), summed per 16 columns into row_dots [B, T, H, parts]
-  // (fp32); null: none. dot_with_pairs: unit-stride rows and 4-byte aligned pairs.
+  // dot_with [B, T, H, V] (bf16, unit-stride rows, even strides, 4-byte aligned: the host checks),
+  // summed per 16 columns into row_dots [B, T, H, parts] (fp32); null: none.
   const void* dot_with;
   Strides4 s_dot_with;
-  bool dot_with_pairs;
   float* row_dots;
   Strides4 s_row_dots;
 

@@ -1,39 +1,19 @@
 // The backward's decay-gradient terms from the passes' epilogues (RecurrenceParams::row_dots): the
 // dq and dk passes also sum each output row times the same row of q (dk: k) while the row is still
 // in fp32 registers, so that the passes can write dq and dk in the input type and nothing reads
-// fp32 copies of them back (chunked/backward.cuh). Sums are kept per part of 16 columns, each
-// written by exactly one quad of one warp, and the parts are added in a fixed order afterwards:
-// the result does not depend on which kernel ran the pass or on scheduling. Device code.
+// fp32 copies of them back (chunked/backward.cuh; the sm_90a kernel's kRowDots instances). Sums are
+// kept per part of 16 columns, each written by exactly one quad of one warp, and the parts are
+// added in a fixed order afterwards: the result does not depend on scheduling. Device code.
 #pragma once
 
 #include <cstdint>
 
 #include "lcsm/cuda/chunked/params.cuh"
-#include "lcsm/cuda/dtype.cuh"
 
 namespace lcsm::cuda::detail {
 
 constexpr int kRowDotColumns = 16;
 __host__ __device__ constexpr int row_dot_parts(int columns) { return (columns + kRowDotColumns - 1) / kRowDotColumns; }
-
-// x0 with[col] + x1 with[col + 1] of token `token` (the pass's orientation); x1's column may be
-// past the row (V odd). T: the inputs' element type.
-template <class T>
-__device__ __forceinline__ float row_dot_pair(const RecurrenceParams& p, std::int64_t batch, std::int64_t token, int h,
-                                              int col, float x0, float x1) {
-  const Strides4& s = p.s_dot_with;
-  const T* w = static_cast<const T*>(p.dot_with) + batch * s.s0 + token * s.s1 + static_cast<std::int64_t>(h) * s.s2 +
-               col * s.s3;
-  if constexpr (sizeof(T) == 2) {
-    if (p.dot_with_pairs) {  // unit stride, 4-byte aligned pairs (col is even)
-      const std::uint32_t u = *reinterpret_cast<const std::uint32_t*>(w);
-      const T* pair = reinterpret_cast<const T*>(&u);
-      return fmaf(x1, to_float(pair[1]), x0 * to_float(pair[0]));
-    }
-  }
-  const float first = x0 * to_float(w[0]);
-  return col + 1 < p.value_dim ? fmaf(x1, to_float(w[s.s3]), first) : first;
-}
 
 // Sums a part over its quad (the four lanes that share a row) and writes it from the quad's first
 // lane. Every lane of the warp calls it (the shuffles); `valid`: the row is a token of this chunk
