@@ -44,14 +44,20 @@ LongBackwardResult run_long_backward(LongFamily family, std::int64_t T, int H, i
   fill_normal<<<4096, 256>>>(static_cast<__nv_bfloat16*>(k.get()), n, seed + 1);
   fill_normal<<<4096, 256>>>(static_cast<__nv_bfloat16*>(v.get()), n, seed + 2);
   fill_normal<<<4096, 256>>>(static_cast<__nv_bfloat16*>(d_o.get()), n, seed + 3);
-  fill_normal<<<4096, 256>>>(static_cast<float*>(d_final.get()), states, seed + 4);
+  // Lightning without dS_final (a training step's call, whose reversed passes then run the per-head
+  // decay); the gates with it (the shifted-gate passes).
+  const bool with_d_final = gated;
+  if (with_d_final) fill_normal<<<4096, 256>>>(static_cast<float*>(d_final.get()), states, seed + 4);
+  else LCSM_CUDA_CHECK(cudaMemset(d_final.get(), 0, states * 4));
   if (gated) fill_log_gate<><<<4096, 256>>>(static_cast<float*>(gate.get()), T * H * width, seed + 5);
   LCSM_CUDA_CHECK(cudaGetLastError());
 
   using E = __nv_bfloat16;
   auto view = [&](const DeviceBuffer& b) { return lcsm::view(static_cast<E*>(b.get()), {1, T, H, D}); };
   const auto qv = view(q), kv = view(k), vv = view(v), dov = view(d_o);
-  const StateGrads<float> st{View<const float, 4>{}, lcsm::view(static_cast<const float*>(d_final.get()), {1, H, D, D}),
+  const StateGrads<float> st{View<const float, 4>{},
+                             with_d_final ? lcsm::view(static_cast<const float*>(d_final.get()), {1, H, D, D})
+                                          : View<const float, 4>{},
                              lcsm::view(static_cast<float*>(d_initial.get()), {1, H, D, D})};
   LightningAttention light;
   light.log_decay = decay::minimax(H, 0, 80);

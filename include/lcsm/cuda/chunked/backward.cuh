@@ -16,7 +16,9 @@
 // The reversed passes view the tensors with a negative time stride, and a varlen row's sequences
 // (and their states) last first. There token t decays by the gate of the token after it: the gate
 // view is shifted by one and each sequence's first token has gate 0 (RecurrenceParams::
-// gate_restart); lightning's reversed passes take its head decay as that gate (gate_from_head).
+// gate_restart); lightning's reversed passes take its head decay as that gate (gate_from_head), or,
+// with no dS_final (a zero start state, which the first token's decay cannot change), run the
+// per-head decay itself (BackwardPasses::reversed_head).
 // The vector gate decays each key row of S by its own gate: the dq and dk passes' states (S^T and
 // dS^T) then decay along their value columns, the engine's value decay (chunked/value_gate_sm80.cuh),
 // and the dv pass is a vector-gate forward; dG is per key (dg_t[c] = sum over i >= t of
@@ -102,10 +104,11 @@ void set_backward_decay(RecurrenceParams& p, const BackwardDecay& decay) {
 
 // A reversed pass's views (rows of `time` tokens; a varlen row's sequence order is the caller's):
 // time backwards, and token t decays by the gate of token t + 1, with a restart at each sequence's
-// first token (lightning: its head decay as that gate). The outputs (and the row dots' operand and
-// sums) are reversed as they are set in p, so set them first.
+// first token (lightning: its head decay as that gate, or, with head_decay, the head decay itself:
+// BackwardPasses::reversed_head). The outputs (and the row dots' operand and sums) are reversed as
+// they are set in p, so set them first.
 template <class T, DecayKind kDecay>
-void reverse_pass(RecurrenceParams& p, const BackwardDecay& decay, std::int64_t time) {
+void reverse_pass(RecurrenceParams& p, const BackwardDecay& decay, std::int64_t time, bool head_decay) {
   reverse_time<T>(p.q, p.sq, time);
   reverse_time<T>(p.k, p.sk, time);
   reverse_time<T>(p.v, p.sv, time);
@@ -117,8 +120,9 @@ void reverse_pass(RecurrenceParams& p, const BackwardDecay& decay, std::int64_t 
     reverse_time<float>(dots, p.s_row_dots, time);
     p.row_dots = static_cast<float*>(dots);
   }
-  p.gate_restart = true;
   set_backward_decay<kDecay>(p, decay);
+  if (head_decay) return;
+  p.gate_restart = true;
   if (decay.log_decay) {
     p.gate_from_head = true;
   } else {
@@ -234,14 +238,20 @@ void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const Ba
     LCSM_CUDA_CHECK(cudaGetLastError());
   }
   // The reversed passes' common part: time and sequences backwards, the shifted gates.
+  const bool reversed_head = Passes::reversed_head(c.states.d_final.present());
   const auto reverse = [&](RecurrenceParams& p) {
-    reverse_pass<T, kDecay>(p, decay, time);
+    reverse_pass<T, kDecay>(p, decay, time, reversed_head);
     if (varlen) {
       p.cu_seqlens = offsets;
       p.cu_seqlens_int64 = true;
       reverse_sequences(p.initial_state, p.s_initial, N);
       reverse_sequences(p.final_state, p.s_final, N);
     }
+  };
+  const auto run_reversed = [&](auto pass_kind, const RecurrenceParams& p, const ChunkPlan& plan, ForwardPhase phase) {
+    if constexpr (kDecay == DecayKind::head)
+      if (reversed_head) return run_forward<T, DecayKind::head>(p, plan, pass_device, c.precision, phase);
+    run_forward<T, decltype(pass_kind)::value>(p, plan, pass_device, c.precision, phase);
   };
 
   // dv: the reversed forward of (k, q, dO) from dS_final / scale; it ends at dS_0 / scale.
@@ -256,7 +266,7 @@ void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const Ba
       p.s_final = strides_of(c.states.d_initial);
     }
     reverse(p);
-    run_forward<T, Passes::dv>(p, plan.dv, pass_device, c.precision);
+    run_reversed(std::integral_constant<DecayKind, Passes::dv>{}, p, plan.dv, ForwardPhase::all);
   }
   // dk: the reversed forward of (v, dO, q) from (dS_final / scale)^T. Its segments start from the
   // dv pass's scanned states, transposed (the same dS, gates and segments), so it runs only its
@@ -276,8 +286,8 @@ void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const Ba
     }
     reverse(p);
     p.segment_states_transposed = shared_states;
-    run_forward<T, Passes::dk>(p, plan.dk, pass_device, c.precision,
-                               shared_states ? ForwardPhase::outputs_from_scanned : ForwardPhase::all);
+    run_reversed(std::integral_constant<DecayKind, Passes::dk>{}, p, plan.dk,
+                 shared_states ? ForwardPhase::outputs_from_scanned : ForwardPhase::all);
   }
 
   if (c.states.d_initial.present() && N * H > 0) {

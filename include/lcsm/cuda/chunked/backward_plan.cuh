@@ -33,11 +33,16 @@ inline ProblemShape swapped_dims(const ProblemShape& s) {
 
 // The decays of the three passes: dq runs forward, dv and dk in reversed time (the scalar gate's
 // decay kind with the gate shifted, for lightning too; the vector gate's dq and dk decay by value column).
+// Lightning's reversed passes keep the per-head decay where they start from zero (no dS_final): the
+// shifted gate differs from it only at a sequence's first token, which then decays nothing but the
+// zero start state; the per-head kind runs the exact mode's rotated three-stage loop on sm_90a
+// (the token kind has room for two stages), and its delta launch keeps no gate scans.
 template <DecayKind kDecay>
 struct BackwardPasses {
   static constexpr DecayKind dq = kDecay == DecayKind::key ? DecayKind::value : kDecay;
   static constexpr DecayKind dv = kDecay == DecayKind::key ? DecayKind::key : DecayKind::token;
   static constexpr DecayKind dk = kDecay == DecayKind::key ? DecayKind::value : DecayKind::token;
+  static constexpr bool reversed_head(bool d_final) { return kDecay == DecayKind::head && !d_final; }
 };
 
 // The scratch of a backward call, region by region (bytes, 256-byte multiples; 0: absent).
@@ -88,8 +93,9 @@ BackwardPlan plan_backward(const ProblemShape& s, bool varlen, bool d_final, boo
   };
   BackwardPlan b;
   b.dq = plan(Passes::dq, swapped);
-  b.dv = plan(Passes::dv, s);
-  b.dk = plan(Passes::dk, swapped);
+  const bool head = Passes::reversed_head(d_final);
+  b.dv = plan(head ? DecayKind::head : Passes::dv, s);
+  b.dk = plan(head ? DecayKind::head : Passes::dk, swapped);
   b.segments = round_up_256(std::max({b.dq.workspace_bytes(), b.dv.workspace_bytes(), b.dk.workspace_bytes()}));
   const auto bytes = [](std::int64_t count, std::size_t size) {
     return round_up_256(static_cast<std::size_t>(count) * size);

@@ -180,14 +180,37 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
   // [token][value] (16-byte groups XOR-swizzled by the row, so that neither the fragment writes nor
   // the row reads conflict), then 16-byte row segments.
   const int r0 = warp * 16 + lane / 4;
+  auto staged = [&](int row, int col) { return sO + row * Tr::kValues + (((col >> 3) ^ (row & 7)) << 3) + (col & 7); };
+  // kRowDots: this thread's bf16 pairs of q (k) for the chunk of c rows at token tg, copied by
+  // cp.async into the output staging at the places its own outputs will be staged, a chunk ahead
+  // (a load from global memory at the epilogue put its latency on the consumer's chain, and
+  // doubled the passes' time: H100, 2026-12-07). The same thread reads them back, so only its own
+  // copies are waited for. Called with sO free: before the loop, and after a chunk's stores.
+  auto prefetch_row_dot_operand = [&](std::int64_t tg, int c) {
+    const __nv_bfloat16* with = static_cast<const __nv_bfloat16*>(p.dot_with) + it.batch * p.s_dot_with.s0 +
+                                static_cast<std::int64_t>(h) * p.s_dot_with.s2 + c0 + 2 * (lane % 4);
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int row = r0 + half * 8;
+      if (row >= c) continue;
+      const __nv_bfloat16* w = with + (tg + row) * p.s_dot_with.s1;
+#pragma unroll
+      for (int group = 0; group < Tr::kValues / 8; ++group)
+        if (c0 + group * 8 < V) cp_async_4(staged(row, group * 8 + 2 * (lane % 4)), w + group * 8);
+    }
+    cp_async_commit();
+  };
+  // The operand of the chunk stored after the one at tg (both loops store chunks in order).
+  auto prefetch_next_row_dot_operand = [&](std::int64_t tg) {
+    const std::int64_t next = tg + C, end = it.start + it.end;
+    if (next < end) prefetch_row_dot_operand(next, static_cast<int>(end - next < C ? end - next : C));
+  };
   auto store_outputs = [&](const float(&O)[32], int c, std::int64_t tg) {
-    if constexpr (kRowDots) {  // 4 parts of 16 columns a row, q's (k's) bf16 pairs
-      const __nv_bfloat16* with = static_cast<const __nv_bfloat16*>(p.dot_with) + it.batch * p.s_dot_with.s0 +
-                                  static_cast<std::int64_t>(h) * p.s_dot_with.s2 + c0 + 2 * (lane % 4);
+    if constexpr (kRowDots) {  // 4 parts of 16 columns a row
+      cp_async_wait<0>();
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         const int row = r0 + half * 8;
-        const __nv_bfloat16* w = with + (tg + row) * p.s_dot_with.s1;
 #pragma unroll
         for (int m = 0; m < 4; ++m) {
           float sum = 0.f;
@@ -195,7 +218,8 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
           for (int group = 2 * m; group < 2 * m + 2; ++group) {
             const int i = 4 * group + 2 * half;  // O[i], O[i + 1]: this row, columns group * 8 + 2 (lane % 4)
             if (row < c && c0 + group * 8 < V) {
-              const float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(w + group * 8));
+              const float2 x =
+                  __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(staged(row, group * 8 + 2 * (lane % 4))));
               sum = fmaf(p.scale * O[i + 1], x.y, fmaf(p.scale * O[i], x.x, sum));
             }
           }
@@ -217,13 +241,13 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
           *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(p.o) + at) =
               __floats2bfloat162_rn(p.scale * O[i], p.scale * O[i + 1]);
       }
+      if constexpr (kRowDots) prefetch_next_row_dot_operand(tg);  // sO holds only this thread's pairs
       return;
     }
 #pragma unroll
     for (int i = 0; i < 32; i += 2) {
       const int row = r0 + ((i >> 1) & 1) * 8, col = (i >> 2) * 8 + 2 * (lane % 4);
-      *reinterpret_cast<__nv_bfloat162*>(sO + row * Tr::kValues + (((col >> 3) ^ (row & 7)) << 3) + (col & 7)) =
-          __floats2bfloat162_rn(p.scale * O[i], p.scale * O[i + 1]);
+      *reinterpret_cast<__nv_bfloat162*>(staged(row, col)) = __floats2bfloat162_rn(p.scale * O[i], p.scale * O[i + 1]);
     }
     named_barrier_sync(named, 128);
     __nv_bfloat16* head =
@@ -236,6 +260,10 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
       if (row < c && col < V)
         *reinterpret_cast<uint4*>(head + (tg + row) * p.so.s1 + col) =
             *reinterpret_cast<const uint4*>(sO + row * Tr::kValues + ((cb ^ (row & 7)) << 3));
+    }
+    if constexpr (kRowDots) {  // sO is free once every thread's row reads above are done
+      named_barrier_sync(named, 128);
+      prefetch_next_row_dot_operand(tg);
     }
   };
 
@@ -354,6 +382,8 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
   };
 
   int n = 0;
+  if constexpr (kRowDots)
+    if (it.begin < it.end) prefetch_row_dot_operand(it.start + it.begin, rows_at(it.begin));
   if constexpr (kDeltaOnly) {
     for (std::int64_t t = it.begin; t < it.end; t += C, ++n) {
       const int c = rows_at(t);
