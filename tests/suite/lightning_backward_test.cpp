@@ -155,6 +155,7 @@ TEST_CASE("lightning backward: shapes, decays and states", "[lightning][backward
     // K = V = 128 also takes the sm_90a kernels' row dots and shared states).
     check_backward(make(1, 1000, 1, 64, 64, DecayKind::weak, false), dt);
     check_backward(make(1, 1100, 2, 128, 128, DecayKind::mixed, false), dt);
+    check_backward(make(1, 1600, 1, 32, 32, DecayKind::mixed, true), dt);  // the decay gradient in 3 slices
     // One head at g = -20 over a few tokens: d_initial_state is lambda^T times O(1), all of it
     // through the state decay of one block.
     for (index_t T : {1, 2, 3}) check_backward(make(1, T, 1, 16, 16, DecayKind::strong, true), dt);

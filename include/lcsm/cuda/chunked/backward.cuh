@@ -56,7 +56,7 @@ inline unsigned grid_of(std::int64_t work, int per_block) {
 // d_log_decay = 0 (a call with no tokens and no state gradient).
 inline void zero_head_gradient(const View<float, 1>& d_log_decay, cudaStream_t stream) {
   head_totals_kernel<><<<grid_of(d_log_decay.size(0), kBackwardThreads), kBackwardThreads, 0, stream>>>(
-      nullptr, 0, static_cast<int>(d_log_decay.size(0)), d_log_decay.data(), d_log_decay.stride(0));
+      nullptr, 0, static_cast<int>(d_log_decay.size(0)), 0, d_log_decay.data(), d_log_decay.stride(0));
   LCSM_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -321,7 +321,7 @@ void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const Ba
   const float* d_final = c.states.d_final.present() ? c.states.d_final.data() : nullptr;
   const Strides4 sdf = strides_of(c.states.d_final);
   if constexpr (kDecay == DecayKind::key) {
-    const int parts = key_gate_parts(s), HK = H * K;
+    const int parts = time_slices(s), HK = H * K;
     auto* part_sums = reinterpret_cast<double*>(terms);  // this region holds doubles for the vector gate
     if (N * HK > 0) {
       const dim3 grid(grid_size(N * parts, "(sequence, slice) pairs"), (HK + kKeyGateColumns - 1) / kKeyGateColumns);
@@ -356,19 +356,23 @@ void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const Ba
     gate_terms_kernel<T><<<grid_of(rows, kBackwardThreads / 32), kBackwardThreads, 0, stream>>>(fwd, a);
     LCSM_CUDA_CHECK(cudaGetLastError());
   }
+  const int slices = time_slices(s);
   if (N * H > 0) {
-    const unsigned blocks = grid_size(N * H, "(sequence, head) pairs");
-    if (decay.d_gate.present())
-      gate_suffix_kernel<true>
-          <<<blocks, kBackwardThreads, 0, stream>>>(fwd, a.terms, st, d_final, sdf, final_state, K, V, nullptr);
-    else
-      gate_suffix_kernel<false>
-          <<<blocks, kBackwardThreads, 0, stream>>>(fwd, a.terms, st, d_final, sdf, final_state, K, V, totals);
+    const unsigned blocks = grid_size(N * H * slices, "(sequence, head, slice) triples");
+    if (decay.d_gate.present()) {
+      gate_part_sums_kernel<false><<<blocks, kBackwardThreads, 0, stream>>>(fwd, a.terms, st, d_final, sdf, final_state,
+                                                                            K, V, slices, totals);
+      LCSM_CUDA_CHECK(cudaGetLastError());
+      gate_suffix_kernel<><<<blocks, kBackwardThreads, 0, stream>>>(fwd, a.terms, st, slices, totals);
+    } else {
+      gate_part_sums_kernel<true><<<blocks, kBackwardThreads, 0, stream>>>(fwd, a.terms, st, d_final, sdf, final_state,
+                                                                           K, V, slices, totals);
+    }
     LCSM_CUDA_CHECK(cudaGetLastError());
   }
   if (decay.d_log_decay.present()) {
     head_totals_kernel<><<<grid_of(H, kBackwardThreads), kBackwardThreads, 0, stream>>>(
-        totals, N, H, decay.d_log_decay.data(), decay.d_log_decay.stride(0));
+        totals, N, H, slices + 1, decay.d_log_decay.data(), decay.d_log_decay.stride(0));
     LCSM_CUDA_CHECK(cudaGetLastError());
   }
 }

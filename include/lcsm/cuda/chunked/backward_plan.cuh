@@ -55,7 +55,7 @@ struct BackwardPlan {
                                    // or the passes' row dots [B, T, H, K / 16] (row_dots.cuh)
   std::size_t terms = 0;           // dG [B, T, H] (lightning; the scalar gate's go into d_log_gate), or
                                    // the vector gate's per-slice sums [N, parts, H, K] (double)
-  std::size_t totals = 0;          // per (sequence, head) sums of the decay gradient (lightning)
+  std::size_t totals = 0;          // per (sequence, head) slices' sums of the decay gradient [N, H, slices + 1]
   std::size_t offsets = 0;         // the reversed row's cu_seqlens (varlen)
   std::size_t zeros = 0;           // a zero operand (scale = 0)
   std::size_t bytes() const {
@@ -74,9 +74,9 @@ inline bool same_segments(const ChunkPlan& a, const ChunkPlan& b) {
 // row dots (chunked/row_dots.cuh; the vector gate's terms are per key).
 constexpr bool row_dot_terms(DecayKind kind) { return kind != DecayKind::key; }
 
-// The vector gate's decay gradient cuts each sequence into this many slices of time (about 512
-// tokens of the mean sequence each, at most 64: enough blocks to fill the card at B x H = 16).
-inline int key_gate_parts(const ProblemShape& s) {
+// The decay gradient's sums cut each sequence into this many slices of time (about 512 tokens of
+// the mean sequence each, at most 64: enough blocks to fill the card at B x H = 16).
+inline int time_slices(const ProblemShape& s) {
   const std::int64_t mean = s.sequences > 0 ? s.batch * s.time / s.sequences : 0;
   return static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(64, mean / 512)));
 }
@@ -104,12 +104,11 @@ BackwardPlan plan_backward(const ProblemShape& s, bool varlen, bool d_final, boo
   b.scaled_final = d_final ? bytes(state, sizeof(float)) : 0;
   b.final_state = d_final && decay_gradient ? bytes(state, sizeof(float)) : 0;
   if (decay_gradient && !float_inputs) b.dq32 = b.dk32 = bytes(s.batch * s.time * s.heads * s.key_dim, sizeof(float));
-  if (decay_gradient && kDecay == DecayKind::head) {
-    b.terms = bytes(s.batch * s.time * s.heads, sizeof(float));
-    b.totals = bytes(s.sequences * s.heads, sizeof(double));
-  }
+  if (decay_gradient && kDecay == DecayKind::head) b.terms = bytes(s.batch * s.time * s.heads, sizeof(float));
+  if (decay_gradient && kDecay != DecayKind::key)
+    b.totals = bytes(s.sequences * s.heads * (time_slices(s) + 1), sizeof(double));
   if (decay_gradient && kDecay == DecayKind::key)  // the slices' sums, then carries
-    b.terms = bytes(s.sequences * key_gate_parts(s) * s.heads * s.key_dim, sizeof(double));
+    b.terms = bytes(s.sequences * time_slices(s) * s.heads * s.key_dim, sizeof(double));
   b.offsets = varlen ? bytes(s.sequences + 1, sizeof(std::int64_t)) : 0;
   b.zeros = zero_scale ? 256 : 0;
   return b;
