@@ -206,38 +206,28 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
     if (next < end) prefetch_row_dot_operand(next, static_cast<int>(end - next < C ? end - next : C));
   };
   auto store_outputs = [&](const float(&O)[32], int c, std::int64_t tg) {
-    // kRowDots: this row's part (this consumer's 64 columns), summed over its quad; written once
-    // the outputs are staged (their registers free: the address arithmetic before that spilled).
-    float dot_sums[2] = {0.f, 0.f};
-    if constexpr (kRowDots) {
-      static_assert(Tr::kValues == kRowDotColumns, "a part is a consumer's columns");
+    if constexpr (kRowDots) {  // 4 parts of 16 columns a row
       cp_async_wait<0>();
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         const int row = r0 + half * 8;
-        float sum = 0.f;
 #pragma unroll
-        for (int group = 0; group < Tr::kValues / 8; ++group) {
-          const int i = 4 * group + 2 * half;  // O[i], O[i + 1]: this row, columns group * 8 + 2 (lane % 4)
-          if (row < c && c0 + group * 8 < V) {
-            const float2 x =
-                __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(staged(row, group * 8 + 2 * (lane % 4))));
-            sum = fmaf(O[i + 1], x.y, fmaf(O[i], x.x, sum));
+        for (int m = 0; m < 4; ++m) {
+          float sum = 0.f;
+#pragma unroll
+          for (int group = 2 * m; group < 2 * m + 2; ++group) {
+            const int i = 4 * group + 2 * half;  // O[i], O[i + 1]: this row, columns group * 8 + 2 (lane % 4)
+            if (row < c && c0 + group * 8 < V) {
+              const float2 x =
+                  __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(staged(row, group * 8 + 2 * (lane % 4))));
+              sum = fmaf(p.scale * O[i + 1], x.y, fmaf(p.scale * O[i], x.x, sum));
+            }
           }
+          row_dot_store(p, it.batch, tg + row, h, c0 / kRowDotColumns + m, sum, row < c && c0 + m * kRowDotColumns < V,
+                        lane);
         }
-        dot_sums[half] = quad_sum(sum);
       }
     }
-    auto store_row_dots = [&] {
-      if constexpr (kRowDots) {
-        if (lane % 4 != 0) return;
-        const Strides4& sd = p.s_row_dots;
-        float* dots = p.row_dots + it.batch * sd.s0 + (tg + r0) * sd.s1 + static_cast<std::int64_t>(h) * sd.s2 +
-                      (c0 / kRowDotColumns) * sd.s3;
-        if (r0 < c) dots[0] = p.scale * dot_sums[0];
-        if (r0 + 8 < c) dots[8 * sd.s1] = p.scale * dot_sums[1];
-      }
-    };
     if (p.out_float) {
       const std::int64_t head = it.batch * p.so.s0 + static_cast<std::int64_t>(h) * p.so.s2;
 #pragma unroll
@@ -251,7 +241,6 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
           *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(p.o) + at) =
               __floats2bfloat162_rn(p.scale * O[i], p.scale * O[i + 1]);
       }
-      store_row_dots();
       if constexpr (kRowDots) prefetch_next_row_dot_operand(tg);  // sO holds only this thread's pairs
       return;
     }
@@ -260,7 +249,6 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
       const int row = r0 + ((i >> 1) & 1) * 8, col = (i >> 2) * 8 + 2 * (lane % 4);
       *reinterpret_cast<__nv_bfloat162*>(staged(row, col)) = __floats2bfloat162_rn(p.scale * O[i], p.scale * O[i + 1]);
     }
-    store_row_dots();
     named_barrier_sync(named, 128);
     __nv_bfloat16* head =
         static_cast<__nv_bfloat16*>(p.o) + it.batch * p.so.s0 + static_cast<std::int64_t>(h) * p.so.s2;

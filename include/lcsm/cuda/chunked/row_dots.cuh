@@ -2,9 +2,8 @@
 // dq and dk passes also sum each output row times the same row of q (dk: k) while the row is still
 // in fp32 registers, so that the passes can write dq and dk in the input type and nothing reads
 // fp32 copies of them back (chunked/backward.cuh; the sm_90a kernel's kRowDots instances). Sums are
-// kept per part of 64 columns (one consumer warpgroup's), each written by exactly one lane, and the parts are added in a fixed order afterwards: the result does not depend on
-// scheduling. (Parts of 16 columns, four times the stores and shuffles, made the epilogue spill.)
-// Device code.
+// kept per part of 16 columns, each written by exactly one quad of one warp, and the parts are
+// added in a fixed order afterwards: the result does not depend on scheduling. Device code.
 #pragma once
 
 #include <cstdint>
@@ -13,13 +12,20 @@
 
 namespace lcsm::cuda::detail {
 
-constexpr int kRowDotColumns = 64;
+constexpr int kRowDotColumns = 16;
 __host__ __device__ constexpr int row_dot_parts(int columns) { return (columns + kRowDotColumns - 1) / kRowDotColumns; }
 
-// The sum over a quad (the four lanes that share an accumulator row); every lane of the warp calls it.
-__device__ __forceinline__ float quad_sum(float x) {
-  x += __shfl_xor_sync(0xFFFFFFFFu, x, 1);
-  return x + __shfl_xor_sync(0xFFFFFFFFu, x, 2);
+// Sums a part over its quad (the four lanes that share a row) and writes it from the quad's first
+// lane. Every lane of the warp calls it (the shuffles); `valid`: the row is a token of this chunk
+// and the part's first column is inside the row.
+__device__ __forceinline__ void row_dot_store(const RecurrenceParams& p, std::int64_t batch, std::int64_t token, int h,
+                                              int part, float sum, bool valid, int lane) {
+  sum += __shfl_xor_sync(0xFFFFFFFFu, sum, 1);
+  sum += __shfl_xor_sync(0xFFFFFFFFu, sum, 2);
+  if (valid && lane % 4 == 0) {
+    const Strides4& s = p.s_row_dots;
+    p.row_dots[batch * s.s0 + token * s.s1 + static_cast<std::int64_t>(h) * s.s2 + part * s.s3] = sum;
+  }
 }
 
 }  // namespace lcsm::cuda::detail
