@@ -55,10 +55,10 @@ LongBackwardResult run_long_backward(LongFamily family, std::int64_t T, int H, i
   using E = __nv_bfloat16;
   auto view = [&](const DeviceBuffer& b) { return lcsm::view(static_cast<E*>(b.get()), {1, T, H, D}); };
   const auto qv = view(q), kv = view(k), vv = view(v), dov = view(d_o);
-  const StateGrads<float> st{View<const float, 4>{},
-                             with_d_final ? lcsm::view(static_cast<const float*>(d_final.get()), {1, H, D, D})
-                                          : View<const float, 4>{},
-                             lcsm::view(static_cast<float*>(d_initial.get()), {1, H, D, D})};
+  const StateGrads<float> st{
+      View<const float, 4>{},
+      with_d_final ? lcsm::view(static_cast<const float*>(d_final.get()), {1, H, D, D}) : View<const float, 4>{},
+      lcsm::view(static_cast<float*>(d_initial.get()), {1, H, D, D})};
   LightningAttention light;
   light.log_decay = decay::minimax(H, 0, 80);
   ScalarGatedAttention<E> scalar;

@@ -360,13 +360,13 @@ void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const Ba
   if (N * H > 0) {
     const unsigned blocks = grid_size(N * H * slices, "(sequence, head, slice) triples");
     if (decay.d_gate.present()) {
-      gate_part_sums_kernel<false><<<blocks, kBackwardThreads, 0, stream>>>(fwd, a.terms, st, d_final, sdf, final_state,
-                                                                            K, V, slices, totals);
+      gate_part_sums_kernel<false>
+          <<<blocks, kBackwardThreads, 0, stream>>>(fwd, a.terms, st, d_final, sdf, final_state, K, V, slices, totals);
       LCSM_CUDA_CHECK(cudaGetLastError());
       gate_suffix_kernel<><<<blocks, kBackwardThreads, 0, stream>>>(fwd, a.terms, st, slices, totals);
     } else {
-      gate_part_sums_kernel<true><<<blocks, kBackwardThreads, 0, stream>>>(fwd, a.terms, st, d_final, sdf, final_state,
-                                                                           K, V, slices, totals);
+      gate_part_sums_kernel<true>
+          <<<blocks, kBackwardThreads, 0, stream>>>(fwd, a.terms, st, d_final, sdf, final_state, K, V, slices, totals);
     }
     LCSM_CUDA_CHECK(cudaGetLastError());
   }
