@@ -38,6 +38,10 @@
 #include "lcsm/cuda/primitives/split_bf16.cuh"
 #include "lcsm/cuda/primitives/wgmma_sm90.cuh"
 
+#ifndef LCSM_CUDA_ROW_DOTS_WIDE_COPIES
+#define LCSM_CUDA_ROW_DOTS_WIDE_COPIES 0
+#endif
+
 namespace lcsm::cuda::detail {
 
 // kDeltaOnly: the layout of the segment-delta launch, which reads k and v only and keeps no state
@@ -186,17 +190,35 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
   // (a load from global memory at the epilogue put its latency on the consumer's chain, and
   // doubled the passes' time: H100, 2026-12-07). The same thread reads them back, so only its own
   // copies are waited for. Called with sO free: before the loop, and after a chunk's stores.
+  // LCSM_CUDA_ROW_DOTS_WIDE_COPIES (a knob, docs/building.md): where q's (k's) rows are 16-byte
+  // aligned, each lane copies two of its row's eight 16-byte groups (a quarter of the copies, whole
+  // sectors), and the quad's lanes meet at a __syncwarp before reading each other's.
+#if LCSM_CUDA_ROW_DOTS_WIDE_COPIES
+  const Strides4& sw = p.s_dot_with;
+  const bool wide_copies = kRowDots && reinterpret_cast<std::uintptr_t>(p.dot_with) % 16 == 0 && sw.s0 % 8 == 0 &&
+                           sw.s1 % 8 == 0 && sw.s2 % 8 == 0;
+#else
+  constexpr bool wide_copies = false;
+#endif
   auto prefetch_row_dot_operand = [&](std::int64_t tg, int c) {
     const __nv_bfloat16* with = static_cast<const __nv_bfloat16*>(p.dot_with) + it.batch * p.s_dot_with.s0 +
-                                static_cast<std::int64_t>(h) * p.s_dot_with.s2 + c0 + 2 * (lane % 4);
+                                static_cast<std::int64_t>(h) * p.s_dot_with.s2 + c0;
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int row = r0 + half * 8;
       if (row >= c) continue;
       const __nv_bfloat16* w = with + (tg + row) * p.s_dot_with.s1;
+      if (wide_copies) {
 #pragma unroll
-      for (int group = 0; group < Tr::kValues / 8; ++group)
-        if (c0 + group * 8 < V) cp_async_4(staged(row, group * 8 + 2 * (lane % 4)), w + group * 8);
+        for (int j = 0; j < 2; ++j) {
+          const int group = 2 * (lane % 4) + j;
+          if (c0 + group * 8 < V) cp_async_16(staged(row, group * 8), w + group * 8);
+        }
+      } else {
+#pragma unroll
+        for (int group = 0; group < Tr::kValues / 8; ++group)
+          if (c0 + group * 8 < V) cp_async_4(staged(row, group * 8 + 2 * (lane % 4)), w + group * 8 + 2 * (lane % 4));
+      }
     }
     cp_async_commit();
   };
@@ -208,6 +230,7 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
   auto store_outputs = [&](const float(&O)[32], int c, std::int64_t tg) {
     if constexpr (kRowDots) {  // 4 parts of 16 columns a row
       cp_async_wait<0>();
+      if (wide_copies) __syncwarp();  // the quad's other lanes copied some of this thread's pairs
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         const int row = r0 + half * 8;
@@ -241,7 +264,10 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
           *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(p.o) + at) =
               __floats2bfloat162_rn(p.scale * O[i], p.scale * O[i + 1]);
       }
-      if constexpr (kRowDots) prefetch_next_row_dot_operand(tg);  // sO holds only this thread's pairs
+      if constexpr (kRowDots) {  // sO holds only this thread's pairs (wide copies: its quad's)
+        if (wide_copies) __syncwarp();
+        prefetch_next_row_dot_operand(tg);
+      }
       return;
     }
 #pragma unroll
