@@ -166,6 +166,25 @@ __global__ void __launch_bounds__(kBackwardThreads)
 // H100 with H = 16). part_sums [N, H, parts + 1] (double): each slice's sum of dG (lightning:
 // weighted by position), and in the last slot the final-state term (lightning: times the length).
 // Every sum is in a fixed order: the result does not depend on scheduling.
+
+// A block of these launches: blockIdx.x = (n H + h) parts + part, and its slice [first, last).
+struct GradientSlice {
+  std::int64_t nh, n;
+  int h, part;
+  SequenceSpan span;
+  std::int64_t first, last;
+};
+__device__ __forceinline__ GradientSlice gradient_slice(const RecurrenceParams& p, int parts) {
+  GradientSlice b;
+  b.part = static_cast<int>(blockIdx.x % parts);
+  b.nh = blockIdx.x / parts;
+  b.n = b.nh / p.heads;
+  b.h = static_cast<int>(b.nh % p.heads);
+  b.span = sequence_span(p, b.n);
+  part_range(b.span, b.part, parts, b.first, b.last);
+  return b;
+}
+
 template <bool kWeighted>
 __global__ void __launch_bounds__(kBackwardThreads)
     gate_part_sums_kernel(const __grid_constant__ RecurrenceParams p, const float* terms, Strides4 st,
@@ -173,32 +192,27 @@ __global__ void __launch_bounds__(kBackwardThreads)
                           double* part_sums) {
   using Reduce = cub::BlockReduce<double, kBackwardThreads>;
   __shared__ typename Reduce::TempStorage storage;
-  const int part = static_cast<int>(blockIdx.x % parts);
-  const std::int64_t nh = blockIdx.x / parts, n = nh / p.heads;
-  const int h = static_cast<int>(nh % p.heads);
-  const SequenceSpan span = sequence_span(p, n);
-  std::int64_t first, last;
-  part_range(span, part, parts, first, last);
-  const float* row = terms + span.batch * st.s0 + h * st.s2;
+  const GradientSlice b = gradient_slice(p, parts);
+  const float* row = terms + b.span.batch * st.s0 + b.h * st.s2;
   double sum = 0;
-  for (std::int64_t t = first + threadIdx.x; t < last; t += kBackwardThreads) {
+  for (std::int64_t t = b.first + threadIdx.x; t < b.last; t += kBackwardThreads) {
     const double x = row[t * st.s1];
-    sum += kWeighted ? static_cast<double>(t - span.start + 1) * x : x;
+    sum += kWeighted ? static_cast<double>(t - b.span.start + 1) * x : x;
   }
-  double* out = part_sums + nh * (parts + 1);
+  double* out = part_sums + b.nh * (parts + 1);
   const double total = Reduce(storage).Sum(sum);
-  if (threadIdx.x == 0) out[part] = total;
-  if (part != 0) return;
+  if (threadIdx.x == 0) out[b.part] = total;
+  if (b.part != 0) return;
   double own = 0;  // <dS_final, S_T>: S_T [N, H, K, V] contiguous
   if (d_final) {
-    const float* s = final_state + nh * static_cast<std::int64_t>(K) * V;
-    const float* ds = d_final + n * sdf.s0 + h * sdf.s1;
+    const float* s = final_state + b.nh * static_cast<std::int64_t>(K) * V;
+    const float* ds = d_final + b.n * sdf.s0 + b.h * sdf.s1;
     for (int i = threadIdx.x; i < K * V; i += blockDim.x)
       own += static_cast<double>(ds[(i / V) * sdf.s2 + (i % V) * sdf.s3]) * s[i];
   }
   __syncthreads();  // the reduction's storage is used again
   const double final_term = Reduce(storage).Sum(own);
-  if (threadIdx.x == 0) out[parts] = kWeighted ? static_cast<double>(span.length) * final_term : final_term;
+  if (threadIdx.x == 0) out[parts] = kWeighted ? static_cast<double>(b.span.length) * final_term : final_term;
 }
 
 // The scalar gate: each slice backwards from its carry (the final-state term, then the later
@@ -210,17 +224,12 @@ __global__ void __launch_bounds__(kBackwardThreads)
                        const double* part_sums) {
   using Scan = cub::BlockScan<double, kBackwardThreads>;
   __shared__ typename Scan::TempStorage storage;
-  const int part = static_cast<int>(blockIdx.x % parts);
-  const std::int64_t nh = blockIdx.x / parts, n = nh / p.heads;
-  const int h = static_cast<int>(nh % p.heads);
-  const SequenceSpan span = sequence_span(p, n);
-  std::int64_t first, last;
-  part_range(span, part, parts, first, last);
-  const double* sums = part_sums + nh * (parts + 1);
+  const GradientSlice b = gradient_slice(p, parts);
+  const double* sums = part_sums + b.nh * (parts + 1);
   double carry = sums[parts];
-  for (int later = parts - 1; later > part; --later) carry += sums[later];
-  float* row = terms + span.batch * st.s0 + h * st.s2;
-  const std::int64_t length = last - first;
+  for (int later = parts - 1; later > b.part; --later) carry += sums[later];
+  float* row = terms + b.span.batch * st.s0 + b.h * st.s2;
+  const std::int64_t first = b.first, last = b.last, length = last - first;
   for (std::int64_t base = 0; base < length; base += kBackwardThreads * kSuffixItems) {
     const std::int64_t i0 = base + static_cast<std::int64_t>(threadIdx.x) * kSuffixItems;  // from the end
     double x[kSuffixItems];
