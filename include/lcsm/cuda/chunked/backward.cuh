@@ -18,7 +18,7 @@
 // view is shifted by one and each sequence's first token has gate 0 (RecurrenceParams::
 // gate_restart); lightning's reversed passes take its head decay as that gate (gate_from_head), or,
 // with no dS_final (a zero start state, which the first token's decay cannot change), run the
-// per-head decay itself (BackwardPasses::reversed_head).
+// per-head decay itself (BackwardPlan::reversed_head).
 // The vector gate decays each key row of S by its own gate: the dq and dk passes' states (S^T and
 // dS^T) then decay along their value columns, the engine's value decay (chunked/value_gate_sm80.cuh),
 // and the dv pass is a vector-gate forward; dG is per key (dg_t[c] = sum over i >= t of
@@ -105,7 +105,7 @@ void set_backward_decay(RecurrenceParams& p, const BackwardDecay& decay) {
 // A reversed pass's views (rows of `time` tokens; a varlen row's sequence order is the caller's):
 // time backwards, and token t decays by the gate of token t + 1, with a restart at each sequence's
 // first token (lightning: its head decay as that gate, or, with head_decay, the head decay itself:
-// BackwardPasses::reversed_head). The outputs (and the row dots' operand and sums) are reversed as
+// BackwardPlan::reversed_head). The outputs (and the row dots' operand and sums) are reversed as
 // they are set in p, so set them first.
 template <class T, DecayKind kDecay>
 void reverse_pass(RecurrenceParams& p, const BackwardDecay& decay, std::int64_t time, bool head_decay) {
@@ -238,9 +238,8 @@ void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const Ba
     LCSM_CUDA_CHECK(cudaGetLastError());
   }
   // The reversed passes' common part: time and sequences backwards, the shifted gates.
-  const bool reversed_head = Passes::reversed_head(c.states.d_final.present());
   const auto reverse = [&](RecurrenceParams& p) {
-    reverse_pass<T, kDecay>(p, decay, time, reversed_head);
+    reverse_pass<T, kDecay>(p, decay, time, plan.reversed_head);
     if (varlen) {
       p.cu_seqlens = offsets;
       p.cu_seqlens_int64 = true;
@@ -248,10 +247,11 @@ void run_backward(const BackwardCall<T>& c, const BackwardDecay& decay, const Ba
       reverse_sequences(p.final_state, p.s_final, N);
     }
   };
-  const auto run_reversed = [&](auto pass_kind, const RecurrenceParams& p, const ChunkPlan& plan, ForwardPhase phase) {
+  const auto run_reversed = [&](auto pass_kind, const RecurrenceParams& p, const ChunkPlan& pass_plan,
+                                ForwardPhase phase) {
     if constexpr (kDecay == DecayKind::head)
-      if (reversed_head) return run_forward<T, DecayKind::head>(p, plan, pass_device, c.precision, phase);
-    run_forward<T, decltype(pass_kind)::value>(p, plan, pass_device, c.precision, phase);
+      if (plan.reversed_head) return run_forward<T, DecayKind::head>(p, pass_plan, pass_device, c.precision, phase);
+    run_forward<T, decltype(pass_kind)::value>(p, pass_plan, pass_device, c.precision, phase);
   };
 
   // dv: the reversed forward of (k, q, dO) from dS_final / scale; it ends at dS_0 / scale.

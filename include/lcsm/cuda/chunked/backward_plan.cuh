@@ -32,22 +32,23 @@ inline ProblemShape swapped_dims(const ProblemShape& s) {
 }
 
 // The decays of the three passes: dq runs forward, dv and dk in reversed time (the scalar gate's
-// decay kind with the gate shifted, for lightning too; the vector gate's dq and dk decay by value column).
-// Lightning's reversed passes keep the per-head decay where they start from zero (no dS_final): the
-// shifted gate differs from it only at a sequence's first token, which then decays nothing but the
-// zero start state; the per-head kind runs the exact mode's rotated three-stage loop on sm_90a
-// (the token kind has room for two stages), and its delta launch keeps no gate scans.
+// decay kind with the gate shifted, for lightning too, unless BackwardPlan::reversed_head; the
+// vector gate's dq and dk decay by value column).
 template <DecayKind kDecay>
 struct BackwardPasses {
   static constexpr DecayKind dq = kDecay == DecayKind::key ? DecayKind::value : kDecay;
   static constexpr DecayKind dv = kDecay == DecayKind::key ? DecayKind::key : DecayKind::token;
   static constexpr DecayKind dk = kDecay == DecayKind::key ? DecayKind::value : DecayKind::token;
-  static constexpr bool reversed_head(bool d_final) { return kDecay == DecayKind::head && !d_final; }
 };
 
 // The scratch of a backward call, region by region (bytes, 256-byte multiples; 0: absent).
 struct BackwardPlan {
-  ChunkPlan dq, dv, dk;            // the three passes
+  ChunkPlan dq, dv, dk;  // the three passes
+  // Lightning's reversed passes on the per-head decay, where they start from zero (no dS_final):
+  // the shifted gate differs from it only at a sequence's first token, which then decays nothing
+  // but the zero start state; the per-head kind runs the exact mode's rotated three-stage loop on
+  // sm_90a (the token kind has room for two stages), and its delta launch keeps no gate scans.
+  bool reversed_head = false;
   std::size_t segments = 0;        // their segment scratch (shared: they run one after another)
   std::size_t scaled_final = 0;    // dS_final / scale [N, H, K, V]
   std::size_t final_state = 0;     // S_T [N, H, K, V] for the final-state term of the decay gradient
@@ -93,9 +94,9 @@ BackwardPlan plan_backward(const ProblemShape& s, bool varlen, bool d_final, boo
   };
   BackwardPlan b;
   b.dq = plan(Passes::dq, swapped);
-  const bool head = Passes::reversed_head(d_final);
-  b.dv = plan(head ? DecayKind::head : Passes::dv, s);
-  b.dk = plan(head ? DecayKind::head : Passes::dk, swapped);
+  b.reversed_head = kDecay == DecayKind::head && !d_final;
+  b.dv = plan(b.reversed_head ? DecayKind::head : Passes::dv, s);
+  b.dk = plan(b.reversed_head ? DecayKind::head : Passes::dk, swapped);
   b.segments = round_up_256(std::max({b.dq.workspace_bytes(), b.dv.workspace_bytes(), b.dk.workspace_bytes()}));
   const auto bytes = [](std::int64_t count, std::size_t size) {
     return round_up_256(static_cast<std::size_t>(count) * size);

@@ -146,7 +146,7 @@ void slice_backward(const SliceBackwardCall<T>& c, BackwardDecay decay, const Vi
       p.initial_state = scaled_final;
       p.s_initial = contiguous;
     }
-    lcsm::cuda::detail::reverse_pass<T, kDecay>(p, decay, s.time, false);  // the token kind, as plan_b.dv
+    lcsm::cuda::detail::reverse_pass<T, kDecay>(p, decay, s.time, plan_b.reversed_head);
     const ChunkPlan plan_dv = plan_b.dv;
     bind_engine(p, plan_dv, backward_space, dv_log_decay);
     p.last_delta = reinterpret_cast<float*>(send + layout.delta_offset);
