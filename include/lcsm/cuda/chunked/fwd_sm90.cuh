@@ -29,7 +29,7 @@
 
 #include "lcsm/cuda/chunked/decay.cuh"
 #include "lcsm/cuda/chunked/params.cuh"
-#include "lcsm/cuda/chunked/row_dots.cuh"
+#include "lcsm/cuda/chunked/row_dots_sm90.cuh"
 #include "lcsm/cuda/chunked/tiles_sm90.cuh"
 #include "lcsm/cuda/chunked/work.cuh"
 #include "lcsm/cuda/primitives/barrier_sm90.cuh"
@@ -37,10 +37,6 @@
 #include "lcsm/cuda/primitives/mma_sm80.cuh"
 #include "lcsm/cuda/primitives/split_bf16.cuh"
 #include "lcsm/cuda/primitives/wgmma_sm90.cuh"
-
-#ifndef LCSM_CUDA_ROW_DOTS_WIDE_COPIES
-#define LCSM_CUDA_ROW_DOTS_WIDE_COPIES 0
-#endif
 
 namespace lcsm::cuda::detail {
 
@@ -180,77 +176,21 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
   }
 
   // A chunk's outputs, scaled: fp32 pairs straight from the fragments (the backward's dq, dk before
-  // the decay gradient; unit-stride rows, 8-byte aligned, V a multiple of 8), or bf16 staged as
-  // [token][value] (16-byte groups XOR-swizzled by the row, so that neither the fragment writes nor
-  // the row reads conflict), then 16-byte row segments.
+  // the decay gradient; unit-stride rows, 8-byte aligned, V a multiple of 8), or bf16 staged
+  // (staged_offset), then 16-byte row segments. kRowDots: the row dots first, from the operand
+  // copied into the staging a chunk ahead (chunked/row_dots_sm90.cuh); the next chunk's copies
+  // once the staging is free.
   const int r0 = warp * 16 + lane / 4;
-  auto staged = [&](int row, int col) { return sO + row * Tr::kValues + (((col >> 3) ^ (row & 7)) << 3) + (col & 7); };
-  // kRowDots: this thread's bf16 pairs of q (k) for the chunk of c rows at token tg, copied by
-  // cp.async into the output staging at the places its own outputs will be staged, a chunk ahead
-  // (a load from global memory at the epilogue put its latency on the consumer's chain, and
-  // doubled the passes' time: H100, 2026-12-07). The same thread reads them back, so only its own
-  // copies are waited for. Called with sO free: before the loop, and after a chunk's stores.
-  // LCSM_CUDA_ROW_DOTS_WIDE_COPIES (a knob, docs/building.md): where q's (k's) rows are 16-byte
-  // aligned, each lane copies two of its row's eight 16-byte groups (a quarter of the copies, whole
-  // sectors), and the quad's lanes meet at a __syncwarp before reading each other's.
-#if LCSM_CUDA_ROW_DOTS_WIDE_COPIES
-  const Strides4& sw = p.s_dot_with;
-  const bool wide_copies = kRowDots && reinterpret_cast<std::uintptr_t>(p.dot_with) % 16 == 0 && sw.s0 % 8 == 0 &&
-                           sw.s1 % 8 == 0 && sw.s2 % 8 == 0;
-#else
-  constexpr bool wide_copies = false;
-#endif
-  auto prefetch_row_dot_operand = [&](std::int64_t tg, int c) {
-    const __nv_bfloat16* with = static_cast<const __nv_bfloat16*>(p.dot_with) + it.batch * p.s_dot_with.s0 +
-                                static_cast<std::int64_t>(h) * p.s_dot_with.s2 + c0;
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int row = r0 + half * 8;
-      if (row >= c) continue;
-      const __nv_bfloat16* w = with + (tg + row) * p.s_dot_with.s1;
-      if (wide_copies) {
-#pragma unroll
-        for (int j = 0; j < 2; ++j) {
-          const int group = 2 * (lane % 4) + j;
-          if (c0 + group * 8 < V) cp_async_16(staged(row, group * 8), w + group * 8);
-        }
-      } else {
-#pragma unroll
-        for (int group = 0; group < Tr::kValues / 8; ++group)
-          if (c0 + group * 8 < V) cp_async_4(staged(row, group * 8 + 2 * (lane % 4)), w + group * 8 + 2 * (lane % 4));
-      }
-    }
-    cp_async_commit();
-  };
-  // The operand of the chunk stored after the one at tg (both loops store chunks in order).
-  auto prefetch_next_row_dot_operand = [&](std::int64_t tg) {
+  const RowDotPlace dot_place{it.batch, h, c0, r0, lane, V};
+  const bool wide_copies = kRowDots && row_dot_wide_copies(p);
+  auto copy_next_row_dot_operand = [&](std::int64_t tg) {  // the chunk stored after the one at tg
     const std::int64_t next = tg + C, end = it.start + it.end;
-    if (next < end) prefetch_row_dot_operand(next, static_cast<int>(end - next < C ? end - next : C));
+    if (next < end)
+      copy_row_dot_operand<Tr::kValues>(sO, p, dot_place, next, static_cast<int>(end - next < C ? end - next : C),
+                                        wide_copies);
   };
   auto store_outputs = [&](const float(&O)[32], int c, std::int64_t tg) {
-    if constexpr (kRowDots) {  // 4 parts of 16 columns a row
-      cp_async_wait<0>();
-      if (wide_copies) __syncwarp();  // the quad's other lanes copied some of this thread's pairs
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int row = r0 + half * 8;
-#pragma unroll
-        for (int m = 0; m < 4; ++m) {
-          float sum = 0.f;
-#pragma unroll
-          for (int group = 2 * m; group < 2 * m + 2; ++group) {
-            const int i = 4 * group + 2 * half;  // O[i], O[i + 1]: this row, columns group * 8 + 2 (lane % 4)
-            if (row < c && c0 + group * 8 < V) {
-              const float2 x =
-                  __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(staged(row, group * 8 + 2 * (lane % 4))));
-              sum = fmaf(p.scale * O[i + 1], x.y, fmaf(p.scale * O[i], x.x, sum));
-            }
-          }
-          row_dot_store(p, it.batch, tg + row, h, c0 / kRowDotColumns + m, sum, row < c && c0 + m * kRowDotColumns < V,
-                        lane);
-        }
-      }
-    }
+    if constexpr (kRowDots) store_row_dots<Tr::kValues>(O, sO, p, dot_place, tg, c, wide_copies);
     if (p.out_float) {
       const std::int64_t head = it.batch * p.so.s0 + static_cast<std::int64_t>(h) * p.so.s2;
 #pragma unroll
@@ -264,16 +204,17 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
           *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(p.o) + at) =
               __floats2bfloat162_rn(p.scale * O[i], p.scale * O[i + 1]);
       }
-      if constexpr (kRowDots) {  // sO holds only this thread's pairs (wide copies: its quad's)
+      if constexpr (kRowDots) {  // the staging holds only this thread's pairs (wide copies: its quad's)
         if (wide_copies) __syncwarp();
-        prefetch_next_row_dot_operand(tg);
+        copy_next_row_dot_operand(tg);
       }
       return;
     }
 #pragma unroll
     for (int i = 0; i < 32; i += 2) {
       const int row = r0 + ((i >> 1) & 1) * 8, col = (i >> 2) * 8 + 2 * (lane % 4);
-      *reinterpret_cast<__nv_bfloat162*>(staged(row, col)) = __floats2bfloat162_rn(p.scale * O[i], p.scale * O[i + 1]);
+      *reinterpret_cast<__nv_bfloat162*>(sO + staged_offset<Tr::kValues>(row, col)) =
+          __floats2bfloat162_rn(p.scale * O[i], p.scale * O[i + 1]);
     }
     named_barrier_sync(named, 128);
     __nv_bfloat16* head =
@@ -287,9 +228,9 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
         *reinterpret_cast<uint4*>(head + (tg + row) * p.so.s1 + col) =
             *reinterpret_cast<const uint4*>(sO + row * Tr::kValues + ((cb ^ (row & 7)) << 3));
     }
-    if constexpr (kRowDots) {  // sO is free once every thread's row reads above are done
+    if constexpr (kRowDots) {  // the staging is free once every thread's row reads above are done
       named_barrier_sync(named, 128);
-      prefetch_next_row_dot_operand(tg);
+      copy_next_row_dot_operand(tg);
     }
   };
 
@@ -409,7 +350,8 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
 
   int n = 0;
   if constexpr (kRowDots)
-    if (it.begin < it.end) prefetch_row_dot_operand(it.start + it.begin, rows_at(it.begin));
+    if (it.begin < it.end)
+      copy_row_dot_operand<Tr::kValues>(sO, p, dot_place, it.start + it.begin, rows_at(it.begin), wide_copies);
   if constexpr (kDeltaOnly) {
     for (std::int64_t t = it.begin; t < it.end; t += C, ++n) {
       const int c = rows_at(t);
