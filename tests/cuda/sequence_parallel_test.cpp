@@ -58,10 +58,13 @@ TEST_CASE("cuda sequence parallelism: the backward reproduces the single-GPU bac
           CHECK(r.dk_rel_rms <= grads);
           CHECK(r.dv_rel_rms <= grads);
           CHECK(r.d_initial_rel_rms <= 1e-4);
-          // Weak gates (2): the decay gradient sums terms near lambda^0 = 1 that cancel to a small
-          // result, so two summation orders differ by more (an fp32 lightning case measured 1.2e-3
-          // on an H100); a lost or doubled rank share would move it by tens of percent.
-          CHECK(r.d_decay_rel_rms <= (gates == 2 ? 5e-3 : 1e-3));
+          // Weak gates (2), and lightning at every setting (it ignores the gate tensor: its decay is
+          // the head's, and its gradient one sum over all tokens per head, three numbers here): the
+          // decay gradient sums terms that cancel to a small result, so two summation orders differ
+          // by more (fp32 lightning measured 1.2e-3 on an H100 and 1.8e-3 on an H200, 2026-12-07);
+          // a lost or doubled rank share would move it by tens of percent.
+          const bool cancelling = gates == 2 || family == LongFamily::lightning;
+          CHECK(r.d_decay_rel_rms <= (cancelling ? 5e-3 : 1e-3));
         }
   for (LongFamily family : {LongFamily::lightning, LongFamily::scalar_gate, LongFamily::vector_gate}) {
     SequenceParallelCase c{family, false, {3000, 5000, 4192}, 0, 1, 2, 128, 128, fresh_seed()};
