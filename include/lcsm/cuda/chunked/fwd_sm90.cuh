@@ -38,6 +38,14 @@
 #include "lcsm/cuda/primitives/split_bf16.cuh"
 #include "lcsm/cuda/primitives/wgmma_sm90.cuh"
 
+// A knob, prepared and not yet run (docs/building.md): the fast mode's output launch on three stages
+// and the rotated loop, as the exact mode's. On an H100 its output pass streamed at the copy rate
+// and the rotation cost it 8-15%; on an H200 (2026-12-07i) the same pass runs at 66% of the copy
+// rate in about the H100's cycles a chunk, bound by the consumers' chain as the exact mode is.
+#ifndef LCSM_CUDA_SM90_FAST_ROTATED
+#define LCSM_CUDA_SM90_FAST_ROTATED 0
+#endif
+
 namespace lcsm::cuda::detail {
 
 // kDeltaOnly: the layout of the segment-delta launch, which reads k and v only and keeps no state
@@ -73,14 +81,14 @@ struct Sm90Traits {
     return ((stages * kStage + kConsumers * (kSPer + kOPer)) * 2 + kDecayBytes + 15) / 16 * 16 + 2 * stages * 8;
   }
   static constexpr int kStages = [] {
-    int stages = kDeltaOnly ? 6 : (kExact ? 3 : 2);
+    int stages = kDeltaOnly ? 6 : (kExact || LCSM_CUDA_SM90_FAST_ROTATED ? 3 : 2);
     while (stages > 2 && smem_bytes(stages) > 227 * 1024) --stages;
     return stages;
   }();
   // The consumers' loop rotated by half a chunk (a stage is then held into the next chunk, so it
   // wants a third): measured (H100, 2026-12-07) 10% faster in exact mode, whose output launch the
   // consumers' chain binds, and 8-15% slower in fast mode, which streams at the copy rate.
-  static constexpr bool kRotated = !kDeltaOnly && kExact && kStages >= 3;
+  static constexpr bool kRotated = !kDeltaOnly && (kExact || LCSM_CUDA_SM90_FAST_ROTATED) && kStages >= 3;
   static constexpr int kOffS = kStages * kStage;
   static constexpr int kOffO = kOffS + kConsumers * kSPer;
   static constexpr int kOffDecay = (kOffO + kConsumers * kOPer) * 2;  // bytes: lambda^p, or per-warp gate scans
@@ -181,7 +189,7 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
   // copied into the staging a chunk ahead (chunked/row_dots_sm90.cuh); the next chunk's copies
   // once the staging is free.
   const int r0 = warp * 16 + lane / 4;
-  const RowDotPlace dot_place{it.batch, h, c0, r0, lane, V};
+  const RowDotPlace dot_place = kRowDots ? RowDotPlace::make(p, it.batch, h, c0, r0, lane, V) : RowDotPlace{};
   const bool wide_copies = kRowDots && row_dot_wide_copies(p);
   auto copy_next_row_dot_operand = [&](std::int64_t tg) {  // the chunk stored after the one at tg
     const std::int64_t next = tg + C, end = it.start + it.end;

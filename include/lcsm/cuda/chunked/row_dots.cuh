@@ -15,17 +15,13 @@ namespace lcsm::cuda::detail {
 constexpr int kRowDotColumns = 16;
 __host__ __device__ constexpr int row_dot_parts(int columns) { return (columns + kRowDotColumns - 1) / kRowDotColumns; }
 
-// Sums a part over its quad (the four lanes that share a row) and writes it from the quad's first
-// lane. Every lane of the warp calls it (the shuffles); `valid`: the row is a token of this chunk
-// and the part's first column is inside the row.
-__device__ __forceinline__ void row_dot_store(const RecurrenceParams& p, std::int64_t batch, std::int64_t token, int h,
-                                              int part, float sum, bool valid, int lane) {
+// Sums a part over its quad (the four lanes that share a row) and writes it to `at` from the quad's
+// first lane. Every lane of the warp calls it (the shuffles); `valid`: the row is a token of this
+// chunk and the part's first column is inside the row.
+__device__ __forceinline__ void row_dot_store(float* at, float sum, bool valid, int lane) {
   sum += __shfl_xor_sync(0xFFFFFFFFu, sum, 1);
   sum += __shfl_xor_sync(0xFFFFFFFFu, sum, 2);
-  if (valid && lane % 4 == 0) {
-    const Strides4& s = p.s_row_dots;
-    p.row_dots[batch * s.s0 + token * s.s1 + static_cast<std::int64_t>(h) * s.s2 + part * s.s3] = sum;
-  }
+  if (valid && lane % 4 == 0) *at = sum;
 }
 
 }  // namespace lcsm::cuda::detail
