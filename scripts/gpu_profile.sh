@@ -33,6 +33,7 @@ for spec in "$@"; do
     echo "== $name (exit $?)"
     "$ncu" -i "$out/$name.ncu-rep" --page details >"$out/$name.txt" 2>&1
     "$ncu" -i "$out/$name.ncu-rep" --page source --csv --print-source sass >"$out/$name.sass.csv" 2>&1
+    rm -f "$out/$name.ncu-rep"  # 5 MB, and the device tool returns 8 files: the pages above are kept
     python3 - "$out/$name.sass.csv" <<'PY'
 import csv, sys
 rows = list(csv.reader(open(sys.argv[1])))
