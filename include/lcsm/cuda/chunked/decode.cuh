@@ -177,7 +177,7 @@ __global__ void __launch_bounds__(kStepThreads, 2)
           // The next pair's rows, in flight behind this pair's stores, outputs and next staging (the
           // registers are free now: issued before the stores, the copies spilled 80-100 bytes).
           if constexpr (kPrefetch)
-            if (pair + static_cast<int>(gridDim.x) < pairs) prefetch(pair + gridDim.x);
+            if (static_cast<std::int64_t>(pair) + gridDim.x < pairs) prefetch(pair + static_cast<int>(gridDim.x));
         }
       }
       __syncthreads();
@@ -195,7 +195,7 @@ __global__ void __launch_bounds__(kStepThreads, 2)
   };
   if constexpr (kPrefetch) {
     prefetch(blockIdx.x);
-    for (int pair = blockIdx.x; pair < pairs; pair += gridDim.x) run_pair(pair);
+    for (std::int64_t pair = blockIdx.x; pair < pairs; pair += gridDim.x) run_pair(static_cast<int>(pair));
   } else {
     run_pair(blockIdx.x);
   }
