@@ -71,10 +71,13 @@ __global__ void __launch_bounds__(kStepThreads, 2)
   T* o = static_cast<T*>(p.o);
   const int pairs = static_cast<int>(p.batch * p.heads);  // < 2^31: launch_step
   float* sstate = step_smem + state_offset;               // kPrefetch: [K][V], the pair in flight
+  auto state_of = [&](int pair) {
+    return p.state + static_cast<std::int64_t>(pair / p.heads) * p.ss.s0 + pair % p.heads * p.ss.s1;
+  };
   // kPrefetch: this thread's rows of a pair's state into sstate (its own rows only: no barrier).
   auto prefetch = [&](int pair) {
     if (!active) return;
-    const float* from = p.state + static_cast<std::int64_t>(pair / p.heads) * p.ss.s0 + pair % p.heads * p.ss.s1 + c0;
+    const float* from = state_of(pair) + c0;
 #pragma unroll
     for (int i = 0; i < kStepRows; ++i) {
       const int r = band + i * bands;
@@ -86,7 +89,7 @@ __global__ void __launch_bounds__(kStepThreads, 2)
     const std::int64_t b = pair / p.heads;
     const int h = pair % p.heads;
     const float head_decay = kDecay == DecayKind::head ? static_cast<float>(exp(p.log_decay[h])) : 1.f;
-    float* state = p.state + b * p.ss.s0 + h * p.ss.s1;
+    float* state = state_of(pair);
     const float* gate = kDecay == DecayKind::head || kCosine ? nullptr : p.log_gate + b * p.sg.s0 + h * p.sg.s2;
     [[maybe_unused]] CosSequence cos_seq{};
     if constexpr (kCosine) cos_seq = cos_sequence(p, b, p.time);
@@ -128,17 +131,18 @@ __global__ void __launch_bounds__(kStepThreads, 2)
               const float4 x = r < K ? *reinterpret_cast<const float4*>(sstate + r * V + c0) : make_float4(0, 0, 0, 0);
               s[i][0] = x.x, s[i][1] = x.y, s[i][2] = x.z, s[i][3] = x.w;
             }
-          }
+          } else {
 #pragma unroll
-          for (int i = 0; i < kStepRows && !kPrefetch; ++i) {  // every load of the batch in flight first
-            const int r = r0 + i * bands;
-            const float* row = state + r * p.ss.s2 + c0 * p.ss.s3;
-            if (r < K && full) {
-              const float4 x = *reinterpret_cast<const float4*>(row);
-              s[i][0] = x.x, s[i][1] = x.y, s[i][2] = x.z, s[i][3] = x.w;
-            } else {
+            for (int i = 0; i < kStepRows; ++i) {  // every load of the batch in flight first
+              const int r = r0 + i * bands;
+              const float* row = state + r * p.ss.s2 + c0 * p.ss.s3;
+              if (r < K && full) {
+                const float4 x = *reinterpret_cast<const float4*>(row);
+                s[i][0] = x.x, s[i][1] = x.y, s[i][2] = x.z, s[i][3] = x.w;
+              } else {
 #pragma unroll
-              for (int c = 0; c < 4; ++c) s[i][c] = r < K && c0 + c < V ? row[c * p.ss.s3] : 0.f;
+                for (int c = 0; c < 4; ++c) s[i][c] = r < K && c0 + c < V ? row[c * p.ss.s3] : 0.f;
+              }
             }
           }
           for (int t = 0; t < nt; ++t) {

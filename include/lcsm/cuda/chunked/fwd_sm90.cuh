@@ -234,7 +234,7 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
       const int row = gi / kGroups, cb = gi % kGroups, col = c0 + cb * 8;
       if (row < c && col < V)
         *reinterpret_cast<uint4*>(head + (tg + row) * p.so.s1 + col) =
-            *reinterpret_cast<const uint4*>(sO + row * Tr::kValues + ((cb ^ (row & 7)) << 3));
+            *reinterpret_cast<const uint4*>(sO + staged_offset<Tr::kValues>(row, cb * 8));
     }
     if constexpr (kRowDots) {  // the staging is free once every thread's row reads above are done
       named_barrier_sync(named, 128);

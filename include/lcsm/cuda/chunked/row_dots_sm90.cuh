@@ -36,10 +36,14 @@
 
 namespace lcsm::cuda::detail {
 
-// The output staging of a consumer: [token][value] rows of kValues bf16, 16-byte groups XOR-swizzled
-// by the row, so that neither the fragment writes nor the row reads conflict.
+// The output staging of a consumer: [token][value] rows of kValues = 64 bf16, 16-byte groups
+// XOR-swizzled by the row, so that neither the fragment writes nor the row reads conflict: the
+// stage tiles' layout (tile_offset, tiles_sm90.cuh) for a tile of one 64-column half, written
+// without its half index and group mask, which ptxas cannot drop (tile_offset<64> here cost the
+// row-dot instances about 140 instructions and 8 bytes of spill loads, statically).
 template <int kValues>
 __device__ __forceinline__ int staged_offset(int row, int col) {
+  static_assert(kValues == 64, "the staging is one 64-column half of the tile layout");
   return row * kValues + (((col >> 3) ^ (row & 7)) << 3) + (col & 7);
 }
 
