@@ -66,11 +66,13 @@ stage_sanitize() {
   echo "== compute-sanitizer"
   subset='lightning forward: head dimensions,lightning forward: varlen with per-sequence states,lightning decode: many sequences*,lightning forward: sequence lengths around the tile'
   subset="$subset,gated forward: head dimensions,gated forward: varlen with per-sequence states,gated decode: many sequences*"
+  subset="$subset,gated forward: K = V = 128*"
   subset="$subset,cosformer forward: head dimensions,cosformer forward: varlen with per-sequence states,cosformer decode*,cosformer backward: varlen and strided memory"
   subset="$subset,lightning backward: varlen and strided memory,gated backward: varlen and strided memory"
   subset="$subset,toeplitz forward: varlen sequences are convolved separately,toeplitz forward: NaN and Inf*,toeplitz decode*,toeplitz backward: NaN in dy*,toeplitz backward: lengths*"
-  # bf16 runs the sm_90a kernels (lightning, scalar gate) and the mma.sync kernel (vector gate);
-  # float32 the mma.sync kernels with split inputs.
+  # bf16 runs the sm_90a kernels (lightning, scalar gate, vector gate at K = 128 with its mma.sync
+  # fallback) and the mma.sync kernel (the vector gate's other K); float32 the mma.sync kernels with
+  # split inputs.
   for tool in ${LCSM_SANITIZE_TOOLS:-memcheck racecheck}; do
     LCSM_TEST_DTYPES=${LCSM_SANITIZE_DTYPES:-bf16,f32} timeout ${LCSM_SANITIZE_TIMEOUT:-300} \
       compute-sanitizer --tool "$tool" --error-exitcode 9 .device/lcsm_tests_cuda \

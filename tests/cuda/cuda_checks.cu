@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <thread>
+#include <vector>
 
 #include "cuda/cuda_checks.hpp"
 #include "cuda/device_buffer.cuh"
@@ -161,6 +162,43 @@ bool sm90_tile_map_refuses_wide_heads() {
 }
 
 bool sm90_tma_loads_on() { return LCSM_CUDA_SM90_TMA != 0; }
+
+FallbackCount vector_gate_fallbacks(std::int64_t T, int H, bool steep_token) {
+  using cuda::detail::DecayKind;
+  if (!cuda::detail::sm90_kernels_available<DecayKind::key>()) return {0, -1};
+  constexpr int D = 128;
+  const std::int64_t n = T * H * D;
+  DeviceBuffer q(n * 2), k(n * 2), v(n * 2), o(n * 2), gate(n * 4);
+  fill_normal<<<1024, 256>>>(static_cast<__nv_bfloat16*>(q.get()), n, 11);
+  fill_normal<<<1024, 256>>>(static_cast<__nv_bfloat16*>(k.get()), n, 12);
+  fill_normal<<<1024, 256>>>(static_cast<__nv_bfloat16*>(v.get()), n, 13);
+  fill_log_gate<<<1024, 256>>>(static_cast<float*>(gate.get()), n, 14);
+  LCSM_CUDA_CHECK(cudaGetLastError());
+  if (steep_token) {
+    const std::vector<float> strong(D, -60.f);  // 2^-86: past the separable range alone
+    LCSM_CUDA_CHECK(
+        cudaMemcpy(static_cast<float*>(gate.get()) + (T / 2) * H * D, strong.data(), D * 4, cudaMemcpyHostToDevice));
+  }
+  VectorGatedAttention<__nv_bfloat16> op;
+  op.log_gate = lcsm::view(static_cast<const float*>(gate.get()), {1, T, H, D});
+  auto view = [&](const DeviceBuffer& b) { return lcsm::view(static_cast<__nv_bfloat16*>(b.get()), {1, T, H, D}); };
+  const auto qv = view(q), vv = view(v);
+  const DeviceBuffer workspace(cuda::forward_workspace_bytes<__nv_bfloat16>(op, qv, vv));
+  lcsm::forward<__nv_bfloat16>(cuda::Device{nullptr, {workspace.get(), workspace.bytes()}}, op, qv, view(k), vv,
+                               view(o));
+  LCSM_CUDA_CHECK(cudaDeviceSynchronize());
+  // The flags' place in the workspace, as set_plan puts them (chunked/run.cuh).
+  const auto plan = cuda::detail::plan_forward<DecayKind::key>(lcsm::detail::ProblemShape{1, T, H, D, D, 1}, false);
+  const std::int64_t ctas = plan.max_items * H * plan.value_blocks;
+  std::vector<int> flags(static_cast<std::size_t>(ctas));
+  LCSM_CUDA_CHECK(cudaMemcpy(
+      flags.data(),
+      static_cast<const char*>(workspace.get()) + plan.states_bytes + plan.log_decay_bytes + plan.offsets_bytes,
+      flags.size() * 4, cudaMemcpyDeviceToHost));
+  int flagged = 0;
+  for (int f : flags) flagged += f != 0;
+  return {flagged, static_cast<int>(ctas)};
+}
 
 std::string forward_without_workspace_message() {
   const std::int64_t T = 1 << 16, H = 2, D = 64;

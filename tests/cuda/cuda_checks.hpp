@@ -49,6 +49,15 @@ bool sm90_tile_map_refuses_wide_heads();
 // LCSM_CUDA_SM90_TMA as the CUDA translation units see it.
 bool sm90_tma_loads_on();
 
+// The vector gate's sm_90a output launch and its fallback (chunked/key_gate_sm90.cuh): a bf16
+// forward, B = 1, K = V = 128, T tokens, H heads, gates log-sigmoid(N(0, 1)) / 16 (and, when
+// `steep_token`, -60 on every key of token T / 2 of head 0); how many of its CTAs set their
+// fallback flag, of how many (ctas = -1: this device does not run the sm_90a kernel).
+struct FallbackCount {
+  int flagged, ctas;
+};
+FallbackCount vector_gate_fallbacks(std::int64_t T, int H, bool steep_token);
+
 // Calls that must throw; returns the exception message ("" when nothing was thrown).
 std::string forward_without_workspace_message();
 std::string forward_with_large_key_dim_message();

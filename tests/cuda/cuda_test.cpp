@@ -107,6 +107,22 @@ TEST_CASE("cuda sm90: the TMA tile map encodes", "[cuda][tma]") {
   }
 }
 
+// The suite checks the vector gate's results whichever kernel computes them; this checks which one
+// does: typical gates stay on the sm_90a kernel, and one strong token sends the CTAs of its head's
+// segment, and no other, to the mma.sync fallback.
+TEST_CASE("cuda vector gate: gentle chunks stay on the sm_90a kernel, a steep one falls back", "[cuda][gated]") {
+  const FallbackCount gentle = vector_gate_fallbacks(65536, 4, false);
+  if (gentle.ctas < 0) {
+    WARN("this device does not run the sm_90a kernels: nothing checked");
+    return;
+  }
+  INFO("gentle: " << gentle.flagged << " of " << gentle.ctas << " CTAs fell back");
+  CHECK(gentle.flagged == 0);
+  const FallbackCount steep = vector_gate_fallbacks(65536, 4, true);
+  INFO("one steep token: " << steep.flagged << " of " << steep.ctas << " CTAs fell back");
+  CHECK(steep.flagged == 1);
+}
+
 TEST_CASE("cuda cosformer: errors", "[cuda][validation][cosformer]") {
   CHECK_THAT(cosformer_error_message("k136"), Contains("argument 'q'") && Contains("K <= 128") && Contains("K = 136"));
   CHECK_THAT(cosformer_error_message("no_length"), Contains("argument 'op.length'") && Contains("unset"));

@@ -349,6 +349,37 @@ TEST_CASE("gated decode: many sequences, one token", "[gated][step]") {
       }
 }
 
+TEST_CASE("gated forward: K = V = 128, gentle chunks and steep ones", "[gated][forward]") {
+  // Tensor-core backends may run chunks whose cumulative gates stay small on a separable path and
+  // hand the others to another (cuda: the vector gate's sm_90a kernel and its fallback): no, weak
+  // and sparse gates (a strong token now and then: some segments change path midway), cut and
+  // uncut sequences, partial chunks, varlen; both precisions (fast judged as below).
+  if (!ops()) return;
+  for (GateKind g : kGates)
+    for (Dtype dt : backend().dtypes()) {
+      for (GateStrength s : {GateStrength::none, GateStrength::weak, GateStrength::sparse}) {
+        check_forward(gated_case(g, 1, 2049, 2, 128, 128, s, s == GateStrength::sparse), dt);
+        check_forward(gated_case(g, 2, 700, 1, 128, 64, s, s != GateStrength::none), dt);
+      }
+      check_forward(gated_varlen_case(g, {1, 63, 1500, 64, 130}, 2, 128, 128, GateStrength::sparse, true), dt);
+      const std::uint64_t seed = fresh_seed();
+      const GatedCase c = gated_case(g, 1, 3000, 2, 128, 128, GateStrength::sparse, true);
+      INFO(backend().name() << " " << name(dt) << " fast " << c.str() << " seed=" << seed);
+      GatedProblemData p(c, dt, seed);
+      p.spec.precision = Precision::fast;
+      Tensor o = p.output(), sT = p.state_output();
+      ops()->forward(p.spec, p.gate, p.q, p.k, p.v, o, p.initial(), &sT, p.offsets());
+      std::vector<double> ro, rs;
+      p.reference(ro, rs);
+      const Verdict vo = judge(o.to_double(), ro, tolerance(Dtype::bf16, ro, 2.0));
+      INFO("output: " << vo.str());
+      CHECK(vo.ok);
+      const Verdict vs = judge(sT.to_double(), rs, {1e-2, 1e-1});
+      INFO("final state: " << vs.str());
+      CHECK(vs.ok);
+    }
+}
+
 TEST_CASE("gated forward: fast precision stays within bf16 rounding", "[gated][forward][precision]") {
   // Precision::fast rounds the state, the decayed operands and the scores to bf16 once on
   // tensor-core backends: judged against twice the bf16 yardstick whatever the input type. CPU

@@ -23,7 +23,7 @@ namespace lcsm::test {
 // -1e-6 (key 0) to -1e-4 (key K - 1) on a log scale (the scalar gate: -1e-6), so that a decay factor
 // rounded the same way in every block would show over 64K tokens; floor: g in [-1, 0] with one token
 // in seven at -1000, the most negative gate an operator takes (lcsm::decay::min_log).
-enum class GateStrength { none, weak, strong, mixed, faint, floor };
+enum class GateStrength { none, weak, strong, mixed, faint, floor, sparse };
 
 inline const char* name(GateStrength g) {
   switch (g) {
@@ -33,6 +33,7 @@ inline const char* name(GateStrength g) {
     case GateStrength::mixed: return "mixed";
     case GateStrength::faint: return "faint";
     case GateStrength::floor: return "floor";
+    case GateStrength::sparse: return "sparse";
   }
   return "?";
 }
@@ -92,7 +93,9 @@ inline GatedCase gated_varlen_case(GateKind kind, std::vector<index_t> lengths, 
 // or 1/32 (vector: all its keys, so that runs of gentle tokens, which a tensor-core backend may
 // treat differently from steep ones, fill about a third of 32-token chunks), else uniform in
 // [-1, 0]. faint: -1e-6 (scalar), -1e-6 .. -1e-4 across the keys (vector). floor: -1000 with
-// probability 1/7, else uniform in [-1, 0].
+// probability 1/7, else uniform in [-1, 0]. sparse: uniform in [-0.2, 0] (a 64-token chunk decays
+// by 2^-19 at most), and every 1009th (token, head) -20 on all its keys (so that a tensor-core
+// backend's separable chunks and steep ones alternate along a sequence).
 inline std::vector<double> gate_values(std::mt19937_64& rng, index_t n, GateStrength g, Dtype dtype, index_t W = 1) {
   std::vector<double> x(n, 0.0);
   std::uniform_real_distribution<double> weak(-2e-3, 0.0), unit(-1.0, 0.0);
@@ -110,6 +113,7 @@ inline std::vector<double> gate_values(std::mt19937_64& rng, index_t n, GateStre
         y = W == 1 ? -1e-6 : -1e-6 * std::pow(100.0, static_cast<double>(i % W) / static_cast<double>(W - 1));
         break;
       case GateStrength::floor: y = seventh(rng) == 0 ? -1000.0 : unit(rng); break;
+      case GateStrength::sparse: y = (i / W) % 1009 == 500 ? -20.0 : 0.2 * unit(rng); break;
     }
     y = round_to(dtype, y);
   }

@@ -66,6 +66,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1) chunk_kernel_sm80(const __gri
   const ValueGateTiles<Tr> vg(smem, smem_raw);
   const CosineTiles<Tr> ct(smem_raw);
 
+  // The vector gate's fallback: only the work the sm_90a launch before it gave up (params.cuh).
+  if (!kDeltaOnly && p.fallback_only && !p.fallback_flags[blockIdx.x]) return;
   const BlockCoords bc = block_coords(p);
   Item it;
   if (!decode_item(p, bc.item, it)) return;

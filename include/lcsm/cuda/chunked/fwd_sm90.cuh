@@ -28,9 +28,11 @@
 #include <cstdint>
 
 #include "lcsm/cuda/chunked/decay.cuh"
+#include "lcsm/cuda/chunked/key_gate_sm90.cuh"
 #include "lcsm/cuda/chunked/params.cuh"
 #include "lcsm/cuda/chunked/row_dots_sm90.cuh"
 #include "lcsm/cuda/chunked/tiles_sm90.cuh"
+#include "lcsm/cuda/chunked/traits_sm90.cuh"
 #include "lcsm/cuda/chunked/work.cuh"
 #include "lcsm/cuda/primitives/barrier_sm90.cuh"
 #include "lcsm/cuda/primitives/copy.cuh"
@@ -38,65 +40,7 @@
 #include "lcsm/cuda/primitives/split_bf16.cuh"
 #include "lcsm/cuda/primitives/wgmma_sm90.cuh"
 
-// A knob, prepared and not yet run (docs/building.md): the fast mode's output launch on three stages
-// and the rotated loop, as the exact mode's. On an H100 its output pass streamed at the copy rate
-// and the rotation cost it 8-15%; on an H200 (2026-12-07i) the same pass runs at 66% of the copy
-// rate in about the H100's cycles a chunk, bound by the consumers' chain as the exact mode is.
-#ifndef LCSM_CUDA_SM90_FAST_ROTATED
-#define LCSM_CUDA_SM90_FAST_ROTATED 0
-#endif
-
 namespace lcsm::cuda::detail {
-
-// kDeltaOnly: the layout of the segment-delta launch, which reads k and v only and keeps no state
-// operand or output staging: its stages are two-thirds the size and it runs twice as many ahead
-// (the loads in flight are what bound a pass that only streams k and v).
-template <bool kExact, DecayKind kDecay, bool kDeltaOnly = false>
-struct Sm90Traits {
-  static_assert(kDecay != DecayKind::key, "the vector gate runs on the mma.sync kernel");
-  static constexpr bool kTokenGate = kDecay == DecayKind::token;
-  // kValues per consumer warpgroup, kValueTile per CTA; one producer warpgroup.
-  static constexpr int kChunk = 64, kKeys = 128, kValues = 64, kValueTile = 128;
-  static constexpr int kConsumers = 2, kProducerThreads = 128, kThreads = 128 * (1 + kConsumers);
-  static constexpr int kProducerRegisters = 56, kConsumerRegisters = 224;  // 128 x 56 + 256 x 224 <= 64K
-  // Swizzled tiles (tiles_sm90.cuh), bf16 elements; a stage ends with the chunk's gates (floats).
-  // The pattern repeats every 1024 bytes: every stage starts on such a boundary.
-  static constexpr int kQ = kDeltaOnly ? 0 : kChunk * kKeys, kK = kChunk * kKeys, kV = kChunk * kValueTile;
-  static constexpr int kStageTiles = kQ + kK + kV;
-  static constexpr int kStage = (kStageTiles + (kTokenGate ? 2 * kChunk : 0) + 511) / 512 * 512;
-  // Per consumer: its rows of the state operand [value][key] (hi, and lo when exact), and its
-  // output staging [token][value] (swizzled).
-  static constexpr int kS = kValues * kKeys, kSPer = kDeltaOnly ? 0 : (kExact ? 2 : 1) * kS;
-  // Outputs staged for 16-byte row stores (measured, H100 2026-12-07: writing the exact mode's
-  // from the fragments instead was 5-10% slower, and the third stage it freed for the scalar gate
-  // did not pay that back).
-  static constexpr int kOPer = kDeltaOnly ? 0 : kChunk * kValues;
-  static constexpr int kDecayBytes = kTokenGate ? kConsumers * 4 * kChunk * 16 : (kChunk + 1) * 4;
-  // Ring depth, measured (H100, 2026-12-07, docs/performance.md): the delta launch keeps six; the
-  // exact mode's output launch gained 3% from a third stage where one fits (the per-head decay; the
-  // scalar gate's scans leave room for two), the fast mode's lost 3-5% with it.
-  // Shared memory for a ring of `stages`: stages, state operands, output staging, decay table,
-  // barriers (the offsets below lay out the same).
-  static constexpr int smem_bytes(int stages) {
-    return ((stages * kStage + kConsumers * (kSPer + kOPer)) * 2 + kDecayBytes + 15) / 16 * 16 + 2 * stages * 8;
-  }
-  static constexpr int kStages = [] {
-    int stages = kDeltaOnly ? 6 : (kExact || LCSM_CUDA_SM90_FAST_ROTATED ? 3 : 2);
-    while (stages > 2 && smem_bytes(stages) > 227 * 1024) --stages;
-    return stages;
-  }();
-  // The consumers' loop rotated by half a chunk (a stage is then held into the next chunk, so it
-  // wants a third): measured (H100, 2026-12-07) 10% faster in exact mode, whose output launch the
-  // consumers' chain binds, and 8-15% slower in fast mode, which streams at the copy rate.
-  static constexpr bool kRotated = !kDeltaOnly && (kExact || LCSM_CUDA_SM90_FAST_ROTATED) && kStages >= 3;
-  static constexpr int kOffS = kStages * kStage;
-  static constexpr int kOffO = kOffS + kConsumers * kSPer;
-  static constexpr int kOffDecay = (kOffO + kConsumers * kOPer) * 2;  // bytes: lambda^p, or per-warp gate scans
-  static constexpr int kOffBarriers = (kOffDecay + kDecayBytes + 15) / 16 * 16;  // full[kStages], empty[kStages]
-  static constexpr int kSmemBytes = kOffBarriers + 2 * kStages * 8;
-  static_assert(kSmemBytes == smem_bytes(kStages), "smem_bytes and the offsets disagree");
-  static_assert(kSmemBytes <= 227 * 1024, "stages do not fit in shared memory");
-};
 
 // kRowDots: the backward's dq and dk passes, whose epilogue also sums each output row times a row
 // of q or k (chunked/row_dots.cuh); an instance of its own, so that the forward's registers do not
@@ -111,7 +55,10 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
   auto* smem = reinterpret_cast<__nv_bfloat16*>(wgmma_smem);
   auto* full = reinterpret_cast<std::uint64_t*>(wgmma_smem + Tr::kOffBarriers);
   std::uint64_t* empty = full + Tr::kStages;
+  std::uint64_t* ready = empty + Tr::kStages;  // the vector gate's transformed stages
 
+  // The vector gate's output launch: this CTA's fallback flag, set again if it stops (key_gate_sm90.cuh).
+  if (Tr::kKeyGate && !kDeltaOnly && threadIdx.x == 0) p.fallback_flags[blockIdx.x] = 0;
   const BlockCoords bc = block_coords(p);
   const std::int64_t item_index = bc.item;
   Item it;
@@ -124,6 +71,7 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
     if constexpr (Tr::kTokenGate)
       return TokenDecay<C>::make(reinterpret_cast<float4*>(wgmma_smem + Tr::kOffDecay) +
                                  (threadIdx.x < 128 ? 0 : threadIdx.x / 32 - 4) * C);  // consumer warps
+    else if constexpr (Tr::kKeyGate) return KeyGateNoDecay{};
     else return HeadDecay::make<C>(p, h, reinterpret_cast<float*>(wgmma_smem + Tr::kOffDecay));
   }();
   if (threadIdx.x == 0) {
@@ -132,6 +80,7 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
     for (int s = 0; s < Tr::kStages; ++s) {
       mbarrier_init(&full[s], 2 * Tr::kProducerThreads);
       mbarrier_init(&empty[s], Tr::kConsumers * 128);
+      if (Tr::kKeyGate) mbarrier_init(&ready[s], Tr::kProducerThreads);
     }
     mbarrier_init_fence();
   }
@@ -139,7 +88,10 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
 
   if (wg == 0) {
     registers_decrease<Tr::kProducerRegisters>();
-    produce_chunks<Tr, kDeltaOnly>(smem, full, empty, p, maps, it, h, tile_c0);
+    if constexpr (Tr::kKeyGate)
+      produce_key_gate_chunks<Tr, kDeltaOnly>(smem, full, empty, ready, p, maps, it, h, tile_c0, item_index,
+                                              bc.value_block);
+    else produce_chunks<Tr, kDeltaOnly>(smem, full, empty, p, maps, it, h, tile_c0);
     return;
   }
   registers_increase<Tr::kConsumerRegisters>();
@@ -199,7 +151,7 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
   };
   auto store_outputs = [&](const float(&O)[32], int c, std::int64_t tg) {
     if constexpr (kRowDots) store_row_dots<Tr::kValues>(O, sO, p, dot_place, tg, c, wide_copies);
-    if (p.out_float) {
+    if (p.out_float || !Tr::kStagedOutputs) {
       const std::int64_t head = it.batch * p.so.s0 + static_cast<std::int64_t>(h) * p.so.s2;
 #pragma unroll
       for (int i = 0; i < 32; i += 2) {
@@ -247,11 +199,27 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
   float A[32];                                    // the scores Q K^T
   std::uint32_t ph[4][4], pl[kExact ? 4 : 1][4];  // P's A fragments (hi, lo), masked and decayed
   auto stage_tiles = [&](int n) { return smem + (n % Tr::kStages) * Tr::kStage; };  // q, k, v, gates
-  auto chunk_start = [&](int n) {  // this chunk's tiles have landed; the token gate's factors
-    mbarrier_wait(&full[n % Tr::kStages], (n / Tr::kStages) & 1);
+  // The vector gate's lo tiles of a stage's decayed q and k, from the hi tiles' places.
+  auto query_lo = [](const __nv_bfloat16* sQ) { return sQ + Tr::kLoTiles; };
+  auto key_lo = [](const __nv_bfloat16* sK) { return sK - Tr::kQ + Tr::kLoTiles + Tr::kLoTile; };
+  // This chunk's tiles have landed (the vector gate's: and are transformed); the token gate's
+  // factors. False: the vector gate's producer stopped at this chunk (key_gate_sm90.cuh).
+  auto chunk_start = [&](int n) {
+    mbarrier_wait(&(Tr::kKeyGate ? ready : full)[n % Tr::kStages], (n / Tr::kStages) & 1);
     if constexpr (Tr::kTokenGate) {
       decay.prepare(reinterpret_cast<const float*>(stage_tiles(n) + Tr::kStageTiles));
       segment_log2 += decay.chunk_log2;
+    }
+    return !(Tr::kKeyGate && !kDeltaOnly && *reinterpret_cast<const int*>(stage_tiles(n) + Tr::kVerdict));
+  };
+  // The vector gate's state factor 2^T per key (a column of S^T): before the delta launch's
+  // update, after the output launch's (key_gate_sm90.cuh).
+  auto scale_state_keys = [&](int n) {
+    const float* f = reinterpret_cast<const float*>(stage_tiles(n) + Tr::kFactors);
+#pragma unroll
+    for (int i = 0; i < 64; i += 2) {
+      const float2 x = *reinterpret_cast<const float2*>(f + acc_col(i));
+      S[i] *= x.x, S[i + 1] *= x.y;
     }
   };
   // This thread is done with chunk n's stage (its wgmma reads completed).
@@ -266,8 +234,10 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
 #pragma unroll
     for (int i = 0; i < 64; ++i) S[i] *= lc;
   };
+  // The vector gate's values are not decayed (exact in bf16); its keys (K^ or K~) carry a lo tile.
+  constexpr bool kSplitV = kExact && !Tr::kKeyGate, kSplitK = kExact && Tr::kKeyGate;
   auto issue_state_update = [&](const __nv_bfloat16* sK, const __nv_bfloat16* sV, int c) {
-    std::uint32_t vh[4][4], vl[kExact ? 4 : 1][4];
+    std::uint32_t vh[4][4], vl[kSplitV ? 4 : 1][4];
 #pragma unroll
     for (int kk = 0; kk < C / 16; ++kk) {
       // Matrices: (values 16w..+7, tokens 16kk..+7), (values +8, same tokens), (values, tokens +8), (+8, +8).
@@ -283,28 +253,40 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
         std::uint32_t hi, lo;
         split_pack_bf16(f.x * (r < 2 ? w0 : w8), f.y * (r < 2 ? w1 : w9), hi, lo);
         vh[kk][r] = hi;
-        if constexpr (kExact) vl[kk][r] = lo;
+        if constexpr (kSplitV) vl[kk][r] = lo;
       }
     }
     wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < C / 16; ++kk)
-      wgmma_split_rs<kExact, 1>(S, vh[kk], vl[kExact ? kk : 0], tile_mn_major<C>(sK, kk, 0));
+    for (int kk = 0; kk < C / 16; ++kk) {
+      wgmma_split_rs<kSplitV, 1>(S, vh[kk], vl[kSplitV ? kk : 0], tile_mn_major<C>(sK, kk, 0));
+      if constexpr (kSplitK) wgmma_m64n128k16_rs<1>(S, vh[kk], tile_mn_major<C>(key_lo(sK), kk, 0), true);
+    }
     wgmma_commit();
   };
-  auto issue_scores = [&](const __nv_bfloat16* sQ, const __nv_bfloat16* sK) {  // A = Q K^T
+  // A = Q K^T; the vector gate's Q~ K^^T with both lo terms in either mode (P then carries the
+  // rounding of one bf16 split, as the mma.sync kernel's does).
+  auto issue_scores = [&](const __nv_bfloat16* sQ, const __nv_bfloat16* sK) {
     wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < Tr::kKeys / 16; ++kk)
+    for (int kk = 0; kk < Tr::kKeys / 16; ++kk) {
       wgmma_m64n64k16_ss<0, 0>(A, tile_k_major<C>(sQ, kk), tile_k_major<C>(sK, kk), kk > 0);
+      if constexpr (Tr::kKeyGate) {
+        wgmma_m64n64k16_ss<0, 0>(A, tile_k_major<C>(query_lo(sQ), kk), tile_k_major<C>(sK, kk), true);
+        wgmma_m64n64k16_ss<0, 0>(A, tile_k_major<C>(sQ, kk), tile_k_major<C>(key_lo(sK), kk), true);
+      }
+    }
     wgmma_commit();
   };
-  auto issue_inter = [&](const __nv_bfloat16* sQ) {  // O = Q S
+  auto issue_inter = [&](const __nv_bfloat16* sQ) {  // O = Q S (the vector gate's Q~ with its lo term when exact)
     wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < Tr::kKeys / 16; ++kk)
-      wgmma_split_ss<kExact>(O, tile_k_major<C>(sQ, kk), wgmma_descriptor(sSh + kk * 128, 128, Tr::kKeys * 16),
-                             wgmma_descriptor(sSl + kk * 128, 128, Tr::kKeys * 16), kk > 0);
+    for (int kk = 0; kk < Tr::kKeys / 16; ++kk) {
+      const std::uint64_t s_hi = wgmma_descriptor(sSh + kk * 128, 128, Tr::kKeys * 16);
+      wgmma_split_ss<kExact>(O, tile_k_major<C>(sQ, kk), s_hi, wgmma_descriptor(sSl + kk * 128, 128, Tr::kKeys * 16),
+                             kk > 0);
+      if constexpr (kSplitK) wgmma_m64n64k16_ss<0, 0>(O, tile_k_major<C>(query_lo(sQ), kk), s_hi, true);
+    }
     wgmma_commit();
   };
   // Causal decay mask as a select; the accumulator becomes P's A fragments (hi, lo). Element i:
@@ -357,6 +339,7 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
   };
 
   int n = 0;
+  bool stopped = false;
   if constexpr (kRowDots)
     if (it.begin < it.end)
       copy_row_dot_operand<Tr::kValues>(sO, p, dot_place, it.start + it.begin, rows_at(it.begin), wide_copies);
@@ -364,7 +347,8 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
     for (std::int64_t t = it.begin; t < it.end; t += C, ++n) {
       const int c = rows_at(t);
       chunk_start(n);
-      decay_state(c);
+      if constexpr (Tr::kKeyGate) scale_state_keys(n);
+      else decay_state(c);
       issue_state_update(stage_tiles(n) + Tr::kQ, values_tile(n), c);
       wgmma_wait<0>();
       release(n);
@@ -403,12 +387,16 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
     for (std::int64_t t = it.begin; t < it.end; t += C, ++n) {
       const int c = rows_at(t);
       __nv_bfloat16 *sQ = stage_tiles(n), *sK = sQ + Tr::kQ, *sV = sK + Tr::kK;
-      chunk_start(n);
+      if (!chunk_start(n)) {  // the vector gate's fallback runs this segment
+        stopped = true;
+        break;
+      }
       decay_state(c);
       issue_state_update(sK, sV, c);
       issue_scores(sQ, sK);  // P = Q K^T and O = Q S, issued behind the state update
       issue_inter(sQ);
       wgmma_wait<1>();  // the state update and P
+      if constexpr (Tr::kKeyGate) scale_state_keys(n);
       mask_scores();
       wgmma_wait<0>();  // Q S: the state tile is free
       publish_state(t + C < it.end);
@@ -425,7 +413,7 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
     if constexpr (Tr::kTokenGate)
       if (bc.value_block == 0 && cw == 0 && wg_thread == 0)
         p.segment_log_decay[item_index * p.heads + h] = static_cast<float>(segment_log2);
-  } else if (last_segment && p.final_state) {
+  } else if (last_segment && p.final_state && !stopped) {
     state_t_to_global(S, p.final_state, p.s_final, it.seq, h, c0, K, V);
   }
 #else

@@ -75,12 +75,6 @@ __device__ __forceinline__ void load_floats8(float (&x)[8], const float* src) {
 // Eight bf16 values of a 16-byte aligned row as floats.
 __device__ __forceinline__ void load_bf16x8(float (&x)[8], const __nv_bfloat16* src) { load8<false>(x, src, nullptr); }
 
-// 2^{hi + lo} for |lo| <= 2^-7: 2^lo = 1 + lo ln 2 + lo^2 (ln 2)^2 / 2 to within float rounding (two
-// FMAs; |lo| reaches 2^-8 in a chunk whose gates sum to the contract's limit, 32 x -1000).
-__device__ __forceinline__ float exp2_pair(float hi, float lo) {
-  return exp2_ftz(hi) * fmaf(lo, fmaf(lo, 0.2402265069591007f, 0.6931471805599453f), 1.f);
-}
-
 // Eight floats as bf16 hi (and lo) 16-byte rows.
 template <bool kLo>
 __device__ __forceinline__ void store8(const float (&x)[8], __nv_bfloat16* hi, __nv_bfloat16* lo) {

@@ -104,15 +104,21 @@ bool sm90_kernels_available() {
 }
 
 // The sm_90a kernels take bf16 with K <= 128, K and V multiples of 8 over 16-byte aligned rows,
-// the per-head or scalar-gate decay (outputs bf16, or fp32 with unit-stride rows: out_float).
+// the per-head or scalar-gate decay (outputs bf16, or fp32 with unit-stride rows: out_float), or
+// the vector gate with K = 128 in a forward call's own launches (its fallback flags in the
+// workspace: not the backward's reversed or row-dot passes) over 16-byte aligned gate rows.
 template <class T, DecayKind kDecay>
 bool sm90_path(const RecurrenceParams& p, Kernels kernels) {
-  if constexpr (!std::is_same_v<T, __nv_bfloat16> || kDecay == DecayKind::key || kDecay == DecayKind::value ||
-                kDecay == DecayKind::cosine) {
+  if constexpr (!std::is_same_v<T, __nv_bfloat16> || kDecay == DecayKind::value || kDecay == DecayKind::cosine) {
     return false;
   } else {
-    return kernels != Kernels::portable && p.vectorized && p.key_dim <= 128 && p.key_dim % 8 == 0 &&
-           p.value_dim % 8 == 0 && sm90_kernels_available<kDecay>();
+    const bool common =
+        kernels != Kernels::portable && p.vectorized && p.key_dim <= 128 && p.key_dim % 8 == 0 && p.value_dim % 8 == 0;
+    if constexpr (kDecay == DecayKind::key)
+      return common && p.key_dim == kKeyGateSm90Keys && kKeyGateValueTile == 128 && p.fallback_flags &&
+             p.gate_vectorized && !p.gate_restart && !p.gate_from_head && !p.row_dots && !p.out_float &&
+             sm90_kernels_available<kDecay>();
+    else return common && sm90_kernels_available<kDecay>();
   }
 }
 

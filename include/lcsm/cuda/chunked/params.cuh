@@ -85,6 +85,12 @@ struct RecurrenceParams {
   // segment and writes its contribution here, [N, H, K, V] contiguous (its log-decay goes into
   // segment_log_decay like the others'); null otherwise.
   float* last_delta;
+  // The vector gate's sm_90a output launch (chunked/key_gate_sm90.cuh) runs only chunks whose
+  // cumulative gates stay inside its separable range; a CTA that meets another stops and sets its
+  // entry here ([grid], one per CTA, 0 or 1), and the mma.sync kernel, launched after it with
+  // fallback_only, runs exactly the flagged CTAs' work again. Null: no such launch.
+  int* fallback_flags;
+  bool fallback_only;
 
   // Decode: the state [B, H, K, V] advanced in place, and the tokens staged per pass over it.
   float* state;

@@ -33,6 +33,9 @@ struct TileShape {
 constexpr int kKeyGateValueTile = LCSM_CUDA_KEY_GATE_VALUE_TILE;
 static_assert(kKeyGateValueTile == 64 || kKeyGateValueTile == 128, "LCSM_CUDA_KEY_GATE_VALUE_TILE: 64 or 128");
 
+// The vector gate's sm_90a kernel takes K = 128 exactly (a key per producer thread).
+constexpr int kKeyGateSm90Keys = 128;
+
 inline TileShape tile_shape(DecayKind decay, std::int64_t key_dim, std::int64_t value_dim) {
   // cosFormer: the state's 2K rows are the key tile; K <= 128 keeps 128 value columns per CTA (16
   // warps), so that features, scores and normaliser are formed once per 128 columns.
@@ -50,8 +53,11 @@ struct ChunkPlan {
   std::int64_t value_blocks, segment_len, segments_per_seq, max_items;
   bool split;
   std::size_t states_bytes, log_decay_bytes, offsets_bytes;
-  std::size_t totals_bytes;  // cosFormer non-causal: each sequence's whole sums (cuda/cosformer.cuh)
-  std::size_t workspace_bytes() const { return states_bytes + log_decay_bytes + offsets_bytes + totals_bytes; }
+  std::size_t flags_bytes;   // the vector gate: a fallback flag per CTA (params.cuh, fallback_flags)
+  std::size_t totals_bytes;  // cosFormer non-causal: each sequence's whole sums (cuda/cosformer.cuh); last
+  std::size_t workspace_bytes() const {
+    return states_bytes + log_decay_bytes + offsets_bytes + flags_bytes + totals_bytes;
+  }
 };
 
 inline std::size_t round_up_256(std::size_t bytes) { return (bytes + 255) / 256 * 256; }

@@ -126,6 +126,8 @@ ChunkPlan plan_forward(const ProblemShape& s, bool varlen) {
   if (kDecay == DecayKind::cosine && plan.split)  // states of 2K rows and V + 1 columns
     plan.states_bytes =
         round_up_256(static_cast<std::size_t>(plan.max_items * s.heads * 2 * s.key_dim * (s.value_dim + 1)) * 4);
+  if (kDecay == DecayKind::key && s.key_dim == kKeyGateSm90Keys)  // whichever kernel the device runs
+    plan.flags_bytes = round_up_256(static_cast<std::size_t>(plan.max_items * s.heads * plan.value_blocks) * 4);
   return plan;
 }
 
@@ -158,6 +160,9 @@ inline void set_plan(RecurrenceParams& p, const ChunkPlan& plan, const Device& d
   p.segment_len = plan.segment_len;
   p.segments_per_seq = plan.segments_per_seq;
   p.max_items = plan.max_items;
+  if (plan.flags_bytes)
+    p.fallback_flags = reinterpret_cast<int*>(static_cast<char*>(device.workspace.data) + plan.states_bytes +
+                                              plan.log_decay_bytes + plan.offsets_bytes);
   if (plan.split) {
     auto* base = static_cast<char*>(device.workspace.data);
     p.segment_states = reinterpret_cast<float*>(base);
@@ -173,8 +178,24 @@ void run_forward(RecurrenceParams p, const ChunkPlan& plan, const Device& device
   set_plan(p, plan, device);
   const bool exact = precision == Precision::exact;
   if (sm90_path<T, kDecay>(p, device.kernels)) {
-    if constexpr (std::is_same_v<T, __nv_bfloat16> && kDecay != DecayKind::key && kDecay != DecayKind::value &&
-                  kDecay != DecayKind::cosine) {
+    if constexpr (std::is_same_v<T, __nv_bfloat16> && kDecay == DecayKind::key) {
+      run_segments<kDecay>(p, plan, device.stream, phase, [&](auto delta_only) {
+        constexpr bool kDelta = decltype(delta_only)::value;
+        if (exact) launch_sm90<kDecay, true, kDelta>(p, plan.max_items, device.stream);
+        else launch_sm90<kDecay, false, kDelta>(p, plan.max_items, device.stream);
+        if constexpr (!kDelta) {  // the segments whose chunks left the separable range (key_gate_sm90.cuh)
+          RecurrenceParams fallback = p;
+          fallback.fallback_only = true;
+          if (exact)
+            launch_sm80<T, Sm80Traits<T, 128, kKeyGateValueTile, true, kDecay>, false>(fallback, plan.max_items,
+                                                                                       device.stream);
+          else
+            launch_sm80<T, Sm80Traits<T, 128, kKeyGateValueTile, false, kDecay>, false>(fallback, plan.max_items,
+                                                                                        device.stream);
+        }
+      });
+    } else if constexpr (std::is_same_v<T, __nv_bfloat16> && kDecay != DecayKind::value &&
+                         kDecay != DecayKind::cosine) {
       run_segments<kDecay>(p, plan, device.stream, phase, [&](auto delta_only) {
         constexpr bool kDelta = decltype(delta_only)::value;
         if (!kDelta && p.row_dots) {  // the backward's dq and dk passes

@@ -1,0 +1,213 @@
+// The vector gate on the sm_90a kernel (chunked/fwd_sm90.cuh): its producer warpgroup loads a
+// chunk and then *transforms* it, so that the consumers run lightning's products on decayed tiles.
+// Per chunk of C = 64 tokens, with L_t the cumulative log2-gate of token t inside the chunk (per
+// key, a compensated float pair as in key_gate_sm80.cuh) and T = L_{C-1}:
+//   output launch   Q~ = q 2^L, K^ = k 2^-L  over q and k (hi), their lo terms over the gates
+//                   P = mask(Q~ K^^T),  O = Q~ S + P V,  S = 2^T (.) (S + K^^T V)  (per key row)
+//   delta launch    K~ = k 2^{T - L}         over k (hi), its lo term over the gates
+//                   S = 2^T (.) S + K~^T V
+// K^ carries 2^{-L}, which is safe only while |L| <= kKeyGateSeparable (2^64 at most, bf16 and
+// float have the range; each product q 2^{L_t} k 2^{-L_s} keeps the relative rounding of the
+// elementwise factor). The delta launch needs no such bound (every exponent <= 0). A chunk of the
+// output launch beyond it ends the CTA's work: its producer sets the CTA's fallback flag
+// (params.cuh) and the verdict word of the stage, the consumers stop, and the mma.sync kernel runs
+// that CTA's whole segment again (launch.cuh), with its elementwise diagonal for steep chunks.
+//
+// In place: the thread of key k reads its gate, q and k of each row and writes the decayed values
+// where it read them. The gates are loaded so that this works for the lo terms too: the four gates
+// of keys 8j..8j+3 of row t lie where Q~'s lo tile keeps its 16-byte group (t, 8j), the gates of
+// keys 8j+4..8j+7 where K^'s does; the eight threads of a key group swap their lo terms by shuffles,
+// and each writes the one 32-bit word it read its gate from. Device code.
+#pragma once
+
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+#include "lcsm/cuda/chunked/decay.cuh"
+#include "lcsm/cuda/chunked/params.cuh"
+#include "lcsm/cuda/chunked/tiles_sm90.cuh"
+#include "lcsm/cuda/chunked/work.cuh"
+#include "lcsm/cuda/primitives/barrier_sm90.cuh"
+#include "lcsm/cuda/primitives/copy.cuh"
+#include "lcsm/cuda/primitives/exp2.cuh"
+#include "lcsm/cuda/primitives/split_bf16.cuh"
+#include "lcsm/cuda/primitives/tma_sm90.cuh"
+
+namespace lcsm::cuda::detail {
+
+// The largest |L| (log2 units, any key and token of a chunk) the output launch runs.
+constexpr float kKeyGateSeparable = 64.f;
+
+// The consumers' decay policy under the vector gate: every factor is inside the operands.
+struct KeyGateNoDecay {
+  __device__ void prepare(const float* /*gates*/) {}
+  __device__ float row(int /*i*/) const { return 1.f; }
+  __device__ float key(int /*j*/, int /*c*/) const { return 1.f; }
+  __device__ float mask(int /*i*/, int /*j*/) const { return 1.f; }
+  __device__ float state(int /*c*/) const { return 1.f; }
+};
+
+// A barrier among `threads` threads (named barrier `id`) that returns whether x held for any.
+__device__ __forceinline__ bool named_barrier_any(int id, int threads, bool x) {
+  int any;
+  asm volatile(
+      "{\n.reg .pred in, out;\nsetp.ne.b32 in, %1, 0;\nbar.red.or.pred out, %2, %3, in;\nselp.b32 %0, 1, 0, out;\n}\n"
+      : "=r"(any)
+      : "r"(static_cast<int>(x)), "r"(id), "r"(threads)
+      : "memory");
+  return any != 0;
+}
+
+// Where gate (t, k) of a stage lies, as a float index from the lo tiles' start (see above).
+template <class Tr>
+__device__ __forceinline__ int key_gate_word(int t, int k) {
+  return ((k >> 2) & 1) * (Tr::kLoTile / 2) + tile_offset<Tr::kChunk>(t, k & ~7) / 2 + (k & 3);
+}
+
+// The chunk's gates (rows >= c zero) by 16-byte cp.async into the stage, by the producer's threads.
+template <class Tr>
+__device__ __forceinline__ void load_key_gates(__nv_bfloat16* stage, const RecurrenceParams& p, const Item& it,
+                                               std::int64_t tg, int c, int h, int tid) {
+  float* gates = reinterpret_cast<float*>(stage + Tr::kLoTiles);
+  const float* head = p.log_gate + it.batch * p.sg.s0 + static_cast<std::int64_t>(h) * p.sg.s2;
+  constexpr int kQuads = Tr::kKeys / 4;
+  static_assert(Tr::kChunk * kQuads % Tr::kProducerThreads == 0, "whole passes");
+#pragma unroll 4
+  for (int i = tid; i < Tr::kChunk * kQuads; i += Tr::kProducerThreads) {
+    const int r = i / kQuads, k = (i % kQuads) * 4;
+    float* dst = gates + key_gate_word<Tr>(r, k);
+    if (r < c) cp_async_16(dst, head + (tg + r) * p.sg.s1 + k);
+    else *reinterpret_cast<float4*>(dst) = make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+}
+
+// L += g log2(e) as an unevaluated pair (hi, lo): each product's rounding error (TwoProduct by
+// FMA, plus log2(e)'s own) and each addition's (TwoSum) go into lo; (h, l) the normalised sum.
+// The __f*_rn intrinsics keep the compiler from contracting them into FMAs.
+struct GateSum {
+  float hi = 0.f, lo = 0.f, h = 0.f, l = 0.f;
+  __device__ __forceinline__ void add(float g) {
+    const float p = __fmul_rn(g, kLog2eHi);
+    const float p_err = fmaf(g, kLog2eHi, -p) + g * kLog2eLo;
+    const float s = __fadd_rn(hi, p), b = __fsub_rn(s, hi);
+    const float s_err = __fadd_rn(__fsub_rn(hi, __fsub_rn(s, b)), __fsub_rn(p, b));
+    hi = s, lo += s_err + p_err;
+    h = __fadd_rn(hi, lo), l = __fsub_rn(lo, __fsub_rn(h, hi));
+  }
+};
+
+// The transform of one landed stage by the thread of key `key` (all 128 producer threads, in
+// step: the shuffles). Returns whether its |L| stayed within kKeyGateSeparable (false for NaN);
+// T = (total.x, total.y).
+template <class Tr, bool kDeltaOnly>
+__device__ __forceinline__ bool key_gate_transform(__nv_bfloat16* stage, int key, float2& total) {
+  constexpr int C = Tr::kChunk;
+  const float* gates = reinterpret_cast<const float*>(stage + Tr::kLoTiles);
+  auto* words = reinterpret_cast<std::uint32_t*>(stage + Tr::kLoTiles);
+  const int lane = static_cast<int>(threadIdx.x % 32), i = lane & 7;
+  // The lo word this thread writes holds keys 2 (i mod 4) and + 1 of its group: Q~'s (low halves
+  // of the pairs the threads hold) for i < 4, K^'s or K~'s (high halves) for i >= 4.
+  const int from = (lane & ~7) + 2 * (i & 3);
+  const std::uint32_t select = i < 4 ? 0x5410u : 0x7632u;
+  GateSum L;
+  float th = 0.f, tl = 0.f;
+  if constexpr (kDeltaOnly) {  // T first: K~'s exponents are T - L
+#pragma unroll 8
+    for (int t = 0; t < C; ++t) L.add(gates[key_gate_word<Tr>(t, key)]);
+    th = L.h, tl = L.l;
+    L = GateSum{};
+  }
+  bool gentle = true;
+#pragma unroll 8  // whole swizzle periods: the offsets inside one are constants
+  for (int t = 0; t < C; ++t) {
+    const int at = tile_offset<C>(t, key), word = key_gate_word<Tr>(t, key);
+    L.add(gates[word]);
+    gentle = gentle && L.h >= -kKeyGateSeparable && L.h <= kKeyGateSeparable;
+    __nv_bfloat16* k_at = stage + Tr::kQ + at;
+    float kx = __bfloat162float(*k_at), q_lo = 0.f;
+    if constexpr (kDeltaOnly) {
+      kx *= exp2_pair(th - L.h, tl - L.l);
+    } else {
+      const float qx = __bfloat162float(stage[at]) * exp2_pair(L.h, L.l);
+      kx *= exp2_pair(-L.h, -L.l);
+      const __nv_bfloat16 q_hi = __float2bfloat16_rn(qx);
+      stage[at] = q_hi;
+      q_lo = qx - __bfloat162float(q_hi);
+    }
+    const __nv_bfloat16 k_hi = __float2bfloat16_rn(kx);
+    *k_at = k_hi;
+    const std::uint32_t mine = pack_bf16(q_lo, kx - __bfloat162float(k_hi));
+    const std::uint32_t a = __shfl_sync(0xffffffffu, mine, from), b = __shfl_sync(0xffffffffu, mine, from + 1);
+    words[word] = __byte_perm(a, b, select);
+  }
+  total = kDeltaOnly ? make_float2(th, tl) : make_float2(L.h, L.l);
+  return gentle;
+}
+
+// The producer warpgroup under the vector gate: loads as produce_chunks (tiles_sm90.cuh) plus the
+// gates, then each chunk's transform once it has landed, announced on `ready` (the consumers wait
+// there, not on `full`). Loads run S - 1 chunks ahead of the transform (S: the ring's stages), so
+// that a stage is asked for only once the consumers are about to be done with it.
+template <class Tr, bool kDeltaOnly>
+__device__ __forceinline__ void produce_key_gate_chunks(__nv_bfloat16* smem, std::uint64_t* full, std::uint64_t* empty,
+                                                        std::uint64_t* ready, const RecurrenceParams& p,
+                                                        const TileMaps& maps, const Item& it, int h, int c0,
+                                                        std::int64_t item_index, int value_block) {
+  constexpr int C = Tr::kChunk, S = Tr::kStages;
+  const int tid = static_cast<int>(threadIdx.x);
+  const std::int64_t chunks = (it.end - it.begin + C - 1) / C;
+  auto issue = [&](std::int64_t n) {
+    const int s = static_cast<int>(n % S), round = static_cast<int>(n / S);
+    if (round > 0) mbarrier_wait(&empty[s], (round - 1) & 1);
+    const std::int64_t t = it.begin + n * C, tg = it.start + t;
+    const int c = static_cast<int>(it.end - t < C ? it.end - t : C);
+    __nv_bfloat16* stage = smem + s * Tr::kStage;
+    load_key_gates<Tr>(stage, p, it, tg, c, h, tid);
+    if (maps.valid && c == C) {
+      mbarrier_arrive_on_copies(&full[s]);
+      if (tid == 0) {  // this arrival also releases thread 0's stores, as the others' below do
+        mbarrier_arrive_expect_tx(&full[s], static_cast<std::uint32_t>(Tr::kStageTiles * sizeof(__nv_bfloat16)));
+        const int b = static_cast<int>(it.batch);
+        if (!kDeltaOnly) tma_tile<C, Tr::kKeys>(stage, &maps.q, static_cast<int>(h * p.sq.s2), tg, b, &full[s]);
+        tma_tile<C, Tr::kKeys>(stage + Tr::kQ, &maps.k, static_cast<int>(h * p.sk.s2), tg, b, &full[s]);
+        tma_tile<C, Tr::kValueTile>(stage + Tr::kQ + Tr::kK, &maps.v, static_cast<int>(h * p.sv.s2 + c0), tg, b,
+                                    &full[s]);
+      } else {
+        mbarrier_arrive(&full[s]);
+      }
+    } else {
+      load_wgmma_chunk<Tr, kDeltaOnly>(stage, p, it, tg, c, h, c0, tid);
+      mbarrier_arrive_on_copies(&full[s]);
+      mbarrier_arrive(&full[s]);
+    }
+  };
+  double segment_log2 = 0;  // the delta launch's total log2-decay of this thread's key
+  std::int64_t issued = 0;
+  for (std::int64_t n = 0; n < chunks; ++n) {
+    while (issued < chunks && issued <= n + S - 2) issue(issued++);
+    const int s = static_cast<int>(n % S);
+    mbarrier_wait(&full[s], static_cast<std::uint32_t>((n / S) & 1));
+    __nv_bfloat16* stage = smem + s * Tr::kStage;
+    float2 total;
+    const bool gentle = key_gate_transform<Tr, kDeltaOnly>(stage, tid, total);
+    reinterpret_cast<float*>(stage + Tr::kFactors)[tid] = exp2_pair(total.x, total.y);
+    if constexpr (kDeltaOnly) {
+      segment_log2 += static_cast<double>(total.x) + static_cast<double>(total.y);
+    } else {
+      const bool steep = named_barrier_any(3, Tr::kProducerThreads, !gentle);
+      if (tid == 0) *reinterpret_cast<int*>(stage + Tr::kVerdict) = steep;
+      if (steep) {  // nothing is in flight (S = 2: the traits assert it); the consumers stop here
+        if (tid == 0) p.fallback_flags[blockIdx.x] = 1;
+        mbarrier_arrive(&ready[s]);
+        return;
+      }
+    }
+    fence_async_shared();  // the decayed tiles, written by this thread, seen by the wgmma reads
+    mbarrier_arrive(&ready[s]);
+  }
+  if (kDeltaOnly && value_block == 0)
+    p.segment_log_decay[(item_index * p.heads + h) * p.key_dim + tid] = static_cast<float>(segment_log2);
+}
+
+}  // namespace lcsm::cuda::detail
