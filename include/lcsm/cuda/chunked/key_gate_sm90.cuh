@@ -112,34 +112,52 @@ __device__ __forceinline__ bool key_gate_transform(__nv_bfloat16* stage, int key
   const std::uint32_t select = i < 4 ? 0x5410u : 0x7632u;
   GateSum L;
   float th = 0.f, tl = 0.f;
+  // Eight rows at a time (a swizzle period): the block's loads first, then its math and stores.
+  // Row by row, each row's stores into the tiles might alias the next row's loads for all the
+  // compiler knows, and every row's whole latency (loads, exponentials, shuffles) would be exposed.
+  constexpr int kRows = 8;
   if constexpr (kDeltaOnly) {  // T first: K~'s exponents are T - L
-#pragma unroll 8
-    for (int t = 0; t < C; ++t) L.add(gates[key_gate_word<Tr>(t, key)]);
+    for (int t0 = 0; t0 < C; t0 += kRows) {
+      float g[kRows];
+#pragma unroll
+      for (int u = 0; u < kRows; ++u) g[u] = gates[key_gate_word<Tr>(t0 + u, key)];
+#pragma unroll
+      for (int u = 0; u < kRows; ++u) L.add(g[u]);
+    }
     th = L.h, tl = L.l;
     L = GateSum{};
   }
   bool gentle = true;
-#pragma unroll 8  // whole swizzle periods: the offsets inside one are constants
-  for (int t = 0; t < C; ++t) {
-    const int at = tile_offset<C>(t, key), word = key_gate_word<Tr>(t, key);
-    L.add(gates[word]);
-    gentle = gentle && L.h >= -kKeyGateSeparable && L.h <= kKeyGateSeparable;
-    __nv_bfloat16* k_at = stage + Tr::kQ + at;
-    float kx = __bfloat162float(*k_at), q_lo = 0.f;
-    if constexpr (kDeltaOnly) {
-      kx *= exp2_pair(th - L.h, tl - L.l);
-    } else {
-      const float qx = __bfloat162float(stage[at]) * exp2_pair(L.h, L.l);
-      kx *= exp2_pair(-L.h, -L.l);
-      const __nv_bfloat16 q_hi = __float2bfloat16_rn(qx);
-      stage[at] = q_hi;
-      q_lo = qx - __bfloat162float(q_hi);
+  for (int t0 = 0; t0 < C; t0 += kRows) {
+    float g[kRows], q[kRows], k[kRows];
+#pragma unroll
+    for (int u = 0; u < kRows; ++u) {
+      const int at = tile_offset<C>(t0 + u, key);
+      g[u] = gates[key_gate_word<Tr>(t0 + u, key)];
+      k[u] = __bfloat162float(stage[Tr::kQ + at]);
+      q[u] = kDeltaOnly ? 0.f : __bfloat162float(stage[at]);
     }
-    const __nv_bfloat16 k_hi = __float2bfloat16_rn(kx);
-    *k_at = k_hi;
-    const std::uint32_t mine = pack_bf16(q_lo, kx - __bfloat162float(k_hi));
-    const std::uint32_t a = __shfl_sync(0xffffffffu, mine, from), b = __shfl_sync(0xffffffffu, mine, from + 1);
-    words[word] = __byte_perm(a, b, select);
+#pragma unroll
+    for (int u = 0; u < kRows; ++u) {
+      const int at = tile_offset<C>(t0 + u, key);
+      L.add(g[u]);
+      gentle = gentle && L.h >= -kKeyGateSeparable && L.h <= kKeyGateSeparable;
+      float kx = k[u], q_lo = 0.f;
+      if constexpr (kDeltaOnly) {
+        kx *= exp2_pair(th - L.h, tl - L.l);
+      } else {
+        const float qx = q[u] * exp2_pair(L.h, L.l);
+        kx *= exp2_pair(-L.h, -L.l);
+        const __nv_bfloat16 q_hi = __float2bfloat16_rn(qx);
+        stage[at] = q_hi;
+        q_lo = qx - __bfloat162float(q_hi);
+      }
+      const __nv_bfloat16 k_hi = __float2bfloat16_rn(kx);
+      stage[Tr::kQ + at] = k_hi;
+      const std::uint32_t mine = pack_bf16(q_lo, kx - __bfloat162float(k_hi));
+      const std::uint32_t a = __shfl_sync(0xffffffffu, mine, from), b = __shfl_sync(0xffffffffu, mine, from + 1);
+      words[key_gate_word<Tr>(t0 + u, key)] = __byte_perm(a, b, select);
+    }
   }
   total = kDeltaOnly ? make_float2(th, tl) : make_float2(L.h, L.l);
   return gentle;
