@@ -54,12 +54,12 @@ runs = {}
 for path in sorted(glob.glob(os.path.join(sys.argv[1], "*_*.txt"))):
     name = os.path.basename(path).rsplit("_", 1)[0]
     for line in open(path):
-        m = re.match(r"(BM_\S+)\s+([\d.]+) ms", line)
+        m = re.match(r"(BM_\S+)\s+([\d.]+) (ms|us)", line)
         if not m:
             continue
         key = m.group(1).replace("/manual_time", "")
         extra = " ".join(x for x in line.split() if x.startswith(("delta_ms=", "output_ms=")))
-        runs.setdefault(key, {}).setdefault(name, []).append((float(m.group(2)), extra))
+        runs.setdefault(key, {}).setdefault(name, []).append((float(m.group(2)) / (1000.0 if m.group(3) == "us" else 1.0), extra))
 names = sorted({n for v in runs.values() for n in v})
 print("benchmark".ljust(60) + "".join(n.rjust(10) for n in names))
 for key, by in runs.items():

@@ -3,8 +3,7 @@
 # (docs/gpu.md): the CUDA test runner built with every knob on, then an A/B of each knob against
 # the default build (scripts/gpu_ab.sh) over the forward, the training steps and decode.
 #   here:  scripts/gpu_knobs.sh build 'ALL_KNOB_FLAGS' NAME='FLAGS' [NAME='FLAGS' ...]
-#          e.g. scripts/gpu_knobs.sh build '-DLCSM_CUDA_SM90_FAST_ROTATED=1 -DLCSM_CUDA_DECODE_PREFETCH=1' \
-#                 rot='-DLCSM_CUDA_SM90_FAST_ROTATED=1' dec='-DLCSM_CUDA_DECODE_PREFETCH=1'
+#          e.g. scripts/gpu_knobs.sh build '-DLCSM_CUDA_SM90_FAST_ROTATED=1' rot='-DLCSM_CUDA_SM90_FAST_ROTATED=1'
 #          -> .knobs.tar.xz (the runner) and .ab.tar.xz (the A/B binaries; a variant `cur` with no
 #          flags is added first). Building takes long on two cores (the backward's benchmarks).
 #   there: bash scripts/gpu_knobs.sh run          (carry .knobs.tar.xz and .ab.tar.xz)

@@ -3,6 +3,7 @@
 // bytes/s counts q, k, v read once, o written once and the gate read once. Gates are fla's test
 // gates, log-sigmoid(N(0, 1)) / 16; the _steep entries use log-sigmoid(N(0, 1)) - 3 (a per-token
 // decay of e^-3 or more: the vector gate's chunks then all take the elementwise diagonal path).
+// BM_vector_gate_passes times the vector gate's launches one by one (the sm_90a kernel's).
 #include "common.cuh"
 
 namespace {
@@ -62,6 +63,77 @@ void BM_gated_decode(benchmark::State& state) {
   bandwidth_counters(state, median, bytes);
 }
 
+// The vector gate's launches one by one at K = 128 (bf16, the sm_90a kernels; fla's test gates):
+// the segment deltas, the scan, the outputs and the mma.sync fallback behind them (which finds no
+// flagged CTA here), each timed by its own events after an L2 flush (as BM_forward_passes).
+template <bool kExact>
+void BM_vector_gate_passes(benchmark::State& state) {
+  using E = __nv_bfloat16;
+  namespace d = lcsm::cuda::detail;
+  const std::int64_t B = state.range(0), T = state.range(1), H = state.range(2), D = 128, n = B * T * H * D;
+  Buffer q(n * 2), k(n * 2), v(n * 2), o(n * 2), g(n * 4);
+  for (void* p : {q.p, k.p, v.p}) fill_inputs<E>(p, n, 1234);
+  fill_gates<><<<2048, 256>>>(static_cast<float*>(g.p), n, 99);
+  LCSM_CUDA_CHECK(cudaDeviceSynchronize());
+  auto op = gated_op<E>(std::true_type{}, static_cast<const float*>(g.p), B, T, H, D);
+  auto view = [&](void* p) { return lcsm::view(static_cast<E*>(p), {B, T, H, D}); };
+  const auto qv = view(q.p), kv = view(k.p), vv = view(v.p), ov = view(o.p);
+  const std::size_t ws_bytes = lcsm::cuda::forward_workspace_bytes<E>(op, qv, vv);
+  Buffer ws(ws_bytes);
+  const lcsm::cuda::Device dev{nullptr, {ws.p, ws_bytes}};
+  const lcsm::detail::ProblemShape shape{B, T, H, D, D, B};
+  const auto plan = d::plan_forward<d::DecayKind::key>(shape, false);
+  auto params = d::make_params<E>(qv, kv, vv, ov, op.scale_for(D), shape);
+  d::set_gate(params, op.log_gate);
+  d::set_plan(params, plan, dev);
+  if (!d::sm90_path<E, d::DecayKind::key>(params, dev.kernels)) {
+    state.SkipWithError("needs the sm_90a kernels (a Hopper GPU and an sm_90a build)");
+    return;
+  }
+  L2Flush& flush = l2_flush();
+  cudaEvent_t ev[5];
+  for (auto& e : ev) LCSM_CUDA_CHECK(cudaEventCreate(&e));
+  auto run = [&] {
+    d::run_segments<d::DecayKind::key>(params, plan, nullptr, d::ForwardPhase::all, [&](auto delta_only) {
+      constexpr bool kDelta = decltype(delta_only)::value;
+      LCSM_CUDA_CHECK(cudaEventRecord(ev[kDelta ? 0 : 2]));
+      d::launch_sm90<d::DecayKind::key, kExact, kDelta>(params, plan.max_items, nullptr);
+      LCSM_CUDA_CHECK(cudaEventRecord(ev[kDelta ? 1 : 3]));
+      if constexpr (!kDelta) {
+        d::RecurrenceParams fallback = params;
+        fallback.fallback_only = true;
+        d::launch_sm80<E, d::Sm80Traits<E, 128, d::kKeyGateValueTile, kExact, d::DecayKind::key>, false>(
+            fallback, plan.max_items, nullptr);
+        LCSM_CUDA_CHECK(cudaEventRecord(ev[4]));
+      }
+    });
+  };
+  run();  // warm-up
+  LCSM_CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<double> deltas, scans, outputs, fallbacks;
+  for (auto _ : state) {
+    flush.run(nullptr);
+    run();
+    LCSM_CUDA_CHECK(cudaEventSynchronize(ev[4]));
+    float a = 0, b = 0, c = 0, f = 0;
+    if (plan.split) {
+      LCSM_CUDA_CHECK(cudaEventElapsedTime(&a, ev[0], ev[1]));
+      LCSM_CUDA_CHECK(cudaEventElapsedTime(&b, ev[1], ev[2]));
+    }
+    LCSM_CUDA_CHECK(cudaEventElapsedTime(&c, ev[2], ev[3]));
+    LCSM_CUDA_CHECK(cudaEventElapsedTime(&f, ev[3], ev[4]));
+    state.SetIterationTime((a + b + c + f) * 1e-3);
+    deltas.push_back(a * 1e-3), scans.push_back(b * 1e-3), outputs.push_back(c * 1e-3), fallbacks.push_back(f * 1e-3);
+  }
+  for (auto& e : ev) cudaEventDestroy(e);
+  const double bytes = 4.0 * n * 2 + 4.0 * n;  // q, k, v, o and the gate
+  state.counters["delta_ms"] = median_of(deltas) * 1e3;
+  state.counters["scan_ms"] = median_of(scans) * 1e3;
+  state.counters["output_ms"] = median_of(outputs) * 1e3;
+  state.counters["fallback_ms"] = median_of(fallbacks) * 1e3;
+  state.counters["output_frac_copy"] = bytes / median_of(outputs) / copy_bandwidth();
+}
+
 void shapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"B", "T", "H"});
   for (std::int64_t T : {4096, 16384, 65536, 262144, 1 << 20}) b->Args({1, T, 16});
@@ -87,6 +159,19 @@ BENCHMARK_TEMPLATE(BM_gated_forward, __nv_bfloat16, false, true, true)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_gated_forward, __nv_bfloat16, true, true, true)
     ->Name("BM_vector_gate_forward_steep<bf16>")
+    ->ArgNames({"B", "T", "H"})
+    ->Args({1, 65536, 16})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_vector_gate_passes, true)
+    ->Name("BM_vector_gate_passes<bf16>")
+    ->ArgNames({"B", "T", "H"})
+    ->Args({1, 65536, 16})
+    ->Args({1, 1 << 20, 16})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_vector_gate_passes, false)
+    ->Name("BM_vector_gate_passes_fast<bf16>")
     ->ArgNames({"B", "T", "H"})
     ->Args({1, 65536, 16})
     ->UseManualTime()

@@ -329,8 +329,7 @@ TEST_CASE("gated decode: many sequences, one token", "[gated][step]") {
     for (Dtype dt : backend().dtypes())
       for (std::optional<double> scale : {std::optional<double>{}, std::optional<double>{0.37}}) {
         const std::uint64_t seed = fresh_seed();
-        // 520 (sequence, head) pairs: more than the CTAs a GPU holds at once (CUDA's prefetching
-        // decode, LCSM_CUDA_DECODE_PREFETCH, then walks several pairs a CTA).
+        // 520 (sequence, head) pairs: more than the CTAs a GPU holds at once.
         GatedCase c = gated_case(g, 130, 1, 4, 128, 64, GateStrength::mixed, true);
         c.scale = scale;
         INFO(name(dt) << " " << c.str() << " seed=" << seed);

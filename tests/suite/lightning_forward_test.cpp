@@ -271,8 +271,7 @@ TEST_CASE("lightning decode: many sequences, one token", "[lightning][step]") {
   for (Dtype dt : backend().dtypes()) {
     const std::uint64_t seed = fresh_seed();
     INFO(name(dt) << " seed=" << seed);
-    // 520 (sequence, head) pairs: more than the CTAs a GPU holds at once (CUDA's prefetching decode,
-    // LCSM_CUDA_DECODE_PREFETCH, then walks several pairs a CTA).
+    // 520 (sequence, head) pairs: more than the CTAs a GPU holds at once.
     const LightningProblemData p(make(130, 1, 4, 128, 64, DecayKind::retnet, true), dt, seed);
     std::vector<double> ro, rs;
     p.reference(ro, rs);

@@ -9,13 +9,8 @@
 // are summed with shared-memory atomics. Tokens are taken in groups of p.token_group (sized so the
 // staging fits), each group one pass over the state.
 //
-// kPrefetch (the knob LCSM_CUDA_DECODE_PREFETCH, prepared and not yet run): a persistent grid, each
-// CTA walking the (sequence, head) pairs gridDim.x apart, the next pair's state copied by cp.async
-// into shared memory (each thread its own rows) while this pair is computed and stored, so that
-// state loads stay in flight across pairs instead of every wave starting with its staging. Only
-// where a pair is one token group and one batch of rows and the state rows are vectorized
-// (step_prefetch_fits, launch.cuh). An H200 (2026-12-07i) ran the one-pair-per-CTA form at 69% of
-// the copy rate (B = 64: 44-46 us).
+// Measured and dropped (H100, 2026-12-07, docs/performance.md): a persistent grid whose CTAs copy
+// the next pair's state by cp.async while computing this one (B = 64: 58.8 against 54.5 us).
 #pragma once
 
 #include <cstdint>
@@ -24,11 +19,6 @@
 #include "lcsm/cuda/chunked/decay.cuh"
 #include "lcsm/cuda/chunked/params.cuh"
 #include "lcsm/cuda/dtype.cuh"
-#include "lcsm/cuda/primitives/copy.cuh"
-
-#ifndef LCSM_CUDA_DECODE_PREFETCH
-#define LCSM_CUDA_DECODE_PREFETCH 0
-#endif
 
 namespace lcsm::cuda::detail {
 
@@ -42,23 +32,20 @@ inline int step_floats_per_token(DecayKind decay, int key_dim, int value_dim) {
   return 2 * key_dim + 2 * value_dim + gate_width(decay, key_dim, value_dim);
 }
 
-// Where the prefetching kernel's state buffer starts in its shared memory: after the staging of
-// `staging_bytes`, on a 16-byte boundary (in floats).
-inline int step_state_offset(std::size_t staging_bytes) { return static_cast<int>((staging_bytes + 15) / 16 * 4); }
-
-template <class T, DecayKind kDecay, bool kPrefetch = false>
-__global__ void __launch_bounds__(kStepThreads, 2)
-    step_kernel(const __grid_constant__ RecurrenceParams p, int state_offset) {
+template <class T, DecayKind kDecay>
+__global__ void __launch_bounds__(kStepThreads, 2) step_kernel(const __grid_constant__ RecurrenceParams p) {
   extern __shared__ float step_smem[];
   constexpr bool kCosine = kDecay == DecayKind::cosine;
   // The state's rows and columns (cosFormer: 2K and V + 1) and q's and v's widths.
   const int Kin = p.key_dim, Vin = p.value_dim, G = p.token_group;
   const int K = kCosine ? 2 * Kin : Kin, V = kCosine ? Vin + 1 : Vin;
-  float* sq = step_smem;                    // [G][K]  q * scale
-  float* sk = sq + G * K;                   // [G][K]
-  float* sv = sk + G * K;                   // [G][V]
-  float* so = sv + G * V;                   // [G][V]  output sums
-  float* sd = so + G * V;                   // [G] or [G][K]: the decays exp(g) (gates)
+  float* sq = step_smem;   // [G][K]  q * scale
+  float* sk = sq + G * K;  // [G][K]
+  float* sv = sk + G * K;  // [G][V]
+  float* so = sv + G * V;  // [G][V]  output sums
+  float* sd = so + G * V;  // [G] or [G][K]: the decays exp(g) (gates)
+  const std::int64_t b = blockIdx.x / p.heads;
+  const int h = blockIdx.x % p.heads;
   const int groups = (V + 3) / 4;           // float4 column groups
   const int bands = kStepThreads / groups;  // rows processed side by side
   const int group = threadIdx.x % groups, band = threadIdx.x / groups;
@@ -69,139 +56,99 @@ __global__ void __launch_bounds__(kStepThreads, 2)
   const T* k = static_cast<const T*>(p.k);
   const T* v = static_cast<const T*>(p.v);
   T* o = static_cast<T*>(p.o);
-  const int pairs = static_cast<int>(p.batch * p.heads);  // < 2^31: launch_step
-  float* sstate = step_smem + state_offset;               // kPrefetch: [K][V], the pair in flight
-  auto state_of = [&](int pair) {
-    return p.state + static_cast<std::int64_t>(pair / p.heads) * p.ss.s0 + pair % p.heads * p.ss.s1;
-  };
-  // kPrefetch: this thread's rows of a pair's state into sstate (its own rows only: no barrier).
-  auto prefetch = [&](int pair) {
-    if (!active) return;
-    const float* from = state_of(pair) + c0;
-#pragma unroll
-    for (int i = 0; i < kStepRows; ++i) {
-      const int r = band + i * bands;
-      if (r < K) cp_async_16(sstate + r * V + c0, from + r * p.ss.s2);
-    }
-    cp_async_commit();
-  };
-  auto run_pair = [&](int pair) {
-    const std::int64_t b = pair / p.heads;
-    const int h = pair % p.heads;
-    const float head_decay = kDecay == DecayKind::head ? static_cast<float>(exp(p.log_decay[h])) : 1.f;
-    float* state = state_of(pair);
-    const float* gate = kDecay == DecayKind::head || kCosine ? nullptr : p.log_gate + b * p.sg.s0 + h * p.sg.s2;
-    [[maybe_unused]] CosSequence cos_seq{};
-    if constexpr (kCosine) cos_seq = cos_sequence(p, b, p.time);
+  const float head_decay = kDecay == DecayKind::head ? static_cast<float>(exp(p.log_decay[h])) : 1.f;
+  float* state = p.state + b * p.ss.s0 + h * p.ss.s1;
+  const float* gate = kDecay == DecayKind::head || kCosine ? nullptr : p.log_gate + b * p.sg.s0 + h * p.sg.s2;
+  [[maybe_unused]] CosSequence cos_seq{};
+  if constexpr (kCosine) cos_seq = cos_sequence(p, b, p.time);
 
-    for (std::int64_t t0 = 0; t0 < p.time; t0 += G) {
-      const int nt = static_cast<int>(p.time - t0 < G ? p.time - t0 : G);
-      for (int i = threadIdx.x; i < nt * K; i += kStepThreads) {
-        const std::int64_t t = t0 + i / K;
-        const int r = i % K;
-        if constexpr (kCosine) {  // row r < K of the features: phi(x[r mod K]) times cos or sin
-          const int col = r < Kin ? r : r - Kin;
-          const float2 a = cos_angle(cos_seq, t);
-          const float f = r < Kin ? a.x : a.y;
-          sq[i] = f * cos_phi(p.relu, to_float(q[b * p.sq.s0 + t * p.sq.s1 + h * p.sq.s2 + col * p.sq.s3]));
-          sk[i] = f * cos_phi(p.relu, to_float(k[b * p.sk.s0 + t * p.sk.s1 + h * p.sk.s2 + col * p.sk.s3]));
-          continue;
-        }
-        sq[i] = p.scale * to_float(q[b * p.sq.s0 + t * p.sq.s1 + h * p.sq.s2 + r * p.sq.s3]);
-        sk[i] = to_float(k[b * p.sk.s0 + t * p.sk.s1 + h * p.sk.s2 + r * p.sk.s3]);
-        if constexpr (kDecay == DecayKind::key) sd[i] = expf(gate[t * p.sg.s1 + r * p.sg.s3]);
+  for (std::int64_t t0 = 0; t0 < p.time; t0 += G) {
+    const int nt = static_cast<int>(p.time - t0 < G ? p.time - t0 : G);
+    for (int i = threadIdx.x; i < nt * K; i += kStepThreads) {
+      const std::int64_t t = t0 + i / K;
+      const int r = i % K;
+      if constexpr (kCosine) {  // row r < K of the features: phi(x[r mod K]) times cos or sin
+        const int col = r < Kin ? r : r - Kin;
+        const float2 a = cos_angle(cos_seq, t);
+        const float f = r < Kin ? a.x : a.y;
+        sq[i] = f * cos_phi(p.relu, to_float(q[b * p.sq.s0 + t * p.sq.s1 + h * p.sq.s2 + col * p.sq.s3]));
+        sk[i] = f * cos_phi(p.relu, to_float(k[b * p.sk.s0 + t * p.sk.s1 + h * p.sk.s2 + col * p.sk.s3]));
+        continue;
       }
-      if constexpr (kDecay == DecayKind::token)
-        for (int i = threadIdx.x; i < nt; i += kStepThreads) sd[i] = expf(gate[(t0 + i) * p.sg.s1]);
-      for (int i = threadIdx.x; i < nt * V; i += kStepThreads) {
-        const std::int64_t t = t0 + i / V;
-        const int c = i % V;
-        sv[i] = c < Vin ? to_float(v[b * p.sv.s0 + t * p.sv.s1 + h * p.sv.s2 + c * p.sv.s3]) : 1.f;  // [v, 1]
-        so[i] = 0.f;
-      }
-      __syncthreads();
-      if (active) {
-        for (int r0 = band; r0 < K; r0 += kStepRows * bands) {
-          float s[kStepRows][4];
-          if constexpr (kPrefetch) {  // the one batch of rows, copied during the previous pair
-            cp_async_wait<0>();
+      sq[i] = p.scale * to_float(q[b * p.sq.s0 + t * p.sq.s1 + h * p.sq.s2 + r * p.sq.s3]);
+      sk[i] = to_float(k[b * p.sk.s0 + t * p.sk.s1 + h * p.sk.s2 + r * p.sk.s3]);
+      if constexpr (kDecay == DecayKind::key) sd[i] = expf(gate[t * p.sg.s1 + r * p.sg.s3]);
+    }
+    if constexpr (kDecay == DecayKind::token)
+      for (int i = threadIdx.x; i < nt; i += kStepThreads) sd[i] = expf(gate[(t0 + i) * p.sg.s1]);
+    for (int i = threadIdx.x; i < nt * V; i += kStepThreads) {
+      const std::int64_t t = t0 + i / V;
+      const int c = i % V;
+      sv[i] = c < Vin ? to_float(v[b * p.sv.s0 + t * p.sv.s1 + h * p.sv.s2 + c * p.sv.s3]) : 1.f;  // [v, 1]
+      so[i] = 0.f;
+    }
+    __syncthreads();
+    if (active) {
+      for (int r0 = band; r0 < K; r0 += kStepRows * bands) {
+        float s[kStepRows][4];
 #pragma unroll
-            for (int i = 0; i < kStepRows; ++i) {
-              const int r = r0 + i * bands;
-              const float4 x = r < K ? *reinterpret_cast<const float4*>(sstate + r * V + c0) : make_float4(0, 0, 0, 0);
-              s[i][0] = x.x, s[i][1] = x.y, s[i][2] = x.z, s[i][3] = x.w;
-            }
+        for (int i = 0; i < kStepRows; ++i) {  // every load of the batch in flight first
+          const int r = r0 + i * bands;
+          const float* row = state + r * p.ss.s2 + c0 * p.ss.s3;
+          if (r < K && full) {
+            const float4 x = *reinterpret_cast<const float4*>(row);
+            s[i][0] = x.x, s[i][1] = x.y, s[i][2] = x.z, s[i][3] = x.w;
           } else {
 #pragma unroll
-            for (int i = 0; i < kStepRows; ++i) {  // every load of the batch in flight first
-              const int r = r0 + i * bands;
-              const float* row = state + r * p.ss.s2 + c0 * p.ss.s3;
-              if (r < K && full) {
-                const float4 x = *reinterpret_cast<const float4*>(row);
-                s[i][0] = x.x, s[i][1] = x.y, s[i][2] = x.z, s[i][3] = x.w;
-              } else {
-#pragma unroll
-                for (int c = 0; c < 4; ++c) s[i][c] = r < K && c0 + c < V ? row[c * p.ss.s3] : 0.f;
-              }
-            }
+            for (int c = 0; c < 4; ++c) s[i][c] = r < K && c0 + c < V ? row[c * p.ss.s3] : 0.f;
           }
-          for (int t = 0; t < nt; ++t) {
-            float vv[4], acc[4] = {0.f, 0.f, 0.f, 0.f};
+        }
+        for (int t = 0; t < nt; ++t) {
+          float vv[4], acc[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-            for (int c = 0; c < 4; ++c) vv[c] = c0 + c < V ? sv[t * V + c0 + c] : 0.f;
-            const float token_decay = kDecay == DecayKind::token ? sd[t] : head_decay;
-#pragma unroll
-            for (int i = 0; i < kStepRows; ++i) {
-              const int r = r0 + i * bands;
-              const float kr = r < K ? sk[t * K + r] : 0.f, qr = r < K ? sq[t * K + r] : 0.f;
-              const float d = kDecay == DecayKind::key ? (r < K ? sd[t * K + r] : 0.f) : token_decay;
-#pragma unroll
-              for (int c = 0; c < 4; ++c) {
-                s[i][c] = d * s[i][c] + kr * vv[c];
-                acc[c] += qr * s[i][c];
-              }
-            }
-#pragma unroll
-            for (int c = 0; c < 4; ++c)
-              if (c0 + c < V) atomicAdd(&so[t * V + c0 + c], acc[c]);
-          }
+          for (int c = 0; c < 4; ++c) vv[c] = c0 + c < V ? sv[t * V + c0 + c] : 0.f;
+          const float token_decay = kDecay == DecayKind::token ? sd[t] : head_decay;
 #pragma unroll
           for (int i = 0; i < kStepRows; ++i) {
             const int r = r0 + i * bands;
-            if (r >= K) break;
-            float* row = state + r * p.ss.s2 + c0 * p.ss.s3;
-            if (full) {
-              *reinterpret_cast<float4*>(row) = make_float4(s[i][0], s[i][1], s[i][2], s[i][3]);
-            } else {
+            const float kr = r < K ? sk[t * K + r] : 0.f, qr = r < K ? sq[t * K + r] : 0.f;
+            const float d = kDecay == DecayKind::key ? (r < K ? sd[t * K + r] : 0.f) : token_decay;
 #pragma unroll
-              for (int c = 0; c < 4; ++c)
-                if (c0 + c < V) row[c * p.ss.s3] = s[i][c];
+            for (int c = 0; c < 4; ++c) {
+              s[i][c] = d * s[i][c] + kr * vv[c];
+              acc[c] += qr * s[i][c];
             }
           }
-          // The next pair's rows, in flight behind this pair's stores, outputs and next staging (the
-          // registers are free now: issued before the stores, the copies spilled 80-100 bytes).
-          if constexpr (kPrefetch)
-            if (static_cast<std::int64_t>(pair) + gridDim.x < pairs) prefetch(pair + static_cast<int>(gridDim.x));
+#pragma unroll
+          for (int c = 0; c < 4; ++c)
+            if (c0 + c < V) atomicAdd(&so[t * V + c0 + c], acc[c]);
+        }
+#pragma unroll
+        for (int i = 0; i < kStepRows; ++i) {
+          const int r = r0 + i * bands;
+          if (r >= K) break;
+          float* row = state + r * p.ss.s2 + c0 * p.ss.s3;
+          if (full) {
+            *reinterpret_cast<float4*>(row) = make_float4(s[i][0], s[i][1], s[i][2], s[i][3]);
+          } else {
+#pragma unroll
+            for (int c = 0; c < 4; ++c)
+              if (c0 + c < V) row[c * p.ss.s3] = s[i][c];
+          }
         }
       }
-      __syncthreads();
-      for (int i = threadIdx.x; i < nt * Vin; i += kStepThreads) {
-        const int tt = i / Vin, c = i % Vin;
-        float x = so[tt * V + c];
-        if constexpr (kCosine) {  // num / max(den, eps), the denominator in column V (NaN stays NaN)
-          const float den = so[tt * V + Vin];
-          x /= den < p.eps ? p.eps : den;
-        }
-        o[b * p.so.s0 + (t0 + tt) * p.so.s1 + h * p.so.s2 + c * p.so.s3] = from_float<T>(x);
-      }
-      __syncthreads();  // the staging is reused by the next group
     }
-  };
-  if constexpr (kPrefetch) {
-    prefetch(blockIdx.x);
-    for (std::int64_t pair = blockIdx.x; pair < pairs; pair += gridDim.x) run_pair(static_cast<int>(pair));
-  } else {
-    run_pair(blockIdx.x);
+    __syncthreads();
+    for (int i = threadIdx.x; i < nt * Vin; i += kStepThreads) {
+      const int tt = i / Vin, c = i % Vin;
+      float x = so[tt * V + c];
+      if constexpr (kCosine) {  // num / max(den, eps), the denominator in column V (NaN stays NaN)
+        const float den = so[tt * V + Vin];
+        x /= den < p.eps ? p.eps : den;
+      }
+      o[b * p.so.s0 + (t0 + tt) * p.so.s1 + h * p.so.s2 + c * p.so.s3] = from_float<T>(x);
+    }
+    __syncthreads();  // the staging is reused by the next group
   }
 }
 

@@ -142,15 +142,13 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
   // once the staging is free.
   const int r0 = warp * 16 + lane / 4;
   const RowDotPlace dot_place = kRowDots ? RowDotPlace::make(p, it.batch, h, c0, r0, lane, V) : RowDotPlace{};
-  const bool wide_copies = kRowDots && row_dot_wide_copies(p);
   auto copy_next_row_dot_operand = [&](std::int64_t tg) {  // the chunk stored after the one at tg
     const std::int64_t next = tg + C, end = it.start + it.end;
     if (next < end)
-      copy_row_dot_operand<Tr::kValues>(sO, p, dot_place, next, static_cast<int>(end - next < C ? end - next : C),
-                                        wide_copies);
+      copy_row_dot_operand<Tr::kValues>(sO, p, dot_place, next, static_cast<int>(end - next < C ? end - next : C));
   };
   auto store_outputs = [&](const float(&O)[32], int c, std::int64_t tg) {
-    if constexpr (kRowDots) store_row_dots<Tr::kValues>(O, sO, p, dot_place, tg, c, wide_copies);
+    if constexpr (kRowDots) store_row_dots<Tr::kValues>(O, sO, p, dot_place, tg, c);
     if (p.out_float || !Tr::kStagedOutputs) {
       const std::int64_t head = it.batch * p.so.s0 + static_cast<std::int64_t>(h) * p.so.s2;
 #pragma unroll
@@ -164,10 +162,7 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
           *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(p.o) + at) =
               __floats2bfloat162_rn(p.scale * O[i], p.scale * O[i + 1]);
       }
-      if constexpr (kRowDots) {  // the staging holds only this thread's pairs (wide copies: its quad's)
-        if (wide_copies) __syncwarp();
-        copy_next_row_dot_operand(tg);
-      }
+      if constexpr (kRowDots) copy_next_row_dot_operand(tg);  // the staging holds only this thread's pairs
       return;
     }
 #pragma unroll
@@ -341,8 +336,7 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
   int n = 0;
   bool stopped = false;
   if constexpr (kRowDots)
-    if (it.begin < it.end)
-      copy_row_dot_operand<Tr::kValues>(sO, p, dot_place, it.start + it.begin, rows_at(it.begin), wide_copies);
+    if (it.begin < it.end) copy_row_dot_operand<Tr::kValues>(sO, p, dot_place, it.start + it.begin, rows_at(it.begin));
   if constexpr (kDeltaOnly) {
     for (std::int64_t t = it.begin; t < it.end; t += C, ++n) {
       const int c = rows_at(t);

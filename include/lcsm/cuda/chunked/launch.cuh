@@ -172,44 +172,14 @@ void dispatch_sm80(const RecurrenceParams& p, const ChunkPlan& plan, bool exact,
   }
 }
 
-// Whether decode can run the prefetching kernel (decode.cuh, kPrefetch): one token group and one
-// batch of rows per (sequence, head) pair, vectorized state rows of whole float4 groups.
-inline bool step_prefetch_fits(const RecurrenceParams& p, DecayKind decay) {
-  if (decay == DecayKind::cosine || !p.state_vectorized || p.time < 1 || p.time > p.token_group || p.value_dim % 4 != 0)
-    return false;
-  const int bands = kStepThreads / (p.value_dim / 4);
-  return bands > 0 && p.key_dim <= kStepRows * bands;
-}
-
 template <class T, DecayKind kDecay>
 void launch_step(const RecurrenceParams& p, std::size_t smem, cudaStream_t stream) {
   const std::int64_t blocks = p.batch * p.heads;
   if (blocks == 0) return;
-  if constexpr (LCSM_CUDA_DECODE_PREFETCH && kDecay != DecayKind::cosine) {
-    if (step_prefetch_fits(p, kDecay) && blocks <= 0x7FFFFFFF) {
-      // A persistent grid of the CTAs that fit at once, when there are more pairs than that.
-      auto kernel = step_kernel<T, kDecay, true>;
-      const int offset = step_state_offset(smem);
-      const std::size_t total = static_cast<std::size_t>(offset) * sizeof(float) +
-                                static_cast<std::size_t>(p.key_dim) * p.value_dim * sizeof(float);
-      LCSM_CUDA_CHECK(
-          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(total)));
-      int per_sm = 0, device = 0, sms = 0;
-      LCSM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kStepThreads, total));
-      LCSM_CUDA_CHECK(cudaGetDevice(&device));
-      LCSM_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-      const std::int64_t resident = static_cast<std::int64_t>(per_sm) * sms;
-      if (resident > 0 && blocks > resident) {
-        kernel<<<static_cast<unsigned>(resident), kStepThreads, total, stream>>>(p, offset);
-        LCSM_CUDA_CHECK(cudaGetLastError());
-        return;
-      }
-    }
-  }
   auto kernel = step_kernel<T, kDecay>;
   if (smem > (48u << 10))
     LCSM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-  kernel<<<grid_size(blocks, "(sequence, head) pairs"), kStepThreads, smem, stream>>>(p, 0);
+  kernel<<<grid_size(blocks, "(sequence, head) pairs"), kStepThreads, smem, stream>>>(p);
   LCSM_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -17,22 +17,9 @@
 #include "lcsm/cuda/primitives/mma_sm80.cuh"
 #include "lcsm/cuda/primitives/split_bf16.cuh"
 
-// A knob, prepared and not yet run (docs/building.md): where q's (k's) rows are 16-byte aligned,
-// each lane copies two of its row's eight 16-byte groups (a quarter of the copies, whole sectors),
-// and after a __syncwarp each warp reads its 16 rows back by ldmatrix, one a part (a quarter of
-// the shared-memory reads, already in the accumulator's layout).
-#ifndef LCSM_CUDA_ROW_DOTS_WIDE_COPIES
-#define LCSM_CUDA_ROW_DOTS_WIDE_COPIES 0
-#endif
-// A knob, prepared and not yet run: a quad's four lanes finish a row's four parts by a reduce-scatter
-// (three shuffles, and each lane writes one part) instead of a full sum of each part (eight shuffles,
-// four predicated writes by one lane); the parts' sums keep one fixed order. An H200 profile
-// (2026-12-07i, Nsight's stall samples by instruction) put the row-dot launches' extra time in the
-// consumers' epilogue chain: the operand's shared-memory reads, spill reloads of its addresses,
-// and these shuffles.
-#ifndef LCSM_CUDA_ROW_DOTS_SCATTER
-#define LCSM_CUDA_ROW_DOTS_SCATTER 0
-#endif
+// Measured and dropped (H100, 2026-12-07, docs/performance.md): 16-byte copies read back by
+// ldmatrix, and a quad's reduce-scatter of the parts (the lightning training step 3% faster at 64K,
+// the scalar gate's unchanged, and racecheck warnings in the wide copies' read-back).
 
 namespace lcsm::cuda::detail {
 
@@ -68,22 +55,11 @@ struct RowDotPlace {
   }
 };
 
-// Whether the copies go in 16-byte pieces (LCSM_CUDA_ROW_DOTS_WIDE_COPIES and aligned rows).
-__device__ __forceinline__ bool row_dot_wide_copies(const RecurrenceParams& p) {
-  if constexpr (LCSM_CUDA_ROW_DOTS_WIDE_COPIES) {
-    const Strides4& s = p.s_dot_with;
-    return reinterpret_cast<std::uintptr_t>(p.dot_with) % 16 == 0 && s.s0 % 8 == 0 && s.s1 % 8 == 0 && s.s2 % 8 == 0;
-  } else {
-    (void)p;
-    return false;
-  }
-}
-
 // Copies this thread's pairs of the chunk of `rows` rows at token tg into `staging` (free of the
 // previous chunk's reads: the caller's barrier) and commits them as one group.
 template <int kValues>
 __device__ __forceinline__ void copy_row_dot_operand(__nv_bfloat16* staging, const RecurrenceParams& p,
-                                                     const RowDotPlace& at, std::int64_t tg, int rows, bool wide) {
+                                                     const RowDotPlace& at, std::int64_t tg, int rows) {
   const __nv_bfloat16* with = at.with;
   const int quad_lane = at.lane % 4;
 #pragma unroll
@@ -91,31 +67,22 @@ __device__ __forceinline__ void copy_row_dot_operand(__nv_bfloat16* staging, con
     const int row = at.r0 + half * 8;
     if (row >= rows) continue;
     const __nv_bfloat16* w = with + (tg + row) * p.s_dot_with.s1;
-    if (wide) {
 #pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        const int group = 2 * quad_lane + j;
-        if (at.c0 + group * 8 < at.V) cp_async_16(staging + staged_offset<kValues>(row, group * 8), w + group * 8);
-      }
-    } else {
-#pragma unroll
-      for (int group = 0; group < kValues / 8; ++group)
-        if (at.c0 + group * 8 < at.V)
-          cp_async_4(staging + staged_offset<kValues>(row, group * 8 + 2 * quad_lane), w + group * 8 + 2 * quad_lane);
-    }
+    for (int group = 0; group < kValues / 8; ++group)
+      if (at.c0 + group * 8 < at.V)
+        cp_async_4(staging + staged_offset<kValues>(row, group * 8 + 2 * quad_lane), w + group * 8 + 2 * quad_lane);
   }
   cp_async_commit();
 }
 
-// This thread's sums over each part of its two rows (x[half][m]: row r0 + 8 half, part m), from the
-// operand copied into the staging: 4-byte reads of its own pairs, or with wide copies one ldmatrix
-// a part (the warp's 16 rows by the part's two 8-column groups, in the accumulator's layout: a
-// quarter of the reads). Pairs past the chunk's rows or the row's width are left out.
+// This thread's sums over each part of its two rows (x[half][m]: row r0 + 8 half, part m), from
+// its own pairs of the operand copied into the staging; pairs past the chunk's rows or the row's
+// width are left out.
 template <int kValues>
 __device__ __forceinline__ void row_part_sums(const float (&O)[32], const __nv_bfloat16* staging,
-                                              const RecurrenceParams& p, const RowDotPlace& at, int rows, bool wide,
+                                              const RecurrenceParams& p, const RowDotPlace& at, int rows,
                                               float (&x)[2][kValues / kRowDotColumns]) {
-  const int quad_lane = at.lane % 4, warp_row = at.r0 - at.lane / 4;
+  const int quad_lane = at.lane % 4;
   auto add_pair = [&](float& sum, int i, std::uint32_t pair) {  // O[i], O[i + 1] times the pair
     const float2 y = unpack_bf16(pair);
     sum = fmaf(p.scale * O[i + 1], y.y, fmaf(p.scale * O[i], y.x, sum));
@@ -123,53 +90,16 @@ __device__ __forceinline__ void row_part_sums(const float (&O)[32], const __nv_b
 #pragma unroll
   for (int m = 0; m < kValues / kRowDotColumns; ++m) {
     x[0][m] = x[1][m] = 0.f;
-    if (wide) {
-      const int j = at.lane / 8, row = warp_row + (j & 1) * 8 + at.lane % 8, group = 2 * m + (j >> 1);
-      std::uint32_t y[4];  // y[k]: row r0 + 8 (k & 1), group 2m + (k >> 1)
-      ldmatrix_x4(y, staging + staged_offset<kValues>(row, group * 8));
 #pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const int half = k & 1, g = 2 * m + (k >> 1);
-        if (at.r0 + half * 8 < rows && at.c0 + g * 8 < at.V) add_pair(x[half][m], 4 * g + 2 * half, y[k]);
+    for (int half = 0; half < 2; ++half)
+#pragma unroll
+      for (int g = 2 * m; g < 2 * m + 2; ++g) {
+        const int row = at.r0 + half * 8;
+        if (row < rows && at.c0 + g * 8 < at.V)
+          add_pair(
+              x[half][m], 4 * g + 2 * half,
+              *reinterpret_cast<const std::uint32_t*>(staging + staged_offset<kValues>(row, g * 8 + 2 * quad_lane)));
       }
-    } else {
-#pragma unroll
-      for (int half = 0; half < 2; ++half)
-#pragma unroll
-        for (int g = 2 * m; g < 2 * m + 2; ++g) {
-          const int row = at.r0 + half * 8;
-          if (row < rows && at.c0 + g * 8 < at.V)
-            add_pair(
-                x[half][m], 4 * g + 2 * half,
-                *reinterpret_cast<const std::uint32_t*>(staging + staged_offset<kValues>(row, g * 8 + 2 * quad_lane)));
-        }
-    }
-  }
-}
-
-// LCSM_CUDA_ROW_DOTS_SCATTER's finish for a consumer of 64 columns (four parts): the quad
-// reduce-scatters (lanes exchange two parts across lane ^ 2, then one across lane ^ 1), so lane l
-// ends with part l % 4 of its row and writes it. Part m's sum is always ((x_m[q0] + x_m[q2]) +
-// (x_m[q1] + x_m[q3])) over the quad's lanes q: one fixed order.
-__device__ __forceinline__ void scatter_row_dots(const float (&x)[2][4], const RecurrenceParams& p,
-                                                 const RowDotPlace& at, std::int64_t tg, int rows) {
-  const int part = at.lane % 4;
-  const bool upper = part & 2, odd = part & 1;
-  const Strides4& s = p.s_row_dots;
-  float* dots = at.dots + static_cast<std::int64_t>(part) * s.s3;
-  const bool part_in_row = at.c0 + part * kRowDotColumns < at.V;
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    // Lanes 0, 1 keep parts 0, 1 and send 2, 3 to lanes 2, 3, which keep 2, 3; then each keeps one.
-    const float* xs = x[half];
-    const float keep0 = upper ? xs[2] : xs[0], keep1 = upper ? xs[3] : xs[1];
-    const float send0 = upper ? xs[0] : xs[2], send1 = upper ? xs[1] : xs[3];
-    const float a0 = keep0 + __shfl_xor_sync(0xFFFFFFFFu, send0, 2);
-    const float a1 = keep1 + __shfl_xor_sync(0xFFFFFFFFu, send1, 2);
-    const float mine = odd ? a1 : a0, theirs = odd ? a0 : a1;
-    const float total = mine + __shfl_xor_sync(0xFFFFFFFFu, theirs, 1);
-    const int row = at.r0 + half * 8;
-    if (row < rows && part_in_row) dots[(tg + row) * s.s1] = total;
   }
 }
 
@@ -178,23 +108,18 @@ __device__ __forceinline__ void scatter_row_dots(const float (&x)[2][4], const R
 template <int kValues>
 __device__ __forceinline__ void store_row_dots(const float (&O)[32], const __nv_bfloat16* staging,
                                                const RecurrenceParams& p, const RowDotPlace& at, std::int64_t tg,
-                                               int rows, bool wide) {
+                                               int rows) {
   static_assert(kRowDotColumns == 16, "a part is two of a row's 8-column groups");
   constexpr int kParts = kValues / kRowDotColumns;
   cp_async_wait<0>();
-  if (wide) __syncwarp();  // the warp's other lanes copied some of the rows it reads
   float x[2][kParts];
-  row_part_sums<kValues>(O, staging, p, at, rows, wide, x);
-  if constexpr (LCSM_CUDA_ROW_DOTS_SCATTER && kParts == 4) {
-    scatter_row_dots(x, p, at, tg, rows);
-  } else {
+  row_part_sums<kValues>(O, staging, p, at, rows, x);
 #pragma unroll
-    for (int half = 0; half < 2; ++half)
+  for (int half = 0; half < 2; ++half)
 #pragma unroll
-      for (int m = 0; m < kParts; ++m)
-        row_dot_store(at.dots + (tg + at.r0 + half * 8) * p.s_row_dots.s1 + m * p.s_row_dots.s3, x[half][m],
-                      at.r0 + half * 8 < rows && at.c0 + m * kRowDotColumns < at.V, at.lane);
-  }
+    for (int m = 0; m < kParts; ++m)
+      row_dot_store(at.dots + (tg + at.r0 + half * 8) * p.s_row_dots.s1 + m * p.s_row_dots.s3, x[half][m],
+                    at.r0 + half * 8 < rows && at.c0 + m * kRowDotColumns < at.V, at.lane);
 }
 
 }  // namespace lcsm::cuda::detail
