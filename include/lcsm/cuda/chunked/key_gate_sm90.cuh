@@ -142,15 +142,19 @@ __device__ __forceinline__ bool key_gate_transform(__nv_bfloat16* stage, int key
       const int at = tile_offset<C>(t0 + u, key);
       L.add(g[u]);
       gentle = gentle && L.h >= -kKeyGateSeparable && L.h <= kKeyGateSeparable;
-      // q's and k's values split together: one packed conversion for both hi terms and one for
-      // both lo terms (two single conversions each would run on the quarter-rate conversion pipe).
-      const float qx = kDeltaOnly ? 0.f : q[u] * exp2_pair(L.h, L.l);
-      const float kx = k[u] * (kDeltaOnly ? exp2_pair(th - L.h, tl - L.l) : exp2_pair(-L.h, -L.l));
-      const __nv_bfloat162 hi = __floats2bfloat162_rn(qx, kx);
-      const float2 hf = __bfloat1622float2(hi);
-      if constexpr (!kDeltaOnly) stage[at] = hi.x;
-      stage[Tr::kQ + at] = hi.y;
-      const std::uint32_t mine = pack_bf16(qx - hf.x, kx - hf.y);
+      float kx = k[u], q_lo = 0.f;
+      if constexpr (kDeltaOnly) {
+        kx *= exp2_pair(th - L.h, tl - L.l);
+      } else {
+        const float qx = q[u] * exp2_pair(L.h, L.l);
+        kx *= exp2_pair(-L.h, -L.l);
+        const __nv_bfloat16 q_hi = __float2bfloat16_rn(qx);
+        stage[at] = q_hi;
+        q_lo = qx - __bfloat162float(q_hi);
+      }
+      const __nv_bfloat16 k_hi = __float2bfloat16_rn(kx);
+      stage[Tr::kQ + at] = k_hi;
+      const std::uint32_t mine = pack_bf16(q_lo, kx - __bfloat162float(k_hi));
       const std::uint32_t a = __shfl_sync(0xffffffffu, mine, from), b = __shfl_sync(0xffffffffu, mine, from + 1);
       words[key_gate_word<Tr>(t0 + u, key)] = __byte_perm(a, b, select);
     }
