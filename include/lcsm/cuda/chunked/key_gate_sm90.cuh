@@ -165,8 +165,9 @@ __device__ __forceinline__ bool key_gate_transform(__nv_bfloat16* stage, int key
 
 // The producer warpgroup under the vector gate: loads as produce_chunks (tiles_sm90.cuh) plus the
 // gates, then each chunk's transform once it has landed, announced on `ready` (the consumers wait
-// there, not on `full`). Loads run S - 1 chunks ahead of the transform (S: the ring's stages), so
-// that a stage is asked for only once the consumers are about to be done with it.
+// there, not on `full`). Loads run S - 2 chunks ahead of the transform (S: the ring's stages: none
+// in the output launch's two, so nothing is in flight when it stops), so that a stage is asked for
+// only once the consumers are about to be done with it.
 template <class Tr, bool kDeltaOnly>
 __device__ __forceinline__ void produce_key_gate_chunks(__nv_bfloat16* smem, std::uint64_t* full, std::uint64_t* empty,
                                                         std::uint64_t* ready, const RecurrenceParams& p,

@@ -18,9 +18,10 @@ inline int multiprocessor_count() {
   return count;
 }
 
-// Tokens per chunk and value columns per CTA. The same for both kernels of a decay kind (the
-// wgmma kernel's 128 value columns give the same number of value blocks), so the plan and the
-// workspace do not depend on which kernel runs.
+// Tokens per chunk (segments are whole chunks: where a decay kind's two kernels chunk differently,
+// the larger) and value columns per CTA. The same for both kernels of a decay kind (the wgmma
+// kernel's 128 value columns give the same number of value blocks), so the plan and the workspace
+// do not depend on which kernel runs.
 struct TileShape {
   int chunk, value_tile;
 };
@@ -41,7 +42,10 @@ inline TileShape tile_shape(DecayKind decay, std::int64_t key_dim, std::int64_t 
   // warps), so that features, scores and normaliser are formed once per 128 columns.
   if (decay == DecayKind::cosine)
     return key_dim <= 64 ? TileShape{64, value_dim <= 64 ? 64 : 128} : TileShape{32, value_dim <= 64 ? 64 : 128};
-  if (decay == DecayKind::key) return key_dim > 128 ? TileShape{16, 64} : TileShape{32, kKeyGateValueTile};
+  // The vector gate: the mma.sync kernel's chunks are 32 tokens (16 for K > 128); at K = 128 the
+  // sm_90a kernel's are 64, and segments of whole 64-token chunks serve both.
+  if (decay == DecayKind::key)
+    return key_dim > 128 ? TileShape{16, 64} : TileShape{key_dim == kKeyGateSm90Keys ? 64 : 32, kKeyGateValueTile};
   if (decay == DecayKind::value) return key_dim > 128 ? TileShape{32, 64} : TileShape{32, value_dim <= 64 ? 64 : 128};
   if (key_dim > 128) return {32, 64};
   if (decay == DecayKind::token) return {64, 128};

@@ -50,7 +50,8 @@ struct Sm90Traits {
   static constexpr int kOPer = kStagedOutputs ? kChunk * kValues : 0;
   static constexpr int kDecayBytes = kTokenGate ? kConsumers * 4 * kChunk * 16 : kKeyGate ? 0 : (kChunk + 1) * 4;
   static constexpr int kBarriersPerStage = kKeyGate ? 3 : 2;  // full, empty (and ready: transformed)
-  // Ring depth, measured (H100, 2026-12-07, docs/performance.md): the delta launch keeps six; the
+  // Ring depth, measured (H100, 2026-12-07, docs/performance.md): the delta launch keeps six (the
+  // vector gate's, whose stages hold the gates too, three); the
   // exact mode's output launch gained 3% from a third stage where one fits (the per-head decay; the
   // scalar gate's scans leave room for two), the fast mode's lost 3-5% with it.
   // Shared memory for a ring of `stages`: stages, state operands, output staging, decay table,
@@ -76,6 +77,7 @@ struct Sm90Traits {
   static_assert(kSmemBytes == smem_bytes(kStages), "smem_bytes and the offsets disagree");
   static_assert(kSmemBytes <= 227 * 1024, "stages do not fit in shared memory");
   static_assert(!kKeyGate || kDeltaOnly || kStages == 2, "the vector gate's producer stops with no loads in flight");
+  static_assert(!(kKeyGate && kRotated), "the rotated loop has no way to stop at a steep chunk");
 };
 
 }  // namespace lcsm::cuda::detail

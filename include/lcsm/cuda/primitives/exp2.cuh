@@ -14,7 +14,8 @@ __device__ __forceinline__ float exp2_ftz(float x) {
 
 // 2^{hi + lo} for |lo| <= 2^-7 (an unevaluated float pair, as the gates' cumulative sums are kept):
 // 2^lo = 1 + lo ln 2 + lo^2 (ln 2)^2 / 2 to within float rounding (two FMAs; |lo| reaches 2^-8 in
-// a chunk whose gates sum to the contract's limit, 32 x -1000).
+// a 32-token chunk whose gates sum to the contract's limit, 32 x -1000, and a difference of two
+// such lo terms over 64 tokens 2^-7).
 __device__ __forceinline__ float exp2_pair(float hi, float lo) {
   return exp2_ftz(hi) * fmaf(lo, fmaf(lo, 0.2402265069591007f, 0.6931471805599453f), 1.f);
 }
