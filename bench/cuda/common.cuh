@@ -8,6 +8,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <utility>
@@ -93,6 +94,37 @@ double run_timed(benchmark::State& state, Fn&& fn) {
   cudaEventDestroy(a);
   cudaEventDestroy(b);
   return median_of(std::move(times));
+}
+
+// A run of several launches timed one by one: run(ev) records the events ev[first..kEvents) around
+// its launches (those before `first`, launches a shape skips, stay unrecorded and count 0). Once per
+// iteration after an L2 flush; the iteration time is the whole span. Returns each gap's median
+// (seconds): gap i lies between ev[i] and ev[i + 1].
+template <int kEvents, class Run>
+std::array<double, kEvents - 1> time_launch_gaps(benchmark::State& state, int first, Run&& run) {
+  L2Flush& flush = l2_flush();
+  cudaEvent_t ev[kEvents];
+  for (auto& e : ev) LCSM_CUDA_CHECK(cudaEventCreate(&e));
+  run(ev);  // warm-up
+  LCSM_CUDA_CHECK(cudaDeviceSynchronize());
+  std::array<std::vector<double>, kEvents - 1> gaps;
+  for (auto _ : state) {
+    flush.run(nullptr);
+    run(ev);
+    LCSM_CUDA_CHECK(cudaEventSynchronize(ev[kEvents - 1]));
+    double total = 0;
+    for (int i = 0; i + 1 < kEvents; ++i) {
+      float ms = 0;
+      if (i >= first) LCSM_CUDA_CHECK(cudaEventElapsedTime(&ms, ev[i], ev[i + 1]));
+      gaps[i].push_back(ms * 1e-3);
+      total += ms * 1e-3;
+    }
+    state.SetIterationTime(total);
+  }
+  for (auto& e : ev) cudaEventDestroy(e);
+  std::array<double, kEvents - 1> medians{};
+  for (int i = 0; i + 1 < kEvents; ++i) medians[i] = median_of(gaps[i]);
+  return medians;
 }
 
 // Device-to-device copy bandwidth (bytes read + written), measured once per process.

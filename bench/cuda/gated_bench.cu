@@ -90,48 +90,25 @@ void BM_vector_gate_passes(benchmark::State& state) {
     state.SkipWithError("needs the sm_90a kernels (a Hopper GPU and an sm_90a build)");
     return;
   }
-  L2Flush& flush = l2_flush();
-  cudaEvent_t ev[5];
-  for (auto& e : ev) LCSM_CUDA_CHECK(cudaEventCreate(&e));
-  auto run = [&] {
+  // Events: deltas from 0 to 1, the scan from 1 to 2, the outputs from 2 to 3, the fallback to 4.
+  const auto [delta, scan, out, fallback] = time_launch_gaps<5>(state, plan.split ? 0 : 2, [&](cudaEvent_t* ev) {
     d::run_segments<d::DecayKind::key>(params, plan, nullptr, d::ForwardPhase::all, [&](auto delta_only) {
       constexpr bool kDelta = decltype(delta_only)::value;
       LCSM_CUDA_CHECK(cudaEventRecord(ev[kDelta ? 0 : 2]));
       d::launch_sm90<d::DecayKind::key, kExact, kDelta>(params, plan.max_items, nullptr);
       LCSM_CUDA_CHECK(cudaEventRecord(ev[kDelta ? 1 : 3]));
       if constexpr (!kDelta) {
-        d::RecurrenceParams fallback = params;
-        fallback.fallback_only = true;
-        d::launch_sm80<E, d::Sm80Traits<E, 128, d::kKeyGateValueTile, kExact, d::DecayKind::key>, false>(
-            fallback, plan.max_items, nullptr);
+        d::launch_key_gate_fallback<kExact>(params, plan.max_items, nullptr);
         LCSM_CUDA_CHECK(cudaEventRecord(ev[4]));
       }
     });
-  };
-  run();  // warm-up
-  LCSM_CUDA_CHECK(cudaDeviceSynchronize());
-  std::vector<double> deltas, scans, outputs, fallbacks;
-  for (auto _ : state) {
-    flush.run(nullptr);
-    run();
-    LCSM_CUDA_CHECK(cudaEventSynchronize(ev[4]));
-    float a = 0, b = 0, c = 0, f = 0;
-    if (plan.split) {
-      LCSM_CUDA_CHECK(cudaEventElapsedTime(&a, ev[0], ev[1]));
-      LCSM_CUDA_CHECK(cudaEventElapsedTime(&b, ev[1], ev[2]));
-    }
-    LCSM_CUDA_CHECK(cudaEventElapsedTime(&c, ev[2], ev[3]));
-    LCSM_CUDA_CHECK(cudaEventElapsedTime(&f, ev[3], ev[4]));
-    state.SetIterationTime((a + b + c + f) * 1e-3);
-    deltas.push_back(a * 1e-3), scans.push_back(b * 1e-3), outputs.push_back(c * 1e-3), fallbacks.push_back(f * 1e-3);
-  }
-  for (auto& e : ev) cudaEventDestroy(e);
+  });
   const double bytes = 4.0 * n * 2 + 4.0 * n;  // q, k, v, o and the gate
-  state.counters["delta_ms"] = median_of(deltas) * 1e3;
-  state.counters["scan_ms"] = median_of(scans) * 1e3;
-  state.counters["output_ms"] = median_of(outputs) * 1e3;
-  state.counters["fallback_ms"] = median_of(fallbacks) * 1e3;
-  state.counters["output_frac_copy"] = bytes / median_of(outputs) / copy_bandwidth();
+  state.counters["delta_ms"] = delta * 1e3;
+  state.counters["scan_ms"] = scan * 1e3;
+  state.counters["output_ms"] = out * 1e3;
+  state.counters["fallback_ms"] = fallback * 1e3;
+  state.counters["output_frac_copy"] = bytes / out / copy_bandwidth();
 }
 
 void shapes(benchmark::internal::Benchmark* b) {

@@ -63,35 +63,16 @@ void BM_forward_passes(benchmark::State& state) {
     state.SkipWithError("needs the sm_90a kernels (a Hopper GPU and an sm_90a build)");
     return;
   }
-  L2Flush& flush = l2_flush();
-  cudaEvent_t ev[4];
-  for (auto& e : ev) LCSM_CUDA_CHECK(cudaEventCreate(&e));
-  auto run = [&] {
+  // Events: deltas from 0 to 1, the scan from 1 to 2, the outputs from 2 to 3.
+  const auto [delta, scan, out] = time_launch_gaps<4>(state, plan.split ? 0 : 2, [&](cudaEvent_t* ev) {
     d::run_segments<d::DecayKind::head>(params, plan, nullptr, d::ForwardPhase::all, [&](auto delta_only) {
       constexpr bool kDelta = decltype(delta_only)::value;
       LCSM_CUDA_CHECK(cudaEventRecord(ev[kDelta ? 0 : 2]));
       d::launch_sm90<d::DecayKind::head, kExact, kDelta>(params, plan.max_items, nullptr);
       LCSM_CUDA_CHECK(cudaEventRecord(ev[kDelta ? 1 : 3]));
     });
-  };
-  run();  // warm-up
-  LCSM_CUDA_CHECK(cudaDeviceSynchronize());
-  std::vector<double> deltas, scans, outputs;
-  for (auto _ : state) {
-    flush.run(nullptr);
-    run();
-    LCSM_CUDA_CHECK(cudaEventSynchronize(ev[3]));
-    float a = 0, b = 0, c = 0;
-    if (plan.split) {
-      LCSM_CUDA_CHECK(cudaEventElapsedTime(&a, ev[0], ev[1]));
-      LCSM_CUDA_CHECK(cudaEventElapsedTime(&b, ev[1], ev[2]));
-    }
-    LCSM_CUDA_CHECK(cudaEventElapsedTime(&c, ev[2], ev[3]));
-    state.SetIterationTime((a + b + c) * 1e-3);
-    deltas.push_back(a * 1e-3), scans.push_back(b * 1e-3), outputs.push_back(c * 1e-3);
-  }
-  for (auto& e : ev) cudaEventDestroy(e);
-  const double delta = median_of(deltas), scan = median_of(scans), out = median_of(outputs), bw = copy_bandwidth();
+  });
+  const double bw = copy_bandwidth();
   const double delta_bytes = plan.split ? 0.5 * x.bytes() * (plan.segments_per_seq - 1) / plan.segments_per_seq : 0;
   state.counters["delta_ms"] = delta * 1e3;
   state.counters["scan_ms"] = scan * 1e3;

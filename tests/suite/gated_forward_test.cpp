@@ -38,6 +38,26 @@ void check_forward(const GatedCase& c, Dtype dtype, Order order = Order::recurre
   CHECK(vs.ok);
 }
 
+// Precision::fast: tensor-core backends round the state, the decayed operands and the scores to
+// bf16 once; judged against twice the bf16 yardstick whatever the input type (CPU backends ignore
+// it).
+void check_forward_fast(const GatedCase& c, Dtype dtype) {
+  const std::uint64_t seed = fresh_seed();
+  INFO(backend().name() << " " << name(dtype) << " fast " << c.str() << " seed=" << seed);
+  GatedProblemData p(c, dtype, seed);
+  p.spec.precision = Precision::fast;
+  Tensor o = p.output(), sT = p.state_output();
+  ops()->forward(p.spec, p.gate, p.q, p.k, p.v, o, p.initial(), &sT, p.offsets());
+  std::vector<double> ro, rs;
+  p.reference(ro, rs);
+  const Verdict vo = judge(o.to_double(), ro, tolerance(Dtype::bf16, ro, 2.0));
+  INFO("output: " << vo.str());
+  CHECK(vo.ok);
+  const Verdict vs = judge(sT.to_double(), rs, {1e-2, 1e-1});
+  INFO("final state: " << vs.str());
+  CHECK(vs.ok);
+}
+
 }  // namespace
 
 TEST_CASE("gated forward: sequence lengths around the tile", "[gated][forward]") {
@@ -352,7 +372,7 @@ TEST_CASE("gated forward: K = V = 128, gentle chunks and steep ones", "[gated][f
   // Tensor-core backends may run chunks whose cumulative gates stay small on a separable path and
   // hand the others to another (cuda: the vector gate's sm_90a kernel and its fallback): no, weak
   // and sparse gates (a strong token now and then: some segments change path midway), cut and
-  // uncut sequences, partial chunks, varlen; both precisions (fast judged as below).
+  // uncut sequences, partial chunks, varlen; both precisions.
   if (!ops()) return;
   for (GateKind g : kGates)
     for (Dtype dt : backend().dtypes()) {
@@ -361,46 +381,14 @@ TEST_CASE("gated forward: K = V = 128, gentle chunks and steep ones", "[gated][f
         check_forward(gated_case(g, 2, 700, 1, 128, 64, s, s != GateStrength::none), dt);
       }
       check_forward(gated_varlen_case(g, {1, 63, 1500, 64, 130}, 2, 128, 128, GateStrength::sparse, true), dt);
-      const std::uint64_t seed = fresh_seed();
-      const GatedCase c = gated_case(g, 1, 3000, 2, 128, 128, GateStrength::sparse, true);
-      INFO(backend().name() << " " << name(dt) << " fast " << c.str() << " seed=" << seed);
-      GatedProblemData p(c, dt, seed);
-      p.spec.precision = Precision::fast;
-      Tensor o = p.output(), sT = p.state_output();
-      ops()->forward(p.spec, p.gate, p.q, p.k, p.v, o, p.initial(), &sT, p.offsets());
-      std::vector<double> ro, rs;
-      p.reference(ro, rs);
-      const Verdict vo = judge(o.to_double(), ro, tolerance(Dtype::bf16, ro, 2.0));
-      INFO("output: " << vo.str());
-      CHECK(vo.ok);
-      const Verdict vs = judge(sT.to_double(), rs, {1e-2, 1e-1});
-      INFO("final state: " << vs.str());
-      CHECK(vs.ok);
+      check_forward_fast(gated_case(g, 1, 3000, 2, 128, 128, GateStrength::sparse, true), dt);
     }
 }
 
 TEST_CASE("gated forward: fast precision stays within bf16 rounding", "[gated][forward][precision]") {
-  // Precision::fast rounds the state, the decayed operands and the scores to bf16 once on
-  // tensor-core backends: judged against twice the bf16 yardstick whatever the input type. CPU
-  // backends ignore it.
-  if (!ops()) return;
+  if (!ops()) return;  // check_forward_fast says how it is judged
   for (GateKind g : kGates)
     for (Dtype dt : backend().dtypes())
-      for (bool state : {false, true}) {
-        const std::uint64_t seed = fresh_seed();
-        const GatedCase c = gated_case(g, 2, 700, 3, 128, 128, GateStrength::weak, state);
-        INFO(backend().name() << " " << name(dt) << " " << c.str() << " seed=" << seed);
-        GatedProblemData p(c, dt, seed);
-        p.spec.precision = Precision::fast;
-        Tensor o = p.output(), sT = p.state_output();
-        ops()->forward(p.spec, p.gate, p.q, p.k, p.v, o, p.initial(), &sT, p.offsets());
-        std::vector<double> ro, rs;
-        p.reference(ro, rs);
-        const Verdict vo = judge(o.to_double(), ro, tolerance(Dtype::bf16, ro, 2.0));
-        INFO("output: " << vo.str());
-        CHECK(vo.ok);
-        const Verdict vs = judge(sT.to_double(), rs, {1e-2, 1e-1});
-        INFO("final state: " << vs.str());
-        CHECK(vs.ok);
-      }
+      for (bool state : {false, true})
+        check_forward_fast(gated_case(g, 2, 700, 3, 128, 128, GateStrength::weak, state), dt);
 }

@@ -32,7 +32,6 @@
 #include "lcsm/cuda/primitives/copy.cuh"
 #include "lcsm/cuda/primitives/exp2.cuh"
 #include "lcsm/cuda/primitives/split_bf16.cuh"
-#include "lcsm/cuda/primitives/tma_sm90.cuh"
 
 namespace lcsm::cuda::detail {
 
@@ -57,29 +56,6 @@ __device__ __forceinline__ bool named_barrier_any(int id, int threads, bool x) {
       : "r"(static_cast<int>(x)), "r"(id), "r"(threads)
       : "memory");
   return any != 0;
-}
-
-// Where gate (t, k) of a stage lies, as a float index from the lo tiles' start (see above).
-template <class Tr>
-__device__ __forceinline__ int key_gate_word(int t, int k) {
-  return ((k >> 2) & 1) * (Tr::kLoTile / 2) + tile_offset<Tr::kChunk>(t, k & ~7) / 2 + (k & 3);
-}
-
-// The chunk's gates (rows >= c zero) by 16-byte cp.async into the stage, by the producer's threads.
-template <class Tr>
-__device__ __forceinline__ void load_key_gates(__nv_bfloat16* stage, const RecurrenceParams& p, const Item& it,
-                                               std::int64_t tg, int c, int h, int tid) {
-  float* gates = reinterpret_cast<float*>(stage + Tr::kLoTiles);
-  const float* head = p.log_gate + it.batch * p.sg.s0 + static_cast<std::int64_t>(h) * p.sg.s2;
-  constexpr int kQuads = Tr::kKeys / 4;
-  static_assert(Tr::kChunk * kQuads % Tr::kProducerThreads == 0, "whole passes");
-#pragma unroll 4
-  for (int i = tid; i < Tr::kChunk * kQuads; i += Tr::kProducerThreads) {
-    const int r = i / kQuads, k = (i % kQuads) * 4;
-    float* dst = gates + key_gate_word<Tr>(r, k);
-    if (r < c) cp_async_16(dst, head + (tg + r) * p.sg.s1 + k);
-    else *reinterpret_cast<float4*>(dst) = make_float4(0.f, 0.f, 0.f, 0.f);
-  }
 }
 
 // L += g log2(e) as an unevaluated pair (hi, lo): each product's rounding error (TwoProduct by
@@ -163,8 +139,8 @@ __device__ __forceinline__ bool key_gate_transform(__nv_bfloat16* stage, int key
   return gentle;
 }
 
-// The producer warpgroup under the vector gate: loads as produce_chunks (tiles_sm90.cuh) plus the
-// gates, then each chunk's transform once it has landed, announced on `ready` (the consumers wait
+// The producer warpgroup under the vector gate: loads as produce_chunks (tiles_sm90.cuh, load_stage),
+// then each chunk's transform once it has landed, announced on `ready` (the consumers wait
 // there, not on `full`). Loads run S - 2 chunks ahead of the transform (S: the ring's stages: none
 // in the output launch's two, so nothing is in flight when it stops), so that a stage is asked for
 // only once the consumers are about to be done with it.
@@ -181,25 +157,7 @@ __device__ __forceinline__ void produce_key_gate_chunks(__nv_bfloat16* smem, std
     if (round > 0) mbarrier_wait(&empty[s], (round - 1) & 1);
     const std::int64_t t = it.begin + n * C, tg = it.start + t;
     const int c = static_cast<int>(it.end - t < C ? it.end - t : C);
-    __nv_bfloat16* stage = smem + s * Tr::kStage;
-    load_key_gates<Tr>(stage, p, it, tg, c, h, tid);
-    if (maps.valid && c == C) {
-      mbarrier_arrive_on_copies(&full[s]);
-      if (tid == 0) {  // this arrival also releases thread 0's stores, as the others' below do
-        mbarrier_arrive_expect_tx(&full[s], static_cast<std::uint32_t>(Tr::kStageTiles * sizeof(__nv_bfloat16)));
-        const int b = static_cast<int>(it.batch);
-        if (!kDeltaOnly) tma_tile<C, Tr::kKeys>(stage, &maps.q, static_cast<int>(h * p.sq.s2), tg, b, &full[s]);
-        tma_tile<C, Tr::kKeys>(stage + Tr::kQ, &maps.k, static_cast<int>(h * p.sk.s2), tg, b, &full[s]);
-        tma_tile<C, Tr::kValueTile>(stage + Tr::kQ + Tr::kK, &maps.v, static_cast<int>(h * p.sv.s2 + c0), tg, b,
-                                    &full[s]);
-      } else {
-        mbarrier_arrive(&full[s]);
-      }
-    } else {
-      load_wgmma_chunk<Tr, kDeltaOnly>(stage, p, it, tg, c, h, c0, tid);
-      mbarrier_arrive_on_copies(&full[s]);
-      mbarrier_arrive(&full[s]);
-    }
+    load_stage<Tr, kDeltaOnly>(smem + s * Tr::kStage, &full[s], p, maps, it, tg, c, h, c0, tid);
   };
   double segment_log2 = 0;  // the delta launch's total log2-decay of this thread's key
   std::int64_t issued = 0;

@@ -39,6 +39,17 @@ void launch_sm80(const RecurrenceParams& p, std::int64_t items, cudaStream_t str
   LCSM_CUDA_CHECK(cudaGetLastError());
 }
 
+// Behind the vector gate's sm_90a output launch: the mma.sync kernel on the CTAs that launch flagged
+// (their chunks left the separable range, key_gate_sm90.cuh); the same grid, the others return.
+template <bool kExact>
+void launch_key_gate_fallback(const RecurrenceParams& p, std::int64_t items, cudaStream_t stream) {
+  using T = __nv_bfloat16;
+  RecurrenceParams fallback = p;
+  fallback.fallback_only = true;
+  launch_sm80<T, Sm80Traits<T, kKeyGateSm90Keys, kKeyGateValueTile, kExact, DecayKind::key>, false>(fallback, items,
+                                                                                                    stream);
+}
+
 template <DecayKind kDecay, bool kExact, bool kDeltaOnly, bool kRowDots = false>
 void launch_sm90(const RecurrenceParams& p, std::int64_t items, cudaStream_t stream) {
   using Tr = Sm90Traits<kExact, kDecay, kDeltaOnly>;

@@ -183,15 +183,9 @@ void run_forward(RecurrenceParams p, const ChunkPlan& plan, const Device& device
         constexpr bool kDelta = decltype(delta_only)::value;
         if (exact) launch_sm90<kDecay, true, kDelta>(p, plan.max_items, device.stream);
         else launch_sm90<kDecay, false, kDelta>(p, plan.max_items, device.stream);
-        if constexpr (!kDelta) {  // the segments whose chunks left the separable range (key_gate_sm90.cuh)
-          RecurrenceParams fallback = p;
-          fallback.fallback_only = true;
-          if (exact)
-            launch_sm80<T, Sm80Traits<T, 128, kKeyGateValueTile, true, kDecay>, false>(fallback, plan.max_items,
-                                                                                       device.stream);
-          else
-            launch_sm80<T, Sm80Traits<T, 128, kKeyGateValueTile, false, kDecay>, false>(fallback, plan.max_items,
-                                                                                        device.stream);
+        if constexpr (!kDelta) {
+          if (exact) launch_key_gate_fallback<true>(p, plan.max_items, device.stream);
+          else launch_key_gate_fallback<false>(p, plan.max_items, device.stream);
         }
       });
     } else if constexpr (std::is_same_v<T, __nv_bfloat16> && kDecay != DecayKind::value &&

@@ -67,11 +67,39 @@ __device__ __forceinline__ void load_swizzled(__nv_bfloat16* tile, const __nv_bf
   }
 }
 
-// The scalar gate's log-gates of one chunk (rows >= c zero) after the stage's tiles.
+// Where the vector gate's gate (t, k) lies in a stage, as a float index from the lo tiles' start:
+// the four gates of keys 8j..8j+3 of row t where Q~'s lo tile keeps its 16-byte group (t, 8j), those
+// of keys 8j+4..8j+7 where K^'s does (chunked/key_gate_sm90.cuh transforms them in place).
+template <class Tr>
+__device__ __forceinline__ int key_gate_word(int t, int k) {
+  return ((k >> 2) & 1) * (Tr::kLoTile / 2) + tile_offset<Tr::kChunk>(t, k & ~7) / 2 + (k & 3);
+}
+
+// The vector gate's gates of one chunk (rows >= c zero) by 16-byte cp.async, by the producer's threads.
+template <class Tr>
+__device__ __forceinline__ void load_key_gates(__nv_bfloat16* stage, const RecurrenceParams& p, const Item& it,
+                                               std::int64_t tg, int c, int h, int tid) {
+  float* gates = reinterpret_cast<float*>(stage + Tr::kLoTiles);
+  const float* head = p.log_gate + it.batch * p.sg.s0 + static_cast<std::int64_t>(h) * p.sg.s2;
+  constexpr int kQuads = Tr::kKeys / 4;
+  static_assert(Tr::kChunk * kQuads % Tr::kProducerThreads == 0, "whole passes");
+#pragma unroll 4
+  for (int i = tid; i < Tr::kChunk * kQuads; i += Tr::kProducerThreads) {
+    const int r = i / kQuads, k = (i % kQuads) * 4;
+    float* dst = gates + key_gate_word<Tr>(r, k);
+    if (r < c) cp_async_16(dst, head + (tg + r) * p.sg.s1 + k);
+    else *reinterpret_cast<float4*>(dst) = make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+}
+
+// The chunk's gates after the stage's tiles: the scalar gate's log-gates (rows >= c zero), or the
+// vector gate's (load_key_gates).
 template <class Tr>
 __device__ __forceinline__ void load_chunk_gates(__nv_bfloat16* stage, const RecurrenceParams& p, const Item& it,
                                                  std::int64_t tg, int c, int h, int tid) {
-  if constexpr (Tr::kTokenGate) {
+  if constexpr (Tr::kKeyGate) {
+    load_key_gates<Tr>(stage, p, it, tg, c, h, tid);
+  } else if constexpr (Tr::kTokenGate) {
     float* gates = reinterpret_cast<float*>(stage + Tr::kStageTiles);
     for (int r = tid; r < Tr::kChunk; r += Tr::kProducerThreads) {
       if (r < c) load_token_gate(gates + r, p, it.batch, it.start, tg + r, h);
@@ -171,11 +199,36 @@ __device__ __forceinline__ void tma_tile(__nv_bfloat16* tile, const CUtensorMap*
     tma_load_3d(tile + half * kRows * 64, map, {col0 + half * 64, static_cast<int>(tg), b}, bar);
 }
 
-// The producer warpgroup: every chunk of the segment into the ring, a stage once both consumers
-// have released it. A stage's `full` barrier counts each producer thread twice: once when its
-// cp.async copies land, once (release) for its zero-fill stores. A whole chunk goes by TMA when the
-// maps are valid: thread 0's second arrival expects the tiles' bytes, and it then issues the copies
-// (the gates stay cp.async).
+// One chunk (c rows at token tg) into a free stage, counted on its `full` barrier, which counts each
+// producer thread twice: once when its cp.async copies land, once (release) for its zero-fill
+// stores. A whole chunk goes by TMA when the maps are valid: thread 0's second arrival expects the
+// tiles' bytes, and it then issues the copies (the gates stay cp.async).
+template <class Tr, bool kDeltaOnly>
+__device__ __forceinline__ void load_stage(__nv_bfloat16* stage, std::uint64_t* full, const RecurrenceParams& p,
+                                           const TileMaps& maps, const Item& it, std::int64_t tg, int c, int h, int c0,
+                                           int tid) {
+  if (maps.valid && c == Tr::kChunk) {
+    load_chunk_gates<Tr>(stage, p, it, tg, c, h, tid);
+    mbarrier_arrive_on_copies(full);
+    if (tid == 0) {  // this arrival also releases thread 0's stores, as the others' below do
+      mbarrier_arrive_expect_tx(full, static_cast<std::uint32_t>(Tr::kStageTiles * sizeof(__nv_bfloat16)));
+      const int b = static_cast<int>(it.batch);
+      if (!kDeltaOnly) tma_tile<Tr::kChunk, Tr::kKeys>(stage, &maps.q, static_cast<int>(h * p.sq.s2), tg, b, full);
+      tma_tile<Tr::kChunk, Tr::kKeys>(stage + Tr::kQ, &maps.k, static_cast<int>(h * p.sk.s2), tg, b, full);
+      tma_tile<Tr::kChunk, Tr::kValueTile>(stage + Tr::kQ + Tr::kK, &maps.v, static_cast<int>(h * p.sv.s2 + c0), tg, b,
+                                           full);
+    } else {
+      mbarrier_arrive(full);
+    }
+  } else {
+    load_wgmma_chunk<Tr, kDeltaOnly>(stage, p, it, tg, c, h, c0, tid);
+    mbarrier_arrive_on_copies(full);
+    mbarrier_arrive(full);
+  }
+}
+
+// The producer warpgroup: every chunk of the segment into the ring (load_stage), a stage once both
+// consumers have released it.
 template <class Tr, bool kDeltaOnly>
 __device__ __forceinline__ void produce_chunks(__nv_bfloat16* smem, std::uint64_t* full, std::uint64_t* empty,
                                                const RecurrenceParams& p, const TileMaps& maps, const Item& it, int h,
@@ -187,26 +240,7 @@ __device__ __forceinline__ void produce_chunks(__nv_bfloat16* smem, std::uint64_
     if (round > 0) mbarrier_wait(&empty[s], (round - 1) & 1);
     const int c = static_cast<int>(it.end - t < Tr::kChunk ? it.end - t : Tr::kChunk);
     const std::int64_t tg = it.start + t;
-    __nv_bfloat16* stage = smem + s * Tr::kStage;
-    if (maps.valid && c == Tr::kChunk) {
-      load_chunk_gates<Tr>(stage, p, it, tg, c, h, tid);
-      mbarrier_arrive_on_copies(&full[s]);
-      if (tid == 0) {  // this arrival also releases thread 0's stores, as the others' below do
-        mbarrier_arrive_expect_tx(&full[s], static_cast<std::uint32_t>(Tr::kStageTiles * sizeof(__nv_bfloat16)));
-        const int b = static_cast<int>(it.batch);
-        if (!kDeltaOnly)
-          tma_tile<Tr::kChunk, Tr::kKeys>(stage, &maps.q, static_cast<int>(h * p.sq.s2), tg, b, &full[s]);
-        tma_tile<Tr::kChunk, Tr::kKeys>(stage + Tr::kQ, &maps.k, static_cast<int>(h * p.sk.s2), tg, b, &full[s]);
-        tma_tile<Tr::kChunk, Tr::kValueTile>(stage + Tr::kQ + Tr::kK, &maps.v, static_cast<int>(h * p.sv.s2 + c0), tg,
-                                             b, &full[s]);
-      } else {
-        mbarrier_arrive(&full[s]);
-      }
-    } else {
-      load_wgmma_chunk<Tr, kDeltaOnly>(stage, p, it, tg, c, h, c0, tid);
-      mbarrier_arrive_on_copies(&full[s]);
-      mbarrier_arrive(&full[s]);
-    }
+    load_stage<Tr, kDeltaOnly>(smem + s * Tr::kStage, &full[s], p, maps, it, tg, c, h, c0, tid);
   }
 }
 
