@@ -28,6 +28,7 @@
 #include <cstdint>
 
 #include "lcsm/cuda/chunked/decay.cuh"
+#include "lcsm/cuda/chunked/key_gate_halves_sm90.cuh"
 #include "lcsm/cuda/chunked/key_gate_sm90.cuh"
 #include "lcsm/cuda/chunked/params.cuh"
 #include "lcsm/cuda/chunked/row_dots_sm90.cuh"
@@ -70,7 +71,7 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
   auto decay = [&] {
     if constexpr (Tr::kTokenGate)
       return TokenDecay<C>::make(reinterpret_cast<float4*>(wgmma_smem + Tr::kOffDecay) +
-                                 (threadIdx.x < 128 ? 0 : threadIdx.x / 32 - 4) * C);  // consumer warps
+                                 (threadIdx.x < 128 ? 0 : threadIdx.x / 32 - 4 * Tr::kProducerGroups) * C);
     else if constexpr (Tr::kKeyGate) return KeyGateNoDecay{};
     else return HeadDecay::make<C>(p, h, reinterpret_cast<float*>(wgmma_smem + Tr::kOffDecay));
   }();
@@ -80,22 +81,32 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
     for (int s = 0; s < Tr::kStages; ++s) {
       mbarrier_init(&full[s], 2 * Tr::kProducerThreads);
       mbarrier_init(&empty[s], Tr::kConsumers * 128);
-      if (Tr::kKeyGate) mbarrier_init(&ready[s], Tr::kProducerThreads);
+      if (Tr::kKeyGate) mbarrier_init(&ready[s], Tr::kTransformThreads);
     }
     mbarrier_init_fence();
   }
   __syncthreads();  // the barriers and the lambda^p table; the only CTA-wide barrier
 
-  if (wg == 0) {
+  // Register budgets: the launch gives each thread 64K / kThreads (168 or 128).
+  constexpr int kLaunchRegisters = 65536 / Tr::kThreads / 8 * 8;
+  if (wg == 0 && !Tr::kHalves) {
     registers_decrease<Tr::kProducerRegisters>();
-    if constexpr (Tr::kKeyGate)
-      produce_key_gate_chunks<Tr, kDeltaOnly>(smem, full, empty, ready, p, maps, it, h, tile_c0, item_index,
-                                              bc.value_block);
-    else produce_chunks<Tr, kDeltaOnly>(smem, full, empty, p, maps, it, h, tile_c0);
+    produce_chunks<Tr, kDeltaOnly>(smem, full, empty, p, maps, it, h, tile_c0);
     return;
   }
-  registers_increase<Tr::kConsumerRegisters>();
-  const int cw = wg - 1, warp = threadIdx.x / 32 % 4, lane = threadIdx.x % 32, wg_thread = threadIdx.x % 128;
+  if constexpr (Tr::kKeyGate) {
+    if (wg < Tr::kProducerGroups) {
+      if constexpr (Tr::kTransformRegisters < kLaunchRegisters) registers_decrease<Tr::kTransformRegisters>();
+      if constexpr (Tr::kHalves)
+        transform_key_gate_halves<Tr, kDeltaOnly>(smem, full, empty, ready, p, maps, it, h, tile_c0, item_index,
+                                                  bc.value_block, wg);
+      else transform_key_gate_chunks<Tr, kDeltaOnly>(smem, full, empty, ready, p, it, h, item_index, bc.value_block);
+      return;
+    }
+  }
+  if constexpr (Tr::kConsumerRegisters > kLaunchRegisters) registers_increase<Tr::kConsumerRegisters>();
+  const int cw = wg - Tr::kProducerGroups, warp = threadIdx.x / 32 % 4, lane = threadIdx.x % 32,
+            wg_thread = threadIdx.x % 128;
   const int K = p.key_dim, V = p.value_dim, c0 = tile_c0 + cw * Tr::kValues;
   double segment_log2 = 0;  // the segment's total log2-decay (scalar gate)
 
@@ -198,7 +209,7 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
   auto query_lo = [](const __nv_bfloat16* sQ) { return sQ + Tr::kLoTiles; };
   auto key_lo = [](const __nv_bfloat16* sK) { return sK - Tr::kQ + Tr::kLoTiles + Tr::kLoTile; };
   // This chunk's tiles have landed (the vector gate's: and are transformed); the token gate's
-  // factors. False: the vector gate's producer stopped at this chunk (key_gate_sm90.cuh).
+  // factors. False: the vector gate's transform stopped at this chunk (key_gate_sm90.cuh).
   auto chunk_start = [&](int n) {
     mbarrier_wait(&(Tr::kKeyGate ? ready : full)[n % Tr::kStages], (n / Tr::kStages) & 1);
     if constexpr (Tr::kTokenGate) {

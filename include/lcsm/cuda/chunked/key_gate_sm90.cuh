@@ -1,5 +1,5 @@
-// The vector gate on the sm_90a kernel (chunked/fwd_sm90.cuh): its producer warpgroup loads a
-// chunk and then *transforms* it, so that the consumers run lightning's products on decayed tiles.
+// The vector gate on the sm_90a kernel (chunked/fwd_sm90.cuh): a warpgroup of its own *transforms*
+// each chunk the producer has loaded, so that the consumers run lightning's products on decayed tiles.
 // Per chunk of C = 64 tokens, with L_t the cumulative log2-gate of token t inside the chunk (per
 // key, a compensated float pair as in key_gate_sm80.cuh) and T = L_{C-1}:
 //   output launch   Q~ = q 2^L, K^ = k 2^-L  over q and k (hi), their lo terms over the gates
@@ -9,15 +9,17 @@
 // K^ carries 2^{-L}, which is safe only while |L| <= kKeyGateSeparable (2^64 at most, bf16 and
 // float have the range; each product q 2^{L_t} k 2^{-L_s} keeps the relative rounding of the
 // elementwise factor). The delta launch needs no such bound (every exponent <= 0). A chunk of the
-// output launch beyond it ends the CTA's work: its producer sets the CTA's fallback flag
-// (params.cuh) and the verdict word of the stage, the consumers stop, and the mma.sync kernel runs
+// output launch beyond it ends the CTA's work: the transform sets the CTA's fallback flag
+// (params.cuh) and the verdict word of the stage, the consumers and the producer stop (the
+// producer once its copies in flight have landed), and the mma.sync kernel runs
 // that CTA's whole segment again (launch.cuh), with its elementwise diagonal for steep chunks.
 //
 // In place: the thread of key k reads its gate, q and k of each row and writes the decayed values
 // where it read them. The gates are loaded so that this works for the lo terms too: the four gates
 // of keys 8j..8j+3 of row t lie where Q~'s lo tile keeps its 16-byte group (t, 8j), the gates of
 // keys 8j+4..8j+7 where K^'s does; the eight threads of a key group swap their lo terms by shuffles,
-// and each writes the one 32-bit word it read its gate from. Device code.
+// and each writes the one 32-bit word it read its gate from. (A prepared form without the shuffles,
+// on two transform warpgroups: key_gate_halves_sm90.cuh.) Device code.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -73,8 +75,8 @@ struct GateSum {
   }
 };
 
-// The transform of one landed stage by the thread of key `key` (all 128 producer threads, in
-// step: the shuffles). Returns whether its |L| stayed within kKeyGateSeparable (false for NaN);
+// The transform of one landed stage by the thread of key `key` (the 128 threads of the transform
+// warpgroup, in step: the shuffles). Returns whether its |L| stayed within kKeyGateSeparable (false for NaN);
 // T = (total.x, total.y).
 template <class Tr, bool kDeltaOnly>
 __device__ __forceinline__ bool key_gate_transform(__nv_bfloat16* stage, int key, float2& total) {
@@ -91,7 +93,7 @@ __device__ __forceinline__ bool key_gate_transform(__nv_bfloat16* stage, int key
   // Eight rows at a time (a swizzle period): the block's loads first, then its math and stores.
   // Row by row, each row's stores into the tiles might alias the next row's loads for all the
   // compiler knows, and every row's whole latency (loads, exponentials, shuffles) would be exposed.
-  constexpr int kRows = 8;
+  constexpr int kRows = Tr::kTransformRows;
   if constexpr (kDeltaOnly) {  // T first: K~'s exponents are T - L
     for (int t0 = 0; t0 < C; t0 += kRows) {
       float g[kRows];
@@ -139,44 +141,36 @@ __device__ __forceinline__ bool key_gate_transform(__nv_bfloat16* stage, int key
   return gentle;
 }
 
-// The producer warpgroup under the vector gate: loads as produce_chunks (tiles_sm90.cuh, load_stage),
-// then each chunk's transform once it has landed, announced on `ready` (the consumers wait
-// there, not on `full`). Loads run S - 2 chunks ahead of the transform (S: the ring's stages: none
-// in the output launch's two, so nothing is in flight when it stops), so that a stage is asked for
-// only once the consumers are about to be done with it.
+// The transform warpgroup under the vector gate: each chunk once it has landed (the producer
+// warpgroup loads them as for every decay, produce_chunks in tiles_sm90.cuh), announced on `ready`
+// (the consumers wait there, not on `full`). At a steep chunk of the output launch it sets the
+// CTA's fallback flag and the stage's verdict, and releases the stage in the consumers' place (they
+// stop there): that is how the producer learns to stop loading.
 template <class Tr, bool kDeltaOnly>
-__device__ __forceinline__ void produce_key_gate_chunks(__nv_bfloat16* smem, std::uint64_t* full, std::uint64_t* empty,
-                                                        std::uint64_t* ready, const RecurrenceParams& p,
-                                                        const TileMaps& maps, const Item& it, int h, int c0,
-                                                        std::int64_t item_index, int value_block) {
+__device__ __forceinline__ void transform_key_gate_chunks(__nv_bfloat16* smem, std::uint64_t* full,
+                                                          std::uint64_t* empty, std::uint64_t* ready,
+                                                          const RecurrenceParams& p, const Item& it, int h,
+                                                          std::int64_t item_index, int value_block) {
   constexpr int C = Tr::kChunk, S = Tr::kStages;
-  const int tid = static_cast<int>(threadIdx.x);
+  const int key = static_cast<int>(threadIdx.x % 128);
   const std::int64_t chunks = (it.end - it.begin + C - 1) / C;
-  auto issue = [&](std::int64_t n) {
-    const int s = static_cast<int>(n % S), round = static_cast<int>(n / S);
-    if (round > 0) mbarrier_wait(&empty[s], (round - 1) & 1);
-    const std::int64_t t = it.begin + n * C, tg = it.start + t;
-    const int c = static_cast<int>(it.end - t < C ? it.end - t : C);
-    load_stage<Tr, kDeltaOnly>(smem + s * Tr::kStage, &full[s], p, maps, it, tg, c, h, c0, tid);
-  };
   double segment_log2 = 0;  // the delta launch's total log2-decay of this thread's key
-  std::int64_t issued = 0;
   for (std::int64_t n = 0; n < chunks; ++n) {
-    while (issued < chunks && issued <= n + S - 2) issue(issued++);
     const int s = static_cast<int>(n % S);
     mbarrier_wait(&full[s], static_cast<std::uint32_t>((n / S) & 1));
     __nv_bfloat16* stage = smem + s * Tr::kStage;
     float2 total;
-    const bool gentle = key_gate_transform<Tr, kDeltaOnly>(stage, tid, total);
-    reinterpret_cast<float*>(stage + Tr::kFactors)[tid] = exp2_pair(total.x, total.y);
+    const bool gentle = key_gate_transform<Tr, kDeltaOnly>(stage, key, total);
+    reinterpret_cast<float*>(stage + Tr::kFactors)[key] = exp2_pair(total.x, total.y);
     if constexpr (kDeltaOnly) {
       segment_log2 += static_cast<double>(total.x) + static_cast<double>(total.y);
     } else {
-      const bool steep = named_barrier_any(3, Tr::kProducerThreads, !gentle);
-      if (tid == 0) *reinterpret_cast<int*>(stage + Tr::kVerdict) = steep;
-      if (steep) {  // nothing is in flight (S = 2: the traits assert it); the consumers stop here
-        if (tid == 0) p.fallback_flags[blockIdx.x] = 1;
+      const bool steep = named_barrier_any(3, 128, !gentle);
+      if (key == 0) *reinterpret_cast<int*>(stage + Tr::kVerdict) = steep;
+      if (steep) {
+        if (key == 0) p.fallback_flags[blockIdx.x] = 1;
         mbarrier_arrive(&ready[s]);
+        for (int c = 0; c < Tr::kConsumers; ++c) mbarrier_arrive(&empty[s]);  // counts a thread of each consumer
         return;
       }
     }
@@ -184,7 +178,7 @@ __device__ __forceinline__ void produce_key_gate_chunks(__nv_bfloat16* smem, std
     mbarrier_arrive(&ready[s]);
   }
   if (kDeltaOnly && value_block == 0)
-    p.segment_log_decay[(item_index * p.heads + h) * p.key_dim + tid] = static_cast<float>(segment_log2);
+    p.segment_log_decay[(item_index * p.heads + h) * p.key_dim + key] = static_cast<float>(segment_log2);
 }
 
 }  // namespace lcsm::cuda::detail

@@ -83,7 +83,7 @@ __device__ __forceinline__ void load_key_gates(__nv_bfloat16* stage, const Recur
   const float* head = p.log_gate + it.batch * p.sg.s0 + static_cast<std::int64_t>(h) * p.sg.s2;
   constexpr int kQuads = Tr::kKeys / 4;
   static_assert(Tr::kChunk * kQuads % Tr::kProducerThreads == 0, "whole passes");
-#pragma unroll 4
+#pragma unroll 1
   for (int i = tid; i < Tr::kChunk * kQuads; i += Tr::kProducerThreads) {
     const int r = i / kQuads, k = (i % kQuads) * 4;
     float* dst = gates + key_gate_word<Tr>(r, k);
@@ -228,20 +228,29 @@ __device__ __forceinline__ void load_stage(__nv_bfloat16* stage, std::uint64_t* 
 }
 
 // The producer warpgroup: every chunk of the segment into the ring (load_stage), a stage once both
-// consumers have released it.
+// consumers have released it. The vector gate's output launch stops at a steep chunk: its stage is
+// then released with the verdict set (key_gate_sm90.cuh), and the producer issues nothing more and
+// waits for what it has in flight, as it does after the last chunk (no copy may outlive the CTA).
 template <class Tr, bool kDeltaOnly>
 __device__ __forceinline__ void produce_chunks(__nv_bfloat16* smem, std::uint64_t* full, std::uint64_t* empty,
                                                const RecurrenceParams& p, const TileMaps& maps, const Item& it, int h,
                                                int c0) {
+  constexpr bool kStoppable = Tr::kKeyGate && !kDeltaOnly;
   const int tid = static_cast<int>(threadIdx.x);
   int n = 0;
   for (std::int64_t t = it.begin; t < it.end; t += Tr::kChunk, ++n) {
     const int s = n % Tr::kStages, round = n / Tr::kStages;
-    if (round > 0) mbarrier_wait(&empty[s], (round - 1) & 1);
+    if (round > 0) {
+      mbarrier_wait(&empty[s], (round - 1) & 1);
+      if (kStoppable && *reinterpret_cast<const int*>(smem + s * Tr::kStage + Tr::kVerdict)) break;
+    }
     const int c = static_cast<int>(it.end - t < Tr::kChunk ? it.end - t : Tr::kChunk);
     const std::int64_t tg = it.start + t;
     load_stage<Tr, kDeltaOnly>(smem + s * Tr::kStage, &full[s], p, maps, it, tg, c, h, c0, tid);
   }
+  if constexpr (kStoppable)
+    for (int j = n > Tr::kStages ? n - Tr::kStages : 0; j < n; ++j)
+      mbarrier_wait(&full[j % Tr::kStages], (j / Tr::kStages) & 1);
 }
 
 }  // namespace lcsm::cuda::detail

@@ -11,6 +11,11 @@
 #ifndef LCSM_CUDA_SM90_FAST_ROTATED
 #define LCSM_CUDA_SM90_FAST_ROTATED 0
 #endif
+// A knob, prepared and not yet run (docs/building.md): the vector gate's transform on two
+// warpgroups, half a chunk's rows each, the first also issuing the loads (key_gate_halves_sm90.cuh).
+#ifndef LCSM_CUDA_SM90_KEY_GATE_HALVES
+#define LCSM_CUDA_SM90_KEY_GATE_HALVES 0
+#endif
 
 namespace lcsm::cuda::detail {
 
@@ -23,12 +28,27 @@ struct Sm90Traits {
                 "the value gate and cosFormer run on the mma.sync kernel");
   static constexpr bool kTokenGate = kDecay == DecayKind::token;
   static constexpr bool kKeyGate = kDecay == DecayKind::key;  // chunked/key_gate_sm90.cuh
-  // kValues per consumer warpgroup, kValueTile per CTA; one producer warpgroup.
+  // kValues per consumer warpgroup, kValueTile per CTA. A producer warpgroup loads the stages
+  // (kProducerThreads); under the vector gate a second one transforms them (key_gate_sm90.cuh), so
+  // that the loads run ahead as far as the ring allows instead of waiting for each transform. The
+  // prepared kHalves form: both transform, half the rows each, and the first loads too.
+  static constexpr bool kHalves = kKeyGate && LCSM_CUDA_SM90_KEY_GATE_HALVES;
   static constexpr int kChunk = 64, kKeys = 128, kValues = 64, kValueTile = 128;
-  static constexpr int kConsumers = 2, kProducerThreads = 128, kThreads = 128 * (1 + kConsumers);
-  // 128 x 56 + 256 x 224 <= 64K. The vector gate's producer also transforms the stages: 112
-  // registers (its eight-row blocks), and its consumers fit in 192 (no spills either side).
-  static constexpr int kProducerRegisters = kKeyGate ? 112 : 56, kConsumerRegisters = kKeyGate ? 192 : 224;
+  static constexpr int kProducerGroups = kKeyGate ? 2 : 1, kConsumers = 2, kProducerThreads = 128;
+  static constexpr int kTransformThreads = kHalves ? 256 : 128;
+  static constexpr int kThreads = 128 * (kProducerGroups + kConsumers);
+  // Registers, 64K a CTA: 128 x 56 + 256 x 224. The vector gate's output launch: loads 64, the
+  // transform 80 (kHalves: two of 72) and the consumers 184 (no spills; kHalves spills 84 bytes);
+  // its delta launch, whose consumers keep only the state: 72, 128 and 128 (kHalves: 128 each).
+  static constexpr int kProducerRegisters = kHalves ? (kDeltaOnly ? 128 : 72) : kKeyGate ? (kDeltaOnly ? 72 : 64) : 56;
+  static constexpr int kTransformRegisters = kHalves ? kProducerRegisters : kDeltaOnly ? 128 : 80;
+  static constexpr int kConsumerRegisters = kKeyGate ? (kDeltaOnly ? 128 : 184) : 224;
+  static_assert(128 * (kProducerRegisters + (kKeyGate ? kTransformRegisters : 0) + kConsumers * kConsumerRegisters) <=
+                    65536,
+                "registers");
+  // Rows a transform thread loads before their math (key_gate_sm90.cuh): eight (a swizzle period)
+  // where its registers allow, four in the output launch's 80.
+  static constexpr int kTransformRows = kTransformRegisters >= 112 ? 8 : 4;
   // Swizzled tiles (tiles_sm90.cuh), bf16 elements; a stage ends with the chunk's gates (floats).
   // The pattern repeats every 1024 bytes: every stage starts on such a boundary.
   static constexpr int kQ = kDeltaOnly ? 0 : kChunk * kKeys, kK = kChunk * kKeys, kV = kChunk * kValueTile;
@@ -76,7 +96,6 @@ struct Sm90Traits {
   static constexpr int kSmemBytes = kOffBarriers + kBarriersPerStage * kStages * 8;
   static_assert(kSmemBytes == smem_bytes(kStages), "smem_bytes and the offsets disagree");
   static_assert(kSmemBytes <= 227 * 1024, "stages do not fit in shared memory");
-  static_assert(!kKeyGate || kDeltaOnly || kStages == 2, "the vector gate's producer stops with no loads in flight");
   static_assert(!(kKeyGate && kRotated), "the rotated loop has no way to stop at a steep chunk");
 };
 
