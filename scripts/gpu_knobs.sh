@@ -47,10 +47,11 @@ case "${1:-}" in
     tail -n 2 "$out/knob_suite.txt"
     subset='lightning forward: head dimensions,lightning decode: many sequences*,gated decode: many sequences*'
     subset="$subset,lightning backward: varlen and strided memory,gated backward: varlen and strided memory"
+    subset="$subset,gated forward: K = V = 128*,cuda vector gate: gentle*"
     LCSM_TEST_DTYPES=bf16 timeout 200 compute-sanitizer --tool racecheck --error-exitcode 9 .knobs/lcsm_tests_cuda \
       --rng-seed 1 "$subset" >"$out/knob_racecheck.txt" 2>&1 || echo "knob racecheck: failed (exit $?)"
     grep -E 'RACECHECK SUMMARY|passed|failed' "$out/knob_racecheck.txt" | tail -n 2
-    filter=${LCSM_KNOBS_AB_FILTER:-'BM_copy|BM_forward(_fast)?<__nv_bfloat16>/B:1/T:(65536|1048576)|BM_forward_passes|BM_(lightning|scalar_gate)_training_step<bf16>/B:1/T:(16384|65536)/|BM_(scalar_gate_|vector_gate_)?decode/B:64'}
+    filter=${LCSM_KNOBS_AB_FILTER:-'BM_copy|BM_forward(_fast)?<__nv_bfloat16>/B:1/T:(65536|1048576)|BM_forward_passes|BM_(lightning|scalar_gate)_training_step<bf16>/B:1/T:(16384|65536)/|BM_(scalar_gate_|vector_gate_)?decode/B:64|BM_vector_gate_(forward|passes)(_fast)?<bf16>/B:1/T:(65536|1048576)/'}
     LCSM_AB_FILTER=$filter bash scripts/gpu_ab.sh run 2
     ;;
   *)
