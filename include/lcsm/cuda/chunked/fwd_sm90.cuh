@@ -97,10 +97,14 @@ __global__ void __launch_bounds__(Sm90Traits<kExact, kDecay>::kThreads, 1)
   if constexpr (Tr::kKeyGate) {
     if (wg < Tr::kProducerGroups) {
       if constexpr (Tr::kTransformRegisters < kLaunchRegisters) registers_decrease<Tr::kTransformRegisters>();
-      if constexpr (Tr::kHalves)
-        transform_key_gate_halves<Tr, kDeltaOnly>(smem, full, empty, ready, p, maps, it, h, tile_c0, item_index,
-                                                  bc.value_block, wg);
-      else transform_key_gate_chunks<Tr, kDeltaOnly>(smem, full, empty, ready, p, it, h, item_index, bc.value_block);
+      if constexpr (Tr::kHalves) {
+        if (wg == 0)
+          transform_key_gate_halves<Tr, kDeltaOnly, 0>(smem, full, empty, ready, p, maps, it, h, tile_c0, item_index,
+                                                       bc.value_block);
+        else
+          transform_key_gate_halves<Tr, kDeltaOnly, 1>(smem, full, empty, ready, p, maps, it, h, tile_c0, item_index,
+                                                       bc.value_block);
+      } else transform_key_gate_chunks<Tr, kDeltaOnly>(smem, full, empty, ready, p, it, h, item_index, bc.value_block);
       return;
     }
   }

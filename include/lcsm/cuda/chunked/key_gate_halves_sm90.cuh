@@ -21,7 +21,7 @@
 
 namespace lcsm::cuda::detail {
 
-// The transform of one landed stage's rows [32 half, 32 half + 32) by the thread of key `key` (a
+// The transform of one landed stage's rows [32 kHalfIndex, 32 kHalfIndex + 32) by the thread of key `key` (a
 // warpgroup, a thread per key); `between_blocks()` runs after each block of eight rows. Returns
 // whether its rows' |L| stayed within kKeyGateSeparable (false for NaN); T = (total.x, total.y) for
 // the second half and in the delta launch.
@@ -35,11 +35,12 @@ namespace lcsm::cuda::detail {
 // lo terms are written where the gates of the key's group of eight lay: those eight keys are eight
 // lanes of this warp, which have read that row's gates before (the block's loads come first; the
 // warp barrier makes that an order for the memory model, not only for the hardware).
-template <class Tr, bool kDeltaOnly, class BetweenBlocks>
-__device__ __forceinline__ bool key_gate_transform_half(__nv_bfloat16* stage, int key, int half, float2& total,
+template <class Tr, bool kDeltaOnly, int kHalfIndex, class BetweenBlocks>
+__device__ __forceinline__ bool key_gate_transform_half(__nv_bfloat16* stage, int key, float2& total,
                                                         BetweenBlocks&& between_blocks) {
   constexpr int C = Tr::kChunk, kHalf = C / 2, kRows = 8, kMeet = 4;
-  const int group = (key >> 3) & 7, row0 = half * kHalf;
+  constexpr int row0 = kHalfIndex * kHalf;
+  const int group = (key >> 3) & 7;
   __nv_bfloat16* const q_at = stage + (key >> 6) * C * 64 + (key & 7);  // + row offset: tile_offset<C>(t, key)
   __nv_bfloat16* const k_at = q_at + Tr::kQ;
   __nv_bfloat16* const q_lo_at = q_at + Tr::kLoTiles;
@@ -63,9 +64,9 @@ __device__ __forceinline__ bool key_gate_transform_half(__nv_bfloat16* stage, in
     const GateSum at_half = L;
     sum_gates(L, kHalf, C);
     th = L.h, tl = L.l;
-    L = half ? at_half : GateSum{};
+    L = kHalfIndex ? at_half : GateSum{};
     named_barrier_sync(kMeet, Tr::kTransformThreads);
-  } else if (half) {
+  } else if constexpr (kHalfIndex == 1) {
     sum_gates(L, 0, kHalf);
     named_barrier_arrive(kMeet, Tr::kTransformThreads);
   }
@@ -83,7 +84,7 @@ __device__ __forceinline__ bool key_gate_transform_half(__nv_bfloat16* stage, in
       q[u] = kDeltaOnly ? 0.f : __bfloat162float(q_at[at]);
     }
     __syncwarp();
-    if (!kDeltaOnly && t0 == 0) named_barrier_sync(kMeet, Tr::kTransformThreads);
+    if (!kDeltaOnly && kHalfIndex == 0 && t0 == 0) named_barrier_sync(kMeet, Tr::kTransformThreads);
 #pragma unroll
     for (int u = 0; u < kRows; ++u) {
       const int at = row_offset(t0 + u);
@@ -107,7 +108,7 @@ __device__ __forceinline__ bool key_gate_transform_half(__nv_bfloat16* stage, in
   return gentle;
 }
 
-// The two transform warpgroups under the vector gate (`half` 0 and 1): each chunk once it has
+// The two transform warpgroups under the vector gate (kHalfIndex 0 and 1): each chunk once it has
 // landed, half its rows each, announced on `ready` (the consumers wait there, not on `full`). The
 // first also loads the chunks (load_stage, tiles_sm90.cuh): each of its threads issues its part of
 // a chunk's copies as soon as it finds the stage free, checked while it waits for a chunk and after
@@ -115,15 +116,15 @@ __device__ __forceinline__ bool key_gate_transform_half(__nv_bfloat16* stage, in
 // their own. At a steep chunk of the output launch both stop: the CTA's fallback flag and the
 // stage's verdict are set, the consumers stop there, and the loads in flight are waited for (no copy
 // may outlive the CTA).
-template <class Tr, bool kDeltaOnly>
+template <class Tr, bool kDeltaOnly, int kHalfIndex>
 __device__ __forceinline__ void transform_key_gate_halves(__nv_bfloat16* smem, std::uint64_t* full,
                                                           std::uint64_t* empty, std::uint64_t* ready,
                                                           const RecurrenceParams& p, const TileMaps& maps,
                                                           const Item& it, int h, int c0, std::int64_t item_index,
-                                                          int value_block, int half) {
+                                                          int value_block) {
   constexpr int C = Tr::kChunk, S = Tr::kStages;
   const int key = static_cast<int>(threadIdx.x % 128);
-  const bool loads = half == 0;
+  constexpr bool loads = kHalfIndex == 0;
   const std::int64_t chunks = (it.end - it.begin + C - 1) / C;
   std::int64_t issued = 0;
   auto try_issue = [&] {  // this thread's part of the next chunk's copies, if its stage is free
@@ -141,16 +142,17 @@ __device__ __forceinline__ void transform_key_gate_halves(__nv_bfloat16* smem, s
     const int s = static_cast<int>(n % S);
     const auto parity = static_cast<std::uint32_t>((n / S) & 1);
     if (loads) {
-      while (!mbarrier_test_wait(&full[s], parity)) try_issue();
+      while (issued < chunks && !mbarrier_test_wait(&full[s], parity)) try_issue();
+      mbarrier_wait(&full[s], parity);  // nothing left to issue: a suspending wait, not a spin
     } else {
       mbarrier_wait(&full[s], parity);
     }
     __nv_bfloat16* stage = smem + s * Tr::kStage;
     float2 total;
-    const bool gentle = key_gate_transform_half<Tr, kDeltaOnly>(stage, key, half, total, [&] {
-      if (loads) try_issue();
+    const bool gentle = key_gate_transform_half<Tr, kDeltaOnly, kHalfIndex>(stage, key, total, [&] {
+      if constexpr (loads) try_issue();
     });
-    if (half) reinterpret_cast<float*>(stage + Tr::kFactors)[key] = exp2_pair(total.x, total.y);
+    if (kHalfIndex == 1) reinterpret_cast<float*>(stage + Tr::kFactors)[key] = exp2_pair(total.x, total.y);
     if constexpr (kDeltaOnly) {
       segment_log2 += static_cast<double>(total.x) + static_cast<double>(total.y);
     } else {
@@ -177,7 +179,7 @@ __device__ __forceinline__ void transform_key_gate_halves(__nv_bfloat16* smem, s
     fence_async_shared();  // the decayed tiles, written by this thread, seen by the wgmma reads
     mbarrier_arrive(&ready[s]);
   }
-  if (kDeltaOnly && value_block == 0 && half)
+  if (kDeltaOnly && value_block == 0 && kHalfIndex == 1)
     p.segment_log_decay[(item_index * p.heads + h) * p.key_dim + key] = static_cast<float>(segment_log2);
 }
 

@@ -165,7 +165,7 @@ __device__ __forceinline__ void transform_key_gate_chunks(__nv_bfloat16* smem, s
     if constexpr (kDeltaOnly) {
       segment_log2 += static_cast<double>(total.x) + static_cast<double>(total.y);
     } else {
-      const bool steep = named_barrier_any(3, 128, !gentle);
+      const bool steep = named_barrier_any(3, Tr::kTransformThreads, !gentle);
       if (key == 0) *reinterpret_cast<int*>(stage + Tr::kVerdict) = steep;
       if (steep) {
         if (key == 0) p.fallback_flags[blockIdx.x] = 1;

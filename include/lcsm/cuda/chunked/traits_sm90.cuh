@@ -38,7 +38,7 @@ struct Sm90Traits {
   static constexpr int kTransformThreads = kHalves ? 256 : 128;
   static constexpr int kThreads = 128 * (kProducerGroups + kConsumers);
   // Registers, 64K a CTA: 128 x 56 + 256 x 224. The vector gate's output launch: loads 64, the
-  // transform 80 (kHalves: two of 72) and the consumers 184 (no spills; kHalves spills 84 bytes);
+  // transform 80 (kHalves: two of 72) and the consumers 184 (no spills; kHalves: the loading half spills);
   // its delta launch, whose consumers keep only the state: 72, 128 and 128 (kHalves: 128 each).
   static constexpr int kProducerRegisters = kHalves ? (kDeltaOnly ? 128 : 72) : kKeyGate ? (kDeltaOnly ? 72 : 64) : 56;
   static constexpr int kTransformRegisters = kHalves ? kProducerRegisters : kDeltaOnly ? 128 : 80;
